@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Hot numeric code needs a target CPU: without one every SIMD FMA and every f16 conversion becomes a
+// library call (see ../shared/docs/swift-stack.md §2–3). Haswell (AVX2 + FMA + F16C) is the safe
+// baseline for x86-64 servers; kernels are shaped for 16 ymm registers.
+#if arch(x86_64)
+let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let cpuFlags: [SwiftSetting] = []
+#endif
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "MoEPress",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "moepress", targets: ["moepress"]),
+        .library(name: "MoETensor", targets: ["MoETensor"]),
+        .library(name: "MoECheckpoint", targets: ["MoECheckpoint"]),
+        .library(name: "MoEModels", targets: ["MoEModels"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // OpenBLAS (cblas) + LAPACKE, installed by scripts/setup.sh.
+        .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        // Tensors, BLAS/LAPACK wrappers, transformer ops, parallel loops.
+        .target(name: "MoETensor", dependencies: ["CBLAS"], swiftSettings: cpuFlags + strict),
+        // safetensors (mmap, shards, validation, atomic writes) and HF config decoding.
+        .target(name: "MoECheckpoint", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
+        // The MoE block abstraction, attention variants, KV cache, one file per family.
+        .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
+        // The command-line tool.
+        .executableTarget(
+            name: "moepress",
+            dependencies: [
+                "MoETensor", "MoECheckpoint", "MoEModels",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], swiftSettings: cpuFlags + strict),
+        .testTarget(
+            name: "MoEModelsTests", dependencies: ["MoEModels", "MoECheckpoint"],
+            resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+    ])

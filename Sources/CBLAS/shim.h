@@ -1,0 +1,5 @@
+#ifndef MOEPRESS_CBLAS_SHIM_H
+#define MOEPRESS_CBLAS_SHIM_H
+#include <cblas.h>    // OpenBLAS cblas + openblas_set_num_threads
+#include <lapacke.h>  // from liblapacke-dev (Debian's OpenBLAS is built without LAPACKE)
+#endif

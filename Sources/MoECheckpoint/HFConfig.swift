@@ -1,0 +1,138 @@
+import Foundation
+import MoETensor
+
+/// A Hugging Face `config.json`, read the way transformers reads it in both major versions:
+/// v4 spells `rope_theta` + `rope_scaling` and `torch_dtype`; v5 spells `rope_parameters` and `dtype`;
+/// the routed-expert count is `num_local_experts` (Mixtral), `num_experts` (Qwen, OLMoE) or
+/// `n_routed_experts` (DeepSeek); token ids may be null. Accessors throw an error naming the file and key.
+public struct HFConfig: Sendable {
+    public let path: String
+    public let raw: [String: JSONValue]
+
+    public init(path: String, raw: [String: JSONValue]) {
+        self.path = path
+        self.raw = raw
+    }
+
+    public init(contentsOf url: URL) throws {
+        path = url.path
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw CheckpointError(file: url.path, "cannot read the model's config.json")
+        }
+        do {
+            guard case .object(let o) = try JSONDecoder().decode(JSONValue.self, from: data) else {
+                throw CheckpointError(file: url.path, "is not a JSON object")
+            }
+            raw = o
+        } catch let e as CheckpointError {
+            throw e
+        } catch {
+            throw CheckpointError(file: url.path, "is not valid JSON")
+        }
+    }
+
+    public init(modelDirectory: URL) throws {
+        try self.init(contentsOf: modelDirectory.appendingPathComponent("config.json"))
+    }
+
+    func fail(_ key: String, _ problem: String) -> CheckpointError {
+        CheckpointError(file: path, "key \"\(key)\" \(problem)")
+    }
+
+    public func has(_ key: String) -> Bool { raw[key].map { !$0.isNull } ?? false }
+
+    public func int(_ key: String) throws -> Int {
+        guard let v = raw[key], !v.isNull else { throw fail(key, "is missing") }
+        guard let i = v.int else { throw fail(key, "should be an integer") }
+        return i
+    }
+
+    public func int(_ key: String, default d: Int) throws -> Int { has(key) ? try int(key) : d }
+    public func optionalInt(_ key: String) throws -> Int? { has(key) ? try int(key) : nil }
+
+    public func double(_ key: String) throws -> Double {
+        guard let v = raw[key], !v.isNull else { throw fail(key, "is missing") }
+        guard let d = v.double else { throw fail(key, "should be a number") }
+        return d
+    }
+
+    public func double(_ key: String, default d: Double) throws -> Double { has(key) ? try double(key) : d }
+    public func optionalDouble(_ key: String) throws -> Double? { has(key) ? try double(key) : nil }
+
+    public func bool(_ key: String, default d: Bool) throws -> Bool {
+        guard has(key) else { return d }
+        guard let b = raw[key]!.bool else { throw fail(key, "should be true or false") }
+        return b
+    }
+
+    public func string(_ key: String) throws -> String {
+        guard let v = raw[key], !v.isNull else { throw fail(key, "is missing") }
+        guard let s = v.string else { throw fail(key, "should be a string") }
+        return s
+    }
+
+    public func string(_ key: String, default d: String) throws -> String { has(key) ? try string(key) : d }
+
+    public func intList(_ key: String) throws -> [Int] {
+        guard has(key) else { return [] }
+        guard let a = raw[key]!.array else { throw fail(key, "should be a list of integers") }
+        return try a.map { guard let i = $0.int else { throw fail(key, "should be a list of integers") }; return i }
+    }
+
+    public func stringList(_ key: String) throws -> [String]? {
+        guard has(key) else { return nil }
+        guard let a = raw[key]!.array else { throw fail(key, "should be a list of strings") }
+        return try a.map { guard let s = $0.string else { throw fail(key, "should be a list of strings") }; return s }
+    }
+
+    /// The first of several spellings that is present.
+    public func int(anyOf keys: [String]) throws -> Int {
+        for k in keys where has(k) { return try int(k) }
+        throw CheckpointError(file: path, "none of the keys \(keys.map { "\"\($0)\"" }.joined(separator: ", ")) is present")
+    }
+
+    public var modelType: String { get throws { try string("model_type") } }
+
+    /// Token id keys may hold an int, a list of ints (eos), or null.
+    public func tokenIDs(_ key: String) -> [Int] {
+        switch raw[key] {
+        case .number(let d)?: return [Int(d)]
+        case .array(let a)?: return a.compactMap(\.int)
+        default: return []
+        }
+    }
+
+    /// RoPE parameters from `rope_parameters` (v5) or `rope_theta` + `rope_scaling` (v4).
+    public func ropeParameters() throws -> RoPE.Parameters {
+        var p = RoPE.Parameters()
+        var dict: [String: JSONValue] = [:]
+        if let o = raw["rope_parameters"]?.object {
+            // v5 may nest per layer type ({"full_attention": {...}}); MoE families here use one global dict.
+            if o["rope_type"] == nil && o["rope_theta"] == nil, let first = o["full_attention"]?.object {
+                dict = first
+            } else {
+                dict = o
+            }
+        }
+        if let o = raw["rope_scaling"]?.object { dict.merge(o) { cur, _ in cur } }
+        func num(_ k: String) throws -> Double? {
+            guard let v = dict[k], !v.isNull else { return nil }
+            guard let d = v.double else { throw fail("rope_parameters.\(k)", "should be a number") }
+            return d
+        }
+        p.type = dict["rope_type"]?.string ?? dict["type"]?.string ?? "default"
+        p.theta = try num("rope_theta") ?? optionalDouble("rope_theta") ?? 10000
+        p.factor = try num("factor")
+        p.originalMaxPositions = try (num("original_max_position_embeddings") ?? optionalDouble("original_max_position_embeddings")).map { Int($0) }
+        p.attentionFactor = try num("attention_factor")
+        p.betaFast = try num("beta_fast")
+        p.betaSlow = try num("beta_slow")
+        p.mscale = try num("mscale")
+        p.mscaleAllDim = try num("mscale_all_dim")
+        p.lowFreqFactor = try num("low_freq_factor")
+        p.highFreqFactor = try num("high_freq_factor")
+        p.truncate = dict["truncate"]?.bool ?? true
+        p.partialRotaryFactor = try num("partial_rotary_factor") ?? optionalDouble("partial_rotary_factor") ?? 1
+        return p
+    }
+}

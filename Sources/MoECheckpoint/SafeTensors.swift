@@ -1,0 +1,167 @@
+import Foundation
+import MoETensor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where one tensor lives in a safetensors file.
+public struct TensorInfo: Sendable, Equatable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    /// Byte range inside the data section (after the 8-byte length and the JSON header).
+    public let begin: Int
+    public let end: Int
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { end - begin }
+}
+
+/// A read-only memory mapping of a file, unmapped when the last reference goes.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let base: UnsafeRawPointer
+    public let size: Int
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CheckpointError(file: path, "cannot open (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw CheckpointError(file: path, "cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw CheckpointError(file: path, "not a regular file") }
+        size = Int(st.st_size)
+        if size == 0 {
+            base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
+            return
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw CheckpointError(file: path, "mmap failed (\(String(cString: strerror(errno))))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit {
+        if size == 0 { UnsafeMutableRawPointer(mutating: base).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+}
+
+/// One safetensors file, mmapped. The header is untrusted: it is validated completely at open
+/// (JSON shape, dtypes, sizes, ranges inside the file, no overlaps, no overflow) so that reading a
+/// tensor afterwards cannot fault.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public let path: String
+    public let mapping: MappedFile
+    /// Tensors in file order (by offset).
+    public let tensors: [TensorInfo]
+    public let metadata: [String: String]
+    private let index: [String: Int]
+    /// Byte offset of the data section in the file.
+    public let dataOffset: Int
+
+    /// Largest header accepted (the format's own reference implementation uses 100 MB).
+    public static let maxHeaderBytes = 100_000_000
+
+    public init(path: String) throws {
+        self.path = path
+        mapping = try MappedFile(path: path)
+        let size = mapping.size
+        let fail = { (tensor: String?, problem: String) in CheckpointError(file: path, tensor: tensor, problem) }
+        guard size >= 8 else { throw fail(nil, "truncated: \(size) bytes, shorter than the 8-byte header length") }
+        let n64 = UInt64(littleEndian: mapping.base.loadUnaligned(as: UInt64.self))
+        guard n64 <= UInt64(Self.maxHeaderBytes) else { throw fail(nil, "header length \(n64) exceeds the \(Self.maxHeaderBytes)-byte limit") }
+        let n = Int(n64)
+        guard 8 + n <= size else { throw fail(nil, "header length \(n) runs past the end of the file (\(size) bytes)") }
+        dataOffset = 8 + n
+        let dataSize = size - dataOffset
+        let headerData = Data(bytes: mapping.base + 8, count: n)
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: headerData, options: [])
+        } catch {
+            throw fail(nil, "header is not valid JSON")
+        }
+        guard let root = json as? [String: Any] else { throw fail(nil, "header is not a JSON object") }
+        var infos: [TensorInfo] = []
+        var meta: [String: String] = [:]
+        for (name, value) in root {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any] else { throw fail(nil, "__metadata__ is not an object") }
+                for (k, v) in m {
+                    guard let s = v as? String else { throw fail(nil, "__metadata__ value for \"\(k)\" is not a string") }
+                    meta[k] = s
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any] else { throw fail(name, "entry is not an object") }
+            guard let dtypeName = entry["dtype"] as? String else { throw fail(name, "missing dtype") }
+            guard let dtype = DType(rawValue: dtypeName) else { throw fail(name, "unknown dtype \"\(dtypeName)\"") }
+            guard let shapeAny = entry["shape"] as? [Any] else { throw fail(name, "missing or malformed shape") }
+            var shape: [Int] = []
+            for d in shapeAny {
+                guard let v = jsonInt(d), v >= 0 else { throw fail(name, "shape \(shapeAny) has an invalid dimension") }
+                shape.append(v)
+            }
+            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2,
+                  let begin = jsonInt(offs[0]), let end = jsonInt(offs[1]), begin >= 0, end >= 0
+            else { throw fail(name, "missing or malformed data_offsets") }
+            guard begin <= end else { throw fail(name, "data_offsets [\(begin), \(end)] are reversed") }
+            guard end <= dataSize else {
+                throw fail(name, "data_offsets [\(begin), \(end)] lie outside the file's \(dataSize)-byte data section")
+            }
+            var elems = 1
+            for d in shape {
+                let (p, overflow) = elems.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw fail(name, "shape \(shape) overflows") }
+                elems = p
+            }
+            let (bytes, overflow) = elems.multipliedReportingOverflow(by: dtype.byteSize)
+            guard !overflow else { throw fail(name, "shape \(shape) overflows") }
+            guard bytes == end - begin else {
+                throw fail(name, "shape \(shape) × \(dtypeName) is \(bytes) bytes but data_offsets span \(end - begin)")
+            }
+            infos.append(TensorInfo(name: name, dtype: dtype, shape: shape, begin: begin, end: end))
+        }
+        infos.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        var lastEnd = 0
+        var lastName = ""
+        for info in infos where info.byteCount > 0 {
+            guard info.begin >= lastEnd else {
+                throw fail(info.name, "byte range [\(info.begin), \(info.end)] overlaps tensor \"\(lastName)\"")
+            }
+            lastEnd = info.end
+            lastName = info.name
+        }
+        tensors = infos
+        metadata = meta
+        var idx: [String: Int] = [:]
+        for (i, t) in infos.enumerated() { idx[t.name] = i }
+        index = idx
+    }
+
+    public func info(_ name: String) -> TensorInfo? { index[name].map { tensors[$0] } }
+
+    /// Pointer to the tensor's bytes inside the mapping (valid while this file lives).
+    public func bytes(_ info: TensorInfo) -> UnsafeRawPointer { mapping.base + dataOffset + info.begin }
+
+    /// The tensor as f32: a zero-copy view for aligned F32 data, a converted copy for F16/BF16.
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let info = info(name) else { throw CheckpointError(file: path, tensor: name, "not in this file") }
+        guard info.dtype.isFloatingPoint else {
+            throw CheckpointError(file: path, tensor: name, "dtype \(info.dtype.rawValue) cannot be read as floating point")
+        }
+        let p = bytes(info)
+        if info.dtype == .f32, Int(bitPattern: p) % 4 == 0 {
+            return Tensor(viewing: UnsafeMutablePointer(mutating: p.assumingMemoryBound(to: Float.self)), shape: info.shape, owner: mapping)
+        }
+        return Tensor(converting: p, dtype: info.dtype, shape: info.shape)
+    }
+}
+
+/// An integral JSON number (JSONSerialization hands numbers over as NSNumber; 1.5 or true are not integers).
+func jsonInt(_ v: Any) -> Int? {
+    if String(describing: type(of: v)).contains("Boolean") { return nil }  // NSNumber(0) `is Bool` on Linux
+    if let i = v as? Int { return i }
+    if let d = v as? Double, d.rounded() == d, abs(d) < 9.0e15 { return Int(d) }
+    return nil
+}

@@ -1,0 +1,199 @@
+import MoETensor
+
+/// One sequence's rows inside a batch, and that sequence's cache for the current layer.
+public struct AttentionSegment: @unchecked Sendable {
+    public let rows: Range<Int>
+    public let cache: KVCache.Layer
+    public init(rows: Range<Int>, cache: KVCache.Layer) {
+        self.rows = rows
+        self.cache = cache
+    }
+}
+
+/// Self-attention of any kind (grouped-query, latent). Rows of `x` belong to the given segments.
+public protocol AttentionLayer: Sendable {
+    var cacheShape: (kvHeads: Int, keyDim: Int, valueDim: Int) { get }
+    var parameterCount: Int { get }
+    func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor
+}
+
+/// Causal scaled-dot-product attention of `tokens` new queries against everything in `cache`
+/// (which already holds their own keys). q is [tokens, heads, keyDim]; out is [tokens, heads, valueDim].
+/// Query t sits at position cache.count − tokens + t; with a sliding window w, it sees keys j with
+/// j > position − w (HF's `sliding_window_overlay`).
+func attend(
+    q: UnsafePointer<Float>, tokens: Int, heads: Int, cache: KVCache.Layer, scale: Float,
+    slidingWindow: Int?, out: UnsafeMutablePointer<Float>
+) {
+    let s = cache.count, dk = cache.keyDim, dv = cache.valueDim, kvh = cache.kvHeads
+    let group = heads / kvh
+    let first = s - tokens
+    let outp = SendablePointer(out)
+    cache.keys.withUnsafeBufferPointer { kb in
+        cache.values.withUnsafeBufferPointer { vb in
+            let keys = SendablePointer(UnsafeMutablePointer(mutating: kb.baseAddress!))
+            let values = SendablePointer(UnsafeMutablePointer(mutating: vb.baseAddress!))
+            let qp = SendablePointer(UnsafeMutablePointer(mutating: q))
+            parallelFor(heads) { h in
+                let g = h / group
+                let scores = Tensor(zeros: [tokens, s])
+                BLAS.gemm(transB: true, m: tokens, n: s, k: dk, alpha: scale,
+                          a: qp + h * dk, lda: heads * dk, b: keys + g * dk, ldb: kvh * dk,
+                          c: scores.data, ldc: s)
+                for t in 0..<tokens {
+                    let pos = first + t
+                    let row = scores.data + t * s
+                    let lo = slidingWindow.map { max(0, pos - $0 + 1) } ?? 0
+                    for j in 0..<lo { row[j] = -.infinity }
+                    for j in (pos + 1)..<max(pos + 1, s) { row[j] = -.infinity }
+                    softmaxInPlace(row, count: s)
+                }
+                BLAS.gemm(m: tokens, n: dv, k: s, a: scores.data, lda: s, b: values + g * dv, ldb: kvh * dv,
+                          c: outp + h * dv, ldc: heads * dv)
+            }
+        }
+    }
+}
+
+/// Multi-head attention with grouped key/value heads (Mixtral, Qwen, OLMoE): optional biases, q/k
+/// RMSNorm either per head (Qwen3-MoE) or over the whole projection (OLMoE), optional clipping of q/k/v
+/// (OLMoE `clip_qkv`), RoPE, optional sliding window.
+public struct GroupedQueryAttention: AttentionLayer {
+    public enum QKNorm: Sendable {
+        case none
+        case perHead(q: RMSNorm, k: RMSNorm)
+        case full(q: RMSNorm, k: RMSNorm)
+    }
+
+    public let q, k, v, o: any LinearLayer
+    public let heads: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    public let rope: RoPE
+    public let qkNorm: QKNorm
+    public let clip: Float?
+    public let slidingWindow: Int?
+    public let scale: Float
+
+    public init(q: any LinearLayer, k: any LinearLayer, v: any LinearLayer, o: any LinearLayer,
+                heads: Int, kvHeads: Int, headDim: Int, rope: RoPE, qkNorm: QKNorm = .none,
+                clip: Float? = nil, slidingWindow: Int? = nil, scale: Float? = nil) {
+        precondition(heads % kvHeads == 0, "\(heads) heads are not a multiple of \(kvHeads) KV heads")
+        precondition(q.outFeatures == heads * headDim && k.outFeatures == kvHeads * headDim && v.outFeatures == kvHeads * headDim,
+                     "attention projection sizes do not match heads × head_dim")
+        self.q = q; self.k = k; self.v = v; self.o = o
+        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.rope = rope; self.qkNorm = qkNorm; self.clip = clip; self.slidingWindow = slidingWindow
+        self.scale = scale ?? 1 / Float(headDim).squareRoot()
+    }
+
+    public var cacheShape: (kvHeads: Int, keyDim: Int, valueDim: Int) { (kvHeads, headDim, headDim) }
+    public var parameterCount: Int {
+        var n = q.parameterCount + k.parameterCount + v.parameterCount + o.parameterCount
+        switch qkNorm {
+        case .none: break
+        case .perHead(let a, let b), .full(let a, let b): n += a.dim + b.dim
+        }
+        return n
+    }
+
+    public func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor {
+        let qs = q(x), ks = k(x), vs = v(x)
+        let t = x.rows
+        switch qkNorm {
+        case .none: break
+        case .perHead(let qn, let kn):
+            qn.applyInPlace(qs.data, rows: t * heads, stride: headDim)
+            kn.applyInPlace(ks.data, rows: t * kvHeads, stride: headDim)
+        case .full(let qn, let kn):
+            qn.applyInPlace(qs.data, rows: t, stride: heads * headDim)
+            kn.applyInPlace(ks.data, rows: t, stride: kvHeads * headDim)
+        }
+        if let c = clip {
+            for p in [qs, ks, vs] { for i in 0..<p.count { p.data[i] = min(max(p.data[i], -c), c) } }
+        }
+        let out = Tensor(zeros: [t, heads * headDim])
+        for seg in segments {
+            let n = seg.rows.count, r0 = seg.rows.lowerBound
+            let table = rope.table(positions: Array(seg.cache.count..<(seg.cache.count + n)))
+            rope.apply(qs.data + r0 * heads * headDim, tokens: n, heads: heads, tokenStride: heads * headDim,
+                       headStride: headDim, table: table)
+            rope.apply(ks.data + r0 * kvHeads * headDim, tokens: n, heads: kvHeads, tokenStride: kvHeads * headDim,
+                       headStride: headDim, table: table)
+            seg.cache.append(keys: ks.data + r0 * kvHeads * headDim, values: vs.data + r0 * kvHeads * headDim, tokens: n)
+            attend(q: qs.data + r0 * heads * headDim, tokens: n, heads: heads, cache: seg.cache, scale: scale,
+                   slidingWindow: slidingWindow, out: out.data + r0 * heads * headDim)
+        }
+        return o(out)
+    }
+}
+
+/// DeepSeek's multi-head latent attention (MLA): queries optionally through a low-rank bottleneck,
+/// keys and values from a shared compressed latent plus one rotary key shared by all heads.
+/// The cache keeps expanded per-head keys and values (numerically what HF computes).
+public struct LatentAttention: AttentionLayer {
+    public let qProj: (any LinearLayer)?
+    public let qA: (any LinearLayer)?
+    public let qANorm: RMSNorm?
+    public let qB: (any LinearLayer)?
+    public let kvA: any LinearLayer
+    public let kvANorm: RMSNorm
+    public let kvB: any LinearLayer
+    public let o: any LinearLayer
+    public let heads: Int
+    public let nopeDim: Int
+    public let ropeDim: Int
+    public let valueDim: Int
+    public let kvLoraRank: Int
+    public let rope: RoPE
+    public let scale: Float
+
+    public init(qProj: (any LinearLayer)?, qA: (any LinearLayer)?, qANorm: RMSNorm?, qB: (any LinearLayer)?,
+                kvA: any LinearLayer, kvANorm: RMSNorm, kvB: any LinearLayer, o: any LinearLayer,
+                heads: Int, nopeDim: Int, ropeDim: Int, valueDim: Int, kvLoraRank: Int, rope: RoPE, scale: Float) {
+        precondition(qProj != nil || (qA != nil && qANorm != nil && qB != nil), "MLA needs q_proj or q_a/q_b projections")
+        self.qProj = qProj; self.qA = qA; self.qANorm = qANorm; self.qB = qB
+        self.kvA = kvA; self.kvANorm = kvANorm; self.kvB = kvB; self.o = o
+        self.heads = heads; self.nopeDim = nopeDim; self.ropeDim = ropeDim; self.valueDim = valueDim
+        self.kvLoraRank = kvLoraRank; self.rope = rope; self.scale = scale
+    }
+
+    var qkDim: Int { nopeDim + ropeDim }
+    public var cacheShape: (kvHeads: Int, keyDim: Int, valueDim: Int) { (heads, qkDim, valueDim) }
+    public var parameterCount: Int {
+        (qProj?.parameterCount ?? 0) + (qA?.parameterCount ?? 0) + (qANorm?.dim ?? 0) + (qB?.parameterCount ?? 0)
+            + kvA.parameterCount + kvANorm.dim + kvB.parameterCount + o.parameterCount
+    }
+
+    public func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor {
+        let t = x.rows
+        let qs: Tensor
+        if let qProj { qs = qProj(x) } else { qs = qB!(qANorm!(qA!(x))) }
+        let ckv = kvA(x)                                   // [t, kvLoraRank + ropeDim]
+        let latent = kvANorm(ckv.columns(0..<kvLoraRank))   // [t, kvLoraRank]
+        let kpe = ckv.columns(kvLoraRank..<(kvLoraRank + ropeDim))
+        let kv = kvB(latent)                               // [t, heads, nope + value]
+        let keys = Tensor(zeros: [t, heads, qkDim]), values = Tensor(zeros: [t, heads, valueDim])
+        let out = Tensor(zeros: [t, heads * valueDim])
+        for seg in segments {
+            let n = seg.rows.count, r0 = seg.rows.lowerBound
+            let table = rope.table(positions: Array(seg.cache.count..<(seg.cache.count + n)))
+            rope.apply(qs.data + r0 * heads * qkDim, tokens: n, heads: heads, tokenStride: heads * qkDim,
+                       headStride: qkDim, offset: nopeDim, table: table)
+            rope.apply(kpe.data + r0 * ropeDim, tokens: n, heads: 1, tokenStride: ropeDim, headStride: ropeDim, table: table)
+            for r in seg.rows {
+                for h in 0..<heads {
+                    let src = kv.data + (r * heads + h) * (nopeDim + valueDim)
+                    let kd = keys.data + (r * heads + h) * qkDim
+                    kd.update(from: src, count: nopeDim)
+                    (kd + nopeDim).update(from: kpe.data + r * ropeDim, count: ropeDim)
+                    (values.data + (r * heads + h) * valueDim).update(from: src + nopeDim, count: valueDim)
+                }
+            }
+            seg.cache.append(keys: keys.data + r0 * heads * qkDim, values: values.data + r0 * heads * valueDim, tokens: n)
+            attend(q: qs.data + r0 * heads * qkDim, tokens: n, heads: heads, cache: seg.cache, scale: scale,
+                   slidingWindow: nil, out: out.data + r0 * heads * valueDim)
+        }
+        return o(out)
+    }
+}

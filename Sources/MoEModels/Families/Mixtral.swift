@@ -1,0 +1,35 @@
+import MoETensor
+import MoECheckpoint
+
+/// Mixtral (transformers `models/mixtral/modeling_mixtral.py`): GQA attention without biases, every
+/// layer an MoE block of SwiGLU experts w1 (gate), w3 (up), w2 (down); softmax routing in f32, top-k,
+/// always renormalised over the chosen experts.
+public enum Mixtral: ModelFamily {
+    public static let modelTypes = ["mixtral"]
+
+    public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let experts = try c.routedExperts
+        let layer = ModelDescription.Layer(experts: experts, expertIntermediate: try c.int("intermediate_size"),
+                                           denseIntermediate: nil, sharedExpertIntermediate: nil, sharedExpertGated: false)
+        let routing = Routing(topK: try c.int("num_experts_per_tok", default: 2), normalizeTopK: true)
+        return try c.baseDescription(architectureFallback: "MixtralForCausalLM", routing: routing,
+                                     layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
+    }
+
+    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
+        let d = try describe(c)
+        let w = WeightReader(ckpt: weights, description: d)
+        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
+        let window = try c.optionalInt("sliding_window")
+        return try buildGQAModel(d, c, w, attention: { _, p in
+            try standardAttention(d, w, prefix: p, rope: rope, bias: false, slidingWindow: window)
+        }, feedForward: { i, p in
+            // v4 names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
+            let m = weights.contains("\(p).block_sparse_moe.gate.weight") ? "\(p).block_sparse_moe" : "\(p).mlp"
+            let l = d.layers[i]
+            let router = Router(weight: try w.tensor("\(m).gate.weight", [l.experts!, d.hiddenSize]), routing: d.routing!)
+            let experts = try w.experts("\(m).experts", count: l.experts!, intermediate: l.expertIntermediate, names: ("w1", "w3", "w2"))
+            return .moe(MoEBlock(router: router, experts: experts))
+        })
+    }
+}

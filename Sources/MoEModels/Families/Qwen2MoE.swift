@@ -1,0 +1,59 @@
+import MoETensor
+import MoECheckpoint
+
+/// Qwen2-MoE / Qwen1.5-MoE (transformers `models/qwen2_moe/modeling_qwen2_moe.py`): GQA attention with
+/// q/k/v biases, MoE layers every `decoder_sparse_step` except `mlp_only_layers`, routed experts plus an
+/// always-on shared expert scaled by sigmoid(shared_expert_gate(x)); softmax routing, renormalised only
+/// when `norm_topk_prob`.
+public enum Qwen2MoE: ModelFamily {
+    public static let modelTypes = ["qwen2_moe"]
+
+    public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let experts = try c.routedExperts
+        let step = try c.int("decoder_sparse_step", default: 1)
+        let mlpOnly = Set(try c.intList("mlp_only_layers"))
+        let shared = try c.int("shared_expert_intermediate_size", default: 0)
+        let n = try c.int("num_hidden_layers")
+        let layers = try (0..<n).map { i -> ModelDescription.Layer in
+            let moe = !mlpOnly.contains(i) && experts > 0 && (i + 1) % max(step, 1) == 0
+            return ModelDescription.Layer(
+                experts: moe ? experts : nil, expertIntermediate: try c.int("moe_intermediate_size"),
+                denseIntermediate: moe ? nil : try c.int("intermediate_size"),
+                sharedExpertIntermediate: moe && shared > 0 ? shared : nil, sharedExpertGated: moe && shared > 0)
+        }
+        let routing = Routing(topK: try c.int("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
+        return try c.baseDescription(architectureFallback: "Qwen2MoeForCausalLM", routing: routing, layers: layers)
+    }
+
+    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
+        let d = try describe(c)
+        let w = WeightReader(ckpt: weights, description: d)
+        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
+        let windows = try slidingWindows(c, layers: d.numLayers)
+        return try buildGQAModel(d, c, w, attention: { i, p in
+            try standardAttention(d, w, prefix: p, rope: rope, bias: try c.bool("qkv_bias", default: true), slidingWindow: windows[i])
+        }, feedForward: { i, p in
+            let l = d.layers[i]
+            guard let e = l.experts else { return .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!)) }
+            let router = Router(weight: try w.tensor("\(p).mlp.gate.weight", [e, d.hiddenSize]), routing: d.routing!)
+            let experts = try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate)
+            guard let si = l.sharedExpertIntermediate else { return .moe(MoEBlock(router: router, experts: experts)) }
+            return .moe(MoEBlock(router: router, experts: experts,
+                                 sharedExpert: try w.mlp("\(p).mlp.shared_expert", intermediate: si),
+                                 sharedExpertGate: try w.linear("\(p).mlp.shared_expert_gate", out: 1, in: d.hiddenSize)))
+        })
+    }
+
+    /// Qwen's sliding window applies only with `use_sliding_window`, to the layers `layer_types` marks
+    /// "sliding_attention" (v5) or, without that list, to layers below `max_window_layers` (v4).
+    static func slidingWindows(_ c: HFConfig, layers n: Int) throws -> [Int?] {
+        guard try c.bool("use_sliding_window", default: false), let w = try c.optionalInt("sliding_window"), w > 0 else {
+            return Array(repeating: nil, count: n)
+        }
+        if let types = try c.stringList("layer_types") {
+            return (0..<n).map { i in i < types.count && types[i] == "sliding_attention" ? w : nil }
+        }
+        let maxWindow = try c.int("max_window_layers", default: n)
+        return (0..<n).map { i in (i + 1) % 2 == 1 && i < maxWindow ? w : nil }
+    }
+}

@@ -1,0 +1,41 @@
+import MoETensor
+import MoECheckpoint
+
+/// Qwen3-MoE (transformers `models/qwen3_moe/modeling_qwen3_moe.py`): like Qwen2-MoE without the shared
+/// expert and without q/k/v biases (unless `attention_bias`), with RMSNorm on each query and key head
+/// before RoPE and an explicit `head_dim`.
+public enum Qwen3MoE: ModelFamily {
+    public static let modelTypes = ["qwen3_moe"]
+
+    public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let experts = try c.routedExperts
+        let step = try c.int("decoder_sparse_step", default: 1)
+        let mlpOnly = Set(try c.intList("mlp_only_layers"))
+        let layers = try (0..<c.int("num_hidden_layers")).map { i -> ModelDescription.Layer in
+            let moe = !mlpOnly.contains(i) && experts > 0 && (i + 1) % max(step, 1) == 0
+            return ModelDescription.Layer(experts: moe ? experts : nil, expertIntermediate: try c.int("moe_intermediate_size"),
+                                          denseIntermediate: moe ? nil : try c.int("intermediate_size"),
+                                          sharedExpertIntermediate: nil, sharedExpertGated: false)
+        }
+        let routing = Routing(topK: try c.int("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
+        return try c.baseDescription(architectureFallback: "Qwen3MoeForCausalLM", routing: routing, layers: layers)
+    }
+
+    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
+        let d = try describe(c)
+        let w = WeightReader(ckpt: weights, description: d)
+        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
+        let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalInt("sliding_window") : nil
+        return try buildGQAModel(d, c, w, attention: { _, p in
+            let norms = GroupedQueryAttention.QKNorm.perHead(q: try w.norm("\(p).self_attn.q_norm", d.headDim),
+                                                             k: try w.norm("\(p).self_attn.k_norm", d.headDim))
+            return try standardAttention(d, w, prefix: p, rope: rope, bias: try c.bool("attention_bias", default: false),
+                                         qkNorm: norms, slidingWindow: window)
+        }, feedForward: { i, p in
+            let l = d.layers[i]
+            guard let e = l.experts else { return .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!)) }
+            let router = Router(weight: try w.tensor("\(p).mlp.gate.weight", [e, d.hiddenSize]), routing: d.routing!)
+            return .moe(MoEBlock(router: router, experts: try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate)))
+        })
+    }
+}

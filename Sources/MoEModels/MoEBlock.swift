@@ -1,0 +1,134 @@
+import MoETensor
+
+/// The one Mixture-of-Experts block every family shares: a router, routed experts, and an optional
+/// shared expert (always on; optionally scaled by a sigmoid gate, as in Qwen2-MoE). Compression
+/// methods operate on this type and its properties, never on a family name.
+public struct MoEBlock: Sendable {
+    public var router: Router
+    public var experts: [GatedMLP]
+    public var sharedExpert: GatedMLP?
+    /// H → 1 linear whose sigmoid scales the shared expert's output per token (Qwen2-MoE).
+    public var sharedExpertGate: (any LinearLayer)?
+
+    public init(router: Router, experts: [GatedMLP], sharedExpert: GatedMLP? = nil, sharedExpertGate: (any LinearLayer)? = nil) {
+        precondition(router.numExperts == experts.count, "router has \(router.numExperts) rows for \(experts.count) experts")
+        self.router = router
+        self.experts = experts
+        self.sharedExpert = sharedExpert
+        self.sharedExpertGate = sharedExpertGate
+    }
+
+    public var routing: Routing { router.routing }
+    public var numExperts: Int { experts.count }
+    public var topK: Int { router.routing.topK }
+    public var hasSharedExpert: Bool { sharedExpert != nil }
+    public var hiddenSize: Int { router.weight.shape[1] }
+
+    public var parameterCount: Int {
+        router.weight.count + experts.reduce(0) { $0 + $1.parameterCount }
+            + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
+    }
+
+    /// Parameters touched per token: router, top-k routed experts (taking the mean expert size) and the shared expert.
+    public var activeParameterCount: Int {
+        let meanExpert = experts.isEmpty ? 0 : experts.reduce(0) { $0 + $1.parameterCount } / experts.count
+        return router.weight.count + topK * meanExpert + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        forward(x, decision: router.route(x))
+    }
+
+    /// The block output for a given routing decision.
+    public func forward(_ x: Tensor, decision: Router.Decision) -> Tensor {
+        let out = routedOutput(x, decision: decision)
+        if let shared = sharedExpert {
+            let s = shared(x)
+            if let gate = sharedExpertGate {
+                let g = gate(x)
+                let h = hiddenSize
+                for t in 0..<x.rows {
+                    let w = sigmoid(g.data[t])
+                    axpy(w, s.data + t * h, out.data + t * h, count: h)
+                }
+            } else {
+                out.add(s)
+            }
+        }
+        return out
+    }
+
+    /// Tokens grouped by expert: for expert e, the (token, weight) pairs in token order.
+    public func assignments(_ d: Router.Decision) -> [[(token: Int, weight: Float)]] {
+        var lists = [[(token: Int, weight: Float)]](repeating: [], count: numExperts)
+        let t = d.experts.count / max(d.topK, 1)
+        for i in 0..<t {
+            for s in 0..<d.topK {
+                lists[Int(d.experts[i * d.topK + s])].append((i, d.weights[i * d.topK + s]))
+            }
+        }
+        return lists
+    }
+
+    /// Σ over chosen experts of weight × expert(x), computed expert by expert on the tokens routed to it
+    /// (experts in parallel), then summed in expert order (as HF's index_add_ does), so the result is
+    /// deterministic whatever the thread count.
+    public func routedOutput(_ x: Tensor, decision d: Router.Decision) -> Tensor {
+        let h = hiddenSize
+        let lists = assignments(d)
+        let active = (0..<numExperts).filter { !lists[$0].isEmpty }
+        var outputs = [Tensor?](repeating: nil, count: numExperts)
+        let serialInside = active.count > 1
+        outputs.withUnsafeMutableBufferPointer { buf in
+            let results = SendablePointer(buf.baseAddress!)
+            parallelFor(active.count) { a in
+                let e = active[a]
+                let list = lists[e]
+                let xe = Tensor(zeros: [list.count, h])
+                for (r, item) in list.enumerated() { (xe.data + r * h).update(from: x.data + item.token * h, count: h) }
+                let ye = Tensor(zeros: [list.count, h])
+                experts[e].apply(xe.data, rows: list.count, into: ye.data, parallel: !serialInside)
+                for (r, item) in list.enumerated() {
+                    let row = ye.data + r * h
+                    for j in 0..<h { row[j] *= item.weight }
+                }
+                results[e] = ye
+            }
+        }
+        let out = Tensor(zeros: x.shape)
+        for e in active {
+            let ye = outputs[e]!
+            for (r, item) in lists[e].enumerated() { addInPlace(out.data + item.token * h, ye.data + r * h, count: h) }
+        }
+        return out
+    }
+}
+
+/// What follows attention in a decoder layer: a dense gated MLP or an MoE block.
+public enum FeedForward: Sendable {
+    case dense(GatedMLP)
+    case moe(MoEBlock)
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        switch self {
+        case .dense(let mlp): return mlp(x)
+        case .moe(let block): return block(x)
+        }
+    }
+
+    public var moe: MoEBlock? { if case .moe(let b) = self { return b } else { return nil } }
+
+    public var parameterCount: Int {
+        switch self {
+        case .dense(let m): return m.parameterCount
+        case .moe(let b): return b.parameterCount
+        }
+    }
+
+    public var activeParameterCount: Int {
+        switch self {
+        case .dense(let m): return m.parameterCount
+        case .moe(let b): return b.activeParameterCount
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import MoETensor
+import MoECheckpoint
+
+/// One supported architecture: how to read its config and where its weights are. Each family lives
+/// in its own file under Families/ and is listed once in `ModelRegistry.families`.
+public protocol ModelFamily {
+    /// HF `model_type` values this family reads.
+    static var modelTypes: [String] { get }
+    static func describe(_ config: HFConfig) throws -> ModelDescription
+    static func build(_ config: HFConfig, weights: Checkpoint) throws -> CausalLM
+}
+
+public enum ModelRegistry {
+    public static let families: [any ModelFamily.Type] = [
+        Mixtral.self, Qwen2MoE.self, Qwen3MoE.self, OLMoE.self, DeepseekV2.self, DeepseekV3.self,
+    ]
+
+    public static var supportedModelTypes: [String] { families.flatMap { $0.modelTypes } }
+
+    public static func family(for config: HFConfig) throws -> any ModelFamily.Type {
+        let t = try config.modelType
+        guard let f = families.first(where: { $0.modelTypes.contains(t) }) else {
+            throw ModelError.unsupportedArchitecture(t, supported: supportedModelTypes)
+        }
+        return f
+    }
+
+    public static func describe(directory: URL) throws -> ModelDescription {
+        let config = try HFConfig(modelDirectory: directory)
+        return try family(for: config).describe(config)
+    }
+
+    /// Loads a model folder (config.json + safetensors) into f32 weights.
+    public static func load(directory: URL) throws -> CausalLM {
+        let config = try HFConfig(modelDirectory: directory)
+        let fam = try family(for: config)
+        let weights = try Checkpoint(directory: directory)
+        return try fam.build(config, weights: weights)
+    }
+}
+
+/// Reads tensors by name with shape checks; the helpers every family file builds from.
+struct WeightReader {
+    let ckpt: Checkpoint
+    let description: ModelDescription
+
+    func tensor(_ name: String, _ shape: [Int]) throws -> Tensor { try ckpt.tensor(name, shape: shape) }
+
+    func linear(_ prefix: String, out: Int, in inF: Int, bias: Bool = false) throws -> DenseLinear {
+        let w = try ckpt.tensor("\(prefix).weight", shape: [out, inF])
+        let b = bias ? try ckpt.tensor("\(prefix).bias", shape: [out]) : try ckpt.tensorIfPresent("\(prefix).bias", shape: [out])
+        return DenseLinear(weight: w, bias: b)
+    }
+
+    func norm(_ prefix: String, _ dim: Int) throws -> RMSNorm {
+        RMSNorm(weight: try ckpt.tensor("\(prefix).weight", shape: [dim]), eps: description.rmsNormEps)
+    }
+
+    /// A gated MLP stored as three linears named `names` under `prefix`.
+    func mlp(_ prefix: String, intermediate: Int, names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")) throws -> GatedMLP {
+        let h = description.hiddenSize
+        return GatedMLP(
+            gate: try linear("\(prefix).\(names.gate)", out: intermediate, in: h),
+            up: try linear("\(prefix).\(names.up)", out: intermediate, in: h),
+            down: try linear("\(prefix).\(names.down)", out: h, in: intermediate),
+            activation: description.activation)
+    }
+
+    /// Routed experts under `prefix` (e.g. "model.layers.3.mlp.experts"), either one module per expert
+    /// (`<prefix>.<e>.<gate|up|down>.weight`, the transformers v4 layout and what v5 saves) or fused
+    /// (`<prefix>.gate_up_proj` [E, 2I, H] and `<prefix>.down_proj` [E, H, I], v5's in-memory layout).
+    func experts(_ prefix: String, count: Int, intermediate: Int,
+                 names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")) throws -> [GatedMLP] {
+        let h = description.hiddenSize
+        if ckpt.contains("\(prefix).gate_up_proj") {
+            let gu = try ckpt.tensor("\(prefix).gate_up_proj", shape: [count, 2 * intermediate, h])
+            let dn = try ckpt.tensor("\(prefix).down_proj", shape: [count, h, intermediate])
+            return (0..<count).map { e in
+                let base = gu.rowSlice(e..<(e + 1)).reshaped([2 * intermediate, h])
+                return GatedMLP(
+                    gate: DenseLinear(weight: base.rowSlice(0..<intermediate).copy()),
+                    up: DenseLinear(weight: base.rowSlice(intermediate..<(2 * intermediate)).copy()),
+                    down: DenseLinear(weight: dn.rowSlice(e..<(e + 1)).reshaped([h, intermediate]).copy()),
+                    activation: description.activation)
+            }
+        }
+        return try (0..<count).map { e in try mlp("\(prefix).\(e)", intermediate: intermediate, names: names) }
+    }
+
+    func lmHead() throws -> any LinearLayer {
+        if !description.tieWordEmbeddings {
+            return try linear("lm_head", out: description.vocabSize, in: description.hiddenSize)
+        }
+        return DenseLinear(weight: try tensor("model.embed_tokens.weight", [description.vocabSize, description.hiddenSize]))
+    }
+
+    func embedding() throws -> Tensor {
+        try tensor("model.embed_tokens.weight", [description.vocabSize, description.hiddenSize])
+    }
+}
+
+extension HFConfig {
+    /// Fields every supported family shares, in either transformers spelling.
+    func baseDescription(architectureFallback: String, routing: Routing?, layers: [ModelDescription.Layer],
+                         attention: ModelDescription.AttentionKind = .groupedQuery, headDim explicitHeadDim: Int? = nil) throws -> ModelDescription {
+        let hidden = try int("hidden_size")
+        let heads = try int("num_attention_heads")
+        guard heads > 0, hidden > 0 else { throw ModelError.invalidConfig("\(path): hidden_size and num_attention_heads must be positive") }
+        let arch = try stringList("architectures")?.first ?? architectureFallback
+        return ModelDescription(
+            modelType: try modelType,
+            architecture: arch,
+            vocabSize: try int("vocab_size"),
+            hiddenSize: hidden,
+            heads: heads,
+            kvHeads: try int("num_key_value_heads", default: heads),
+            headDim: try explicitHeadDim ?? optionalInt("head_dim") ?? hidden / heads,
+            attention: attention,
+            maxPositions: try int("max_position_embeddings", default: 4096),
+            tieWordEmbeddings: try bool("tie_word_embeddings", default: false),
+            activation: try Activation(hfName: string("hidden_act", default: "silu")),
+            rmsNormEps: Float(try double("rms_norm_eps", default: 1e-6)),
+            routing: routing,
+            layers: layers,
+            bosTokenIDs: tokenIDs("bos_token_id"),
+            eosTokenIDs: tokenIDs("eos_token_id"))
+    }
+
+    /// Routed expert count in any spelling.
+    var routedExperts: Int { get throws { try int(anyOf: ["num_local_experts", "num_experts", "n_routed_experts"]) } }
+}
+
+/// The standard pre-norm decoder stack with grouped-query attention, shared by Mixtral, Qwen and OLMoE.
+func buildGQAModel(
+    _ d: ModelDescription, _ config: HFConfig, _ w: WeightReader,
+    attention makeAttention: (Int, String) throws -> any AttentionLayer,
+    feedForward makeFFN: (Int, String) throws -> FeedForward
+) throws -> CausalLM {
+    var layers: [DecoderLayer] = []
+    for i in 0..<d.numLayers {
+        let p = "model.layers.\(i)"
+        layers.append(DecoderLayer(
+            inputNorm: try w.norm("\(p).input_layernorm", d.hiddenSize),
+            attention: try makeAttention(i, p),
+            postAttentionNorm: try w.norm("\(p).post_attention_layernorm", d.hiddenSize),
+            feedForward: try makeFFN(i, p)))
+    }
+    return CausalLM(description: d, embedding: try w.embedding(), layers: layers,
+                    norm: try w.norm("model.norm", d.hiddenSize), lmHead: try w.lmHead())
+}
+
+/// q/k/v/o attention under `prefix.self_attn`.
+func standardAttention(_ d: ModelDescription, _ w: WeightReader, prefix: String, rope: RoPE, bias: Bool,
+                       qkNorm: GroupedQueryAttention.QKNorm = .none, clip: Float? = nil, slidingWindow: Int? = nil) throws -> GroupedQueryAttention {
+    let a = "\(prefix).self_attn"
+    let h = d.hiddenSize, hd = d.headDim
+    return GroupedQueryAttention(
+        q: try w.linear("\(a).q_proj", out: d.heads * hd, in: h, bias: bias),
+        k: try w.linear("\(a).k_proj", out: d.kvHeads * hd, in: h, bias: bias),
+        v: try w.linear("\(a).v_proj", out: d.kvHeads * hd, in: h, bias: bias),
+        o: try w.linear("\(a).o_proj", out: h, in: d.heads * hd),
+        heads: d.heads, kvHeads: d.kvHeads, headDim: hd, rope: rope, qkNorm: qkNorm, clip: clip,
+        slidingWindow: slidingWindow)
+}

@@ -1,0 +1,119 @@
+import MoETensor
+
+/// How a router turns logits into (expert, weight) pairs — every family's routing is one value of this
+/// struct, so methods reason about properties (renormalisation, groups, scaling), never family names.
+public struct Routing: Sendable, Codable, Equatable {
+    public enum Scoring: String, Sendable, Codable { case softmax, sigmoid }
+    /// How a group of experts is scored for group-limited routing.
+    public enum GroupScore: String, Sendable, Codable {
+        /// DeepSeek-V2 `group_limited_greedy`: the best score in the group.
+        case max
+        /// DeepSeek-V3 `noaux_tc`: the sum of the group's two best (bias-corrected) scores.
+        case top2Sum
+    }
+
+    public var scoring: Scoring = .softmax
+    public var topK: Int
+    /// Divide the selected weights by their sum (Mixtral always; Qwen/OLMoE/DeepSeek by `norm_topk_prob`).
+    public var normalizeTopK: Bool
+    /// Added to the denominator when normalising (DeepSeek-V3 uses 1e-20).
+    public var normalizationEpsilon: Float = 0
+    /// Multiplies the final weights (DeepSeek `routed_scaling_factor`).
+    public var scalingFactor: Float = 1
+    /// Group-limited routing: experts are split into `groups` equal groups and only the best
+    /// `topKGroups` groups may be chosen.
+    public var groups: Int = 1
+    public var topKGroups: Int = 1
+    public var groupScore: GroupScore = .max
+
+    public init(scoring: Scoring = .softmax, topK: Int, normalizeTopK: Bool, normalizationEpsilon: Float = 0,
+                scalingFactor: Float = 1, groups: Int = 1, topKGroups: Int = 1, groupScore: GroupScore = .max) {
+        self.scoring = scoring
+        self.topK = topK
+        self.normalizeTopK = normalizeTopK
+        self.normalizationEpsilon = normalizationEpsilon
+        self.scalingFactor = scalingFactor
+        self.groups = groups
+        self.topKGroups = topKGroups
+        self.groupScore = groupScore
+    }
+}
+
+/// The router of an MoE block: logits = x · Wᵀ, then `Routing`. `correctionBias` (DeepSeek-V3's
+/// `e_score_correction_bias`) shifts the scores used to choose experts but not the weights.
+public struct Router: Sendable {
+    public let weight: Tensor
+    public let correctionBias: Tensor?
+    public let routing: Routing
+
+    public init(weight: Tensor, correctionBias: Tensor? = nil, routing: Routing) {
+        self.weight = weight
+        self.correctionBias = correctionBias
+        self.routing = routing
+    }
+
+    public var numExperts: Int { weight.shape[0] }
+
+    /// Per token: the chosen experts (in torch.topk order) and their weights, plus the raw logits [T, E].
+    public struct Decision: Sendable {
+        public let logits: Tensor
+        public let experts: [Int32]   // [T * topK]
+        public let weights: [Float]   // [T * topK]
+        public let topK: Int
+    }
+
+    public func route(_ x: Tensor, parallel: Bool = true) -> Decision {
+        let logits = DenseLinear(weight: weight).callAsFunction(x, parallel: parallel)
+        return decide(logits: logits)
+    }
+
+    /// Routing from given logits (methods that mask experts call this with edited logits).
+    public func decide(logits: Tensor, allowed: [Bool]? = nil) -> Decision {
+        let t = logits.rows, e = logits.cols, k = routing.topK
+        var experts = [Int32](repeating: 0, count: t * k)
+        var weights = [Float](repeating: 0, count: t * k)
+        var scores = [Float](repeating: 0, count: e)
+        var choice = [Float](repeating: 0, count: e)
+        for i in 0..<t {
+            let row = logits.data + i * e
+            switch routing.scoring {
+            case .softmax:
+                for j in 0..<e { scores[j] = row[j] }
+                scores.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, count: e) }
+            case .sigmoid:
+                for j in 0..<e { scores[j] = sigmoid(row[j]) }
+            }
+            for j in 0..<e { choice[j] = scores[j] + (correctionBias?.data[j] ?? 0) }
+            if let allowed { for j in 0..<e where !allowed[j] { choice[j] = -.infinity } }
+            if routing.groups > 1 {
+                let per = e / routing.groups
+                var groupScores = [Float](repeating: 0, count: routing.groups)
+                for g in 0..<routing.groups {
+                    choice.withUnsafeBufferPointer { c in
+                        let top = topK(c.baseAddress! + g * per, count: per, k: routing.groupScore == .top2Sum ? min(2, per) : 1)
+                        groupScores[g] = top.reduce(0) { $0 + $1.value }
+                    }
+                }
+                let keep = groupScores.withUnsafeBufferPointer { topK($0.baseAddress!, count: routing.groups, k: routing.topKGroups) }
+                var kept = [Bool](repeating: false, count: routing.groups)
+                for g in keep { kept[g.index] = true }
+                for j in 0..<e where !kept[j / per] { choice[j] = -.infinity }
+            }
+            let top = choice.withUnsafeBufferPointer { topK($0.baseAddress!, count: e, k: k) }
+            var sum: Float = 0
+            for (slot, c) in top.enumerated() {
+                experts[i * k + slot] = Int32(c.index)
+                weights[i * k + slot] = scores[c.index]
+                sum += scores[c.index]
+            }
+            if routing.normalizeTopK {
+                let denom = sum + routing.normalizationEpsilon
+                for s in 0..<k { weights[i * k + s] /= denom }
+            }
+            if routing.scalingFactor != 1 {
+                for s in 0..<k { weights[i * k + s] *= routing.scalingFactor }
+            }
+        }
+        return Decision(logits: logits, experts: experts, weights: weights, topK: k)
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+
+// Elementwise and row-wise ops a transformer needs. Rows are the last dimension. Each reduction
+// accumulates in Float, as torch does for f32 inputs on CPU.
+
+@inline(__always) public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+    for i in 0..<count { y[i] += x[i] }
+}
+
+/// y += alpha · x
+@inline(__always) public func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count { y[i] += alpha * x[i] }
+}
+
+extension Tensor {
+    /// self += other (same number of elements).
+    public func add(_ other: Tensor) {
+        precondition(count == other.count, "add: \(shape) vs \(other.shape)")
+        addInPlace(data, other.data, count: count)
+    }
+
+    public func scale(_ s: Float) {
+        for i in 0..<count { data[i] *= s }
+    }
+}
+
+/// RMSNorm as HF computes it in f32: x · rsqrt(mean(x²) + eps) · weight.
+public func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
+    let y = Tensor(zeros: x.shape)
+    rmsNorm(x.data, rows: x.rows, cols: x.cols, weight: weight?.data, eps: eps, into: y.data)
+    return y
+}
+
+public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, cols: Int, weight: UnsafePointer<Float>?, eps: Float,
+                    into y: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let xr = x + r * cols, yr = y + r * cols
+        var ss: Float = 0
+        for i in 0..<cols { ss += xr[i] * xr[i] }
+        let inv = 1 / (ss / Float(cols) + eps).squareRoot()
+        if let weight {
+            for i in 0..<cols { yr[i] = weight[i] * (xr[i] * inv) }
+        } else {
+            for i in 0..<cols { yr[i] = xr[i] * inv }
+        }
+    }
+}
+
+/// LayerNorm over the last dimension (biased variance), with optional affine parameters.
+public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
+    let y = Tensor(zeros: x.shape)
+    let c = x.cols
+    for r in 0..<x.rows {
+        let xr = x.data + r * c, yr = y.data + r * c
+        var mean: Float = 0
+        for i in 0..<c { mean += xr[i] }
+        mean /= Float(c)
+        var v: Float = 0
+        for i in 0..<c { let d = xr[i] - mean; v += d * d }
+        let inv = 1 / (v / Float(c) + eps).squareRoot()
+        for i in 0..<c {
+            var o = (xr[i] - mean) * inv
+            if let weight { o *= weight.data[i] }
+            if let bias { o += bias.data[i] }
+            yr[i] = o
+        }
+    }
+    return y
+}
+
+/// Numerically stable softmax of each row, in place.
+public func softmaxRowsInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows { softmaxInPlace(x + r * cols, count: cols) }
+}
+
+@inline(__always) public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    var m = -Float.infinity
+    for i in 0..<count { m = max(m, x[i]) }
+    if m == -Float.infinity { for i in 0..<count { x[i] = 0 }; return }
+    var s: Float = 0
+    for i in 0..<count { let e = expf(x[i] - m); x[i] = e; s += e }
+    let inv = 1 / s
+    for i in 0..<count { x[i] *= inv }
+}
+
+public func softmax(_ x: Tensor) -> Tensor {
+    let y = x.copy()
+    softmaxRowsInPlace(y.data, rows: y.rows, cols: y.cols)
+    return y
+}
+
+@inline(__always) public func sigmoid(_ v: Float) -> Float { 1 / (1 + expf(-v)) }
+@inline(__always) public func silu(_ v: Float) -> Float { v / (1 + expf(-v)) }
+/// GELU with the exact erf form (torch's default "gelu").
+@inline(__always) public func geluErf(_ v: Float) -> Float { 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+/// GELU with the tanh approximation ("gelu_pytorch_tanh", "gelu_new").
+@inline(__always) public func geluTanh(_ v: Float) -> Float {
+    0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+}
+
+/// Activation functions named as HF configs name them (`hidden_act`).
+public enum Activation: String, Sendable, Codable {
+    case silu, swish, gelu, geluTanh = "gelu_pytorch_tanh", geluNew = "gelu_new", relu
+
+    public init(hfName: String) throws {
+        guard let a = Activation(rawValue: hfName) else {
+            throw TensorError.unsupported("hidden_act \"\(hfName)\" (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu)")
+        }
+        self = a
+    }
+
+    @inline(__always) public func callAsFunction(_ v: Float) -> Float {
+        switch self {
+        case .silu, .swish: return MoETensor.silu(v)
+        case .gelu: return MoETensor.geluErf(v)
+        case .geluTanh, .geluNew: return MoETensor.geluTanh(v)
+        case .relu: return max(v, 0)
+        }
+    }
+}
+
+/// out[i] = act(gate[i]) · up[i], the gated linear unit of SwiGLU-style experts.
+@inline(__always) public func gatedActivation(
+    _ act: Activation, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
+) {
+    switch act {
+    case .silu, .swish: for i in 0..<count { out[i] = MoETensor.silu(gate[i]) * up[i] }
+    default: for i in 0..<count { out[i] = act(gate[i]) * up[i] }
+    }
+}
+
+/// The k largest values of `x` with their indices, largest first. Ties keep the lower index first
+/// (torch.topk's CPU order for distinct values; exact ties are measure-zero in practice).
+public func topK(_ x: UnsafePointer<Float>, count: Int, k: Int) -> [(index: Int, value: Float)] {
+    precondition(k <= count, "topK: k=\(k) > \(count)")
+    var best: [(index: Int, value: Float)] = []
+    best.reserveCapacity(k + 1)
+    for i in 0..<count {
+        let v = x[i]
+        if best.count == k, let last = best.last, !(v > last.value) { continue }
+        var pos = best.count
+        while pos > 0 && v > best[pos - 1].value { pos -= 1 }
+        best.insert((i, v), at: pos)
+        if best.count > k { best.removeLast() }
+    }
+    return best
+}
+
+public enum TensorError: Error, CustomStringConvertible, Equatable {
+    case unsupported(String)
+    case lapack(String, Int32)
+    case shape(String)
+
+    public var description: String {
+        switch self {
+        case .unsupported(let s): return "unsupported: \(s)"
+        case .lapack(let routine, let info): return "\(routine) failed (info = \(info))"
+        case .shape(let s): return "shape error: \(s)"
+        }
+    }
+}

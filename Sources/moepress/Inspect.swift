@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import MoECheckpoint
+import MoEModels
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a model folder: family, layers, experts, routing, parameters and bytes on disk.",
+        discussion: "Reads config.json and the safetensors headers only; no weights are loaded.")
+
+    @Argument(help: "A Hugging Face model folder (config.json + *.safetensors).")
+    var model: String
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    struct Report: Codable {
+        var path: String
+        var modelType: String
+        var architecture: String
+        var layers: Int
+        var hiddenSize: Int
+        var vocabSize: Int
+        var attention: String
+        var heads: Int
+        var kvHeads: Int
+        var moeLayers: [Int]
+        var denseLayers: [Int]
+        var expertsPerLayer: [Int?]
+        var topK: Int?
+        var routing: Routing?
+        var sharedExpertIntermediate: Int?
+        var sharedExpertGated: Bool
+        var totalParameters: Int
+        var activeParameters: Int
+        var expertParameters: Int
+        var bytesOnDisk: Int
+        var dtype: String
+        var tensors: Int
+        var files: Int
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let url = modelURL(model)
+            let d = try ModelRegistry.describe(directory: url)
+            let ckpt = try Checkpoint(directory: url)
+            let r = Self.report(d, ckpt, path: url.path)
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(r), as: UTF8.self))
+            } else {
+                print(Self.table(r))
+            }
+        }
+    }
+
+    /// Parameter counts from the tensor headers: total as stored; active = total minus, in each MoE
+    /// layer, the routed experts a token does not use (all but top-k of them, at that layer's mean size).
+    static func report(_ d: ModelDescription, _ ckpt: Checkpoint, path: String) -> Report {
+        var total = 0
+        var expertsPerLayer = [Int](repeating: 0, count: d.numLayers)
+        for name in ckpt.names {
+            let n = ckpt.info(name)!.elementCount
+            total += n
+            let parts = name.split(separator: ".")
+            if parts.count > 4, parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]), l < d.numLayers,
+               parts.contains("experts") {
+                expertsPerLayer[l] += n
+            }
+        }
+        var inactive = 0
+        for (i, l) in d.layers.enumerated() {
+            if let e = l.experts, e > 0, let k = d.routing?.topK {
+                inactive += expertsPerLayer[i] * max(e - k, 0) / e
+            }
+        }
+        let shared = d.layers.first(where: { $0.isMoE })
+        return Report(
+            path: path, modelType: d.modelType, architecture: d.architecture, layers: d.numLayers,
+            hiddenSize: d.hiddenSize, vocabSize: d.vocabSize, attention: d.attention.rawValue, heads: d.heads, kvHeads: d.kvHeads,
+            moeLayers: d.moeLayerIndices, denseLayers: d.denseLayerIndices, expertsPerLayer: d.layers.map(\.experts),
+            topK: d.routing?.topK, routing: d.routing, sharedExpertIntermediate: shared?.sharedExpertIntermediate,
+            sharedExpertGated: shared?.sharedExpertGated ?? false, totalParameters: total, activeParameters: total - inactive,
+            expertParameters: expertsPerLayer.reduce(0, +), bytesOnDisk: ckpt.fileBytes, dtype: ckpt.dominantDType.rawValue,
+            tensors: ckpt.names.count, files: ckpt.files.count)
+    }
+
+    static func table(_ r: Report) -> String {
+        func human(_ n: Int) -> String {
+            let v = Double(n)
+            if v >= 1e9 { return String(format: "%.2fB", v / 1e9) }
+            if v >= 1e6 { return String(format: "%.2fM", v / 1e6) }
+            if v >= 1e3 { return String(format: "%.1fK", v / 1e3) }
+            return "\(n)"
+        }
+        func bytes(_ n: Int) -> String {
+            let v = Double(n)
+            if v >= Double(1 << 30) { return String(format: "%.2f GiB", v / Double(1 << 30)) }
+            if v >= Double(1 << 20) { return String(format: "%.1f MiB", v / Double(1 << 20)) }
+            return String(format: "%.1f KiB", v / 1024)
+        }
+        let experts = Set(r.expertsPerLayer.compactMap { $0 }).sorted().map(String.init).joined(separator: "/")
+        var routing = "-"
+        if let ro = r.routing {
+            routing = "\(ro.scoring.rawValue), top-\(ro.topK)\(ro.normalizeTopK ? ", renormalised" : ", not renormalised")"
+            if ro.groups > 1 { routing += ", \(ro.topKGroups) of \(ro.groups) groups (\(ro.groupScore.rawValue))" }
+            if ro.scalingFactor != 1 { routing += ", × \(ro.scalingFactor)" }
+        }
+        let rows: [(String, String)] = [
+            ("model", r.path),
+            ("family", "\(r.modelType) (\(r.architecture))"),
+            ("layers", "\(r.layers) (\(r.moeLayers.count) MoE, \(r.denseLayers.count) dense\(r.denseLayers.isEmpty ? "" : ": \(r.denseLayers)"))"),
+            ("hidden / vocab", "\(r.hiddenSize) / \(r.vocabSize)"),
+            ("attention", "\(r.attention), \(r.heads) heads, \(r.kvHeads) KV heads"),
+            ("experts per MoE layer", experts.isEmpty ? "-" : experts),
+            ("routing", routing),
+            ("shared expert", r.sharedExpertIntermediate.map { "intermediate \($0)\(r.sharedExpertGated ? ", sigmoid-gated" : "")" } ?? "none"),
+            ("parameters", "\(human(r.totalParameters)) total, \(human(r.activeParameters)) active per token, \(human(r.expertParameters)) in routed experts"),
+            ("on disk", "\(bytes(r.bytesOnDisk)) in \(r.files) file(s), \(r.tensors) tensors, mostly \(r.dtype)"),
+        ]
+        let w = rows.map(\.0.count).max()!
+        return rows.map { $0.0.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages MoEPress needs to build and test. Idempotent: a package already
+# present is not touched, and nothing is installed when everything is there.
+#   scripts/setup.sh            build dependencies (OpenBLAS + LAPACKE)
+#   scripts/setup.sh --oracle   also the Python oracle (torch CPU, transformers, safetensors, tokenizers),
+#                               needed only to regenerate fixtures under tools/oracle or run tools/bench
+set -euo pipefail
+
+packages=(libopenblas-dev liblapacke-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: system packages present (${packages[*]})" >&2
+fi
+
+if [ "${1:-}" = "--oracle" ]; then
+  if ! python3 -c "import torch, transformers, safetensors, tokenizers" 2>/dev/null; then
+    echo "setup: installing the Python oracle" >&2
+    python3 -m pip install -q "torch==2.13.0+cpu" "transformers==5.23.0" safetensors tokenizers
+  else
+    echo "setup: Python oracle present" >&2
+  fi
+fi

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Builds tiny random MoE checkpoints for every supported family with HF transformers and records the
+logits HF computes for fixed inputs. Output: Tests/MoEModelsTests/Fixtures/<name>/ with config.json,
+model.safetensors (f32), inputs.json and expected.safetensors. Run from the repository root:
+
+    scripts/setup.sh --oracle && python3 tools/oracle/make_model_fixtures.py
+
+Deterministic (seeded). Some configs are rewritten in the transformers v4 spelling (rope_theta +
+rope_scaling, torch_dtype) and one checkpoint is saved in v5's fused-expert layout, and every
+rewritten folder is re-loaded by HF to prove it means the same model.
+"""
+import json, os, shutil, sys
+import torch
+import transformers
+from safetensors.torch import save_file
+
+OUT = os.path.join("Tests", "MoEModelsTests", "Fixtures")
+INPUTS = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [90, 2, 14, 14, 70]]
+
+COMMON = dict(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+              max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+FAMILIES = {
+    "mixtral": (transformers.MixtralConfig, transformers.MixtralForCausalLM, dict(
+        num_key_value_heads=2, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    "qwen2_moe": (transformers.Qwen2MoeConfig, transformers.Qwen2MoeForCausalLM, dict(
+        num_hidden_layers=3, num_key_value_heads=2, intermediate_size=96, moe_intermediate_size=32,
+        num_experts=6, num_experts_per_tok=2, shared_expert_intermediate_size=48, mlp_only_layers=[1],
+        norm_topk_prob=False, qkv_bias=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM, dict(
+        num_key_value_heads=2, head_dim=24, intermediate_size=96, moe_intermediate_size=32, num_experts=8,
+        num_experts_per_tok=3, norm_topk_prob=True,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64})),
+    "olmoe": (transformers.OlmoeConfig, transformers.OlmoeForCausalLM, dict(
+        num_key_value_heads=4, intermediate_size=32, num_experts=8, num_experts_per_tok=2, clip_qkv=1.5,
+        norm_topk_prob=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    "deepseek_v2": (transformers.DeepseekV2Config, transformers.DeepseekV2ForCausalLM, dict(
+        num_hidden_layers=3, num_key_value_heads=4, intermediate_size=96, moe_intermediate_size=32,
+        n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=2, first_k_dense_replace=1,
+        kv_lora_rank=24, q_lora_rank=None, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
+        topk_method="group_limited_greedy", n_group=4, topk_group=2, routed_scaling_factor=1.5,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+                         "mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32, "beta_slow": 1})),
+    "deepseek_v3": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        num_hidden_layers=3, num_key_value_heads=4, intermediate_size=96, moe_intermediate_size=32,
+        n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1, first_k_dense_replace=1,
+        kv_lora_rank=24, q_lora_rank=20, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
+        n_group=4, topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True, rope_interleave=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+}
+
+# Which fixtures get a config in the transformers v4 spelling, and which are stored fused (v5 layout).
+V4_SPELLING = {"mixtral", "deepseek_v2"}
+FUSED_LAYOUT = {"olmoe"}
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "layernorm" in name:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p.shape[-1]
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / fan_in) ** 0.5)
+        for name, b in model.named_buffers():
+            if "e_score_correction_bias" in name:
+                b.copy_(0.05 * torch.randn(b.shape, generator=g))
+
+
+def logits_of(model):
+    with torch.no_grad():
+        return [model(torch.tensor([ids])).logits[0].float() for ids in INPUTS]
+
+
+def to_v4_spelling(path):
+    cfg = json.load(open(path))
+    rp = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rp.pop("rope_theta")
+    rtype = rp.pop("rope_type")
+    cfg["rope_scaling"] = None if rtype == "default" else dict(rp, type=rtype)
+    if "dtype" in cfg:
+        cfg["torch_dtype"] = cfg.pop("dtype")
+    cfg["transformers_version"] = "4.46.0"
+    json.dump(cfg, open(path, "w"), indent=2, sort_keys=True)
+
+
+def main():
+    torch.manual_seed(0)
+    manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "inputs": INPUTS, "fixtures": {}}
+    for i, (name, (cfg_cls, model_cls, extra)) in enumerate(FAMILIES.items()):
+        kw = dict(COMMON)
+        kw.update(extra)
+        config = cfg_cls(**kw)
+        config._attn_implementation = "eager"
+        model = model_cls(config).float().eval()
+        randomize(model, 1234 + i)
+        expected = logits_of(model)
+        d = os.path.join(OUT, name)
+        shutil.rmtree(d, ignore_errors=True)
+        model.save_pretrained(d, safe_serialization=True)
+        for f in os.listdir(d):
+            if f not in ("config.json", "model.safetensors"):
+                os.remove(os.path.join(d, f))
+        if name in FUSED_LAYOUT:
+            sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        if name in V4_SPELLING:
+            to_v4_spelling(os.path.join(d, "config.json"))
+        # The folder as written must mean the same model to HF.
+        reloaded = model_cls.from_pretrained(d, attn_implementation="eager", dtype=torch.float32).eval()
+        again = logits_of(reloaded)
+        for a, b in zip(expected, again):
+            assert torch.allclose(a, b, atol=1e-5), f"{name}: reloaded checkpoint differs by {(a - b).abs().max()}"
+        tensors = {f"logits_{j}": t.contiguous() for j, t in enumerate(expected)}
+        save_file(tensors, os.path.join(d, "expected.safetensors"))
+        json.dump(INPUTS, open(os.path.join(d, "inputs.json"), "w"))
+        manifest["fixtures"][name] = {
+            "class": model_cls.__name__, "v4_spelling": name in V4_SPELLING, "fused_layout": name in FUSED_LAYOUT,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "logit_scale": float(max(t.abs().max() for t in expected)),
+        }
+        print(f"{name}: {manifest['fixtures'][name]}", file=sys.stderr)
+    json.dump(manifest, open(os.path.join(OUT, "manifest.json"), "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
