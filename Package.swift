@@ -40,9 +40,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags + strict),
-        .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], swiftSettings: cpuFlags + strict),
         .testTarget(
             name: "MoEModelsTests", dependencies: ["MoEModels", "MoECheckpoint"],
             resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+        // Runs the built `moepress` binary: exit codes, error lines, outputs.
+        .testTarget(name: "MoEPressCLITests", dependencies: ["moepress", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
     ])

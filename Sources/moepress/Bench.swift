@@ -44,6 +44,13 @@ struct Bench: ParsableCommand {
         var decodeTokensPerSecond: Double
         var peakRSSMiB: Double
         var loadSeconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case model, engine, threads
+            case promptTokens = "prompt_tokens", decodeTokens = "decode_tokens"
+            case prefillTokensPerSecond = "prefill_tokens_per_second", timeToFirstTokenMs = "time_to_first_token_ms"
+            case decodeTokensPerSecond = "decode_tokens_per_second", peakRSSMiB = "peak_rss_mib", loadSeconds = "load_seconds"
+        }
     }
 
     func run() throws {
@@ -90,7 +97,6 @@ struct Bench: ParsableCommand {
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-                enc.keyEncodingStrategy = .convertToSnakeCase
                 print(String(decoding: try enc.encode(r), as: UTF8.self))
             } else {
                 print(String(format: "prefill  %8.1f tokens/s  (%d tokens, time to first token %.1f ms)", r.prefillTokensPerSecond, tokens, r.timeToFirstTokenMs))

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import MoECheckpoint
+
+/// Runs the `moepress` executable built beside the test bundle.
+struct CLI {
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static var repository: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+    static var shared: URL {
+        ProcessInfo.processInfo.environment["MOEPRESS_SHARED"].map { URL(fileURLWithPath: $0) }
+            ?? repository.deletingLastPathComponent().appendingPathComponent("shared")
+    }
+    static func fixture(_ name: String) -> String {
+        repository.appendingPathComponent("Tests/MoEModelsTests/Fixtures/\(name)").path
+    }
+
+    static var binary: URL {
+        var dir = Bundle.main.bundleURL
+        if dir.pathExtension == "xctest" { dir = dir.deletingLastPathComponent() }
+        return dir.appendingPathComponent("moepress")
+    }
+
+    static func run(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+}
+
+final class TempDir {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-cli-\(UUID().uuidString)")
+    init() { try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
+    deinit { try? FileManager.default.removeItem(at: url) }
+    func path(_ n: String) -> String { url.appendingPathComponent(n).path }
+}
+
+@Suite(.serialized) struct CLITests {
+    @Test func binaryExists() {
+        #expect(FileManager.default.isExecutableFile(atPath: CLI.binary.path), "build moepress first: \(CLI.binary.path)")
+    }
+
+    @Test func inspectJSON() throws {
+        let r = try CLI.run(["inspect", CLI.fixture("qwen2_moe"), "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(obj["modelType"] as? String == "qwen2_moe")
+        #expect(obj["moeLayers"] as? [Int] == [0, 2])
+        #expect(obj["totalParameters"] as? Int == 161_472)   // torch's count (tools/oracle manifest)
+        #expect(obj["sharedExpertGated"] as? Bool == true)
+    }
+
+    @Test func inspectTableOnSharedModel() throws {
+        let r = try CLI.run(["inspect", CLI.shared.appendingPathComponent("models/mixtral-ref").path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("mixtral (MixtralForCausalLM)"))
+        #expect(r.stdout.contains("softmax, top-2, renormalised"))
+    }
+
+    @Test func logitsReproduceReference() throws {
+        let t = TempDir()
+        let model = CLI.shared.appendingPathComponent("models/mixtral-ref")
+        let out = t.path("logits.safetensors")
+        let r = try CLI.run(["logits", "--model", model.path, "--ids-file", model.appendingPathComponent("reference/ids.json").path, "--output", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let got = try SafeTensorsFile(path: out).tensor("logits")
+        let want = try SafeTensorsFile(path: model.appendingPathComponent("reference/logits.safetensors").path).tensor("logits")
+        #expect(got.shape == [300, 4096])
+        #expect(got.maxAbsDifference(want) <= 1e-3)
+    }
+
+    @Test func malformedWeightsFailWithOneLineAndNoOutput() throws {
+        let t = TempDir()
+        let model = t.url.appendingPathComponent("broken")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.fixture("mixtral") + "/config.json", toPath: model.appendingPathComponent("config.json").path)
+        var bytes = [UInt8](repeating: 0, count: 8)
+        bytes[0] = 200  // header length 200, file ends after 8 bytes
+        FileManager.default.createFile(atPath: model.appendingPathComponent("model.safetensors").path, contents: Data(bytes))
+        try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        let out = t.path("out.safetensors")
+        for args in [["inspect", model.path], ["logits", "--model", model.path, "--ids-file", t.path("ids.json"), "--output", out]] {
+            let r = try CLI.run(args)
+            #expect(r.status != 0)
+            let lines = r.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "\(r.stderr)")
+            #expect(r.stderr.contains("model.safetensors") && r.stderr.contains("past the end"), "\(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func badInputsAreClearErrors() throws {
+        let t = TempDir()
+        try #"{"model_type": "gpt2"}"#.write(toFile: t.path("config.json"), atomically: true, encoding: .utf8)
+        let r1 = try CLI.run(["inspect", t.url.path])
+        #expect(r1.status != 0 && r1.stderr.contains("unsupported architecture") && r1.stderr.contains("deepseek_v3"))
+        try "[1, 2, 99999]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        let r2 = try CLI.run(["logits", "--model", CLI.fixture("olmoe"), "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors")])
+        #expect(r2.status != 0 && r2.stderr.contains("outside the vocabulary"))
+        try "not json".write(toFile: t.path("bad.json"), atomically: true, encoding: .utf8)
+        let r3 = try CLI.run(["logits", "--model", CLI.fixture("olmoe"), "--ids-file", t.path("bad.json"), "--output", t.path("o.safetensors")])
+        #expect(r3.status != 0 && r3.stderr.contains("bad.json"))
+        #expect(!FileManager.default.fileExists(atPath: t.path("o.safetensors")))
+    }
+
+    @Test func benchJSON() throws {
+        let r = try CLI.run(["bench", "--model", CLI.fixture("deepseek_v2"), "--tokens", "16", "--decode", "4", "--repeats", "1", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        for k in ["prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms", "peak_rss_mib"] {
+            #expect((obj[k] as? Double ?? 0) > 0, "\(k) in \(r.stdout)")
+        }
+    }
+}
