@@ -43,10 +43,11 @@ func attend(
                 for t in 0..<tokens {
                     let pos = first + t
                     let row = scores.data + t * s
+                    // Visible keys are lo...pos; the rest get probability 0 (HF adds a -inf-like mask).
                     let lo = slidingWindow.map { max(0, pos - $0 + 1) } ?? 0
-                    for j in 0..<lo { row[j] = -.infinity }
-                    for j in (pos + 1)..<max(pos + 1, s) { row[j] = -.infinity }
-                    softmaxInPlace(row, count: s)
+                    if lo > 0 { row.update(repeating: 0, count: lo) }
+                    if pos + 1 < s { (row + pos + 1).update(repeating: 0, count: s - pos - 1) }
+                    softmaxInPlace(row + lo, count: pos + 1 - lo)
                 }
                 BLAS.gemm(m: tokens, n: dv, k: s, a: scores.data, lda: s, b: values + g * dv, ldb: kvh * dv,
                           c: outp + h * dv, ldc: heads * dv)
@@ -98,7 +99,7 @@ public struct GroupedQueryAttention: AttentionLayer {
     }
 
     public func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor {
-        let qs = q(x), ks = k(x), vs = v(x)
+        let (qs, ks, vs) = Profiler.measure("attn-qkv") { (q(x), k(x), v(x)) }
         let t = x.rows
         switch qkNorm {
         case .none: break
@@ -121,10 +122,12 @@ public struct GroupedQueryAttention: AttentionLayer {
             rope.apply(ks.data + r0 * kvHeads * headDim, tokens: n, heads: kvHeads, tokenStride: kvHeads * headDim,
                        headStride: headDim, table: table)
             seg.cache.append(keys: ks.data + r0 * kvHeads * headDim, values: vs.data + r0 * kvHeads * headDim, tokens: n)
-            attend(q: qs.data + r0 * heads * headDim, tokens: n, heads: heads, cache: seg.cache, scale: scale,
-                   slidingWindow: slidingWindow, out: out.data + r0 * heads * headDim)
+            Profiler.measure("attn-core") {
+                attend(q: qs.data + r0 * heads * headDim, tokens: n, heads: heads, cache: seg.cache, scale: scale,
+                       slidingWindow: slidingWindow, out: out.data + r0 * heads * headDim)
+            }
         }
-        return o(out)
+        return Profiler.measure("attn-o") { o(out) }
     }
 }
 

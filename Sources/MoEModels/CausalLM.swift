@@ -21,10 +21,10 @@ public struct DecoderLayer: Sendable {
     /// Runs the layer in place on the residual stream `x`. `observe`, when given, receives the
     /// feed-forward input (post-attention-norm hidden states) and output, for calibration.
     public func forward(_ x: Tensor, segments: [AttentionSegment], observe: ((Tensor, Tensor) -> Void)? = nil) {
-        let a = attention.forward(inputNorm(x), segments: segments)
+        let a = Profiler.measure("attention") { attention.forward(inputNorm(x), segments: segments) }
         x.add(a)
         let h = postAttentionNorm(x)
-        let f = feedForward(h)
+        let f = Profiler.measure("feed-forward") { feedForward(h) }
         observe?(h, f)
         x.add(f)
     }
@@ -98,7 +98,7 @@ public final class CausalLM: @unchecked Sendable {
         return norm(x)
     }
 
-    public func logits(_ hidden: Tensor) -> Tensor { lmHead(hidden) }
+    public func logits(_ hidden: Tensor) -> Tensor { Profiler.measure("lm-head") { lmHead(hidden) } }
 }
 
 public enum ModelError: Error, CustomStringConvertible, Equatable {

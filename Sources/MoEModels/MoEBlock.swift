@@ -36,12 +36,12 @@ public struct MoEBlock: Sendable {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        forward(x, decision: router.route(x))
+        forward(x, decision: Profiler.measure("router") { router.route(x) })
     }
 
     /// The block output for a given routing decision.
     public func forward(_ x: Tensor, decision: Router.Decision) -> Tensor {
-        let out = routedOutput(x, decision: decision)
+        let out = Profiler.measure("experts") { routedOutput(x, decision: decision) }
         if let shared = sharedExpert {
             let s = shared(x)
             if let gate = sharedExpertGate {
@@ -76,7 +76,8 @@ public struct MoEBlock: Sendable {
     public func routedOutput(_ x: Tensor, decision d: Router.Decision) -> Tensor {
         let h = hiddenSize
         let lists = assignments(d)
-        let active = (0..<numExperts).filter { !lists[$0].isEmpty }
+        // Largest first, so the cores finish together (the sum below is in expert order regardless).
+        let active = (0..<numExperts).filter { !lists[$0].isEmpty }.sorted { (lists[$0].count, $1) > (lists[$1].count, $0) }
         var outputs = [Tensor?](repeating: nil, count: numExperts)
         let serialInside = active.count > 1
         outputs.withUnsafeMutableBufferPointer { buf in
@@ -96,7 +97,7 @@ public struct MoEBlock: Sendable {
             }
         }
         let out = Tensor(zeros: x.shape)
-        for e in active {
+        for e in 0..<numExperts where !lists[e].isEmpty {
             let ye = outputs[e]!
             for (r, item) in lists[e].enumerated() { addInPlace(out.data + item.token * h, ye.data + r * h, count: h) }
         }

@@ -74,13 +74,7 @@ public func softmaxRowsInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols
 }
 
 @inline(__always) public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    var m = -Float.infinity
-    for i in 0..<count { m = max(m, x[i]) }
-    if m == -Float.infinity { for i in 0..<count { x[i] = 0 }; return }
-    var s: Float = 0
-    for i in 0..<count { let e = expf(x[i] - m); x[i] = e; s += e }
-    let inv = 1 / s
-    for i in 0..<count { x[i] *= inv }
+    VectorMath.softmaxInPlace(x, count: count)
 }
 
 public func softmax(_ x: Tensor) -> Tensor {
@@ -124,7 +118,7 @@ public enum Activation: String, Sendable, Codable {
     _ act: Activation, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
 ) {
     switch act {
-    case .silu, .swish: for i in 0..<count { out[i] = MoETensor.silu(gate[i]) * up[i] }
+    case .silu, .swish: VectorMath.siluGLU(gate: gate, up: up, into: out, count: count)
     default: for i in 0..<count { out[i] = act(gate[i]) * up[i] }
     }
 }

@@ -26,6 +26,12 @@ public enum Compute {
         threads = n
         if !configured {
             openblas_set_num_threads(1)
+            #if os(Linux)
+            // Activations are allocated and freed per layer; keep them on the heap instead of fresh
+            // mmaps, whose page faults and zeroing cost more than the small GEMMs around them.
+            _ = mallopt(M_MMAP_THRESHOLD, 512 << 20)
+            _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+            #endif
             configured = true
         }
     }

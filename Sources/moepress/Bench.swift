@@ -88,6 +88,7 @@ struct Bench: ParsableCommand {
                 bestTTFT = min(bestTTFT, ttft)
                 bestDecode = min(bestDecode, dec)
             }
+            Profiler.report()
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let r = Result(model: modelURL(model).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,

@@ -18,6 +18,12 @@ struct Logits: ParsableCommand {
     @Option(help: "Where to write the logits (.safetensors).")
     var output: String
 
+    @Option(help: "A safetensors file with expected `logits` (e.g. HF's) to compare against; exits non-zero beyond --tolerance.")
+    var reference: String?
+
+    @Option(help: "Largest max |Δlogit| accepted with --reference.")
+    var tolerance: Float = 1e-3
+
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -35,6 +41,16 @@ struct Logits: ParsableCommand {
             log("forward: \(ids.count) tokens in \(String(format: "%.3f", Date().timeIntervalSince(start))) s")
             try SafeTensorsWriter.write([.init("logits", logits)], to: URL(fileURLWithPath: output))
             log("wrote \(output): logits [\(logits.shape.map(String.init).joined(separator: ", "))]")
+            if let reference {
+                let want = try SafeTensorsFile(path: reference).tensor("logits")
+                guard want.shape == logits.shape else {
+                    throw CLIError("\(reference): logits shape \(want.shape) differs from ours \(logits.shape)")
+                }
+                let diff = logits.maxAbsDifference(want)
+                let ok = diff <= tolerance
+                print(String(format: "max |Δlogit| vs %@: %.3g (tolerance %.1g) %@", reference, diff, tolerance, ok ? "OK" : "FAILED"))
+                if !ok { throw ExitCode.failure }
+            }
         }
     }
 }

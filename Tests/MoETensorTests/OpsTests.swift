@@ -147,3 +147,43 @@ func maxRelError(_ a: [Float], _ b: [Float], floor: Float = 1e-6) -> Float {
         #expect(throws: TensorError.self) { try RoPE(p, headDim: 8, maxPositions: 64) }
     }
 }
+
+@Suite struct VectorMathTests {
+    /// The vectorised exp against the libm one over the whole useful range, in ulps.
+    @Test func expWithinTwoUlp() {
+        var worst: Float = 0, worstAt: Float = 0
+        var x: Float = -87
+        while x < 88.5 {
+            let v = VectorMath.exp(SIMD8<Float>((0..<8).map { x + Float($0) * 0.0013 }))
+            for j in 0..<8 {
+                let want = Float(Foundation.exp(Double(x + Float(j) * 0.0013)))
+                let e = abs(v[j] - want) / want.ulp; if e > worst { worst = e; worstAt = x + Float(j) * 0.0013 }
+            }
+            x += 0.0917
+        }
+        #expect(worst <= 2, "worst error \(worst) ulp at \(worstAt)")
+        let edges = VectorMath.exp(SIMD8<Float>(-.infinity, -100, 0, 1, 100, .infinity, -87.3, 88.7))
+        #expect(edges[0] == 0 && edges[1] == 0 && edges[2] == 1 && abs(edges[3] - 2.7182817) < 3e-7)
+        #expect(edges[4] == .infinity && edges[5] == .infinity && edges[6] > 0 && edges[7].isFinite)
+    }
+
+    @Test func softmaxHandlesTailsAndMasks() {
+        // A fully masked row gives zeros (torch gives NaN; no caller may depend on either).
+        var masked: [Float] = [-.infinity, -.infinity]
+        masked.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, count: 2) }
+        #expect(masked == [0, 0])
+        for n in [2, 5, 8, 13, 37] {
+            var x = (0..<n).map { Float($0 % 7) - 3 }
+            x[0] = -.infinity
+            let want: [Float] = {
+                let m = x.max()!
+                let e = x.map { Float(Foundation.exp(Double($0 - m))) }
+                let s = e.reduce(0, +)
+                return e.map { $0 / s }
+            }()
+            x.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, count: n) }
+            #expect(x[0] == 0)
+            #expect(zip(x, want).allSatisfy { abs($0 - $1) < 1e-6 }, "n = \(n): \(x) vs \(want)")
+        }
+    }
+}
