@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "MoETensor", targets: ["MoETensor"]),
         .library(name: "MoECheckpoint", targets: ["MoECheckpoint"]),
         .library(name: "MoEModels", targets: ["MoEModels"]),
+        .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,13 +31,15 @@ let package = Package(
         .target(name: "MoETensor", dependencies: ["CBLAS"], swiftSettings: cpuFlags + strict),
         // safetensors (mmap, shards, validation, atomic writes) and HF config decoding.
         .target(name: "MoECheckpoint", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
+        // HF tokenizer.json: normalizers, pre-tokenizers (own regex engine), BPE, post-processors, decoders.
+        .target(name: "MoETokenizer", swiftSettings: cpuFlags + strict),
         // The MoE block abstraction, attention variants, KV cache, one file per family.
         .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
         // The command-line tool.
         .executableTarget(
             name: "moepress",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags + strict),
@@ -45,6 +48,7 @@ let package = Package(
         .testTarget(
             name: "MoEModelsTests", dependencies: ["MoEModels", "MoECheckpoint"],
             resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         // Runs the built `moepress` binary: exit codes, error lines, outputs.
         .testTarget(name: "MoEPressCLITests", dependencies: ["moepress", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
     ])

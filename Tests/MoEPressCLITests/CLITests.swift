@@ -126,3 +126,26 @@ final class TempDir {
         }
     }
 }
+
+@Suite struct TokenizeCLITests {
+    @Test func encodeAndDecode() throws {
+        let model = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let r = try CLI.run(["tokenize", "--model", model, "--text", "In the beginning"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let ids = try JSONDecoder().decode([Int].self, from: Data(r.stdout.utf8))
+        let special = try CLI.run(["tokenize", "--model", model, "--text", "In the beginning", "--special"])
+        #expect(try JSONDecoder().decode([Int].self, from: Data(special.stdout.utf8)) == [1] + ids)
+        let back = try CLI.run(["tokenize", "--model", model, "--decode", "--text", r.stdout])
+        #expect(back.status == 0 && back.stdout == "In the beginning")
+    }
+
+    @Test func malformedTokenizerIsOneLineError() throws {
+        let t = TempDir()
+        try #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a q"]}}"#.write(toFile: t.path("tokenizer.json"), atomically: true, encoding: .utf8)
+        let r = try CLI.run(["tokenize", "--tokenizer", t.path("tokenizer.json"), "--text", "a"])
+        #expect(r.status != 0)
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("tokenizer.json") && r.stderr.contains("unknown token \"q\""), "\(r.stderr)")
+        let r2 = try CLI.run(["tokenize", "--tokenizer", t.path("tokenizer.json")])
+        #expect(r2.status != 0 && r2.stderr.contains("--text"))
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+
+/// A Hugging Face `tokenizer.json`: added tokens, normalizer, pre-tokenizer, BPE model, post-processor,
+/// decoder, with the semantics of HF `tokenizers` (ids identical; tests compare against it). Thread-safe.
+public final class Tokenizer: @unchecked Sendable {
+    public let source: String
+    let normalizer: (any Normalizer)?
+    let preTokenizer: (any PreTokenizer)?
+    let model: BPE
+    let postProcessor: any PostProcessor
+    let decoder: (any TokenDecoder)?
+    public let addedTokens: [AddedToken]
+    let addedByID: [Int: AddedToken]
+    let addedByContent: [String: Int]
+    let rawMatcher: AddedTokenMatcher
+    let normalizedMatcher: AddedTokenMatcher
+
+    public convenience init(contentsOf url: URL) throws {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw TokenizerError(file: url.path, "cannot read the tokenizer file")
+        }
+        try self.init(data: data, source: url.path)
+    }
+
+    /// The tokenizer of a model folder (its tokenizer.json).
+    public convenience init(modelDirectory: URL) throws {
+        try self.init(contentsOf: modelDirectory.appendingPathComponent("tokenizer.json"))
+    }
+
+    public init(data: Data, source: String) throws {
+        self.source = source
+        let json: JSON
+        do { json = try JSON.parse([UInt8](data)) } catch {
+            throw TokenizerError(file: source, "is not valid JSON (\(error))")
+        }
+        guard case .object = json else { throw TokenizerError(file: source, "is not a JSON object") }
+        let root = JSONNode(value: json, path: "$", file: source)
+
+        let m = root["model"]
+        guard !m.isNull else { throw root.fail("has no \"model\"") }
+        let modelType = m["type"].stringValue ?? (m["merges"].isNull ? "?" : "BPE")
+        guard modelType == "BPE" else {
+            throw m.fail("unsupported model \"\(modelType)\" (supported: BPE)")
+        }
+        model = try BPE(m)
+        normalizer = try makeNormalizer(root["normalizer"])
+        preTokenizer = try makePreTokenizer(root["pre_tokenizer"])
+        decoder = try makeDecoder(root["decoder"])
+
+        var added: [AddedToken] = []
+        if !root["added_tokens"].isNull {
+            for t in try root["added_tokens"].array() {
+                added.append(AddedToken(
+                    id: try t["id"].int(), content: try t["content"].string(),
+                    singleWord: try t["single_word"].bool(default: false), lstrip: try t["lstrip"].bool(default: false),
+                    rstrip: try t["rstrip"].bool(default: false), normalized: try t["normalized"].bool(default: true),
+                    special: try t["special"].bool(default: false)))
+            }
+        }
+        addedTokens = added
+        addedByID = Dictionary(added.map { ($0.id, $0) }, uniquingKeysWith: { _, b in b })
+        addedByContent = Dictionary(added.map { ($0.content, $0.id) }, uniquingKeysWith: { _, b in b })
+        // HF matches special tokens first, then the others, each in file order; we keep file order with
+        // specials first so equal-length ties resolve the same way.
+        let ordered = added.filter(\.special) + added.filter { !$0.special }
+        let raw = ordered.filter { !$0.normalized }
+        let norm = ordered.filter(\.normalized)
+        let normalizer = self.normalizer
+        rawMatcher = AddedTokenMatcher(tokens: raw, patterns: raw.map(\.content))
+        normalizedMatcher = AddedTokenMatcher(tokens: norm, patterns: norm.map { normalizer?.normalize($0.content) ?? $0.content })
+        let bpe = model, byContent = addedByContent
+        postProcessor = try makePostProcessor(root["post_processor"], tokenID: { byContent[$0] ?? bpe.id(forToken: $0).map(Int.init) })
+    }
+
+    /// Largest id + 1 over the model vocabulary and the added tokens.
+    public var vocabSize: Int { max(model.vocabSize, (addedTokens.map(\.id).max() ?? -1) + 1) }
+
+    public func id(of token: String) -> Int? { addedByContent[token] ?? model.id(forToken: token).map(Int.init) }
+
+    public func token(of id: Int) -> String? {
+        if let a = addedByID[id] { return a.content }
+        guard id >= 0, id < model.idToToken.count, !model.idToToken[id].isEmpty || model.vocab[[]] == Int32(id) else { return nil }
+        return model.idToToken[id]
+    }
+
+    public func isSpecial(_ id: Int) -> Bool { addedByID[id]?.special ?? false }
+
+    /// Token ids of `text`. Added and special tokens written in the text are recognised (as HF does);
+    /// `addSpecialTokens` applies the post-processor's template (e.g. a leading BOS).
+    public func encode(_ text: String, addSpecialTokens: Bool = false) -> [Int] {
+        var ids: [Int32] = []
+        ids.reserveCapacity(text.utf8.count / 3)
+        let bytes = Array(text.utf8)
+        for (range, id) in rawMatcher.split(bytes) {
+            if let id { ids.append(Int32(id)); continue }
+            let piece = String(decoding: bytes[range], as: UTF8.self)
+            let normalized = normalizer?.normalize(piece) ?? piece
+            let nb = Array(normalized.utf8)
+            for (r2, id2) in normalizedMatcher.split(nb) {
+                if let id2 { ids.append(Int32(id2)); continue }
+                let scalars = String(decoding: nb[r2], as: UTF8.self).unicodeScalars.map(\.value)
+                let p = Piece(scalars: scalars, atOrigin: range.lowerBound == 0 && r2.lowerBound == 0)
+                let words = preTokenizer?.split([p]) ?? (scalars.isEmpty ? [] : [p])
+                for w in words { model.tokenize(w.scalars, into: &ids) }
+            }
+        }
+        let out = ids.map(Int.init)
+        return addSpecialTokens ? postProcessor.process(out) : out
+    }
+
+    /// Text of `ids`; unknown ids are skipped. With `skipSpecialTokens`, special added tokens are dropped.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        let tokens: [String] = ids.compactMap { id in
+            if let a = addedByID[id] { return skipSpecialTokens && a.special ? nil : a.content }
+            return token(of: id)
+        }
+        guard let decoder else { return tokens.joined(separator: " ") }
+        return decoder.decode(tokens).joined()
+    }
+}

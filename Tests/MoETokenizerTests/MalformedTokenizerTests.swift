@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+@testable import MoETokenizer
+
+@Suite struct MalformedTokenizerTests {
+    static let base = #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}"#
+
+    static let cases: [(String, String, String)] = [
+        ("not JSON", #"{"model": "#, "not valid JSON"),
+        ("not an object", #"[1, 2]"#, "not a JSON object"),
+        ("missing model", #"{"normalizer": null}"#, "has no \"model\""),
+        ("unsupported model", #"{"model": {"type": "Unigram", "vocab": []}}"#, "unsupported model \"Unigram\""),
+        ("merge names unknown token", #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]}}"#, "merge names unknown token \"c\""),
+        ("merged token missing", #"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}}"#, "merged token \"ab\" is not in the vocabulary"),
+        ("vocab id of wrong type", #"{"model": {"type": "BPE", "vocab": {"a": "zero"}, "merges": []}}"#, "is not a non-negative integer"),
+        ("merges of wrong type", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [42]}}"#, "merge should be"),
+        ("bad regex", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(ab"}, "behavior": "Isolated"}}"#, "missing ')'"),
+        ("unsupported regex feature", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(?<=a)b"}, "behavior": "Isolated"}}"#, "lookbehind"),
+        ("unknown split behavior", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways"}}"#, "unknown behavior"),
+        ("unsupported normalizer", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "Precompiled"}}"#, "unsupported normalizer \"Precompiled\""),
+        ("unsupported decoder", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "CTC"}}"#, "unsupported decoder \"CTC\""),
+        ("bool of wrong type", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": "yes"}}"#, "$.model.byte_fallback: should be true or false"),
+        ("unk token missing from vocab", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "<unk>"}}"#, "unk_token"),
+        ("added token without id", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": [{"content": "x"}]}"#, "added_tokens[0].id: missing"),
+        ("template with unknown special", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}}"#, "special token \"<s>\""),
+    ]
+
+    @Test(arguments: cases.indices)
+    func rejected(_ i: Int) {
+        let (label, json, problem) = Self.cases[i]
+        do {
+            _ = try Tokenizer(data: Data(json.utf8), source: "tok.json")
+            Issue.record("\(label): accepted")
+        } catch let e as TokenizerError {
+            #expect(e.file == "tok.json")
+            #expect(e.description.contains(problem), "\(label): \(e)")
+        } catch {
+            Issue.record("\(label): unexpected \(error)")
+        }
+    }
+
+    @Test func minimalTokenizerWorks() throws {
+        let t = try Tokenizer(data: Data(Self.base.utf8), source: "tok.json")
+        #expect(t.encode("ab") == [2])
+        #expect(t.encode("aab") == [0, 2])
+        #expect(t.decode([0, 2]) == "a ab")  // no decoder: HF joins tokens with spaces
+    }
+}
+
+@Suite struct RegexEngineTests {
+    func find(_ pattern: String, _ text: String) throws -> [String] {
+        let re = try PatternRegex(pattern)
+        let scalars = Array(text.unicodeScalars)
+        return re.matches(in: PatternRegex.Text(scalars.map(\.value))).map { String(String.UnicodeScalarView(scalars[$0])) }
+    }
+
+    @Test func gpt2Pattern() throws {
+        let p = ByteLevelPreTokenizer.gpt2Pattern
+        #expect(try find(p, "Hello world's  end") == ["Hello", " world", "'s", " ", " end"])
+        // \s+(?!\S) leaves the last space to the next word.
+        #expect(try find(p, "a   b") == ["a", "  ", " b"])
+        #expect(try find(p, "x\n\n y") == ["x", "\n\n", " y"])
+    }
+
+    @Test func caseInsensitiveGroupAndCounts() throws {
+        #expect(try find(#"(?i:'s|'t)|\p{N}{1,3}"#, "IT'S 12345 'T") == ["'S", "123", "45", "'T"])
+        #expect(try find(#"a{2}|b{2,}|c{1,2}?"#, "aaa bbbb cc") == ["aa", "bbbb", "c", "c"])
+    }
+
+    @Test func classesAndLookahead() throws {
+        #expect(try find(#"[^\r\n\p{L}\p{N}]?\p{Lu}+"#, "ab-CD EF") == ["-CD", " EF"])
+        #expect(try find(#"\w+(?=!)"#, "hey! you") == ["hey"])
+        #expect(try find(#"[a-c]+|[\d.]+"#, "abcd 3.14") == ["abc", "3.14"])
+        #expect(try find(#"^\s+|\s+$"#, "  mid  ") == ["  ", "  "])
+    }
+
+    @Test func lazyQuantifierBacktracks() throws {
+        #expect(try find(#"<.+?>"#, "<a><bb>") == ["<a>", "<bb>"])
+        #expect(try find(#"x.*?y"#, "x1y2y") == ["x1y"])
+    }
+}
