@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "MoECheckpoint", targets: ["MoECheckpoint"]),
         .library(name: "MoEModels", targets: ["MoEModels"]),
         .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
+        .library(name: "MoEEval", targets: ["MoEEval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,11 +36,13 @@ let package = Package(
         .target(name: "MoETokenizer", swiftSettings: cpuFlags + strict),
         // The MoE block abstraction, attention variants, KV cache, one file per family.
         .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
+        // Perplexity, multiple-choice tasks (lm-eval protocol), generation.
+        .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: cpuFlags + strict),
         // The command-line tool.
         .executableTarget(
             name: "moepress",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags + strict),

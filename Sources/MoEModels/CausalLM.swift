@@ -99,6 +99,15 @@ public final class CausalLM: @unchecked Sendable {
     }
 
     public func logits(_ hidden: Tensor) -> Tensor { Profiler.measure("lm-head") { lmHead(hidden) } }
+
+    /// Logits of selected rows of the hidden states only (e.g. the last token of each sequence), so the
+    /// vocabulary projection is not paid for rows nobody reads.
+    public func logits(_ hidden: Tensor, rows: [Int]) -> Tensor {
+        let h = hiddenSize
+        let picked = Tensor(zeros: [rows.count, h])
+        for (i, r) in rows.enumerated() { (picked.data + i * h).update(from: hidden.data + r * h, count: h) }
+        return logits(picked)
+    }
 }
 
 public enum ModelError: Error, CustomStringConvertible, Equatable {

@@ -17,6 +17,14 @@ public final class KVCache: @unchecked Sendable {
             self.valueDim = valueDim
         }
 
+        func copy() -> Layer {
+            let l = Layer(kvHeads: kvHeads, keyDim: keyDim, valueDim: valueDim)
+            l.keys = keys
+            l.values = values
+            l.count = count
+            return l
+        }
+
         /// Appends `n` tokens of keys [n, kvHeads, keyDim] and values [n, kvHeads, valueDim].
         func append(keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, tokens n: Int) {
             keys.append(contentsOf: UnsafeBufferPointer(start: k, count: n * kvHeads * keyDim))
@@ -41,6 +49,11 @@ public final class KVCache: @unchecked Sendable {
             return Layer(kvHeads: s.kvHeads, keyDim: s.keyDim, valueDim: s.valueDim)
         }
     }
+
+    private init(layers: [Layer]) { self.layers = layers }
+
+    /// An independent copy (e.g. one per answer choice continuing a shared context).
+    public func copy() -> KVCache { KVCache(layers: layers.map { $0.copy() }) }
 
     /// Tokens already processed (the position of the next token).
     public var count: Int { layers.first?.count ?? 0 }

@@ -60,7 +60,7 @@ struct Bench: ParsableCommand {
             let t0 = Date()
             let m = try ModelRegistry.load(directory: modelURL(model))
             let load = Date().timeIntervalSince(t0)
-            var rng = SplitMix64(seed: seed)
+            var rng = SeededGenerator(seed: seed)
             let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(m.vocabSize)) }
 
             func argmaxLast(_ logits: Tensor) -> Int {
@@ -105,18 +105,5 @@ struct Bench: ParsableCommand {
                 print(String(format: "peak RSS %8.1f MiB, %d threads, load %.2f s", r.peakRSSMiB, r.threads, load))
             }
         }
-    }
-}
-
-/// A small seeded generator (SplitMix64) so benchmark prompts are the same everywhere.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,0 +1,47 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Progress of long work on stderr: "stage: i/N (rate/s, ETA …)", at most a few lines per second, one
+/// final line when done. Silent when `quiet`.
+public final class StageProgress: @unchecked Sendable {
+    public let stage: String
+    public let total: Int
+    public let unit: String
+    public let quiet: Bool
+    private let start = Date()
+    /// On a terminal the line is rewritten in place; elsewhere (logs, CI) a line every few seconds.
+    private let interactive = isatty(2) != 0
+    private var last = Date.distantPast
+    private(set) public var done = 0
+
+    public init(_ stage: String, total: Int, unit: String = "items", quiet: Bool = false) {
+        self.stage = stage
+        self.total = total
+        self.unit = unit
+        self.quiet = quiet
+    }
+
+    public func advance(by n: Int = 1) {
+        done += n
+        let now = Date()
+        if done >= total || now.timeIntervalSince(last) > (interactive ? 0.5 : 5) {
+            last = now
+            report(final: done >= total)
+        }
+    }
+
+    public var elapsed: Double { Date().timeIntervalSince(start) }
+
+    private func report(final: Bool) {
+        guard !quiet else { return }
+        let t = elapsed
+        let rate = t > 0 ? Double(done) / t : 0
+        var line = "\(stage): \(done)/\(total) \(unit)"
+        if rate > 0 { line += String(format: " (%.1f %@/s", rate, unit) }
+        if !final, rate > 0 { line += String(format: ", ETA %.0f s)", Double(total - done) / rate) } else if rate > 0 { line += String(format: ", %.1f s)", t) }
+        let text = interactive ? "\r" + line + (final ? "\n" : "") : line + "\n"
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+}

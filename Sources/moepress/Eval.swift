@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import MoETensor
+import MoEModels
+import MoETokenizer
+import MoEEval
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a model: perplexity on text files, accuracy on multiple-choice tasks.",
+        subcommands: [EvalPerplexity.self, EvalTasks.self])
+}
+
+/// Loads a model folder and its tokenizer.json.
+func loadModelAndTokenizer(_ path: String) throws -> (CausalLM, Tokenizer) {
+    let url = modelURL(path)
+    let model = try ModelRegistry.load(directory: url)
+    let tok = try Tokenizer(modelDirectory: url)
+    return (model, tok)
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try enc.encode(value), as: UTF8.self))
+}
+
+struct EvalPerplexity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Perplexity of each text file and overall.",
+        discussion: """
+        Each file is tokenized whole (no special tokens) and cut into consecutive windows of --seq-len tokens; \
+        a last window shorter than 2 tokens is dropped. Every window is scored on its own (no BOS, no carried \
+        context) and the NLL is averaged over every predicted token. The overall numbers pool all files' tokens.
+        """)
+
+    @Option(help: "A Hugging Face model folder (with tokenizer.json).")
+    var model: String
+
+    @Option(name: .customLong("text-file"), help: "A UTF-8 text file (repeat for several).")
+    var textFiles: [String] = []
+
+    @Option(help: "Window length in tokens.")
+    var seqLen = 256
+
+    @Option(help: "Windows per forward pass.")
+    var batch = 8
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard !textFiles.isEmpty else { throw ValidationError("give at least one --text-file") }
+        guard seqLen >= 2, batch >= 1 else { throw ValidationError("--seq-len must be ≥ 2 and --batch ≥ 1") }
+    }
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            let files = textFiles.map { URL(fileURLWithPath: $0) }
+            for f in files { _ = try readText(f) }   // fail on a bad file before loading the model
+            let (m, tok) = try loadModelAndTokenizer(model)
+            let r = try Perplexity.evaluate(model: m, tokenizer: tok, files: files, seqLen: seqLen, batch: batch, quiet: quiet)
+            if json { try printJSON(r); return }
+            print("file".padding(toLength: 24, withPad: " ", startingAt: 0) + "  perplexity       nll   tokens")
+            for (name, s) in r.files.sorted(by: { $0.key < $1.key }) {
+                print(name.padding(toLength: 24, withPad: " ", startingAt: 0) + String(format: "  %10.3f  %8.5f  %7d", s.perplexity, s.nll, s.tokens))
+            }
+            print("all".padding(toLength: 24, withPad: " ", startingAt: 0) + String(format: "  %10.3f  %8.5f  %7d", r.perplexity, r.nll, r.tokens))
+        }
+    }
+}
+
+struct EvalTasks: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tasks",
+        abstract: "Accuracy on multiple-choice tasks (JSONL, lm-eval protocol).",
+        discussion: """
+        Each line: {"id", "task", "context", "choices": [...], "label"}. A choice's score is the sum of the \
+        log-probabilities of its tokens after the context; context and choice are encoded separately, without \
+        special tokens. acc = argmax score; acc_norm = argmax score / characters of the choice (lm-eval); ties \
+        go to the lowest index. The context is run once and its KV cache reused for every choice. \
+        --limit N keeps the first N items of the file.
+        """)
+
+    @Option(help: "A Hugging Face model folder (with tokenizer.json).")
+    var model: String
+
+    @Option(help: "A JSONL task file.")
+    var tasks: String
+
+    @Option(help: "Score only the first N items.")
+    var limit: Int?
+
+    @Option(help: "Items per batch.")
+    var batch = 16
+
+    @Option(help: "Write per-item scores (JSONL) here.")
+    var samples: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            if let limit, limit < 1 { throw CLIError("--limit must be positive") }
+            let items = try MultipleChoice.load(URL(fileURLWithPath: tasks), limit: limit)
+            let (m, tok) = try loadModelAndTokenizer(model)
+            let start = Date()
+            let scores = try MultipleChoice.score(model: m, tokenizer: tok, items: items, batch: batch, quiet: quiet)
+            let seconds = Date().timeIntervalSince(start)
+            if let samples {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                let lines = try scores.map { String(decoding: try enc.encode($0), as: UTF8.self) }
+                let url = URL(fileURLWithPath: samples)
+                let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+                try (lines.joined(separator: "\n") + "\n").write(to: tmp, atomically: false, encoding: .utf8)
+                guard rename(tmp.path, url.path) == 0 else { throw CLIError("\(samples): cannot write") }
+            }
+            let r = MultipleChoice.report(scores)
+            if !quiet { log(String(format: "tasks: %d items in %.2f s (%.1f items/s)", items.count, seconds, Double(items.count) / seconds)) }
+            if json { try printJSON(r); return }
+            print("task".padding(toLength: 28, withPad: " ", startingAt: 0) + "     acc  acc_norm      n")
+            for (name, s) in r.tasks.sorted(by: { $0.key < $1.key }) {
+                print(name.padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "  %6.4f    %6.4f  %5d", s.acc, s.acc_norm, s.n))
+            }
+            print("all".padding(toLength: 28, withPad: " ", startingAt: 0) + String(format: "  %6.4f    %6.4f  %5d", r.acc, r.acc_norm, r.n))
+        }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text from a prompt (greedy, or seeded temperature/top-p sampling), streamed to stdout.")
+
+    @Option(help: "A Hugging Face model folder (with tokenizer.json).")
+    var model: String
+
+    @Option(help: "The prompt.")
+    var prompt: String
+
+    @Option(help: "Most tokens to generate.")
+    var maxTokens = 64
+
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 0
+
+    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
+    var topP: Float = 1
+
+    @Option(help: "Seed of the sampler.")
+    var seed: UInt64 = 0
+
+    @Flag(help: "Do not add the tokenizer's special tokens (e.g. BOS) to the prompt.")
+    var noSpecialTokens = false
+
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            guard temperature >= 0, topP > 0, topP <= 1 else { throw CLIError("--temperature must be ≥ 0 and --top-p in (0, 1]") }
+            let (m, tok) = try loadModelAndTokenizer(model)
+            print(prompt, terminator: "")
+            let r = try Generation.generate(model: m, tokenizer: tok, prompt: prompt, maxTokens: maxTokens,
+                                            sampling: Sampling(temperature: temperature, topP: topP, seed: seed),
+                                            addSpecialTokens: !noSpecialTokens) { piece in
+                print(piece, terminator: "")
+                fflush(nil)
+            }
+            print("")
+            log(String(format: "%d tokens, time to first token %.1f ms, %.1f tokens/s", r.ids.count, r.timeToFirstToken * 1000, r.decodeTokensPerSecond))
+        }
+    }
+}
