@@ -10,6 +10,10 @@ let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
 let cpuFlags: [SwiftSetting] = []
 #endif
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+// The numeric modules are optimised in debug builds too: the test suite runs real models over real data
+// (parity, perplexity, tasks), which unoptimised Swift loops would make 50× slower. -enable-testing
+// stays on, so @testable imports still work.
+let optimised: [SwiftSetting] = cpuFlags + strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
 
 let package = Package(
     name: "MoEPress",
@@ -29,15 +33,15 @@ let package = Package(
         // OpenBLAS (cblas) + LAPACKE, installed by scripts/setup.sh.
         .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
         // Tensors, BLAS/LAPACK wrappers, transformer ops, parallel loops.
-        .target(name: "MoETensor", dependencies: ["CBLAS"], swiftSettings: cpuFlags + strict),
+        .target(name: "MoETensor", dependencies: ["CBLAS"], swiftSettings: optimised),
         // safetensors (mmap, shards, validation, atomic writes) and HF config decoding.
         .target(name: "MoECheckpoint", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
         // HF tokenizer.json: normalizers, pre-tokenizers (own regex engine), BPE, post-processors, decoders.
-        .target(name: "MoETokenizer", swiftSettings: cpuFlags + strict),
+        .target(name: "MoETokenizer", swiftSettings: optimised),
         // The MoE block abstraction, attention variants, KV cache, one file per family.
-        .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
+        .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: optimised),
         // Perplexity, multiple-choice tasks (lm-eval protocol), generation.
-        .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: cpuFlags + strict),
+        .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // The command-line tool.
         .executableTarget(
             name: "moepress",
@@ -52,6 +56,7 @@ let package = Package(
             name: "MoEModelsTests", dependencies: ["MoEModels", "MoECheckpoint"],
             resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         // Runs the built `moepress` binary: exit codes, error lines, outputs.
         .testTarget(name: "MoEPressCLITests", dependencies: ["moepress", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
     ])

@@ -78,8 +78,10 @@ public enum MultipleChoice {
     /// Scores every choice of every item. The context is run once per item and its KV cache copied for
     /// each choice; items are processed `batch` at a time. Sequences longer than the model's context are
     /// cut from the left, as lm-eval does (keeping the last max_positions + 1 tokens of context + choice).
+    /// `contextSpecialTokens` encodes the context with the tokenizer's special tokens (e.g. a BOS), which is
+    /// what lm-eval 0.4 does by default; MoEPress's protocol (and the reference numbers) leave them out.
     public static func score(model: CausalLM, tokenizer: Tokenizer, items: [TaskItem], batch: Int = 16,
-                             quiet: Bool = false) throws -> [ItemScore] {
+                             contextSpecialTokens: Bool = false, quiet: Bool = false) throws -> [ItemScore] {
         let progress = StageProgress("tasks", total: items.count, unit: "items", quiet: quiet)
         var out: [ItemScore] = []
         out.reserveCapacity(items.count)
@@ -90,7 +92,7 @@ public enum MultipleChoice {
             var contexts: [[Int]] = []
             var choiceIDs: [[[Int]]] = []
             for item in chunk {
-                var ctx = tokenizer.encode(item.context)
+                var ctx = tokenizer.encode(item.context, addSpecialTokens: contextSpecialTokens)
                 let ch = item.choices.map { tokenizer.encode($0) }
                 if let bad = ch.firstIndex(where: { $0.isEmpty }) {
                     throw EvalError.invalid("item \(item.id): choice \(bad) encodes to no tokens")

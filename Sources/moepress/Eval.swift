@@ -104,6 +104,9 @@ struct EvalTasks: ParsableCommand {
     @Option(help: "Write per-item scores (JSONL) here.")
     var samples: String?
 
+    @Flag(help: "Encode the context with the tokenizer's special tokens (e.g. BOS), as lm-eval does unless told add_bos_token=False.")
+    var addSpecialTokens = false
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -119,7 +122,8 @@ struct EvalTasks: ParsableCommand {
             let items = try MultipleChoice.load(URL(fileURLWithPath: tasks), limit: limit)
             let (m, tok) = try loadModelAndTokenizer(model)
             let start = Date()
-            let scores = try MultipleChoice.score(model: m, tokenizer: tok, items: items, batch: batch, quiet: quiet)
+            let scores = try MultipleChoice.score(model: m, tokenizer: tok, items: items, batch: batch,
+                                                 contextSpecialTokens: addSpecialTokens, quiet: quiet)
             let seconds = Date().timeIntervalSince(start)
             if let samples {
                 let enc = JSONEncoder()

@@ -149,3 +149,34 @@ final class TempDir {
         #expect(r2.status != 0 && r2.stderr.contains("--text"))
     }
 }
+
+@Suite struct EvalCLITests {
+    @Test func perplexityJSONShape() throws {
+        let model = CLI.shared.appendingPathComponent("models/qwen-moe-ref").path
+        let r = try CLI.run(["eval", "perplexity", "--model", model, "--text-file", CLI.shared.appendingPathComponent("data/dev/handbook.txt").path, "--json", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let files = obj["files"] as! [String: [String: Any]]
+        #expect(files["handbook.txt"]?["tokens"] as? Int == obj["tokens"] as? Int)
+        #expect((obj["perplexity"] as! Double) > 1)
+    }
+
+    @Test func badInputsExitNonZero() throws {
+        let t = TempDir()
+        let model = CLI.fixture("mixtral")
+        try "".write(toFile: t.path("empty.txt"), atomically: true, encoding: .utf8)
+        try "{\"context\": \"a\", \"choices\": [\" b\"], \"label\": 0}\n{oops".write(toFile: t.path("bad.jsonl"), atomically: true, encoding: .utf8)
+        let cases: [([String], String)] = [
+            (["eval", "perplexity", "--model", model, "--text-file", t.path("missing.txt")], "no such file"),
+            (["eval", "perplexity", "--model", model, "--text-file", t.path("empty.txt")], "empty"),
+            (["eval", "tasks", "--model", model, "--tasks", t.path("bad.jsonl")], "bad.jsonl:2"),
+            (["eval", "tasks", "--model", model, "--tasks", t.path("missing.jsonl")], "no such file"),
+            (["generate", "--model", model, "--prompt", "x", "--top-p", "0"], "--top-p"),
+        ]
+        for (args, needle) in cases {
+            let r = try CLI.run(args)
+            #expect(r.status != 0, "\(args)")
+            #expect(r.stderr.contains(needle), "\(args): \(r.stderr)")
+        }
+    }
+}
