@@ -40,13 +40,17 @@ let package = Package(
         .target(name: "MoETokenizer", swiftSettings: optimised),
         // The MoE block abstraction, attention variants, KV cache, one file per family.
         .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: optimised),
+        // Calibration: sampled windows, layer-by-layer activations and expert statistics, cache with manifest.
+        .target(name: "MoECalibration", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
+        // Compression plans and their application: pruning methods (frequency, REAP, NAEE, MoEITS, MoE-I²).
+        .target(name: "MoECompression", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoECalibration"], swiftSettings: optimised),
         // Perplexity, multiple-choice tasks (lm-eval protocol), generation.
         .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // The command-line tool.
         .executableTarget(
             name: "moepress",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoECalibration", "MoECompression",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags + strict),
@@ -57,6 +61,7 @@ let package = Package(
             resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoECompressionTests", dependencies: ["MoECompression", "MoECalibration", "MoEModels", "MoECheckpoint", "MoETokenizer"], swiftSettings: cpuFlags + strict),
         // Runs the built `moepress` binary: exit codes, error lines, outputs.
         .testTarget(name: "MoEPressCLITests", dependencies: ["moepress", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
     ])

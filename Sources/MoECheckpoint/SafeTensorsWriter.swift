@@ -5,14 +5,33 @@ import MoETensor
 /// into place only when complete, so a crash never leaves a half-written file under the final name.
 public enum SafeTensorsWriter {
     public struct Entry {
+        public enum Source {
+            /// An f32 tensor, narrowed to `dtype` when written.
+            case tensor(Tensor)
+            /// Bytes already in `dtype` (copied from another file, so unchanged tensors stay bit-identical).
+            case raw(Data)
+        }
         public let name: String
-        public let tensor: Tensor
+        public let source: Source
         public let dtype: DType
+        public let shape: [Int]
+
         public init(_ name: String, _ tensor: Tensor, dtype: DType = .f32) {
             self.name = name
-            self.tensor = tensor
+            self.source = .tensor(tensor)
             self.dtype = dtype
+            self.shape = tensor.shape
         }
+
+        public init(_ name: String, raw: Data, dtype: DType, shape: [Int]) {
+            precondition(raw.count == shape.reduce(1, *) * dtype.byteSize, "raw bytes of \(name) do not match \(shape) × \(dtype)")
+            self.name = name
+            self.source = .raw(raw)
+            self.dtype = dtype
+            self.shape = shape
+        }
+
+        var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
     }
 
     public static func write(_ entries: [Entry], metadata: [String: String] = ["format": "pt"], to url: URL) throws {
@@ -21,11 +40,11 @@ public enum SafeTensorsWriter {
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         for e in sorted {
-            guard e.dtype == .f32 || e.dtype == .f16 || e.dtype == .bf16 else {
+            if case .tensor = e.source, !(e.dtype == .f32 || e.dtype == .f16 || e.dtype == .bf16) {
                 throw CheckpointError(file: url.path, tensor: e.name, "cannot write dtype \(e.dtype.rawValue)")
             }
-            let n = e.tensor.count * e.dtype.byteSize
-            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.tensor.shape, "data_offsets": [offset, offset + n]] as [String: Any]
+            let n = e.byteCount
+            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + n]] as [String: Any]
             offset += n
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
@@ -41,12 +60,16 @@ public enum SafeTensorsWriter {
             try handle.write(contentsOf: Data(bytes: &len, count: 8))
             try handle.write(contentsOf: json)
             for e in sorted {
-                let n = e.tensor.count * e.dtype.byteSize
-                var buf = Data(count: n)
-                buf.withUnsafeMutableBytes { raw in
-                    Convert.fromFloat(e.tensor.data, count: e.tensor.count, dtype: e.dtype, into: raw.baseAddress!)
+                switch e.source {
+                case .raw(let d):
+                    try handle.write(contentsOf: d)
+                case .tensor(let t):
+                    var buf = Data(count: e.byteCount)
+                    buf.withUnsafeMutableBytes { raw in
+                        Convert.fromFloat(t.data, count: t.count, dtype: e.dtype, into: raw.baseAddress!)
+                    }
+                    try handle.write(contentsOf: buf)
                 }
-                try handle.write(contentsOf: buf)
             }
             try handle.synchronize()
             try handle.close()

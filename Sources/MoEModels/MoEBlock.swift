@@ -9,6 +9,9 @@ public struct MoEBlock: Sendable {
     public var sharedExpert: GatedMLP?
     /// H → 1 linear whose sigmoid scales the shared expert's output per token (Qwen2-MoE).
     public var sharedExpertGate: (any LinearLayer)?
+    /// Experts allowed to be routed to (nil: all). Masking an expert's logit to −∞ before the softmax is
+    /// exactly what deleting its router row does, so pruning candidates are evaluated with this.
+    public var expertMask: [Bool]?
 
     public init(router: Router, experts: [GatedMLP], sharedExpert: GatedMLP? = nil, sharedExpertGate: (any LinearLayer)? = nil) {
         precondition(router.numExperts == experts.count, "router has \(router.numExperts) rows for \(experts.count) experts")
@@ -36,7 +39,13 @@ public struct MoEBlock: Sendable {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        forward(x, decision: Profiler.measure("router") { router.route(x) })
+        forward(x, decision: Profiler.measure("router") { route(x) })
+    }
+
+    /// Routing with `expertMask` applied.
+    public func route(_ x: Tensor) -> Router.Decision {
+        let logits = DenseLinear(weight: router.weight).callAsFunction(x)
+        return router.decide(logits: logits, allowed: expertMask)
     }
 
     /// The block output for a given routing decision.
@@ -70,13 +79,13 @@ public struct MoEBlock: Sendable {
         return lists
     }
 
-    /// Σ over chosen experts of weight × expert(x), computed expert by expert on the tokens routed to it
-    /// (experts in parallel), then summed in expert order (as HF's index_add_ does), so the result is
-    /// deterministic whatever the thread count.
-    public func routedOutput(_ x: Tensor, decision d: Router.Decision) -> Tensor {
+    /// Per active expert: the tokens routed to it, their routing weights, and the expert's (unweighted)
+    /// outputs on them [n, hidden]. Experts run in parallel. Calibration statistics and the routed output
+    /// are both built from this.
+    public func expertOutputs(_ x: Tensor, decision d: Router.Decision) -> [Int: (tokens: [Int], weights: [Float], outputs: Tensor)] {
         let h = hiddenSize
         let lists = assignments(d)
-        // Largest first, so the cores finish together (the sum below is in expert order regardless).
+        // Largest first, so the cores finish together.
         let active = (0..<numExperts).filter { !lists[$0].isEmpty }.sorted { (lists[$0].count, $1) > (lists[$1].count, $0) }
         var outputs = [Tensor?](repeating: nil, count: numExperts)
         let serialInside = active.count > 1
@@ -89,17 +98,23 @@ public struct MoEBlock: Sendable {
                 for (r, item) in list.enumerated() { (xe.data + r * h).update(from: x.data + item.token * h, count: h) }
                 let ye = Tensor(zeros: [list.count, h])
                 experts[e].apply(xe.data, rows: list.count, into: ye.data, parallel: !serialInside)
-                for (r, item) in list.enumerated() {
-                    let row = ye.data + r * h
-                    for j in 0..<h { row[j] *= item.weight }
-                }
                 results[e] = ye
             }
         }
+        var out: [Int: (tokens: [Int], weights: [Float], outputs: Tensor)] = [:]
+        for e in active { out[e] = (lists[e].map(\.token), lists[e].map(\.weight), outputs[e]!) }
+        return out
+    }
+
+    /// Σ over chosen experts of weight × expert(x), summed in expert order (as HF's index_add_ does), so
+    /// the result is deterministic whatever the thread count.
+    public func routedOutput(_ x: Tensor, decision d: Router.Decision) -> Tensor {
+        let h = hiddenSize
+        let per = expertOutputs(x, decision: d)
         let out = Tensor(zeros: x.shape)
-        for e in 0..<numExperts where !lists[e].isEmpty {
-            let ye = outputs[e]!
-            for (r, item) in lists[e].enumerated() { addInPlace(out.data + item.token * h, ye.data + r * h, count: h) }
+        for e in per.keys.sorted() {
+            let (tokens, weights, ye) = per[e]!
+            for (r, t) in tokens.enumerated() { axpy(weights[r], ye.data + r * h, out.data + t * h, count: h) }
         }
         return out
     }

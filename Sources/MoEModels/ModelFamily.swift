@@ -9,6 +9,13 @@ public protocol ModelFamily {
     static var modelTypes: [String] { get }
     static func describe(_ config: HFConfig) throws -> ModelDescription
     static func build(_ config: HFConfig, weights: Checkpoint) throws -> CausalLM
+    /// Checkpoint prefix of layer `layer`'s MoE block; its router is `<prefix>.gate.weight` and its routed
+    /// experts live under `<prefix>.experts.` in every supported family.
+    static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String
+}
+
+extension ModelFamily {
+    public static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String { "model.layers.\(layer).mlp" }
 }
 
 public enum ModelRegistry {
@@ -26,6 +33,10 @@ public enum ModelRegistry {
         return f
     }
 
+    public static func family(directory: URL) throws -> any ModelFamily.Type {
+        try family(for: HFConfig(modelDirectory: directory))
+    }
+
     public static func describe(directory: URL) throws -> ModelDescription {
         let config = try HFConfig(modelDirectory: directory)
         return try family(for: config).describe(config)
@@ -37,6 +48,11 @@ public enum ModelRegistry {
         let fam = try family(for: config)
         let weights = try Checkpoint(directory: directory)
         return try fam.build(config, weights: weights)
+    }
+
+    /// The config key that holds the routed expert count in this config.
+    public static func expertCountKey(_ config: HFConfig) -> String? {
+        ["num_local_experts", "num_experts", "n_routed_experts"].first { config.has($0) }
     }
 }
 
@@ -108,7 +124,7 @@ extension HFConfig {
         let heads = try int("num_attention_heads")
         guard heads > 0, hidden > 0 else { throw ModelError.invalidConfig("\(path): hidden_size and num_attention_heads must be positive") }
         let arch = try stringList("architectures")?.first ?? architectureFallback
-        return ModelDescription(
+        var d = ModelDescription(
             modelType: try modelType,
             architecture: arch,
             vocabSize: try int("vocab_size"),
@@ -125,6 +141,32 @@ extension HFConfig {
             layers: layers,
             bosTokenIDs: tokenIDs("bos_token_id"),
             eosTokenIDs: tokenIDs("eos_token_id"))
+        try applyExpertCounts(&d)
+        if let r = routing {
+            for (i, l) in d.layers.enumerated() {
+                if let e = l.experts, e < r.topK {
+                    throw ModelError.invalidConfig("\(path): layer \(i) has \(e) experts, fewer than top-k = \(r.topK)")
+                }
+                if let e = l.experts, r.groups > 1, e % r.groups != 0 {
+                    throw ModelError.invalidConfig("\(path): layer \(i) has \(e) experts, not divisible into n_group = \(r.groups) groups")
+                }
+            }
+        }
+        return d
+    }
+
+    /// Per-layer routed expert counts written by MoEPress for non-uniform pruning
+    /// (`"moepress": {"experts_per_layer": [...]}`, null for dense layers), applied over the family's plan.
+    func applyExpertCounts(_ d: inout ModelDescription) throws {
+        guard let counts = raw["moepress"]?.object?["experts_per_layer"]?.array else { return }
+        guard counts.count == d.numLayers else {
+            throw ModelError.invalidConfig("\(path): moepress.experts_per_layer has \(counts.count) entries for \(d.numLayers) layers")
+        }
+        for (i, c) in counts.enumerated() {
+            guard let n = c.int else { continue }
+            guard d.layers[i].isMoE else { throw ModelError.invalidConfig("\(path): moepress.experts_per_layer[\(i)] set for a dense layer") }
+            d.layers[i].experts = n
+        }
     }
 
     /// Routed expert count in any spelling.

@@ -78,10 +78,12 @@ public struct Router: Sendable {
             let row = logits.data + i * e
             switch routing.scoring {
             case .softmax:
-                for j in 0..<e { scores[j] = row[j] }
+                // A disallowed expert's logit is −∞ before the softmax (as if its router row were deleted), so
+                // without renormalisation the remaining weights grow exactly as after pruning.
+                for j in 0..<e { scores[j] = (allowed?[j] ?? true) ? row[j] : -.infinity }
                 scores.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, count: e) }
             case .sigmoid:
-                for j in 0..<e { scores[j] = sigmoid(row[j]) }
+                for j in 0..<e { scores[j] = (allowed?[j] ?? true) ? sigmoid(row[j]) : 0 }
             }
             for j in 0..<e { choice[j] = scores[j] + (correctionBias?.data[j] ?? 0) }
             if let allowed { for j in 0..<e where !allowed[j] { choice[j] = -.infinity } }

@@ -16,6 +16,11 @@ public enum Mixtral: ModelFamily {
                                      layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
     }
 
+    public static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String {
+        let v4 = "model.layers.\(layer).block_sparse_moe"
+        return checkpoint.contains("\(v4).gate.weight") ? v4 : "model.layers.\(layer).mlp"
+    }
+
     public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
         let d = try describe(c)
         let w = WeightReader(ckpt: weights, description: d)
@@ -25,7 +30,7 @@ public enum Mixtral: ModelFamily {
             try standardAttention(d, w, prefix: p, rope: rope, bias: false, slidingWindow: window)
         }, feedForward: { i, p in
             // v4 names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
-            let m = weights.contains("\(p).block_sparse_moe.gate.weight") ? "\(p).block_sparse_moe" : "\(p).mlp"
+            let m = moePrefix(layer: i, in: weights)
             let l = d.layers[i]
             let router = Router(weight: try w.tensor("\(m).gate.weight", [l.experts!, d.hiddenSize]), routing: d.routing!)
             let experts = try w.experts("\(m).experts", count: l.experts!, intermediate: l.expertIntermediate, names: ("w1", "w3", "w2"))

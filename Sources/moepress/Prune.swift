@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoETokenizer
+import MoECalibration
+import MoECompression
+
+struct Calibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run calibration text through a model layer by layer and cache what pruning methods need.",
+        discussion: """
+        Samples --samples windows of --seq-len tokens (seeded) from the .txt files of --calib-dir, then stores per \
+        decoder layer the layer input and, for MoE layers, the true MoE-block input (post-attention norm), the \
+        full block output, router logits and per-expert statistics (routing frequency, gate mass, REAP \
+        saliency, token counts). The cache's manifest.json records the model and data hashes, seed, N and L. \
+        Defaults suit the small shared models; for real models use --samples 128 --seq-len 2048.
+        """)
+
+    @Option(help: "A Hugging Face model folder (with tokenizer.json).") var model: String
+    @Option(help: "A folder of calibration .txt files.") var calibDir: String
+    @Option(help: "Windows to sample.") var samples = 128
+    @Option(help: "Tokens per window.") var seqLen = 256
+    @Option(help: "Seed of the window sampler.") var seed: UInt64 = 0
+    @Option(help: "The cache folder to write.") var output: String
+    @Flag(help: "Replace an existing output folder.") var overwrite = false
+    @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            _ = try calibrate(model: model, calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed,
+                              output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet)
+        }
+    }
+}
+
+func calibrate(model: String, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
+               overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
+    let url = modelURL(model)
+    let m = try ModelRegistry.load(directory: url)
+    let tok = try Tokenizer(modelDirectory: url)
+    let files = try Calibration.files(in: URL(fileURLWithPath: calibDir))
+    let (windows, dataHash) = try Calibration.sample(files: files, tokenizer: tok, samples: samples, seqLen: seqLen, seed: seed)
+    try m.validate(tokens: windows)
+    let d = m.description
+    let manifest = CalibrationManifest(
+        modelHash: try Fingerprint.model(url, checkpoint: Checkpoint(directory: url)), dataHash: dataHash, seed: seed,
+        samples: samples, seqLen: seqLen, tokens: samples * seqLen, hiddenSize: d.hiddenSize, moeLayers: d.moeLayerIndices,
+        expertsPerLayer: d.moeLayerIndices.map { d.layers[$0].experts! }, numLayers: d.numLayers,
+        files: files.map(\.lastPathComponent))
+    try Calibration.run(model: m, windows: windows, manifest: manifest, output: output, quiet: quiet, overwrite: overwrite)
+    return try CalibrationCache(directory: output)
+}
+
+struct Prune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove experts and write the pruned checkpoint with its plan.json.",
+        discussion: """
+        Methods: frequency (drop the least-routed experts), reap (lowest REAP saliency), both uniform per layer \
+        and needing calibration (--calib CACHE or --calib-dir D); moeits (data-free: weight NMI between experts; \
+        --tau T for the paper's threshold rule, or --ratio/--keep for a fixed count). --ratio R removes \
+        round(R × experts) in each layer; --keep K keeps K per layer. A layer never keeps fewer experts than \
+        top-k. Equal counts in every layer give a standard checkpoint that stock HF transformers loads; \
+        unequal counts add a "moepress" section (experts_per_layer) to config.json, which MoEPress loads.
+        """)
+
+    enum Method: String, ExpressibleByArgument, CaseIterable { case frequency, reap, moeits }
+
+    @Option(help: "A Hugging Face model folder.") var model: String
+    @Option(help: "Pruning method: \(Method.allCases.map(\.rawValue).joined(separator: ", ")).") var method: Method
+    @Option(help: "The output checkpoint folder.") var output: String
+    @Option(help: "A calibration cache (from `moepress calibrate`).") var calib: String?
+    @Option(help: "Calibration text folder (calibrates on the fly with the default --samples/--seq-len).") var calibDir: String?
+    @Option(help: "Fraction of each layer's routed experts to remove.") var ratio: Double?
+    @Option(help: "Experts to keep in every MoE layer.") var keep: Int?
+    @Option(help: "MoEITS threshold factor τ (θ = mean + τ·IQR of the NMI matrix).") var tau: Double?
+    @Option(help: "MoEITS bin rule: numpy>=2.3 (default) or numpy<2.3.") var binRule: String = "numpy>=2.3"
+    @Option(help: "MoEITS NMI weights of gate,up,down (default: 0.2,0.4,0.4 with a shared expert, else 1/3 each).") var nmiWeights: String?
+    @Option(help: "Seed (recorded in the plan; the methods here are deterministic).") var seed: UInt64 = 0
+    @Flag(help: "Replace an existing output folder.") var overwrite = false
+    @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        if method == .moeits {
+            guard (tau != nil) != (ratio != nil || keep != nil) else { throw ValidationError("moeits takes --tau, or --ratio/--keep") }
+        } else {
+            guard tau == nil else { throw ValidationError("--tau is for moeits") }
+            guard (ratio != nil) != (keep != nil) else { throw ValidationError("give exactly one of --ratio or --keep") }
+            guard (calib != nil) != (calibDir != nil) else { throw ValidationError("\(method.rawValue) needs --calib CACHE or --calib-dir DIR") }
+        }
+        if ratio != nil && keep != nil { throw ValidationError("give --ratio or --keep, not both") }
+    }
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            let url = modelURL(model)
+            let out = URL(fileURLWithPath: output)
+            if FileManager.default.fileExists(atPath: out.path) && !overwrite {
+                throw CLIError("\(out.path): already exists (pass --overwrite to replace it)")
+            }
+            let start = Date()
+            let m = try ModelRegistry.load(directory: url)
+            let budget: PruningBudget? = ratio.map { .ratio($0) } ?? keep.map { .keep($0) }
+            var plan: PruningPlan
+            switch method {
+            case .moeits:
+                guard let rule = MoEITS.BinRule(rawValue: binRule) else { throw CLIError("--bin-rule must be numpy>=2.3 or numpy<2.3") }
+                let w = try nmiWeights.map { s -> [Double] in
+                    let v = s.split(separator: ",").compactMap { Double($0) }
+                    guard v.count == 3 else { throw CLIError("--nmi-weights needs three numbers, gate,up,down") }
+                    return v
+                }
+                plan = try MoEITS.plan(model: m, modelName: url.path, tau: tau, budget: budget, rule: rule, weights: w, quiet: quiet)
+            case .frequency, .reap:
+                var cache: CalibrationCache
+                var temp: URL?
+                if let calib {
+                    cache = try CalibrationCache(directory: URL(fileURLWithPath: calib))
+                } else {
+                    let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
+                    temp = t
+                    cache = try calibrate(model: model, calibDir: calibDir!, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
+                }
+                defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
+                try cache.check(modelHash: Fingerprint.model(url, checkpoint: Checkpoint(directory: url)))
+                plan = try ScorePruning.plan(method == .frequency ? .frequency : .reap, description: m.description, cache: cache,
+                                             budget: budget!, modelName: url.path)
+                plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
+            }
+            if let ratio { plan.parameters["ratio"] = "\(ratio)" }
+            if let keep { plan.parameters["keep"] = "\(keep)" }
+            plan.parameters["seed"] = "\(seed)"
+            try PlanApplier.apply(plan, model: url, output: out, overwrite: overwrite)
+            let kept = plan.layers.map { "\($0.kept.count)/\($0.experts)" }.joined(separator: " ")
+            if !quiet {
+                log(String(format: "prune %@: removed %d experts (kept per layer: %@) in %.1f s → %@", method.rawValue, plan.removed, kept,
+                           Date().timeIntervalSince(start), out.path))
+                if !plan.uniform { log("note: layers keep different numbers of experts; stock HF transformers/vLLM need equal counts (MoEPress loads it)") }
+            }
+        }
+    }
+}

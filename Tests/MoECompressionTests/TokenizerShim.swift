@@ -1,0 +1,6 @@
+import Foundation
+import MoETokenizer
+
+enum MoETokenizerShim {
+    static func tokenizer(_ model: URL) throws -> Tokenizer { try Tokenizer(modelDirectory: model) }
+}
