@@ -23,13 +23,41 @@ public enum MoEITS {
         return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - Double(lo))
     }
 
+    /// The k-th smallest value (0-based) of `v`, by quickselect (linear time; `v` is reordered).
+    static func select(_ v: inout [Double], _ k: Int, from lo0: Int = 0) -> Double {
+        var lo = lo0, hi = v.count - 1
+        while lo < hi {
+            let pivot = v[(lo + hi) / 2]
+            var i = lo, j = hi
+            while i <= j {
+                while v[i] < pivot { i += 1 }
+                while v[j] > pivot { j -= 1 }
+                if i <= j { v.swapAt(i, j); i += 1; j -= 1 }
+            }
+            if k <= j { hi = j } else if k >= i { lo = i } else { return v[k] }
+        }
+        return v[k]
+    }
+
+    /// numpy's linear-interpolation percentile without a full sort.
+    static func percentileSelect(_ v: inout [Double], _ q: Double) -> Double {
+        let pos = q / 100 * Double(v.count - 1)
+        let k = Int(pos.rounded(.down))
+        let a = select(&v, k)
+        guard k + 1 < v.count, pos > Double(k) else { return a }
+        // After selection everything right of k is ≥ v[k]: the next order statistic is their minimum.
+        var b = v[k + 1]
+        for i in (k + 1)..<v.count where v[i] < b { b = v[i] }
+        return a + (b - a) * (pos - Double(k))
+    }
+
     /// Number of bins numpy's `histogram_bin_edges(x, 'auto')` chooses, and its range.
     public static func autoBins(_ x: [Double], rule: BinRule) -> (bins: Int, lo: Double, hi: Double) {
-        let sorted = x.sorted()
         let n = Double(x.count)
-        var lo = sorted.first!, hi = sorted.last!
+        var lo = x.min()!, hi = x.max()!
         if lo == hi { lo -= 0.5; hi += 0.5 }
-        let iqr = percentile(sorted, 75) - percentile(sorted, 25)
+        var work = x
+        let iqr = percentileSelect(&work, 75) - percentileSelect(&work, 25)
         let fd = 2 * iqr * pow(n, -1.0 / 3)
         let sturges = (hi - lo) / (log2(n) + 1)
         var width: Double

@@ -59,15 +59,17 @@ struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove experts and write the pruned checkpoint with its plan.json.",
         discussion: """
-        Methods: frequency (drop the least-routed experts), reap (lowest REAP saliency), both uniform per layer \
-        and needing calibration (--calib CACHE or --calib-dir D); moeits (data-free: weight NMI between experts; \
+        Methods needing calibration (--calib CACHE or --calib-dir D): frequency (drop the least-routed experts), \
+        reap (lowest REAP saliency), naee (per layer, the kept subset with the smallest layer-output error, by \
+        enumeration), all uniform per layer; moei2 (MoE-I² stage 1: importance, non-uniform counts, genetic \
+        search, KT-reception field through full decoder layers). Data-free: moeits (weight NMI between experts; \
         --tau T for the paper's threshold rule, or --ratio/--keep for a fixed count). --ratio R removes \
-        round(R × experts) in each layer; --keep K keeps K per layer. A layer never keeps fewer experts than \
+        round(R × experts) (per layer for uniform methods, overall for moei2); --keep K keeps K per layer. A layer never keeps fewer experts than \
         top-k. Equal counts in every layer give a standard checkpoint that stock HF transformers loads; \
         unequal counts add a "moepress" section (experts_per_layer) to config.json, which MoEPress loads.
         """)
 
-    enum Method: String, ExpressibleByArgument, CaseIterable { case frequency, reap, moeits }
+    enum Method: String, ExpressibleByArgument, CaseIterable { case frequency, reap, naee, moei2, moeits }
 
     @Option(help: "A Hugging Face model folder.") var model: String
     @Option(help: "Pruning method: \(Method.allCases.map(\.rawValue).joined(separator: ", ")).") var method: Method
@@ -79,7 +81,13 @@ struct Prune: ParsableCommand {
     @Option(help: "MoEITS threshold factor τ (θ = mean + τ·IQR of the NMI matrix).") var tau: Double?
     @Option(help: "MoEITS bin rule: numpy>=2.3 (default) or numpy<2.3.") var binRule: String = "numpy>=2.3"
     @Option(help: "MoEITS NMI weights of gate,up,down (default: 0.2,0.4,0.4 with a shared expert, else 1/3 each).") var nmiWeights: String?
-    @Option(help: "Seed (recorded in the plan; the methods here are deterministic).") var seed: UInt64 = 0
+    @Option(help: "Seed of MoE-I²'s genetic search (and of on-the-fly calibration).") var seed: UInt64 = 0
+    @Option(help: "MoE-I²: genetic-search population.") var population = 100
+    @Option(help: "MoE-I²: generations.") var generations = 50
+    @Option(help: "MoE-I²: candidate prune sets kept per layer (K).") var candidates = 3
+    @Option(help: "MoE-I²: MoE layers per reception-field block (T).") var blockSize = 3
+    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates.") var fitnessTokens = 8192
+    @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var compute: ComputeOptions
@@ -87,6 +95,7 @@ struct Prune: ParsableCommand {
     func validate() throws {
         if method == .moeits {
             guard (tau != nil) != (ratio != nil || keep != nil) else { throw ValidationError("moeits takes --tau, or --ratio/--keep") }
+            guard calibDir == nil else { throw ValidationError("moeits is data-free; --calib CACHE only adds reconstruction errors to the plan") }
         } else {
             guard tau == nil else { throw ValidationError("--tau is for moeits") }
             guard (ratio != nil) != (keep != nil) else { throw ValidationError("give exactly one of --ratio or --keep") }
@@ -106,6 +115,7 @@ struct Prune: ParsableCommand {
             let start = Date()
             let m = try ModelRegistry.load(directory: url)
             let budget: PruningBudget? = ratio.map { .ratio($0) } ?? keep.map { .keep($0) }
+            var lastCalibration: String? = nil
             var plan: PruningPlan
             switch method {
             case .moeits:
@@ -116,7 +126,7 @@ struct Prune: ParsableCommand {
                     return v
                 }
                 plan = try MoEITS.plan(model: m, modelName: url.path, tau: tau, budget: budget, rule: rule, weights: w, quiet: quiet)
-            case .frequency, .reap:
+            case .frequency, .reap, .naee, .moei2:
                 var cache: CalibrationCache
                 var temp: URL?
                 if let calib {
@@ -127,16 +137,41 @@ struct Prune: ParsableCommand {
                     cache = try calibrate(model: model, calibDir: calibDir!, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
                 }
                 defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
+                lastCalibration = nil
                 try cache.check(modelHash: Fingerprint.model(url, checkpoint: Checkpoint(directory: url)))
-                plan = try ScorePruning.plan(method == .frequency ? .frequency : .reap, description: m.description, cache: cache,
-                                             budget: budget!, modelName: url.path)
+                switch method {
+                case .naee:
+                    plan = try NAEE.plan(model: m, cache: cache, budget: budget!, modelName: url.path, maxTokens: fitnessTokens, quiet: quiet)
+                case .moei2:
+                    var o = MoEI2.Options()
+                    o.population = population; o.generations = generations; o.candidates = candidates; o.blockSize = blockSize
+                    o.fitnessTokens = fitnessTokens; o.fieldSequences = fieldSequences; o.seed = seed
+                    plan = try MoEI2.plan(model: m, cache: cache, budget: budget!, options: o, modelName: url.path, quiet: quiet)
+                default:
+                    plan = try ScorePruning.plan(method == .frequency ? .frequency : .reap, description: m.description, cache: cache,
+                                                 budget: budget!, modelName: url.path)
+                }
                 plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
+            }
+            // With a calibration cache at hand, every plan records the layer-output error of what it chose.
+            if let cachePath = calib ?? lastCalibration {
+                let cache = try CalibrationCache(directory: URL(fileURLWithPath: cachePath))
+                var sum = 0.0
+                for i in plan.layers.indices {
+                    let l = plan.layers[i]
+                    let fit = try LayerFitness(block: m.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: fitnessTokens)
+                    let err = fit.error(pruned: (0..<l.experts).filter { !l.kept.contains($0) })
+                    plan.layers[i].scores["reconstruction_error"] = [err]
+                    sum += err
+                }
+                plan.parameters["reconstruction_error_sum"] = String(format: "%.6g", sum)
             }
             if let ratio { plan.parameters["ratio"] = "\(ratio)" }
             if let keep { plan.parameters["keep"] = "\(keep)" }
             plan.parameters["seed"] = "\(seed)"
             try PlanApplier.apply(plan, model: url, output: out, overwrite: overwrite)
             let kept = plan.layers.map { "\($0.kept.count)/\($0.experts)" }.joined(separator: " ")
+            if let e = plan.parameters["reconstruction_error_sum"], !quiet { log("summed layer reconstruction error: \(e)") }
             if !quiet {
                 log(String(format: "prune %@: removed %d experts (kept per layer: %@) in %.1f s → %@", method.rawValue, plan.removed, kept,
                            Date().timeIntervalSince(start), out.path))

@@ -1,0 +1,190 @@
+import Foundation
+import MoETensor
+import MoEModels
+import MoECalibration
+
+/// MoE-I² stage 1 (methods.md §3.3–3.6): expert importance by single-expert removal, layer importance,
+/// non-uniform per-layer prune counts, a seeded layer-wise genetic search keeping the K best prune sets per
+/// layer, and the block-wise KT-reception field choosing one candidate per layer jointly by the error at the
+/// block output computed through the full decoder layers (attention, norms, residuals).
+public enum MoEI2 {
+    public struct Options: Sendable {
+        public var population = 100
+        public var generations = 50
+        public var eliteFraction = 0.2
+        public var mutationProbability = 0.3
+        public var mutationMax = 1
+        /// K: candidate prune sets kept per layer.
+        public var candidates = 3
+        /// T: consecutive MoE layers per reception-field block.
+        public var blockSize = 3
+        /// Tokens per layer used for GA fitness (the first ones of the cache).
+        public var fitnessTokens = 8192
+        /// Calibration sequences run through the decoder layers for the KT field.
+        public var fieldSequences = 16
+        public var seed: UInt64 = 0
+        public var epsilon = 1e-8
+        public init() {}
+    }
+
+    /// Per-layer prune counts: total = round(P·Σe) removals spread by inverse layer importance, floored,
+    /// capped at e − k, remainders by largest fractional part (skipping capped layers, cycling).
+    public static func layerCounts(importance: [Double], experts: [Int], topK k: Int, total: Int, epsilon: Double) -> [Int] {
+        let s = importance.map { 1 / ($0 + epsilon) }
+        let sum = s.reduce(0, +)
+        let raw = s.map { Double(total) * $0 / sum }
+        let caps = experts.map { $0 - k }
+        var n = zip(raw, caps).map { min(Int($0.rounded(.down)), $1) }
+        var remaining = total - n.reduce(0, +)
+        let order = raw.indices.sorted { (raw[$0] - raw[$0].rounded(.down), -$0) > (raw[$1] - raw[$1].rounded(.down), -$1) }
+        while remaining > 0 {
+            var progressed = false
+            for i in order where remaining > 0 && n[i] < caps[i] {
+                n[i] += 1
+                remaining -= 1
+                progressed = true
+            }
+            if !progressed { break }
+        }
+        return n
+    }
+
+    /// The genetic search of one layer: the K best distinct prune sets of size n with their errors.
+    public static func geneticSearch(_ fit: LayerFitness, remove n: Int, options o: Options) -> [(set: [Int], error: Double)] {
+        let e = fit.numExperts
+        if n == 0 { return [([], fit.error(pruned: []))] }
+        var rng = SeededGenerator(seed: o.seed &+ UInt64(fit.layer) &* 0x9E37_79B9)
+        func randomSubset(of pool: [Int], _ size: Int) -> [Int] {
+            var p = pool
+            for i in 0..<size { p.swapAt(i, i + Int(rng.next() % UInt64(p.count - i))) }
+            return Array(p.prefix(size)).sorted()
+        }
+        let possible = binomial(e, n)
+        var pop: [[Int]] = []
+        var seen = Set<[Int]>()
+        let target = Int(min(Double(o.population), possible))
+        while pop.count < target {
+            let s = randomSubset(of: Array(0..<e), n)
+            if seen.insert(s).inserted { pop.append(s) }
+        }
+        func ranked(_ p: [[Int]]) -> [(set: [Int], error: Double)] {
+            let errs = fit.errors(p)
+            return zip(p, errs).map { ($0, $1) }.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0.lexicographicallyPrecedes($1.0) }
+        }
+        for _ in 0..<o.generations {
+            let r = ranked(pop)
+            let parents = Array(r.prefix(max(2, Int(o.eliteFraction * Double(o.population))))).map(\.set)
+            var children = parents
+            while children.count < o.population {
+                let i = Int(rng.next() % UInt64(parents.count))
+                var j = Int(rng.next() % UInt64(parents.count - 1))
+                if j >= i { j += 1 }
+                let union = Array(Set(parents[i]).union(parents[j])).sorted()
+                var child = randomSubset(of: union, n)
+                var m = 0
+                for _ in 0..<o.mutationMax where rng.nextUnit() < o.mutationProbability { m += 1 }
+                m = max(1, m)
+                for _ in 0..<m {
+                    let outside = (0..<e).filter { !child.contains($0) }
+                    guard !outside.isEmpty else { break }
+                    child[Int(rng.next() % UInt64(n))] = outside[Int(rng.next() % UInt64(outside.count))]
+                    child.sort()
+                }
+                children.append(child)
+            }
+            pop = children
+        }
+        var best: [(set: [Int], error: Double)] = []
+        for c in ranked(pop) where !best.contains(where: { $0.set == c.set }) {
+            best.append(c)
+            if best.count == o.candidates { break }
+        }
+        return best
+    }
+
+    public static func plan(model: CausalLM, cache: CalibrationCache, budget: PruningBudget, options o: Options,
+                            modelName: String, quiet: Bool = false) throws -> PruningPlan {
+        let d = model.description
+        guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
+        let moe = d.moeLayerIndices
+        let experts = moe.map { d.layers[$0].experts! }
+        let total = try budget.totalRemoved(experts: experts, topK: k)
+
+        // 1b importance, then 1d genetic search, one layer at a time: a layer's fitness cache (every expert's
+        // output on the fitness tokens) is rebuilt for its search rather than kept, so memory stays near one layer.
+        var expertImportance: [[Double]] = []
+        let p1 = StageProgress("moei2 importance", total: moe.count, unit: "layers", quiet: quiet)
+        for l in moe {
+            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens)
+            expertImportance.append(fit.errors((0..<fit.numExperts).map { [$0] }))
+            p1.advance()
+        }
+        let layerImportance = expertImportance.map { $0.reduce(0, +) }
+        let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
+        var candidates: [[(set: [Int], error: Double)]] = []
+        let p2 = StageProgress("moei2 genetic search", total: moe.count, unit: "layers", quiet: quiet)
+        for (i, l) in moe.enumerated() {
+            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens)
+            candidates.append(geneticSearch(fit, remove: counts[i], options: o))
+            p2.advance()
+        }
+
+        // 1e KT-reception field over blocks of T consecutive MoE layers.
+        var chosen = [Int](repeating: 0, count: moe.count)
+        var fieldErrors = [Double](repeating: 0, count: moe.count)
+        let seqLen = cache.manifest.seqLen
+        let seqs = min(o.fieldSequences, cache.manifest.samples)
+        let p3 = StageProgress("moei2 reception field", total: (moe.count + o.blockSize - 1) / o.blockSize, unit: "blocks", quiet: quiet)
+        var b = 0
+        while b < moe.count {
+            let block = Array(b..<min(b + o.blockSize, moe.count))
+            let first = moe[block.first!], last = moe[block.last!]
+            let input = try cache.tensor(first, "hidden_in").rowSlice(0..<(seqs * seqLen)).copy()
+            func run(_ masks: [Int: [Bool]]) -> Tensor {
+                let x = input.copy()
+                for li in first...last {
+                    var layer = model.layers[li]
+                    if let m = masks[li], var blk = layer.feedForward.moe {
+                        blk.expertMask = m
+                        layer.feedForward = .moe(blk)
+                    }
+                    let caches = (0..<seqs).map { _ in KVCache(for: model) }
+                    let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: caches[$0].layers[li]) }
+                    layer.forward(x, segments: segments)
+                }
+                return x
+            }
+            let reference = run([:])
+            var combos: [[Int]] = [[]]
+            for i in block { combos = combos.flatMap { c in candidates[i].indices.map { c + [$0] } } }
+            var bestCombo = combos[0], bestErr = Double.infinity
+            for combo in combos {
+                var masks: [Int: [Bool]] = [:]
+                for (pos, i) in block.enumerated() {
+                    let pruned = Set(candidates[i][combo[pos]].set)
+                    masks[moe[i]] = (0..<experts[i]).map { !pruned.contains($0) }
+                }
+                let out = run(masks)
+                var err = 0.0
+                for j in 0..<out.count { let diff = Double(out.data[j] - reference.data[j]); err += diff * diff }
+                err = err.squareRoot()
+                if err < bestErr { bestErr = err; bestCombo = combo }
+            }
+            for (pos, i) in block.enumerated() { chosen[i] = bestCombo[pos]; fieldErrors[i] = bestErr }
+            p3.advance()
+            b += o.blockSize
+        }
+
+        var layers: [PruningPlan.Layer] = []
+        for (i, l) in moe.enumerated() {
+            let pruned = Set(candidates[i][chosen[i]].set)
+            layers.append(.init(layer: l, experts: experts[i], kept: (0..<experts[i]).filter { !pruned.contains($0) },
+                                scores: ["expert_importance": expertImportance[i], "layer_importance": [layerImportance[i]],
+                                         "candidate_errors": candidates[i].map(\.error), "chosen_candidate": [Double(chosen[i])],
+                                         "block_output_error": [fieldErrors[i]]]))
+        }
+        let params = ["population": "\(o.population)", "generations": "\(o.generations)", "K": "\(o.candidates)", "T": "\(o.blockSize)",
+                      "fitness_tokens": "\(o.fitnessTokens)", "field_sequences": "\(seqs)", "removed": "\(total)"]
+        return PruningPlan(method: "moei2", model: modelName, parameters: params, layers: layers)
+    }
+}

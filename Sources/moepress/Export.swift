@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import MoEModels
+import MoECompression
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-export a pruned checkpoint in a form other tools load.",
+        discussion: """
+        --uniform: stock HF transformers and vLLM need the same number of experts in every layer. A pruned \
+        checkpoint whose layers kept different numbers (MoE-I², MoEITS with τ) carries a "moepress" section that \
+        only MoEPress reads. This computes the nearest uniform plan (every layer keeps round(mean kept), dropping \
+        or restoring experts by the scores in plan.json), prints how it differs, and writes it applied to the \
+        original model given by --original (default: the model named in plan.json).
+        """)
+
+    @Option(help: "A MoEPress-pruned checkpoint folder (with plan.json).") var model: String
+    @Flag(help: "Produce the nearest plan with equal expert counts per layer.") var uniform = false
+    @Option(help: "The unpruned model the plan was made from (default: plan.json's \"model\").") var original: String?
+    @Option(help: "Output checkpoint folder.") var output: String
+    @Flag(help: "Replace an existing output folder.") var overwrite = false
+
+    func validate() throws {
+        guard uniform else { throw ValidationError("nothing to do: pass --uniform") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let dir = modelURL(model)
+            let planURL = dir.appendingPathComponent("plan.json")
+            guard let data = FileManager.default.contents(atPath: planURL.path) else { throw CLIError("\(planURL.path): no plan.json (was this folder made by moepress prune?)") }
+            let plan = try JSONDecoder().decode(PruningPlan.self, from: data)
+            let source = modelURL(original ?? plan.model)
+            let d = try ModelRegistry.describe(directory: source)
+            let counts = plan.layers.map(\.kept.count)
+            if plan.uniform {
+                log("\(dir.path) already keeps \(counts.first ?? 0) experts in every layer; stock HF transformers loads it as it is.")
+            } else {
+                log("layers keep \(counts.map(String.init).joined(separator: "/")) experts: stock HF transformers and vLLM need equal counts per layer.")
+            }
+            let u = UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1)
+            log("nearest uniform plan: \(u.layers.first?.kept.count ?? 0) experts in every layer (\(plan.removed) → \(u.removed) removed); applying it to \(source.path)")
+            try PlanApplier.apply(u, model: source, output: URL(fileURLWithPath: output), overwrite: overwrite)
+        }
+    }
+}

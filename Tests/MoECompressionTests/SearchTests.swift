@@ -1,0 +1,98 @@
+import Foundation
+import Testing
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoECalibration
+@testable import MoECompression
+
+/// A calibration cache for a tiny fixture model, from seeded random token windows.
+func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws -> (CausalLM, CalibrationCache, URL) {
+    let dir = Where.fixture(name)
+    let m = try ModelRegistry.load(directory: dir)
+    var rng = SeededGenerator(seed: 11)
+    let windows = (0..<samples).map { _ in (0..<seqLen).map { _ in Int(rng.next() % UInt64(m.vocabSize)) } }
+    let d = m.description
+    let manifest = CalibrationManifest(modelHash: try Fingerprint.model(dir, checkpoint: Checkpoint(directory: dir)), dataHash: "random", seed: 11,
+                                       samples: samples, seqLen: seqLen, tokens: samples * seqLen, hiddenSize: d.hiddenSize,
+                                       moeLayers: d.moeLayerIndices, expertsPerLayer: d.moeLayerIndices.map { d.layers[$0].experts! },
+                                       numLayers: d.numLayers, files: [])
+    let out = Where.temp("fixture-cache")
+    try Calibration.run(model: m, windows: windows, manifest: manifest, output: out, quiet: true)
+    return (m, try CalibrationCache(directory: out), out)
+}
+
+@Suite(.serialized) struct SearchTests {
+    /// Worked by hand: s = 1/I = [1, .5, .25] → raw 6·s/1.75 = [3.43, 1.71, 0.86] → floors [3, 1, 0], two
+    /// left go to the largest fractions (0.86, then 0.71). With caps, leftovers cycle to uncapped layers.
+    @Test func layerCountsByInverseImportance() {
+        #expect(MoEI2.layerCounts(importance: [1, 2, 4], experts: [8, 8, 8], topK: 2, total: 6, epsilon: 0) == [3, 2, 1])
+        #expect(MoEI2.layerCounts(importance: [1, 100], experts: [4, 8], topK: 2, total: 5, epsilon: 0) == [2, 3])
+        #expect(combinations(4, 2) == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]])
+    }
+
+    /// The fitness shortcut (precomputed expert outputs) equals running the block with the experts masked,
+    /// and NAEE keeps the subset with the smallest error among all of them.
+    @Test func fitnessMatchesMaskedBlockAndNAEEIsOptimal() throws {
+        for name in ["mixtral", "qwen2_moe"] {
+            let (m, cache, dir) = try fixtureCache(name)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let l = m.description.moeLayerIndices[0]
+            var block = m.layers[l].feedForward.moe!
+            let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000)
+            let x = try cache.tensor(l, "moe_in"), y = try cache.tensor(l, "moe_out")
+            let e = block.numExperts, keep = e - 2
+            var runtimeErrors: [Double] = []
+            for s in combinations(e, 2) {
+                block.expertMask = (0..<e).map { !s.contains($0) }
+                let out = block(x)
+                var sq = 0.0
+                for j in 0..<out.count { let d = Double(y.data[j] - out.data[j]); sq += d * d }
+                runtimeErrors.append(sq.squareRoot())
+                #expect(abs(fit.error(pruned: s) - sq.squareRoot()) <= 1e-3 * max(1, sq.squareRoot()), "\(name) \(s)")
+            }
+            let plan = try NAEE.plan(model: m, cache: cache, budget: .keep(keep), modelName: name, quiet: true)
+            let best = combinations(e, 2)[runtimeErrors.indices.min { runtimeErrors[$0] < runtimeErrors[$1] }!]
+            #expect(plan.layers[0].kept == (0..<e).filter { !best.contains($0) }, "\(name)")
+        }
+    }
+
+    @Test func naeeRefusesHugeEnumerations() {
+        #expect(binomial(32, 8) > Double(NAEE.maxCombinations))
+    }
+
+    /// MoE-I² end to end on the Qwen2-MoE fixture (MoE layers 0 and 2 around a dense layer, 6 experts,
+    /// top-2): the budget is met, layers keep ≥ top-k, the GA finds the best set when it can see them all,
+    /// and the same seed gives the same plan.
+    @Test func moei2DeterministicAndWithinBudget() throws {
+        let (m, cache, dir) = try fixtureCache("qwen2_moe")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var o = MoEI2.Options()
+        o.population = 20; o.generations = 6; o.fitnessTokens = 1000; o.fieldSequences = 4; o.blockSize = 2; o.seed = 3
+        let a = try MoEI2.plan(model: m, cache: cache, budget: .ratio(0.25), options: o, modelName: "q", quiet: true)
+        let b = try MoEI2.plan(model: m, cache: cache, budget: .ratio(0.25), options: o, modelName: "q", quiet: true)
+        #expect(a == b)
+        #expect(a.removed == 3)
+        #expect(a.layers.allSatisfy { $0.kept.count >= 2 })
+        let fit = try LayerFitness(block: m.layers[0].feedForward.moe!, cache: cache, layer: 0, maxTokens: 1000)
+        let ga = MoEI2.geneticSearch(fit, remove: 2, options: o)
+        let all = combinations(6, 2).map { fit.error(pruned: $0) }
+        #expect(abs(ga[0].error - all.min()!) < 1e-12)
+        #expect(ga.count == 3 && ga[0].error <= ga[1].error && ga[1].error <= ga[2].error)
+    }
+}
+
+@Suite struct UniformPlanTests {
+    @Test func nearestUniformUsesTheRecordedScores() {
+        let plan = PruningPlan(method: "moei2", model: "m", parameters: [:], layers: [
+            .init(layer: 0, experts: 6, kept: [0, 1, 2, 3, 4], scores: ["expert_importance": [5, 4, 3, 2, 1, 0]]),
+            .init(layer: 1, experts: 6, kept: [1, 2], scores: ["expert_importance": [9, 1, 2, 0, 3, 0.5]]),
+        ])
+        let u = UniformPlan.nearest(plan, minimum: 2)
+        #expect(u.uniform)
+        // mean kept 3.5 → 4 per layer: layer 0 drops its least important kept expert (4), layer 1 restores
+        // the two most important removed ones (0 and 4).
+        #expect(u.layers[0].kept == [0, 1, 2, 3])
+        #expect(u.layers[1].kept == [0, 1, 2, 4])
+    }
+}
