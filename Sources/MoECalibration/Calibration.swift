@@ -110,8 +110,13 @@ public enum Calibration {
     /// layer input, for block-wise evaluation) and, for MoE layers, `moe_in` (the post-attention-norm MoE
     /// input), `moe_out` (the full block's output), `router_logits` and the expert statistics.
     /// Only the activations of the current layer are held besides the residual stream.
+    /// With `grams`, each MoE layer also stores per-expert Gram matrices Σ x xᵀ over the tokens routed to
+    /// the expert, accumulated in f64 and stored as F64: `gram_in` [E, H, H] of the block input (what gate
+    /// and up see) and `gram_mid` [E, I, I] of the expert's intermediate activation (what down sees), for
+    /// SVD-LLM whitening. They cost E·(H² + I²)·8 bytes per layer (for Mixtral-8x7B about 14 GB per layer:
+    /// turn them off there).
     public static func run(model: CausalLM, windows: [[Int]], manifest: CalibrationManifest, output: URL,
-                           chunk: Int = 16, quiet: Bool = false, overwrite: Bool = false) throws {
+                           chunk: Int = 16, grams: Bool = true, quiet: Bool = false, overwrite: Bool = false) throws {
         let n = windows.count, l = windows.first?.count ?? 0, h = model.hiddenSize
         try AtomicDirectory.write(output, overwrite: overwrite) { dir in
             let enc = JSONEncoder()
@@ -146,10 +151,56 @@ public enum Calibration {
                         .init("reap", Tensor(shape: [stats.reap.count], values: stats.reap.map(Float.init))),
                         .init("token_counts", Tensor(shape: [stats.tokenCounts.count], values: stats.tokenCounts.map(Float.init))),
                     ]
+                    if grams { entries += gramMatrices(block, moeIn, decision) }
                 }
                 try SafeTensorsWriter.write(entries, metadata: ["layer": "\(li)"], to: dir.url(String(format: "layer_%03d.safetensors", li)))
                 x = next
                 progress.advance()
+            }
+        }
+    }
+
+    /// Per-expert Gram matrices of the expert inputs and intermediate activations (f64 accumulation via dgemm-free
+    /// blocked sums in Double).
+    static func gramMatrices(_ block: MoEBlock, _ x: Tensor, _ d: Router.Decision) -> [SafeTensorsWriter.Entry] {
+        let e = block.numExperts, h = x.cols
+        let inter = block.experts.first?.intermediateSize ?? 0
+        let lists = block.assignments(d)
+        var gin = [Double](repeating: 0, count: e * h * h), gmid = [Double](repeating: 0, count: e * inter * inter)
+        gin.withUnsafeMutableBufferPointer { gi in
+            gmid.withUnsafeMutableBufferPointer { gm in
+                let pi = SendablePointer(gi.baseAddress!), pm = SendablePointer(gm.baseAddress!)
+                parallelFor(e) { ex in
+                    let tokens = lists[ex].map(\.token)
+                    guard !tokens.isEmpty else { return }
+                    let xe = Tensor(zeros: [tokens.count, h])
+                    for (r, t) in tokens.enumerated() { (xe.data + r * h).update(from: x.data + t * h, count: h) }
+                    let mlp = block.experts[ex]
+                    let g = mlp.gate(xe, parallel: false), u = mlp.up(xe, parallel: false)
+                    let act = Tensor(zeros: [tokens.count, inter])
+                    gatedActivation(mlp.activation, gate: g.data, up: u.data, into: act.data, count: act.count)
+                    accumulateGram(xe, into: pi.raw + ex * h * h)
+                    accumulateGram(act, into: pm.raw + ex * inter * inter)
+                }
+            }
+        }
+        func f64(_ name: String, _ v: [Double], _ shape: [Int]) -> SafeTensorsWriter.Entry {
+            .init(name, raw: v.withUnsafeBytes { Data($0) }, dtype: .f64, shape: shape)
+        }
+        return [f64("gram_in", gin, [e, h, h]), f64("gram_mid", gmid, [e, inter, inter])]
+    }
+
+    /// g += Σ_rows x xᵀ, in f64.
+    static func accumulateGram(_ x: Tensor, into g: UnsafeMutablePointer<Double>) {
+        let n = x.rows, c = x.cols
+        var row = [Double](repeating: 0, count: c)
+        for r in 0..<n {
+            for j in 0..<c { row[j] = Double(x.data[r * c + j]) }
+            for i in 0..<c {
+                let a = row[i]
+                if a == 0 { continue }
+                let gi = g + i * c
+                for j in 0..<c { gi[j] += a * row[j] }
             }
         }
     }
@@ -204,6 +255,15 @@ public final class CalibrationCache: @unchecked Sendable {
     }
 
     public func tensor(_ layer: Int, _ name: String) throws -> Tensor { try file(layer).tensor(name).copy() }
+
+    /// Expert `expert`'s Gram matrix ("gram_in" or "gram_mid") in f64, or nil when the cache has none.
+    public func gram(_ layer: Int, _ name: String, expert: Int) throws -> [Double]? {
+        let f = try file(layer)
+        guard let info = f.info(name), info.dtype == .f64, info.shape.count == 3, expert < info.shape[0] else { return nil }
+        let n = info.shape[1] * info.shape[2]
+        let base = f.bytes(info) + expert * n * 8
+        return (0..<n).map { base.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) }
+    }
 
     public func statistics(_ layer: Int) throws -> ExpertStatistics {
         let f = try file(layer)

@@ -24,6 +24,7 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Tokens per window.") var seqLen = 256
     @Option(help: "Seed of the window sampler.") var seed: UInt64 = 0
     @Option(help: "The cache folder to write.") var output: String
+    @Flag(help: "Skip the per-expert Gram matrices (E·(H² + I²)·8 bytes per layer; needed only by SVD-LLM).") var noGrams = false
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var compute: ComputeOptions
@@ -32,13 +33,13 @@ struct Calibrate: ParsableCommand {
         compute.apply()
         try reportingErrors {
             _ = try calibrate(model: model, calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed,
-                              output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet)
+                              output: URL(fileURLWithPath: output), grams: !noGrams, overwrite: overwrite, quiet: quiet)
         }
     }
 }
 
 func calibrate(model: String, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
-               overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
+               grams: Bool = false, overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
     let url = modelURL(model)
     let m = try ModelRegistry.load(directory: url)
     let tok = try Tokenizer(modelDirectory: url)
@@ -51,7 +52,7 @@ func calibrate(model: String, calibDir: String, samples: Int, seqLen: Int, seed:
         samples: samples, seqLen: seqLen, tokens: samples * seqLen, hiddenSize: d.hiddenSize, moeLayers: d.moeLayerIndices,
         expertsPerLayer: d.moeLayerIndices.map { d.layers[$0].experts! }, numLayers: d.numLayers,
         files: files.map(\.lastPathComponent))
-    try Calibration.run(model: m, windows: windows, manifest: manifest, output: output, quiet: quiet, overwrite: overwrite)
+    try Calibration.run(model: m, windows: windows, manifest: manifest, output: output, grams: grams, quiet: quiet, overwrite: overwrite)
     return try CalibrationCache(directory: output)
 }
 
