@@ -122,3 +122,20 @@ func hex(_ h: UInt64) -> String {
         }
     }
 }
+
+/// Added tokens with lstrip / rstrip / single_word / normalized, added by HF to two real tokenizers
+/// (tools/oracle/make_added_token_fixtures.py), one of them with a Lowercase normalizer.
+@Suite struct AddedTokenFlagTests {
+    struct Case: Decodable { let text: String; let ids: [Int]; let decoded: String }
+
+    @Test(arguments: ["metaspace", "bytelevel"])
+    func flagsMatchHF(_ name: String) throws {
+        let dir = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("added_tokens")
+        let tok = try Tokenizer(contentsOf: dir.appendingPathComponent("\(name).json"))
+        let cases = try JSONDecoder().decode([String: [Case]].self, from: Data(contentsOf: dir.appendingPathComponent("expected.json")))[name]!
+        for c in cases {
+            #expect(tok.encode(c.text) == c.ids, "\(name): \(c.text.debugDescription)")
+            #expect(tok.decode(c.ids, skipSpecialTokens: true) == c.decoded, "\(name) decode: \(c.text.debugDescription)")
+        }
+    }
+}
