@@ -51,8 +51,8 @@ public enum SafeTensorsWriter {
         while (json.count + 8) % 8 != 0 { json.append(0x20) }  // pad with spaces, as the reference writer does
 
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        FileManager.default.createFile(atPath: tmp.path, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: tmp.path) else {
+        guard FileManager.default.createFile(atPath: tmp.path, contents: nil),
+              let handle = FileHandle(forWritingAtPath: tmp.path) else {
             throw CheckpointError(file: tmp.path, "cannot create")
         }
         do {

@@ -4,7 +4,7 @@ import MoECheckpoint
 
 /// One supported architecture: how to read its config and where its weights are. Each family lives
 /// in its own file under Families/ and is listed once in `ModelRegistry.families`.
-public protocol ModelFamily {
+public protocol ModelFamily: SendableMetatype {
     /// HF `model_type` values this family reads.
     static var modelTypes: [String] { get }
     static func describe(_ config: HFConfig) throws -> ModelDescription

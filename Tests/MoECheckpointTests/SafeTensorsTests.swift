@@ -22,7 +22,7 @@ final class Scratch {
         withUnsafeBytes(of: &n) { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: h)
         bytes.append(contentsOf: (0..<dataBytes).map { UInt8($0 % 251) })
-        FileManager.default.createFile(atPath: path(name), contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path(name), contents: Data(bytes))
         return path(name)
     }
 }
@@ -66,14 +66,14 @@ final class Scratch {
 
     @Test func truncatedFile() {
         let s = Scratch()
-        FileManager.default.createFile(atPath: s.path("t.safetensors"), contents: Data([1, 2, 3]))
+        _ = FileManager.default.createFile(atPath: s.path("t.safetensors"), contents: Data([1, 2, 3]))
         #expect(throws: CheckpointError.self) { try SafeTensorsFile(path: s.path("t.safetensors")) }
         // A real file cut short: its tensors now run past the end.
         let good = Tensor(shape: [4], values: [1, 2, 3, 4])
         let url = s.url.appendingPathComponent("ok.safetensors")
         try! SafeTensorsWriter.write([.init("w", good)], to: url)
         let full = try! Data(contentsOf: url)
-        FileManager.default.createFile(atPath: s.path("cut.safetensors"), contents: full.prefix(full.count - 3))
+        _ = FileManager.default.createFile(atPath: s.path("cut.safetensors"), contents: full.prefix(full.count - 3))
         do {
             _ = try SafeTensorsFile(path: s.path("cut.safetensors"))
             Issue.record("accepted a truncated file")

@@ -90,7 +90,7 @@ final class TempDir {
         try FileManager.default.copyItem(atPath: CLI.fixture("mixtral") + "/config.json", toPath: model.appendingPathComponent("config.json").path)
         var bytes = [UInt8](repeating: 0, count: 8)
         bytes[0] = 200  // header length 200, file ends after 8 bytes
-        FileManager.default.createFile(atPath: model.appendingPathComponent("model.safetensors").path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: model.appendingPathComponent("model.safetensors").path, contents: Data(bytes))
         try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
         let out = t.path("out.safetensors")
         for args in [["inspect", model.path], ["logits", "--model", model.path, "--ids-file", t.path("ids.json"), "--output", out]] {
