@@ -42,16 +42,7 @@ public final class LayerFitness: @unchecked Sendable {
             }
         }
         expertOut = outs.map { $0! }
-        if let s = block.sharedExpert {
-            let so = s(x)
-            if let g = block.sharedExpertGate {
-                let gv = g(x)
-                for r in 0..<t { let w = sigmoid(gv.data[r]); for j in 0..<x.cols { so.data[r * x.cols + j] *= w } }
-            }
-            shared = so
-        } else {
-            shared = nil
-        }
+        shared = block.sharedOutput(x)
     }
 
     /// Error with the experts in `pruned` removed (memoised; safe to call from several threads).

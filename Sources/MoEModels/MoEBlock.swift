@@ -51,20 +51,23 @@ public struct MoEBlock: Sendable {
     /// The block output for a given routing decision.
     public func forward(_ x: Tensor, decision: Router.Decision) -> Tensor {
         let out = Profiler.measure("experts") { routedOutput(x, decision: decision) }
-        if let shared = sharedExpert {
-            let s = shared(x)
-            if let gate = sharedExpertGate {
-                let g = gate(x)
-                let h = hiddenSize
-                for t in 0..<x.rows {
-                    let w = sigmoid(g.data[t])
-                    axpy(w, s.data + t * h, out.data + t * h, count: h)
-                }
-            } else {
-                out.add(s)
+        if let s = sharedOutput(x) { out.add(s) }
+        return out
+    }
+
+    /// The shared expert's contribution (scaled per token by sigmoid(gate·x) when gated), or nil.
+    public func sharedOutput(_ x: Tensor) -> Tensor? {
+        guard let shared = sharedExpert else { return nil }
+        let s = shared(x)
+        if let gate = sharedExpertGate {
+            let g = gate(x)
+            let h = hiddenSize
+            for t in 0..<x.rows {
+                let w = sigmoid(g.data[t])
+                for j in 0..<h { s.data[t * h + j] *= w }
             }
         }
-        return out
+        return s
     }
 
     /// Tokens grouped by expert: for expert e, the (token, weight) pairs in token order.
