@@ -73,13 +73,25 @@ struct WeightReader {
         RMSNorm(weight: try ckpt.tensor("\(prefix).weight", shape: [dim]), eps: description.rmsNormEps)
     }
 
-    /// A gated MLP stored as three linears named `names` under `prefix`.
+    /// A dense weight, or its low-rank factors (`<prefix>.lowrank_a` [out, r], `<prefix>.lowrank_b` [r, in]).
+    func denseOrLowRank(_ prefix: String, out: Int, in inF: Int) throws -> any LinearLayer {
+        if ckpt.contains("\(prefix).lowrank_a") {
+            guard let ia = ckpt.info("\(prefix).lowrank_a"), ia.shape.count == 2, ia.shape[0] == out else {
+                throw CheckpointError(file: ckpt.directory.path, tensor: "\(prefix).lowrank_a", "should be [\(out), r]")
+            }
+            let r = ia.shape[1]
+            return LowRankLinear(a: try tensor("\(prefix).lowrank_a", [out, r]), b: try tensor("\(prefix).lowrank_b", [r, inF]))
+        }
+        return try linear(prefix, out: out, in: inF)
+    }
+
+    /// A gated MLP stored as three linears named `names` under `prefix` (each dense or low-rank).
     func mlp(_ prefix: String, intermediate: Int, names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")) throws -> GatedMLP {
         let h = description.hiddenSize
         return GatedMLP(
-            gate: try linear("\(prefix).\(names.gate)", out: intermediate, in: h),
-            up: try linear("\(prefix).\(names.up)", out: intermediate, in: h),
-            down: try linear("\(prefix).\(names.down)", out: h, in: intermediate),
+            gate: try denseOrLowRank("\(prefix).\(names.gate)", out: intermediate, in: h),
+            up: try denseOrLowRank("\(prefix).\(names.up)", out: intermediate, in: h),
+            down: try denseOrLowRank("\(prefix).\(names.down)", out: h, in: intermediate),
             activation: description.activation)
     }
 
