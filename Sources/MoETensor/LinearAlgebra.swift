@@ -56,4 +56,37 @@ public enum LinearAlgebra {
         if info != 0 { throw TensorError.lapack("sgesv", info) }
         return x
     }
+
+    // MARK: f64 (whitening works on Gram matrices accumulated in f64)
+
+    /// Lower Cholesky factor of a symmetric positive-definite n×n matrix (row-major, f64), in place;
+    /// the upper triangle is zeroed.
+    public static func cholesky64(_ a: inout [Double], n: Int) throws {
+        let info = a.withUnsafeMutableBufferPointer {
+            LAPACKE_dpotrf(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "L")), Int32(n), $0.baseAddress, Int32(n))
+        }
+        if info != 0 { throw TensorError.lapack("dpotrf", info) }
+        for i in 0..<n { for j in (i + 1)..<max(i + 1, n) { a[i * n + j] = 0 } }
+    }
+
+    /// Eigenvalues (ascending) of a symmetric n×n f64 matrix.
+    public static func symmetricEigenvalues64(_ a: [Double], n: Int) throws -> [Double] {
+        var m = a
+        var w = [Double](repeating: 0, count: n)
+        let info = m.withUnsafeMutableBufferPointer { mp in
+            w.withUnsafeMutableBufferPointer { wp in
+                LAPACKE_dsyevd(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "N")), Int8(UInt8(ascii: "L")), Int32(n), mp.baseAddress, Int32(n), wp.baseAddress)
+            }
+        }
+        if info != 0 { throw TensorError.lapack("dsyevd", info) }
+        return w
+    }
+
+    /// Inverse of a lower-triangular n×n f64 matrix, in place.
+    public static func invertLower64(_ a: inout [Double], n: Int) throws {
+        let info = a.withUnsafeMutableBufferPointer {
+            LAPACKE_dtrtri(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "L")), Int8(UInt8(ascii: "N")), Int32(n), $0.baseAddress, Int32(n))
+        }
+        if info != 0 { throw TensorError.lapack("dtrtri", info) }
+    }
 }

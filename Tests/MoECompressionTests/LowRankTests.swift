@@ -61,3 +61,63 @@ import MoEModels
         #expect(drift[0] < drift[1])
     }
 }
+
+@Suite struct SVDLLMTests {
+    func random(_ m: Int, _ n: Int, seed: UInt64, scale: (Int) -> Float = { _ in 1 }) -> Tensor {
+        var g = SeededGenerator(seed: seed)
+        return Tensor(shape: [m, n], values: (0..<(m * n)).map { Float(g.nextUnit() * 2 - 1) * scale($0 % n) })
+    }
+
+    func gram(_ x: Tensor) -> [Double] {
+        let t = x.rows, n = x.cols
+        var g = [Double](repeating: 0, count: n * n)
+        for r in 0..<t { for i in 0..<n { for j in 0..<n { g[i * n + j] += Double(x.data[r * n + i]) * Double(x.data[r * n + j]) } } }
+        return g
+    }
+
+    /// ‖ΔW·Xᵀ‖_F over the tokens x (rows of X).
+    func inputError(_ w: Tensor, _ a: Tensor, _ b: Tensor, _ x: Tensor) -> Double {
+        let d = matmul(a, b)
+        for i in 0..<d.count { d.data[i] = w.data[i] - d.data[i] }
+        let e = matmul(x, d, transposeB: true)
+        return e.array.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+    }
+
+    @Test func whiteningIdentityAndBeatsPlainSVD() throws {
+        let m = 12, n = 10, r = 4
+        let w = random(m, n, seed: 1)
+        // Anisotropic inputs: some dimensions carry far more energy.
+        let x = random(200, n, seed: 2) { j in j < 3 ? 5 : 0.3 }
+        let g = gram(x)
+        let (a, b, jittered) = try LowRank.svdLLMFactors(w, gram: g, rank: r)
+        #expect(!jittered)
+        // Identity: the error on the inputs equals the whitened error ‖ΔW·S‖_F.
+        var s = g
+        try LinearAlgebra.cholesky64(&s, n: n)
+        let d = matmul(a, b)
+        var ws = 0.0
+        for i in 0..<m { for j in 0..<n {
+            var acc = 0.0
+            for k in 0..<n { acc += Double(w.data[i * n + k] - d.data[i * n + k]) * s[k * n + j] }
+            ws += acc * acc
+        } }
+        let viaInputs = inputError(w, a, b, x)
+        #expect(abs(viaInputs - ws.squareRoot()) <= 1e-4 * viaInputs)
+        // At equal rank, SVD-LLM's error on the inputs beats plain SVD's.
+        let (pa, pb) = try LowRank.svdFactors(w, rank: r)
+        #expect(viaInputs < 0.9 * inputError(w, pa, pb, x))
+    }
+
+    @Test func singularAndEmptyGramStillWork() throws {
+        let w = random(8, 6, seed: 3)
+        // Fewer tokens than dimensions: G is singular, Cholesky fails, jitter rescues it.
+        let few = random(3, 6, seed: 4)
+        let (a, b, jittered) = try LowRank.svdLLMFactors(w, gram: gram(few), rank: 3)
+        #expect(jittered)
+        #expect(a.array.allSatisfy(\.isFinite) && b.array.allSatisfy(\.isFinite))
+        // No tokens at all: the result is plain SVD's.
+        let (za, zb, _) = try LowRank.svdLLMFactors(w, gram: [Double](repeating: 0, count: 36), rank: 3)
+        let (pa, pb) = try LowRank.svdFactors(w, rank: 3)
+        #expect(matmul(za, zb).maxAbsDifference(matmul(pa, pb)) < 1e-3)
+    }
+}
