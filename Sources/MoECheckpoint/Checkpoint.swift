@@ -66,6 +66,15 @@ public final class Checkpoint: @unchecked Sendable {
         return try files[fi].tensor(name)
     }
 
+    /// The tensor's stored bytes, unconverted, as an entry for `SafeTensorsWriter` (under `name`, or a new name).
+    public func rawEntry(_ name: String, as newName: String? = nil) throws -> SafeTensorsWriter.Entry {
+        guard let (fi, info) = location[name] else {
+            throw CheckpointError(file: directory.path, tensor: name, "missing from the checkpoint")
+        }
+        let data = Data(bytes: files[fi].bytes(info), count: info.byteCount)
+        return .init(newName ?? name, raw: data, dtype: info.dtype, shape: info.shape)
+    }
+
     public func tensorIfPresent(_ name: String, shape: [Int]? = nil) throws -> Tensor? {
         contains(name) ? try tensor(name, shape: shape) : nil
     }

@@ -137,9 +137,7 @@ public enum LowRank {
                 entries.append(.init("\(base).lowrank_a", a, dtype: dtype))
                 entries.append(.init("\(base).lowrank_b", b, dtype: dtype))
             } else {
-                let info = ckpt.info(name)!
-                let file = ckpt.files.first { $0.info(name) == info }!
-                entries.append(.init(name, raw: Data(bytes: file.bytes(info), count: info.byteCount), dtype: info.dtype, shape: info.shape))
+                entries.append(try ckpt.rawEntry(name))
             }
         }
         let report = Report(method: method, keep: rho, matrices: count, parametersBefore: before, parametersAfter: after,
@@ -147,23 +145,12 @@ public enum LowRank {
                             jitteredCholesky: jittered)
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
             try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
-            guard var text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
-            let section = "\"low_rank\": {\"method\": \"\(method)\", \"keep\": \(rho), \"targets\": [\(targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
-            if let r = text.range(of: "\"moepress\": {") {
-                text.replaceSubrange(r, with: "\"moepress\": {" + section + ", ")
-            } else if let close = text.lastIndex(of: "}") {
-                var head = String(text[..<close])
-                while head.last?.isWhitespace == true { head.removeLast() }
-                text = head + ",\n  \"moepress\": {" + section + "}\n}\n"
-            }
-            try text.write(to: out.url("config.json"), atomically: false, encoding: .utf8)
-            for extra in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "plan.json"] {
-                let src = dir.appendingPathComponent(extra)
-                if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(extra)) }
-            }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(report).write(to: out.url("decompose.json"))
+            guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
+            let section = "{\"method\": \"\(method)\", \"keep\": \(rho), \"targets\": [\(targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
+            try CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
+                .write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            try CheckpointOutput.copyCompanions(from: dir, to: out)
+            try CheckpointOutput.writeJSON(report, to: out.url("decompose.json"))
         }
         return report
     }

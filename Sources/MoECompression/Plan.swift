@@ -91,8 +91,8 @@ public enum PlanApplier {
         for l in keptByLayer.keys { prefixes[l] = family.moePrefix(layer: l, in: ckpt) }
         for name in ckpt.names {
             let info = ckpt.info(name)!
-            let file = ckpt.files.first { $0.info(name) == info }!
-            let bytes = Data(bytes: file.bytes(info), count: info.byteCount)
+            let raw = try ckpt.rawEntry(name)
+            guard case .raw(let bytes) = raw.source else { continue }
             var handled = false
             for (layer, prefix) in prefixes {
                 let kept = keptByLayer[layer]!
@@ -104,7 +104,7 @@ public enum PlanApplier {
                     let rest = name.dropFirst("\(prefix).experts.".count)
                     if let dot = rest.firstIndex(of: "."), let id = Int(rest[..<dot]) {
                         if let slot = kept.firstIndex(of: id) {
-                            entries.append(.init("\(prefix).experts.\(slot)\(rest[dot...])", raw: bytes, dtype: info.dtype, shape: info.shape))
+                            entries.append(try ckpt.rawEntry(name, as: "\(prefix).experts.\(slot)\(rest[dot...])"))
                         }
                     } else {
                         // Fused layout: [E, …] tensors (gate_up_proj, down_proj).
@@ -114,18 +114,13 @@ public enum PlanApplier {
                 }
                 if handled { break }
             }
-            if !handled { entries.append(.init(name, raw: bytes, dtype: info.dtype, shape: info.shape)) }
+            if !handled { entries.append(raw) }
         }
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
             try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            try CheckpointOutput.copyCompanions(from: dir, to: out)
             try writeConfig(config, description: d, keptByLayer: keptByLayer, to: out.url("config.json"))
-            for extra in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
-                let src = dir.appendingPathComponent(extra)
-                if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(extra)) }
-            }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(plan).write(to: out.url("plan.json"))
+            try CheckpointOutput.writeJSON(plan, to: out.url("plan.json"))
         }
     }
 
@@ -139,17 +134,13 @@ public enum PlanApplier {
         return .init(name, raw: out, dtype: info.dtype, shape: shape)
     }
 
-    /// Rewrites config.json textually: only the expert count changes (and a "moepress" section is added
-    /// for unequal counts), so every other value keeps its exact spelling (transformers v5 refuses `0` where
-    /// it expects a float such as `0.0`).
+    /// Rewrites config.json textually: only the expert count changes, and unequal counts are listed in the
+    /// "moepress" section (see `CheckpointOutput.settingMoEPressEntry`).
     static func writeConfig(_ config: HFConfig, description d: ModelDescription, keptByLayer: [Int: [Int]], to url: URL) throws {
         guard var text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
         let counts: [Int?] = d.layers.enumerated().map { i, l in l.isMoE ? (keptByLayer[i]?.count ?? l.experts) : nil }
         let moeCounts = counts.compactMap { $0 }
         guard let key = ModelRegistry.expertCountKey(config) else { throw PruningError.invalid("\(config.path): no expert-count key") }
-        guard config.raw["moepress"] == nil else {
-            throw PruningError.invalid("\(config.path) already has a \"moepress\" section; prune the original model instead")
-        }
         let uniform = Set(moeCounts).count == 1
         let re = try NSRegularExpression(pattern: "(\"\(key)\"\\s*:\\s*)[0-9]+")
         let ns = text as NSString
@@ -158,12 +149,9 @@ public enum PlanApplier {
         }
         let prefix = ns.substring(with: m.range(at: 1))
         text = ns.replacingCharacters(in: m.range, with: prefix + "\(uniform ? moeCounts[0] : (moeCounts.max() ?? 0))")
-        if !uniform {
-            let list = counts.map { $0.map(String.init) ?? "null" }.joined(separator: ", ")
-            guard let close = text.lastIndex(of: "}") else { throw PruningError.invalid("\(config.path): not a JSON object") }
-            var head = String(text[..<close])
-            while head.last?.isWhitespace == true { head.removeLast() }
-            text = head + ",\n  \"moepress\": {\"experts_per_layer\": [\(list)]}\n}\n"
+        if !uniform || config.raw["moepress"] != nil {
+            let list = uniform ? "null" : "[" + counts.map { $0.map(String.init) ?? "null" }.joined(separator: ", ") + "]"
+            text = CheckpointOutput.settingMoEPressEntry(text, key: "experts_per_layer", json: list)
         }
         try text.write(to: url, atomically: false, encoding: .utf8)
     }

@@ -121,3 +121,33 @@ import MoEModels
         #expect(matmul(za, zb).maxAbsDifference(matmul(pa, pb)) < 1e-3)
     }
 }
+
+/// Pruning and decomposition compose in either order: both record themselves in config.json's "moepress"
+/// section, and the result loads and runs.
+@Suite struct ChainedCompressionTests {
+    @Test func pruneThenDecomposeAndBack() throws {
+        let src = Where.fixture("qwen2_moe")
+        let plan = PruningPlan(method: "t", model: "q", parameters: [:],
+                               layers: [.init(layer: 0, experts: 6, kept: [0, 1, 2, 3], scores: [:]), .init(layer: 2, experts: 6, kept: [1, 3, 5], scores: [:])])
+        let pruned = Where.temp("p"), both = Where.temp("pd"), again = Where.temp("pdp")
+        defer { for u in [pruned, both, again] { try? FileManager.default.removeItem(at: u) } }
+        try PlanApplier.apply(plan, model: src, output: pruned)
+        _ = try LowRank.decompose(model: pruned, keep: 0.5, output: both, quiet: true)
+        let config = try HFConfig(modelDirectory: both)
+        let section = try #require(config.raw["moepress"]?.object)
+        #expect(section["experts_per_layer"]?.array?.count == 3 && section["low_rank"]?.object?["method"]?.string == "svd")
+        #expect(FileManager.default.fileExists(atPath: both.appendingPathComponent("plan.json").path))
+        let d = try ModelRegistry.describe(directory: both)
+        #expect(d.layers.map(\.experts) == [4, nil, 3])
+        // Prune the decomposed model once more, uniformly: the factors follow their experts.
+        let plan2 = PruningPlan(method: "t", model: "q", parameters: [:],
+                                layers: [.init(layer: 0, experts: 4, kept: [0, 2, 3], scores: [:]), .init(layer: 2, experts: 3, kept: [0, 1, 2], scores: [:])])
+        try PlanApplier.apply(plan2, model: both, output: again)
+        let m = try ModelRegistry.load(directory: again)
+        #expect(m.description.layers.map(\.experts) == [3, nil, 3])
+        #expect(m.layers[0].feedForward.moe!.experts[0].gate is LowRankLinear)
+        #expect(m.forward([[1, 2, 3]]).shape == [3, 96])
+        let text = try String(contentsOf: again.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(text.contains("\"low_rank\": {\"method\": \"svd\"") && text.contains("\"experts_per_layer\": null"))
+    }
+}

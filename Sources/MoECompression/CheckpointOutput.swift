@@ -1,0 +1,45 @@
+import Foundation
+import MoECheckpoint
+
+/// What every compression writer does around its tensors: copy the model's companion files, write its own
+/// JSON record, and record itself in config.json's "moepress" section without touching anything else.
+enum CheckpointOutput {
+    static let companions = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json"]
+
+    static func copyCompanions(from dir: URL, to out: AtomicDirectory) throws {
+        for name in companions {
+            let src = dir.appendingPathComponent(name)
+            if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(name)) }
+        }
+    }
+
+    static func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(value).write(to: url)
+    }
+
+    /// config.json text with `"key": json` set inside the "moepress" object (created at the end when absent).
+    /// Edited as text so every other value keeps its exact spelling (transformers v5 refuses `0` for `0.0`).
+    static func settingMoEPressEntry(_ text: String, key: String, json: String) -> String {
+        var text = text
+        let entry = "\"\(key)\": \(json)"
+        // Drop an earlier value of the same key: MoEPress writes a flat list, a flat object or null.
+        if let re = try? NSRegularExpression(pattern: "\"\(key)\": (\\[[^\\]]*\\]|\\{[^{}]*\\}|null)(, )?"),
+           let open = text.range(of: "\"moepress\": {") {
+            let ns = text as NSString
+            let from = NSRange(open.upperBound..<text.endIndex, in: text)
+            if let m = re.firstMatch(in: text, range: from) { text = ns.replacingCharacters(in: m.range, with: "") }
+        }
+        if let open = text.range(of: "\"moepress\": {") {
+            let rest = text[open.upperBound...]
+            let empty = rest.first == "}"
+            text.replaceSubrange(open, with: "\"moepress\": {" + entry + (empty ? "" : ", "))
+        } else if let close = text.lastIndex(of: "}") {
+            var head = String(text[..<close])
+            while head.last?.isWhitespace == true { head.removeLast() }
+            text = head + ",\n  \"moepress\": {" + entry + "}\n}\n"
+        }
+        return text
+    }
+}
