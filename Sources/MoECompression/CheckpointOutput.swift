@@ -4,12 +4,15 @@ import MoECheckpoint
 /// What every compression writer does around its tensors: copy the model's companion files, write its own
 /// JSON record, and record itself in config.json's "moepress" section without touching anything else.
 enum CheckpointOutput {
-    static let companions = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json"]
+    static let companions = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json", HFRemoteCode.fileName]
 
     static func copyCompanions(from dir: URL, to out: AtomicDirectory) throws {
         for name in companions {
             let src = dir.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(name)) }
+            // A file the writer already put there (its own remote code) wins over the source's copy.
+            if FileManager.default.fileExists(atPath: src.path) && !FileManager.default.fileExists(atPath: out.url(name).path) {
+                try FileManager.default.copyItem(at: src, to: out.url(name))
+            }
         }
     }
 
@@ -39,6 +42,16 @@ enum CheckpointOutput {
             var head = String(text[..<close])
             while head.last?.isWhitespace == true { head.removeLast() }
             text = head + ",\n  \"moepress\": {" + entry + "}\n}\n"
+        }
+        return text
+    }
+
+    /// config.json text without the "moepress" entry `key`; an emptied "moepress" object goes too.
+    static func removingMoEPressEntry(_ text: String, key: String) -> String {
+        var text = settingMoEPressEntry(text, key: key, json: "null")
+        text = text.replacingOccurrences(of: "\"\(key)\": null, ", with: "").replacingOccurrences(of: "\"\(key)\": null", with: "")
+        if let re = try? NSRegularExpression(pattern: ",\\s*\"moepress\": \\{\\s*\\}") {
+            text = re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
         }
         return text
     }

@@ -4,12 +4,80 @@ import MoECheckpoint
 import MoEModels
 import MoECalibration
 
-/// Intra-expert low-rank decomposition (MoE-I² stage 2, methods.md §3.8), plain truncated SVD so far:
-/// each targeted expert matrix W [m, n] becomes A = U_r·√Σ_r [m, r] and B = √Σ_r·V_rᵀ [r, n], with
-/// r = ⌊ρ·m·n/(m+n)⌋ for a kept-parameter fraction ρ (clamped to 1…min(m, n)).
+/// Intra-expert low-rank decomposition (MoE-I² stage 2, methods.md §3.8): each targeted routed-expert
+/// matrix W [m, n] becomes A [m, r] and B [r, n] (plain truncated SVD or SVD-LLM whitening), with ranks
+/// either uniform, r = ⌊ρ·m·n/(m+n)⌋ for a kept-parameter fraction ρ, or importance-weighted within each
+/// layer's budget.
 public enum LowRank {
+    public enum Method: String, Sendable, Codable, CaseIterable { case svd, svdllm }
+    public enum Allocation: String, Sendable, Codable, CaseIterable { case uniform, importance }
+    /// The average rank of an m×n matrix: from the fraction of its parameters kept, or given directly.
+    public enum Target: Sendable, Equatable {
+        case keep(Double)
+        case rank(Int)
+        func averageRank(m: Int, n: Int) -> Int {
+            switch self {
+            case .keep(let rho): LowRank.rank(keep: rho, m: m, n: n)
+            case .rank(let r): max(1, min(r, min(m, n)))
+            }
+        }
+    }
+
+    public struct Options: Sendable {
+        public var method: Method = .svd
+        public var target: Target = .keep(0.6)
+        public var allocation: Allocation = .uniform
+        /// α of the importance allocation: weights (I + ε)^α.
+        public var alpha = 0.15
+        public var epsilon = 1e-8
+        public var targets: Set<String> = ["gate", "up", "down"]
+        public init() {}
+    }
+
     public static func rank(keep rho: Double, m: Int, n: Int) -> Int {
         max(1, min(min(m, n), Int((rho * Double(m) * Double(n) / Double(m + n)).rounded(.down))))
+    }
+
+    /// Splits a layer's rank budget over its experts in proportion to `weights`, each rank in 1…cap, summing
+    /// to min(budget, cap·count) exactly: shares outside 1…cap are clamped and the difference shared among
+    /// the others (water-filling), the ⌊·⌋ of methods.md's formula is taken, and the units the floors leave
+    /// go back one each by largest fractional part (ties to the lower index). Heavier experts never get less.
+    public static func allocate(budget: Int, weights: [Double], cap: Int) -> [Int] {
+        let n = weights.count
+        guard n > 0 else { return [] }
+        precondition(cap >= 1 && weights.allSatisfy { $0 > 0 && $0.isFinite }, "weights must be positive, cap ≥ 1")
+        let total = max(n, min(budget, cap * n))
+        var share = [Double](repeating: 0, count: n)
+        var fixed = [Bool](repeating: false, count: n)
+        var left = Double(total)
+        for _ in 0...(2 * n) {
+            let free = (0..<n).filter { !fixed[$0] }
+            if free.isEmpty { break }
+            let sum = free.reduce(0.0) { $0 + weights[$1] }
+            for i in free { share[i] = left * weights[i] / sum }
+            var bound = free.filter { share[$0] > Double(cap) }
+            var value = Double(cap)
+            if bound.isEmpty { bound = free.filter { share[$0] < 1 }; value = 1 }
+            if bound.isEmpty { break }
+            for i in bound { share[i] = value; fixed[i] = true; left -= value }
+        }
+        var ranks = share.map { max(1, min(cap, Int(($0 + 1e-9).rounded(.down)))) }
+        let frac = (0..<n).map { share[$0] - Double(ranks[$0]) }
+        let order = (0..<n).sorted { (frac[$0], -$0) > (frac[$1], -$1) }
+        var remaining = total - ranks.reduce(0, +)
+        while remaining > 0 {
+            for i in order where remaining > 0 && ranks[i] < cap { ranks[i] += 1; remaining -= 1 }
+        }
+        return ranks
+    }
+
+    /// Ranks of one layer's `count` experts for m×n matrices: R_a each (uniform), or R_a·count shared by
+    /// (I + ε)^α (importance).
+    public static func ranks(_ o: Options, importance: [Double]?, count: Int, m: Int, n: Int) -> [Int] {
+        let average = o.target.averageRank(m: m, n: n)
+        guard o.allocation == .importance, let importance else { return [Int](repeating: average, count: count) }
+        precondition(importance.count == count, "importance has \(importance.count) values for \(count) experts")
+        return allocate(budget: average * count, weights: importance.map { pow(max($0, 0) + o.epsilon, o.alpha) }, cap: min(m, n))
     }
 
     public static func svdFactors(_ w: Tensor, rank r: Int) throws -> (a: Tensor, b: Tensor) {
@@ -29,8 +97,8 @@ public enum LowRank {
     /// SVD-LLM (methods.md §3.8, §5.13): with G = Σ x xᵀ over the inputs the matrix sees (f64) and its
     /// Cholesky factor S (G = S Sᵀ), truncate the SVD of W·S and undo the whitening:
     /// A = U_r·√Σ_r, B = √Σ_r·V_rᵀ·S⁻¹. This minimises ‖(W − AB)·X‖_F, the error on the actual inputs.
-    /// When Cholesky fails (G singular, e.g. an expert that saw fewer tokens than dimensions, or none), G
-    /// gets (−λ_min + 1e-6)·I added; with no tokens at all that is 1e-6·I and the result is plain SVD's.
+    /// Fallback: when Cholesky fails (G singular, e.g. an expert that saw fewer tokens than dimensions, or
+    /// none), G gets (−λ_min + 1e-6)·I added; with no tokens at all that is 1e-6·I and the result is plain SVD's.
     public static func svdLLMFactors(_ w: Tensor, gram: [Double], rank r: Int) throws -> (a: Tensor, b: Tensor, jittered: Bool) {
         let m = w.shape[0], n = w.shape[1]
         precondition(gram.count == n * n, "Gram \(gram.count) for \(n) inputs")
@@ -69,89 +137,213 @@ public enum LowRank {
     }
 
     public struct Report: Codable, Sendable {
+        public struct Layer: Codable, Sendable {
+            public var layer: Int
+            /// Stage-1 importance per expert, when the ranks were allocated by it.
+            public var importance: [Double]?
+            /// Rank per expert, per projection ("gate", "up", "down").
+            public var ranks: [String: [Int]]
+            /// ‖W − AB‖_F / ‖W‖_F per expert, per projection.
+            public var relativeError: [String: [Double]]
+        }
         public var method: String
-        public var keep: Double
+        public var allocation: String
+        public var keep: Double?
+        public var rank: Int?
+        public var alpha: Double?
         public var matrices: Int
         public var parametersBefore: Int
         public var parametersAfter: Int
-        public var relativeError: [String: Double]   // per projection: mean ‖W − AB‖_F / ‖W‖_F
+        public var relativeError: [String: Double]   // per projection: mean over experts
         public var jitteredCholesky = 0
+        public var layers: [Layer] = []
     }
 
-    /// Decomposes the routed experts' `targets` projections (any of "gate", "up", "down") of every MoE
-    /// layer and writes the checkpoint atomically; everything else is copied byte for byte.
-    public static func decompose(model dir: URL, keep rho: Double, targets: Set<String> = ["gate", "up", "down"],
-                                 whitening cache: CalibrationCache? = nil,
+    /// Decomposes the routed experts' `targets` projections of every MoE layer and writes the checkpoint
+    /// atomically, with `modeling_moepress.py` so HF transformers loads it with `trust_remote_code=True`;
+    /// every other tensor is copied byte for byte. Fused expert tensors (`experts.gate_up_proj`,
+    /// `experts.down_proj`) are written per expert. `importance` (MoE layer → one value per expert) is
+    /// needed by the importance allocation; `cache` (Gram matrices of this model) by SVD-LLM.
+    public static func decompose(model dir: URL, options o: Options, whitening cache: CalibrationCache? = nil,
+                                 importance: [Int: [Double]]? = nil,
                                  output: URL, overwrite: Bool = false, quiet: Bool = false) throws -> Report {
-        guard rho > 0, rho <= 1 else { throw PruningError.invalid("--ratio (fraction of expert parameters kept) must be in (0, 1]") }
+        if case .keep(let rho) = o.target, !(rho > 0 && rho <= 1) {
+            throw PruningError.invalid("--ratio (fraction of expert parameters kept) must be in (0, 1]")
+        }
+        if case .rank(let r) = o.target, r < 1 { throw PruningError.invalid("--rank must be at least 1") }
+        guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw PruningError.invalid("targets must be gate, up and/or down") }
+        guard o.method == .svd || cache != nil else { throw PruningError.invalid("svdllm needs a calibration cache with Gram matrices") }
         let config = try HFConfig(modelDirectory: dir)
         let family = try ModelRegistry.family(for: config)
         let d = try family.describe(config)
         let ckpt = try Checkpoint(directory: dir)
-        var replace: [String: (a: Tensor, b: Tensor, dtype: DType)] = [:]
+        if ckpt.names.contains(where: { $0.hasSuffix(".lowrank_a") }) {
+            throw PruningError.invalid("\(dir.path) is already decomposed (it has .lowrank_a factors); decompose the undecomposed model")
+        }
+        // Original tensor name → what replaces it (fused tensors expand to every expert's entries).
+        var replace: [String: [SafeTensorsWriter.Entry]] = [:]
         var before = 0, after = 0, count = 0
         var errSum: [String: Double] = [:], errN: [String: Int] = [:]
         var jittered = 0
-        let method = cache == nil ? "svd" : "svdllm"
-        let progress = StageProgress("decompose", total: d.moeLayerIndices.count, unit: "layers", quiet: quiet)
+        var layerReports: [Report.Layer] = []
+        let progress = StageProgress("decompose \(o.method.rawValue)", total: d.moeLayerIndices.count, unit: "layers", quiet: quiet)
         for l in d.moeLayerIndices {
-            let p = family.moePrefix(layer: l, in: ckpt)
-            guard !ckpt.contains("\(p).experts.gate_up_proj") else {
-                throw PruningError.invalid("\(dir.path): fused expert tensors (gate_up_proj) are not decomposed yet; save the model per expert")
-            }
-            let names = ckpt.contains("\(p).experts.0.w1.weight") ? ["gate": "w1", "up": "w3", "down": "w2"] : ["gate": "gate_proj", "up": "up_proj", "down": "down_proj"]
-            for e in 0..<d.layers[l].experts! {
-                for t in targets.sorted() {
-                    let name = "\(p).experts.\(e).\(names[t]!).weight"
-                    guard let info = ckpt.info(name) else { continue }
-                    let w = try ckpt.tensor(name)
-                    let r = rank(keep: rho, m: w.shape[0], n: w.shape[1])
-                    let (a, b): (Tensor, Tensor)
-                    if let cache {
-                        guard let g = try cache.gram(l, t == "down" ? "gram_mid" : "gram_in", expert: e), g.count == w.shape[1] * w.shape[1] else {
-                            throw PruningError.invalid("\(cache.directory.path) has no Gram matrices for layer \(l) expert \(e) (calibrate without --no-grams, on this model)")
-                        }
-                        let f = try svdLLMFactors(w, gram: g, rank: r)
-                        (a, b) = (f.a, f.b)
-                        if f.jittered { jittered += 1 }
-                    } else {
-                        (a, b) = try svdFactors(w, rank: r)
-                    }
-                    let diff = matmul(a, b)
-                    var num = 0.0, den = 0.0
-                    for i in 0..<w.count { let x = Double(w.data[i]); let dv = x - Double(diff.data[i]); num += dv * dv; den += x * x }
-                    errSum[t, default: 0] += den > 0 ? (num / den).squareRoot() : 0
-                    errN[t, default: 0] += 1
-                    replace[name] = (a, b, info.dtype)
-                    before += w.count
-                    after += a.count + b.count
-                    count += 1
+            let experts = try ExpertMatrices(ckpt, prefix: "\(family.moePrefix(layer: l, in: ckpt)).experts", names: family.expertProjectionNames,
+                                             count: d.layers[l].experts!, intermediate: d.layers[l].expertIntermediate, hidden: d.hiddenSize)
+            let imp = importance?[l]
+            if o.allocation == .importance {
+                guard let imp, imp.count == experts.count else {
+                    throw PruningError.invalid("no stage-1 importance for the \(experts.count) experts of layer \(l) (importance allocation)")
                 }
             }
+            var layerReport = Report.Layer(layer: l, importance: o.allocation == .importance ? imp : nil, ranks: [:], relativeError: [:])
+            for kind in ["gate", "up", "down"] {
+                let (m, n) = kind == "down" ? (d.hiddenSize, experts.intermediate) : (experts.intermediate, d.hiddenSize)
+                let targeted = o.targets.contains(kind)
+                let ranks = targeted ? Self.ranks(o, importance: imp, count: experts.count, m: m, n: n) : []
+                if targeted { layerReport.ranks[kind] = ranks }
+                for e in 0..<experts.count {
+                    let w = try experts.matrix(e, kind)
+                    let base = experts.name(e, kind)
+                    var out: [SafeTensorsWriter.Entry]
+                    if targeted {
+                        let (a, b): (Tensor, Tensor)
+                        if let cache {
+                            guard let g = try cache.gram(l, kind == "down" ? "gram_mid" : "gram_in", expert: e), g.count == n * n else {
+                                throw PruningError.invalid("\(cache.directory.path) has no Gram matrices for layer \(l) expert \(e) (calibrate this model without --no-grams)")
+                            }
+                            let f = try svdLLMFactors(w, gram: g, rank: ranks[e])
+                            (a, b) = (f.a, f.b)
+                            if f.jittered { jittered += 1 }
+                        } else {
+                            (a, b) = try svdFactors(w, rank: ranks[e])
+                        }
+                        let err = relativeError(w, a, b)
+                        layerReport.relativeError[kind, default: []].append(err)
+                        errSum[kind, default: 0] += err
+                        errN[kind, default: 0] += 1
+                        out = [.init("\(base).lowrank_a", a, dtype: experts.dtype(kind)), .init("\(base).lowrank_b", b, dtype: experts.dtype(kind))]
+                        before += w.count
+                        after += a.count + b.count
+                        count += 1
+                    } else if experts.fused {
+                        out = [.init("\(base).weight", w, dtype: experts.dtype(kind))]
+                    } else {
+                        continue
+                    }
+                    replace[experts.source(e, kind), default: []].append(contentsOf: out)
+                }
+            }
+            layerReports.append(layerReport)
             progress.advance()
         }
         var entries: [SafeTensorsWriter.Entry] = []
         for name in ckpt.names {
-            if let (a, b, dtype) = replace[name] {
-                let base = String(name.dropLast(".weight".count))
-                entries.append(.init("\(base).lowrank_a", a, dtype: dtype))
-                entries.append(.init("\(base).lowrank_b", b, dtype: dtype))
-            } else {
-                entries.append(try ckpt.rawEntry(name))
-            }
+            if let r = replace[name] { entries.append(contentsOf: r) } else { entries.append(try ckpt.rawEntry(name)) }
         }
-        let report = Report(method: method, keep: rho, matrices: count, parametersBefore: before, parametersAfter: after,
+        var report = Report(method: o.method.rawValue, allocation: o.allocation.rawValue, matrices: count, parametersBefore: before, parametersAfter: after,
                             relativeError: Dictionary(uniqueKeysWithValues: errSum.map { ($0.key, $0.value / Double(max(1, errN[$0.key] ?? 1))) }),
-                            jitteredCholesky: jittered)
+                            jitteredCholesky: jittered, layers: layerReports)
+        var section = "{\"method\": \"\(o.method.rawValue)\", \"allocation\": \"\(o.allocation.rawValue)\""
+        switch o.target {
+        case .keep(let rho): report.keep = rho; section += ", \"keep\": \(rho)"
+        case .rank(let r): report.rank = r; section += ", \"rank\": \(r)"
+        }
+        if o.allocation == .importance { report.alpha = o.alpha; section += ", \"alpha\": \(o.alpha)" }
+        section += ", \"targets\": [\(o.targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
             try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
             guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
-            let section = "{\"method\": \"\(method)\", \"keep\": \(rho), \"targets\": [\(targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
-            try CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
-                .write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            let withSection = CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
+            try HFRemoteCode.settingAutoMap(withSection).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            try HFRemoteCode.source.write(to: out.url(HFRemoteCode.fileName), atomically: false, encoding: .utf8)
             try CheckpointOutput.copyCompanions(from: dir, to: out)
             try CheckpointOutput.writeJSON(report, to: out.url("decompose.json"))
         }
         return report
+    }
+
+    static func relativeError(_ w: Tensor, _ a: Tensor, _ b: Tensor) -> Double {
+        let ab = matmul(a, b)
+        var num = 0.0, den = 0.0
+        for i in 0..<w.count { let x = Double(w.data[i]); let dv = x - Double(ab.data[i]); num += dv * dv; den += x * x }
+        return den > 0 ? (num / den).squareRoot() : 0
+    }
+
+    /// `moepress export --dense`: multiplies every `<base>.lowrank_a`·`<base>.lowrank_b` back into
+    /// `<base>.weight` (in the factors' dtype) and drops MoEPress's low-rank config entry and remote code,
+    /// giving a checkpoint stock tools load (unless layers keep unequal expert counts: then the remote code
+    /// stays, and `export --uniform` is the way to a stock checkpoint). The product is computed in f32.
+    public static func densify(model dir: URL, output: URL, overwrite: Bool = false) throws -> Int {
+        let config = try HFConfig(modelDirectory: dir)
+        let ckpt = try Checkpoint(directory: dir)
+        var entries: [SafeTensorsWriter.Entry] = []
+        var merged = 0
+        for name in ckpt.names {
+            if name.hasSuffix(".lowrank_b") { continue }
+            if name.hasSuffix(".lowrank_a") {
+                let base = String(name.dropLast(".lowrank_a".count))
+                guard let ia = ckpt.info(name), let ib = ckpt.info("\(base).lowrank_b"), ia.shape.count == 2, ib.shape.count == 2, ia.shape[1] == ib.shape[0] else {
+                    throw CheckpointError(file: dir.path, tensor: name, "needs a matching \(base).lowrank_b [r, in]")
+                }
+                entries.append(.init("\(base).weight", matmul(try ckpt.tensor(name), try ckpt.tensor("\(base).lowrank_b")), dtype: ia.dtype))
+                merged += 1
+            } else {
+                entries.append(try ckpt.rawEntry(name))
+            }
+        }
+        try AtomicDirectory.write(output, overwrite: overwrite) { out in
+            try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
+            var plain = CheckpointOutput.removingMoEPressEntry(text, key: "low_rank")
+            // Unequal expert counts per layer still need the remote code; otherwise the result is stock.
+            let uneven = plain.contains("\"experts_per_layer\": [")
+            if !uneven { plain = HFRemoteCode.removingAutoMap(plain) }
+            try plain.write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            try CheckpointOutput.copyCompanions(from: dir, to: out)
+            if !uneven { try? FileManager.default.removeItem(at: out.url(HFRemoteCode.fileName)) }
+        }
+        return merged
+    }
+}
+
+/// One MoE layer's routed-expert matrices, per expert (`<prefix>.<e>.<name>.weight`) or fused
+/// (`<prefix>.gate_up_proj` [E, 2I, H], `<prefix>.down_proj` [E, H, I]).
+struct ExpertMatrices {
+    let ckpt: Checkpoint
+    let prefix: String
+    let names: ExpertProjectionNames
+    let count: Int, intermediate: Int, hidden: Int
+    let fused: Bool
+    private let gateUp: Tensor?, down: Tensor?
+
+    init(_ ckpt: Checkpoint, prefix: String, names: ExpertProjectionNames, count: Int, intermediate: Int, hidden: Int) throws {
+        (self.ckpt, self.prefix, self.names, self.count, self.intermediate, self.hidden) = (ckpt, prefix, names, count, intermediate, hidden)
+        fused = ckpt.contains("\(prefix).gate_up_proj")
+        gateUp = fused ? try ckpt.tensor("\(prefix).gate_up_proj", shape: [count, 2 * intermediate, hidden]) : nil
+        down = fused ? try ckpt.tensor("\(prefix).down_proj", shape: [count, hidden, intermediate]) : nil
+    }
+
+    /// The per-expert base name the output uses (factors `.lowrank_a/_b`, or `.weight`).
+    func name(_ e: Int, _ kind: String) -> String { "\(prefix).\(e).\(names[kind])" }
+
+    /// The checkpoint tensor whose entry this matrix replaces.
+    func source(_ e: Int, _ kind: String) -> String {
+        fused ? "\(prefix).\(kind == "down" ? "down_proj" : "gate_up_proj")" : "\(name(e, kind)).weight"
+    }
+
+    func dtype(_ kind: String) -> DType { ckpt.info(source(0, kind))!.dtype }
+
+    func matrix(_ e: Int, _ kind: String) throws -> Tensor {
+        let i = intermediate, h = hidden
+        if let gateUp, let down {
+            switch kind {
+            case "gate": return gateUp.rowSlice(e..<(e + 1)).reshaped([2 * i, h]).rowSlice(0..<i).copy()
+            case "up": return gateUp.rowSlice(e..<(e + 1)).reshaped([2 * i, h]).rowSlice(i..<(2 * i)).copy()
+            default: return down.rowSlice(e..<(e + 1)).reshaped([h, i]).copy()
+            }
+        }
+        let shape = kind == "down" ? [h, i] : [i, h]
+        return try ckpt.tensor("\(name(e, kind)).weight", shape: shape)
     }
 }

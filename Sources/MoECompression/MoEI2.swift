@@ -112,13 +112,8 @@ public enum MoEI2 {
 
         // 1b importance, then 1d genetic search, one layer at a time: a layer's fitness cache (every expert's
         // output on the fitness tokens) is rebuilt for its search rather than kept, so memory stays near one layer.
-        var expertImportance: [[Double]] = []
-        let p1 = StageProgress("moei2 importance", total: moe.count, unit: "layers", quiet: quiet)
-        for l in moe {
-            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens)
-            expertImportance.append(fit.errors((0..<fit.numExperts).map { [$0] }))
-            p1.advance()
-        }
+        let importance = try ExpertImportance.compute(model: model, cache: cache, maxTokens: o.fitnessTokens, quiet: quiet)
+        let expertImportance = moe.map { importance[$0]! }
         let layerImportance = expertImportance.map { $0.reduce(0, +) }
         let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
         var candidates: [[(set: [Int], error: Double)]] = []

@@ -135,7 +135,7 @@ public enum PlanApplier {
     }
 
     /// Rewrites config.json textually: only the expert count changes, and unequal counts are listed in the
-    /// "moepress" section (see `CheckpointOutput.settingMoEPressEntry`).
+    /// "moepress" section (see `CheckpointOutput.settingMoEPressEntry`), with the remote code HF needs for them.
     static func writeConfig(_ config: HFConfig, description d: ModelDescription, keptByLayer: [Int: [Int]], to url: URL) throws {
         guard var text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
         let counts: [Int?] = d.layers.enumerated().map { i, l in l.isMoE ? (keptByLayer[i]?.count ?? l.experts) : nil }
@@ -152,6 +152,11 @@ public enum PlanApplier {
         if !uniform || config.raw["moepress"] != nil {
             let list = uniform ? "null" : "[" + counts.map { $0.map(String.init) ?? "null" }.joined(separator: ", ") + "]"
             text = CheckpointOutput.settingMoEPressEntry(text, key: "experts_per_layer", json: list)
+        }
+        // Unequal counts: HF transformers loads the folder through modeling_moepress.py (trust_remote_code).
+        if !uniform {
+            text = HFRemoteCode.settingAutoMap(text)
+            try HFRemoteCode.source.write(to: url.deletingLastPathComponent().appendingPathComponent(HFRemoteCode.fileName), atomically: false, encoding: .utf8)
         }
         try text.write(to: url, atomically: false, encoding: .utf8)
     }

@@ -12,10 +12,29 @@ public protocol ModelFamily: SendableMetatype {
     /// Checkpoint prefix of layer `layer`'s MoE block; its router is `<prefix>.gate.weight` and its routed
     /// experts live under `<prefix>.experts.` in every supported family.
     static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String
+    /// Names of a routed expert's gate, up and down projections in the per-expert layout
+    /// (`<prefix>.experts.<e>.<name>.weight`).
+    static var expertProjectionNames: ExpertProjectionNames { get }
+}
+
+public struct ExpertProjectionNames: Sendable, Equatable {
+    public var gate: String, up: String, down: String
+    public init(gate: String, up: String, down: String) { (self.gate, self.up, self.down) = (gate, up, down) }
+    public static let standard = ExpertProjectionNames(gate: "gate_proj", up: "up_proj", down: "down_proj")
+    /// The checkpoint name of projection `kind` ("gate", "up" or "down").
+    public subscript(kind: String) -> String {
+        switch kind {
+        case "gate": gate
+        case "up": up
+        case "down": down
+        default: preconditionFailure("projection kind \(kind)")
+        }
+    }
 }
 
 extension ModelFamily {
     public static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String { "model.layers.\(layer).mlp" }
+    public static var expertProjectionNames: ExpertProjectionNames { .standard }
 }
 
 public enum ModelRegistry {
@@ -86,7 +105,7 @@ struct WeightReader {
     }
 
     /// A gated MLP stored as three linears named `names` under `prefix` (each dense or low-rank).
-    func mlp(_ prefix: String, intermediate: Int, names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")) throws -> GatedMLP {
+    func mlp(_ prefix: String, intermediate: Int, names: ExpertProjectionNames = .standard) throws -> GatedMLP {
         let h = description.hiddenSize
         return GatedMLP(
             gate: try denseOrLowRank("\(prefix).\(names.gate)", out: intermediate, in: h),
@@ -99,7 +118,7 @@ struct WeightReader {
     /// (`<prefix>.<e>.<gate|up|down>.weight`, the transformers v4 layout and what v5 saves) or fused
     /// (`<prefix>.gate_up_proj` [E, 2I, H] and `<prefix>.down_proj` [E, H, I], v5's in-memory layout).
     func experts(_ prefix: String, count: Int, intermediate: Int,
-                 names: (gate: String, up: String, down: String) = ("gate_proj", "up_proj", "down_proj")) throws -> [GatedMLP] {
+                 names: ExpertProjectionNames = .standard) throws -> [GatedMLP] {
         let h = description.hiddenSize
         if ckpt.contains("\(prefix).gate_up_proj") {
             let gu = try ckpt.tensor("\(prefix).gate_up_proj", shape: [count, 2 * intermediate, h])

@@ -10,11 +10,13 @@ struct Bench: ParsableCommand {
         Prefill: one forward pass over --tokens prompt tokens (all logits computed, as HF does). \
         Time to first token: prefill plus choosing the first token. Decode: --decode greedy steps through the \
         KV cache, one token each. Best of --repeats runs after a warm-up. The prompt is seeded pseudo-random ids. \
+        With several --model, all are loaded and their runs interleaved (so machine noise hits them alike), and \
+        a table gives each one's speed relative to the first; peak RSS is then the whole process's. \
         tools/bench/bench_hf.py measures HF transformers on PyTorch CPU the same way.
         """)
 
-    @Option(help: "A Hugging Face model folder.")
-    var model: String
+    @Option(name: .customLong("model"), help: "A Hugging Face model folder; repeat it to compare models in one run (the first is the baseline).")
+    var models: [String]
 
     @Option(help: "Prompt tokens for the prefill measurement.")
     var tokens = 128
@@ -57,11 +59,14 @@ struct Bench: ParsableCommand {
         compute.apply()
         try reportingErrors {
             guard tokens > 0, decode > 0, repeats > 0 else { throw CLIError("--tokens, --decode and --repeats must be positive") }
-            let t0 = Date()
-            let m = try ModelRegistry.load(directory: modelURL(model))
-            let load = Date().timeIntervalSince(t0)
+            var loaded: [(model: CausalLM, load: Double)] = []
+            for path in models {
+                let t0 = Date()
+                loaded.append((try ModelRegistry.load(directory: modelURL(path)), Date().timeIntervalSince(t0)))
+            }
             var rng = SeededGenerator(seed: seed)
-            let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(m.vocabSize)) }
+            let vocab = loaded.map { $0.model.vocabSize }.min()!
+            let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(vocab)) }
 
             func argmaxLast(_ logits: Tensor) -> Int {
                 let v = logits.cols, row = logits.data + (logits.rows - 1) * v
@@ -69,40 +74,53 @@ struct Bench: ParsableCommand {
                 for i in 1..<v where row[i] > row[best] { best = i }
                 return best
             }
-            _ = m.forward([Array(prompt.prefix(16))])  // warm-up
-            var bestPrefill = Double.infinity, bestTTFT = Double.infinity, bestDecode = Double.infinity
+            for (m, _) in loaded { _ = m.forward([Array(prompt.prefix(16))]) }  // warm-up
+            var best = [(prefill: Double, ttft: Double, decode: Double)](repeating: (.infinity, .infinity, .infinity), count: loaded.count)
             for r in 0..<repeats {
-                log("bench: run \(r + 1)/\(repeats)")
-                let cache = KVCache(for: m)
-                let s = Date()
-                let logits = m.forward([prompt], caches: [cache])
-                let prefill = Date().timeIntervalSince(s)
-                var next = argmaxLast(logits)
-                let ttft = Date().timeIntervalSince(s)
-                let d0 = Date()
-                for _ in 0..<decode {
-                    next = argmaxLast(m.forward([[next]], caches: [cache]))
+                for (i, (m, _)) in loaded.enumerated() {
+                    log("bench: run \(r + 1)/\(repeats)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
+                    let cache = KVCache(for: m)
+                    let s = Date()
+                    let logits = m.forward([prompt], caches: [cache])
+                    let prefill = Date().timeIntervalSince(s)
+                    var next = argmaxLast(logits)
+                    let ttft = Date().timeIntervalSince(s)
+                    let d0 = Date()
+                    for _ in 0..<decode {
+                        next = argmaxLast(m.forward([[next]], caches: [cache]))
+                    }
+                    let dec = Date().timeIntervalSince(d0)
+                    best[i] = (min(best[i].prefill, prefill), min(best[i].ttft, ttft), min(best[i].decode, dec))
                 }
-                let dec = Date().timeIntervalSince(d0)
-                bestPrefill = min(bestPrefill, prefill)
-                bestTTFT = min(bestTTFT, ttft)
-                bestDecode = min(bestDecode, dec)
             }
             Profiler.report()
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
-            let r = Result(model: modelURL(model).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
-                           prefillTokensPerSecond: Double(tokens) / bestPrefill, timeToFirstTokenMs: bestTTFT * 1000,
-                           decodeTokensPerSecond: Double(decode) / bestDecode, peakRSSMiB: Double(usage.ru_maxrss) / 1024,
-                           loadSeconds: load)
+            let results = zip(models, zip(loaded, best)).map { path, lb in
+                Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
+                       prefillTokensPerSecond: Double(tokens) / lb.1.prefill, timeToFirstTokenMs: lb.1.ttft * 1000,
+                       decodeTokensPerSecond: Double(decode) / lb.1.decode, peakRSSMiB: Double(usage.ru_maxrss) / 1024,
+                       loadSeconds: lb.0.load)
+            }
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try enc.encode(r), as: UTF8.self))
-            } else {
+                let data = results.count == 1 ? try enc.encode(results[0]) : try enc.encode(results)
+                print(String(decoding: data, as: UTF8.self))
+            } else if results.count == 1 {
+                let r = results[0]
                 print(String(format: "prefill  %8.1f tokens/s  (%d tokens, time to first token %.1f ms)", r.prefillTokensPerSecond, tokens, r.timeToFirstTokenMs))
                 print(String(format: "decode   %8.1f tokens/s  (%d tokens)", r.decodeTokensPerSecond, decode))
-                print(String(format: "peak RSS %8.1f MiB, %d threads, load %.2f s", r.peakRSSMiB, r.threads, load))
+                print(String(format: "peak RSS %8.1f MiB, %d threads, load %.2f s", r.peakRSSMiB, r.threads, r.loadSeconds))
+            } else {
+                print(String(format: "%d prompt tokens, %d decode tokens, %d threads, best of %d interleaved runs", tokens, decode, Compute.threads, repeats))
+                print("| model | parameters | prefill tok/s | × first | decode tok/s | × first |")
+                print("|---|---:|---:|---:|---:|---:|")
+                for (r, (m, _)) in zip(results, loaded) {
+                    print(String(format: "| %@ | %.2fM | %.1f | %.2f | %.1f | %.2f |", r.model, Double(m.parameterCount) / 1e6,
+                                 r.prefillTokensPerSecond, r.prefillTokensPerSecond / results[0].prefillTokensPerSecond,
+                                 r.decodeTokensPerSecond, r.decodeTokensPerSecond / results[0].decodeTokensPerSecond))
+                }
             }
         }
     }

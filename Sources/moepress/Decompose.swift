@@ -3,48 +3,87 @@ import Foundation
 import MoECompression
 import MoECalibration
 import MoECheckpoint
+import MoEModels
+
+extension LowRank.Method: ExpressibleByArgument {}
+extension LowRank.Allocation: ExpressibleByArgument {}
 
 struct Decompose: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Replace routed expert matrices by low-rank factors (truncated SVD or SVD-LLM).",
+        abstract: "Replace routed expert matrices by low-rank factors (MoE-I² stage 2: truncated SVD or SVD-LLM).",
         discussion: """
-        --ratio R is the fraction of expert parameters KEPT (SVD-LLM's own CLI uses the fraction removed): each \
-        m×n matrix gets rank ⌊R·m·n/(m+n)⌋. Factors are stored as <name>.lowrank_a [m, r] and .lowrank_b [r, n] \
-        in the source dtype, with a "moepress.low_rank" section in config.json; MoEPress runs them as two \
-        skinny GEMMs. Stock HF transformers cannot load factorised experts yet. --method svdllm whitens each \
-        matrix with the Gram matrix of the tokens routed to its expert (from --calib, made by `moepress \
-        calibrate` on this model), minimising the error on the actual inputs. Importance-weighted ranks are \
-        not implemented yet.
+        --ratio R is the fraction of expert parameters KEPT (SVD-LLM's own CLI uses the fraction removed): an \
+        m×n matrix gets average rank ⌊R·m·n/(m+n)⌋; --rank r sets that average directly. --rank-alloc uniform \
+        gives every expert that rank; importance shares each layer's budget (average × experts) by \
+        (I + ε)^α with I the stage-1 importance (single-expert-removal error), capped at min(m, n), summing to \
+        the budget. I comes from the plan.json of a model pruned by `moepress prune --method moei2`, otherwise \
+        it is computed from --calib. --method svdllm whitens each matrix with the Gram matrix of the tokens \
+        routed to its expert (--calib made by `moepress calibrate` on THIS model, without --no-grams); an \
+        expert with too few tokens gets eigenvalue jitter, one with none falls back to plain SVD. \
+        Factors are stored as <name>.lowrank_a [m, r] and .lowrank_b [r, n] in the source dtype, with a \
+        "moepress.low_rank" section in config.json and a modeling_moepress.py so HF transformers loads the \
+        folder with trust_remote_code=True; `moepress export --dense` multiplies them back for other tools. \
+        decompose.json records ranks and errors per expert.
         """)
 
     @Option(help: "A Hugging Face model folder (original or pruned).") var model: String
-    @Option(help: "Decomposition method: svd or svdllm.") var method: String = "svd"
-    @Option(help: "Calibration cache with Gram matrices (for svdllm).") var calib: String?
-    @Option(help: "Fraction of each expert matrix's parameters kept.") var ratio: Double
+    @Option(help: "Decomposition method: svd or svdllm.") var method: LowRank.Method = .svd
+    @Option(help: "Calibration cache of this model (Gram matrices for svdllm; importance when there is no moei2 plan.json).") var calib: String?
+    @Option(help: "Fraction of expert parameters KEPT, in (0, 1].") var ratio: Double?
+    @Option(help: "Average rank per expert matrix (instead of --ratio).") var rank: Int?
+    @Option(help: "Rank allocation over a layer's experts: uniform or importance.") var rankAlloc: LowRank.Allocation = .uniform
+    @Option(help: "Importance exponent α of the rank allocation.") var alpha = 0.15
+    @Option(help: "Calibration tokens per layer for computing importance.") var importanceTokens = 8192
     @Option(help: "Projections to decompose, comma-separated (gate,up,down).") var targets: String = "gate,up,down"
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard (ratio != nil) != (rank != nil) else { throw ValidationError("give exactly one of --ratio (fraction kept) or --rank") }
+    }
 
     func run() throws {
+        compute.apply()
         try reportingErrors {
-            guard method == "svd" || method == "svdllm" else { throw CLIError("--method \(method): use svd or svdllm") }
-            var cache: CalibrationCache? = nil
-            if method == "svdllm" {
-                guard let calib else { throw CLIError("svdllm needs --calib CACHE (from moepress calibrate)") }
-                let c = try CalibrationCache(directory: URL(fileURLWithPath: calib))
-                let url = modelURL(model)
-                try c.check(modelHash: Fingerprint.model(url, checkpoint: Checkpoint(directory: url)))
-                cache = c
+            var o = LowRank.Options()
+            o.method = method
+            o.target = ratio.map { .keep($0) } ?? .rank(rank!)
+            o.allocation = rankAlloc
+            o.alpha = alpha
+            o.targets = Set(targets.split(separator: ",").map { String($0) })
+            guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw CLIError("--targets takes gate, up and/or down") }
+            let url = modelURL(model)
+            let cache = try calib.map { try openCache($0, for: url) }
+            if method == .svdllm && cache == nil { throw CLIError("svdllm needs --calib CACHE (from moepress calibrate on this model)") }
+            var importance: [Int: [Double]]? = nil
+            if rankAlloc == .importance {
+                importance = try ExpertImportance.plan(in: url).flatMap(ExpertImportance.fromPlan)
+                if importance != nil {
+                    if !quiet { log("importance: stage-1 values from \(url.appendingPathComponent("plan.json").path)") }
+                } else if let cache {
+                    importance = try ExpertImportance.compute(model: ModelRegistry.load(directory: url), cache: cache, maxTokens: importanceTokens, quiet: quiet)
+                } else {
+                    throw CLIError("--rank-alloc importance needs --calib CACHE, or a model pruned by moei2 (its plan.json holds the importance)")
+                }
             }
-            let t = Set(targets.split(separator: ",").map { String($0) })
-            guard !t.isEmpty, t.isSubset(of: ["gate", "up", "down"]) else { throw CLIError("--targets takes gate, up and/or down") }
-            let r = try LowRank.decompose(model: modelURL(model), keep: ratio, targets: t, whitening: cache, output: URL(fileURLWithPath: output),
-                                          overwrite: overwrite, quiet: quiet)
-            if !quiet {
-                log(String(format: "decompose \(method): %d matrices, expert parameters %d → %d (%.1f%%) → %@", r.matrices, r.parametersBefore,
-                           r.parametersAfter, 100 * Double(r.parametersAfter) / Double(max(r.parametersBefore, 1)), output))
-            }
+            let r = try LowRank.decompose(model: url, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
+                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet)
+            if !quiet { log(decomposeSummary(r, output: output)) }
         }
     }
+}
+
+func openCache(_ path: String, for model: URL) throws -> CalibrationCache {
+    let c = try CalibrationCache(directory: URL(fileURLWithPath: path))
+    try c.check(modelHash: Fingerprint.model(model, checkpoint: Checkpoint(directory: model)))
+    return c
+}
+
+func decomposeSummary(_ r: LowRank.Report, output: String) -> String {
+    var s = String(format: "decompose %@ (%@ ranks): %d matrices, expert parameters %d → %d (%.1f%% kept)", r.method, r.allocation, r.matrices,
+                   r.parametersBefore, r.parametersAfter, 100 * Double(r.parametersAfter) / Double(max(r.parametersBefore, 1)))
+    if r.jitteredCholesky > 0 { s += ", \(r.jitteredCholesky) Gram matrices needed jitter" }
+    return s + " → \(output)"
 }

@@ -5,8 +5,13 @@ import MoECompression
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Re-export a pruned checkpoint in a form other tools load.",
+        abstract: "Re-export a compressed checkpoint in a form other tools load.",
         discussion: """
+        --dense: multiplies every low-rank factor pair (<name>.lowrank_a · <name>.lowrank_b, from `moepress \
+        decompose`) back into <name>.weight in the factors' dtype and drops the low-rank config entry and \
+        remote code: a stock checkpoint with the decomposed model's function (no size gain).
+
+
         --uniform: stock HF transformers and vLLM need the same number of experts in every layer. A pruned \
         checkpoint whose layers kept different numbers (MoE-I², MoEITS with τ) carries a "moepress" section that \
         only MoEPress reads. This computes the nearest uniform plan (every layer keeps round(mean kept), dropping \
@@ -14,19 +19,26 @@ struct Export: ParsableCommand {
         original model given by --original (default: the model named in plan.json).
         """)
 
-    @Option(help: "A MoEPress-pruned checkpoint folder (with plan.json).") var model: String
+    @Option(help: "A MoEPress-compressed checkpoint folder (pruned with plan.json for --uniform, decomposed for --dense).") var model: String
     @Flag(help: "Produce the nearest plan with equal expert counts per layer.") var uniform = false
+    @Flag(help: "Multiply low-rank factors back into dense weights.") var dense = false
     @Option(help: "The unpruned model the plan was made from (default: plan.json's \"model\").") var original: String?
     @Option(help: "Output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
 
     func validate() throws {
-        guard uniform else { throw ValidationError("nothing to do: pass --uniform") }
+        guard uniform != dense else { throw ValidationError("pass exactly one of --uniform or --dense") }
     }
 
     func run() throws {
         try reportingErrors {
             let dir = modelURL(model)
+            if dense {
+                let n = try LowRank.densify(model: dir, output: URL(fileURLWithPath: output), overwrite: overwrite)
+                if n == 0 { log("note: \(dir.path) has no low-rank factors; the output is a plain copy") }
+                log("export --dense: \(n) factor pairs multiplied back → \(output)")
+                return
+            }
             let planURL = dir.appendingPathComponent("plan.json")
             guard let data = FileManager.default.contents(atPath: planURL.path) else { throw CLIError("\(planURL.path): no plan.json (was this folder made by moepress prune?)") }
             let plan = try JSONDecoder().decode(PruningPlan.self, from: data)

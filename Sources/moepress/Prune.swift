@@ -83,12 +83,7 @@ struct Prune: ParsableCommand {
     @Option(help: "MoEITS bin rule: numpy>=2.3 (default) or numpy<2.3.") var binRule: String = "numpy>=2.3"
     @Option(help: "MoEITS NMI weights of gate,up,down (default: 0.2,0.4,0.4 with a shared expert, else 1/3 each).") var nmiWeights: String?
     @Option(help: "Seed of MoE-I²'s genetic search (and of on-the-fly calibration).") var seed: UInt64 = 0
-    @Option(help: "MoE-I²: genetic-search population.") var population = 100
-    @Option(help: "MoE-I²: generations.") var generations = 50
-    @Option(help: "MoE-I²: candidate prune sets kept per layer (K).") var candidates = 3
-    @Option(help: "MoE-I²: MoE layers per reception-field block (T).") var blockSize = 3
-    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates.") var fitnessTokens = 8192
-    @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
+    @OptionGroup var search: SearchOptions
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var compute: ComputeOptions
@@ -142,12 +137,9 @@ struct Prune: ParsableCommand {
                 try cache.check(modelHash: Fingerprint.model(url, checkpoint: Checkpoint(directory: url)))
                 switch method {
                 case .naee:
-                    plan = try NAEE.plan(model: m, cache: cache, budget: budget!, modelName: url.path, maxTokens: fitnessTokens, quiet: quiet)
+                    plan = try NAEE.plan(model: m, cache: cache, budget: budget!, modelName: url.path, maxTokens: search.fitnessTokens, quiet: quiet)
                 case .moei2:
-                    var o = MoEI2.Options()
-                    o.population = population; o.generations = generations; o.candidates = candidates; o.blockSize = blockSize
-                    o.fitnessTokens = fitnessTokens; o.fieldSequences = fieldSequences; o.seed = seed
-                    plan = try MoEI2.plan(model: m, cache: cache, budget: budget!, options: o, modelName: url.path, quiet: quiet)
+                    plan = try MoEI2.plan(model: m, cache: cache, budget: budget!, options: search.moei2(seed: seed), modelName: url.path, quiet: quiet)
                 default:
                     plan = try ScorePruning.plan(method == .frequency ? .frequency : .reap, description: m.description, cache: cache,
                                                  budget: budget!, modelName: url.path)
@@ -160,7 +152,7 @@ struct Prune: ParsableCommand {
                 var sum = 0.0
                 for i in plan.layers.indices {
                     let l = plan.layers[i]
-                    let fit = try LayerFitness(block: m.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: fitnessTokens)
+                    let fit = try LayerFitness(block: m.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: search.fitnessTokens)
                     let err = fit.error(pruned: (0..<l.experts).filter { !l.kept.contains($0) })
                     plan.layers[i].scores["reconstruction_error"] = [err]
                     sum += err
@@ -179,5 +171,22 @@ struct Prune: ParsableCommand {
                 if !plan.uniform { log("note: layers keep different numbers of experts; stock HF transformers/vLLM need equal counts (MoEPress loads it)") }
             }
         }
+    }
+}
+
+/// MoE-I² search settings (and NAEE's token budget), shared by `prune` and `compress`.
+struct SearchOptions: ParsableArguments {
+    @Option(help: "MoE-I²: genetic-search population.") var population = 100
+    @Option(help: "MoE-I²: generations.") var generations = 50
+    @Option(help: "MoE-I²: candidate prune sets kept per layer (K).") var candidates = 3
+    @Option(help: "MoE-I²: MoE layers per reception-field block (T).") var blockSize = 3
+    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates.") var fitnessTokens = 8192
+    @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
+
+    func moei2(seed: UInt64) -> MoEI2.Options {
+        var o = MoEI2.Options()
+        o.population = population; o.generations = generations; o.candidates = candidates; o.blockSize = blockSize
+        o.fitnessTokens = fitnessTokens; o.fieldSequences = fieldSequences; o.seed = seed
+        return o
     }
 }

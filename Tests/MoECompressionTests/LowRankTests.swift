@@ -38,7 +38,7 @@ import MoEModels
         for rho in [0.9, 0.4] {
             let out = Where.temp("lowrank")
             defer { try? FileManager.default.removeItem(at: out) }
-            let report = try LowRank.decompose(model: src, keep: rho, output: out, quiet: true)
+            let report = try LowRank.decompose(model: src, options: .keeping(rho), output: out, quiet: true)
             #expect(report.parametersAfter < report.parametersBefore)
             let m = try ModelRegistry.load(directory: out)
             let got = m.forward(ids)
@@ -59,6 +59,111 @@ import MoEModels
             #expect(m.parameterCount < original.parameterCount)
         }
         #expect(drift[0] < drift[1])
+    }
+}
+
+extension LowRank.Options {
+    static func keeping(_ rho: Double, _ allocation: LowRank.Allocation = .uniform) -> Self {
+        var o = Self()
+        o.target = .keep(rho)
+        o.allocation = allocation
+        return o
+    }
+}
+
+@Suite struct RankAllocationTests {
+    @Test func allocationSpendsTheBudgetExactly() {
+        var g = SeededGenerator(seed: 5)
+        for trial in 0..<200 {
+            let n = 1 + Int(g.next() % 40)
+            let cap = 1 + Int(g.next() % 300)
+            let budget = n + Int(g.next() % UInt64(n * cap))
+            let w = (0..<n).map { _ in pow(g.nextUnit() * 1000 + 1e-8, 0.15) * (trial % 7 == 0 ? 50 : 1) }
+            let r = LowRank.allocate(budget: budget, weights: w, cap: cap)
+            #expect(r.reduce(0, +) == min(budget, cap * n), "trial \(trial)")
+            #expect(r.allSatisfy { $0 >= 1 && $0 <= cap })
+            // Heavier experts never get less.
+            for i in 0..<n { for j in 0..<n where w[i] > w[j] { #expect(r[i] >= r[j]) } }
+        }
+        // Equal weights: equal shares; the remainder goes to the lowest indices.
+        #expect(LowRank.allocate(budget: 10, weights: [1, 1, 1], cap: 8) == [4, 3, 3])
+        // A dominant expert is clamped at the cap and its excess shared by the others.
+        #expect(LowRank.allocate(budget: 40, weights: [1000, 1, 1, 1], cap: 12) == [12, 10, 9, 9])
+    }
+
+    /// methods.md §3.8: with α = 0.15 a 10× more important expert gets 10^0.15 ≈ 1.41× the rank, and the
+    /// layer's total is R_a × experts.
+    @Test func importanceWeightsAreGentle() {
+        var o = LowRank.Options.keeping(0.5, .importance)
+        let m = 512, n = 256
+        let average = LowRank.rank(keep: 0.5, m: m, n: n)   // 85
+        let r = LowRank.ranks(o, importance: [10, 1], count: 2, m: m, n: n)
+        #expect(r.reduce(0, +) == 2 * average)
+        #expect(abs(Double(r[0]) / Double(r[1]) - pow(10, 0.15)) < 0.02)
+        o.allocation = .uniform
+        #expect(LowRank.ranks(o, importance: [10, 1], count: 2, m: m, n: n) == [average, average])
+        o.target = .rank(1000)
+        #expect(LowRank.ranks(o, importance: nil, count: 3, m: m, n: n) == [256, 256, 256])
+    }
+}
+
+/// Checkpoint-level behaviour: the fused expert layout, importance ranks in the runtime, `export --dense`
+/// and the files HF needs to load factors.
+@Suite struct LowRankCheckpointTests {
+    /// OLMoE's fixture stores experts fused ([E, 2I, H]); decomposition writes them per expert, and at full rank
+    /// the model is unchanged.
+    @Test func fusedLayoutAtFullRankIsLossless() throws {
+        let src = Where.fixture("olmoe")
+        #expect(try Checkpoint(directory: src).names.contains { $0.hasSuffix("experts.gate_up_proj") })
+        let out = Where.temp("fused")
+        defer { try? FileManager.default.removeItem(at: out) }
+        var o = LowRank.Options()
+        o.target = .rank(10_000)
+        let report = try LowRank.decompose(model: src, options: o, output: out, quiet: true)
+        #expect(report.relativeError.values.allSatisfy { $0 < 1e-5 })
+        let ck = try Checkpoint(directory: out)
+        #expect(!ck.names.contains { $0.contains("gate_up_proj") || $0.hasSuffix("experts.down_proj") })
+        #expect(ck.contains("model.layers.0.mlp.experts.3.up_proj.lowrank_b"))
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        #expect(try ModelRegistry.load(directory: out).forward(ids).maxAbsDifference(ModelRegistry.load(directory: src).forward(ids)) < 1e-4)
+        // Only gate decomposed: up and down are written per expert as dense weights.
+        o.targets = ["gate"]
+        o.target = .rank(2)
+        let partial = Where.temp("fused-gate")
+        defer { try? FileManager.default.removeItem(at: partial) }
+        _ = try LowRank.decompose(model: src, options: o, output: partial, quiet: true)
+        let pc = try Checkpoint(directory: partial)
+        #expect(pc.contains("model.layers.0.mlp.experts.3.up_proj.weight") && pc.contains("model.layers.0.mlp.experts.3.gate_proj.lowrank_a"))
+        #expect(try ModelRegistry.load(directory: partial).layers[0].feedForward.moe!.experts[3].up is DenseLinear)
+    }
+
+    /// Importance ranks differ per expert; the runtime runs the mixed ranks, and `export --dense` multiplies them
+    /// back into a stock checkpoint with the same function.
+    @Test func mixedRanksAndDenseExport() throws {
+        let src = Where.fixture("qwen2_moe")
+        let d = try ModelRegistry.describe(directory: src)
+        var importance: [Int: [Double]] = [:]
+        for l in d.moeLayerIndices { importance[l] = (0..<d.layers[l].experts!).map { pow(10, Double($0)) } }
+        let out = Where.temp("mixed"), dense = Where.temp("dense")
+        defer { for u in [out, dense] { try? FileManager.default.removeItem(at: u) } }
+        let report = try LowRank.decompose(model: src, options: .keeping(0.5, .importance), importance: importance, output: out, quiet: true)
+        let gateRanks = try #require(report.layers.first?.ranks["gate"])
+        #expect(Set(gateRanks).count > 1 && gateRanks == gateRanks.sorted())
+        let text = try String(contentsOf: out.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(text.contains("\"auto_map\": {\"AutoModelForCausalLM\": \"modeling_moepress.MoEPressForCausalLM\"}"))
+        #expect(text.contains("\"allocation\": \"importance\"") && text.contains("\"alpha\": 0.15"))
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("modeling_moepress.py").path))
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        let lowRank = try ModelRegistry.load(directory: out)
+        let ranks = lowRank.layers[0].feedForward.moe!.experts.map { ($0.gate as! LowRankLinear).a.shape[1] }
+        #expect(ranks == gateRanks)
+        #expect(try LowRank.densify(model: out, output: dense) == report.matrices)
+        let denseText = try String(contentsOf: dense.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(!denseText.contains("auto_map") && !denseText.contains("low_rank") && !denseText.contains("moepress"))
+        #expect(try !Checkpoint(directory: dense).names.contains { $0.contains("lowrank") })
+        #expect(try ModelRegistry.load(directory: dense).forward(ids).maxAbsDifference(lowRank.forward(ids)) < 1e-4)
+        // No importance for the importance allocation: a clear error.
+        #expect(throws: PruningError.self) { try LowRank.decompose(model: src, options: .keeping(0.5, .importance), output: Where.temp("x"), quiet: true) }
     }
 }
 
@@ -132,7 +237,10 @@ import MoEModels
         let pruned = Where.temp("p"), both = Where.temp("pd"), again = Where.temp("pdp")
         defer { for u in [pruned, both, again] { try? FileManager.default.removeItem(at: u) } }
         try PlanApplier.apply(plan, model: src, output: pruned)
-        _ = try LowRank.decompose(model: pruned, keep: 0.5, output: both, quiet: true)
+        // Unequal counts: HF loads the folder through the remote code (checked against HF in tools/oracle).
+        #expect(FileManager.default.fileExists(atPath: pruned.appendingPathComponent("modeling_moepress.py").path))
+        #expect(try String(contentsOf: pruned.appendingPathComponent("config.json"), encoding: .utf8).contains("\"auto_map\""))
+        _ = try LowRank.decompose(model: pruned, options: .keeping(0.5), output: both, quiet: true)
         let config = try HFConfig(modelDirectory: both)
         let section = try #require(config.raw["moepress"]?.object)
         #expect(section["experts_per_layer"]?.array?.count == 3 && section["low_rank"]?.object?["method"]?.string == "svd")

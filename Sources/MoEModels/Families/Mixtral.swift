@@ -16,6 +16,8 @@ public enum Mixtral: ModelFamily {
                                      layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
     }
 
+    public static var expertProjectionNames: ExpertProjectionNames { .init(gate: "w1", up: "w3", down: "w2") }
+
     public static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String {
         let v4 = "model.layers.\(layer).block_sparse_moe"
         return checkpoint.contains("\(v4).gate.weight") ? v4 : "model.layers.\(layer).mlp"
@@ -33,7 +35,7 @@ public enum Mixtral: ModelFamily {
             let m = moePrefix(layer: i, in: weights)
             let l = d.layers[i]
             let router = Router(weight: try w.tensor("\(m).gate.weight", [l.experts!, d.hiddenSize]), routing: d.routing!)
-            let experts = try w.experts("\(m).experts", count: l.experts!, intermediate: l.expertIntermediate, names: ("w1", "w3", "w2"))
+            let experts = try w.experts("\(m).experts", count: l.experts!, intermediate: l.expertIntermediate, names: expertProjectionNames)
             return .moe(MoEBlock(router: router, experts: experts))
         })
     }

@@ -1,0 +1,147 @@
+import Foundation
+
+/// The `modeling_moepress.py` every factorised checkpoint carries, so stock HF transformers (v5) loads it with
+/// `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`: the family's own model class loads
+/// every tensor it knows, then each MoE layer's experts module is swapped for one running each projection
+/// as two linears (or one, where the checkpoint keeps `.weight`). `tools/oracle/check_lowrank.py` checks its
+/// logits against MoEPress's runtime.
+enum HFRemoteCode {
+    static let fileName = "modeling_moepress.py"
+    static let autoMap = "\"auto_map\": {\"AutoModelForCausalLM\": \"modeling_moepress.MoEPressForCausalLM\"}"
+
+    /// config.json text with MoEPress's `auto_map` (replacing one the source had, e.g. DeepSeek's remote code).
+    static func settingAutoMap(_ text: String) -> String {
+        var text = removingAutoMap(text)
+        guard let close = text.lastIndex(of: "}") else { return text }
+        var head = String(text[..<close])
+        while head.last?.isWhitespace == true { head.removeLast() }
+        text = head + ",\n  " + autoMap + "\n}\n"
+        return text
+    }
+
+    static func removingAutoMap(_ text: String) -> String {
+        guard let re = try? NSRegularExpression(pattern: ",?\\s*\"auto_map\"\\s*:\\s*\\{[^{}]*\\}") else { return text }
+        return re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
+    }
+
+    static let source = #"""
+# Written by `moepress decompose`. Lets HF transformers (v5) load this factorised checkpoint:
+#     AutoModelForCausalLM.from_pretrained(this_folder, trust_remote_code=True)
+# Routed-expert projections stored as `<name>.lowrank_a` [out, r] and `<name>.lowrank_b` [r, in] run as
+# x -> (x B^T) A^T; projections stored as `<name>.weight` run as one linear. Every other tensor is loaded by
+# the family's stock model class. `moepress export --dense` writes a checkpoint that needs no remote code.
+import glob
+import os
+import re
+
+import torch
+from torch import nn
+from safetensors import safe_open
+from transformers import AutoConfig
+from transformers.activations import ACT2FN
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+_EXPERT = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(\w+)\.(weight|lowrank_a|lowrank_b)$")
+_ROUTER = re.compile(r"\.layers\.(\d+)\.[a-z_]+\.gate\.(weight|e_score_correction_bias)$")
+_KIND = {"w1": "gate", "gate_proj": "gate", "w3": "up", "up_proj": "up", "w2": "down", "down_proj": "down"}
+
+
+class LowRankLinear(nn.Module):
+    def __init__(self, a, b):
+        super().__init__()
+        self.lowrank_a = nn.Parameter(a, requires_grad=False)
+        self.lowrank_b = nn.Parameter(b, requires_grad=False)
+
+    def forward(self, x):
+        return nn.functional.linear(nn.functional.linear(x, self.lowrank_b), self.lowrank_a)
+
+
+class DenseLinear(nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight)
+
+
+class MoEPressExperts(nn.Module):
+    """Same call as transformers' fused experts modules: (hidden_states, top_k_index, top_k_weights)."""
+
+    def __init__(self, experts, act):
+        super().__init__()
+        self.experts = nn.ModuleList(nn.ModuleDict(e) for e in experts)
+        self.num_experts = len(experts)
+        self.act_fn = act
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        out = torch.zeros_like(hidden_states)
+        for e in range(self.num_experts):
+            token_idx, slot = torch.where(top_k_index == e)
+            if token_idx.numel() == 0:
+                continue
+            p = self.experts[e]
+            x = hidden_states[token_idx]
+            y = p["down"](self.act_fn(p["gate"](x)) * p["up"](x))
+            y = y * top_k_weights[token_idx, slot, None]
+            out.index_add_(0, token_idx, y.to(out.dtype))
+        return out
+
+
+class MoEPressForCausalLM:
+    """A loader, not a model class: `from_pretrained` returns the stock model with low-rank experts."""
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModelForCausalLM"):
+        pass
+
+    @classmethod
+    def from_pretrained(cls, path, *args, config=None, **kwargs):
+        if not os.path.isdir(path):
+            raise ValueError(f"{path}: MoEPress low-rank checkpoints load from a local folder")
+        config = config or AutoConfig.from_pretrained(path)
+        kwargs.pop("trust_remote_code", None)
+        stock = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        # The stock class loads everything but the routed experts, which it is told to set aside (renamed
+        # before its own expert-merging conversions see them) and which are loaded below.
+        quiet = type(stock.__name__, (stock,), {
+            "_keys_to_ignore_on_load_unexpected": [r"\.moepress_experts\."],
+            "_keys_to_ignore_on_load_missing": [r"\.experts\."],
+        })
+        # Pruned by MoE-I² or MoEITS, layers may keep different numbers of experts; the config holds the largest
+        # and the smaller routers are replaced below.
+        uneven = bool((getattr(config, "moepress", None) or {}).get("experts_per_layer"))
+        model = quiet.from_pretrained(path, *args, config=config, key_mapping={r"\.experts\.(\d+)\.": r".moepress_experts.\1."},
+                                      ignore_mismatched_sizes=uneven, **kwargs)
+        dtype = next(model.parameters()).dtype
+        found, routers = {}, {}
+        for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+            with safe_open(file, "pt") as f:
+                for name in f.keys():
+                    m = _EXPERT.search(name)
+                    if m and m.group(3) in _KIND:
+                        layer, expert, kind = int(m.group(1)), int(m.group(2)), _KIND[m.group(3)]
+                        found.setdefault(layer, {}).setdefault(expert, {}).setdefault(kind, {})[m.group(4)] = f.get_tensor(name).to(dtype)
+                    r = _ROUTER.search(name)
+                    if r and uneven:
+                        routers.setdefault(int(r.group(1)), {})[r.group(2)] = f.get_tensor(name)
+        act = ACT2FN[config.hidden_act]
+        layers = model.get_decoder().layers
+        for layer, parts in sorted(routers.items()):
+            gate = layers[layer].mlp.gate
+            gate.weight = nn.Parameter(parts["weight"].to(dtype), requires_grad=False)
+            gate.num_experts = parts["weight"].shape[0]
+            if "e_score_correction_bias" in parts:
+                gate.e_score_correction_bias = parts["e_score_correction_bias"].to(gate.e_score_correction_bias.dtype)
+        for layer, experts in sorted(found.items()):
+            modules = []
+            for e in range(len(experts)):
+                parts = {}
+                for kind in ("gate", "up", "down"):
+                    t = experts[e][kind]
+                    parts[kind] = LowRankLinear(t["lowrank_a"], t["lowrank_b"]) if "lowrank_a" in t else DenseLinear(t["weight"])
+                modules.append(parts)
+            layers[layer].mlp.experts = MoEPressExperts(modules, act)
+        return model
+"""#
+}
