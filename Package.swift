@@ -44,13 +44,15 @@ let package = Package(
         .target(name: "MoECalibration", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // Compression plans and their application: pruning methods (frequency, REAP, NAEE, MoEITS, MoE-I²).
         .target(name: "MoECompression", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoECalibration"], swiftSettings: optimised),
+        // Training: explicit backward passes, AdamW, LoRA healing, compressed experts.
+        .target(name: "MoETraining", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // Perplexity, multiple-choice tasks (lm-eval protocol), generation.
         .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // The command-line tool.
         .executableTarget(
             name: "moepress",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoECalibration", "MoECompression",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoECalibration", "MoECompression", "MoETraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags + strict),
@@ -62,6 +64,7 @@ let package = Package(
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoECompressionTests", dependencies: ["MoECompression", "MoECalibration", "MoEModels", "MoECheckpoint", "MoETokenizer"], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining", "MoEModels", "MoECheckpoint"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         // Runs the built `moepress` binary: exit codes, error lines, outputs.
         .testTarget(name: "MoEPressCLITests", dependencies: ["moepress", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
     ])

@@ -35,7 +35,9 @@ public final class MappedFile: @unchecked Sendable {
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             return
         }
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+        // Private and writable: f32 tensors are zero-copy views of these pages, and training updates weights in
+        // place. A write copies that page for this process only (copy-on-write); the file never changes.
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             throw CheckpointError(file: path, "mmap failed (\(String(cString: strerror(errno))))")
         }
         base = UnsafeRawPointer(p)

@@ -103,6 +103,19 @@ public struct GatedMLP: Sendable {
         down.apply(g.data, rows: rows, into: y, ldy: hiddenSize, parallel: parallel)
     }
 
+    /// The compressed-experts form: separate gate and up inputs, and the intermediate activation scaled
+    /// elementwise by `midScale` [rows, intermediate] before the down projection.
+    public func apply(gateInput: UnsafePointer<Float>, upInput: UnsafePointer<Float>, midScale: UnsafePointer<Float>, rows: Int,
+                      into y: UnsafeMutablePointer<Float>, parallel: Bool) {
+        let inter = intermediateSize
+        let g = Tensor(zeros: [rows, inter]), u = Tensor(zeros: [rows, inter])
+        gate.apply(gateInput, rows: rows, into: g.data, ldy: inter, parallel: parallel)
+        up.apply(upInput, rows: rows, into: u.data, ldy: inter, parallel: parallel)
+        gatedActivation(activation, gate: g.data, up: u.data, into: g.data, count: rows * inter)
+        for i in 0..<(rows * inter) { g.data[i] *= midScale[i] }
+        down.apply(g.data, rows: rows, into: y, ldy: hiddenSize, parallel: parallel)
+    }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let y = Tensor(zeros: x.shape)
         apply(x.data, rows: x.rows, into: y.data, parallel: true)

@@ -12,6 +12,9 @@ public struct MoEBlock: Sendable {
     /// Experts allowed to be routed to (nil: all). Masking an expert's logit to −∞ before the softmax is
     /// exactly what deleting its router row does, so pruning candidates are evaluated with this.
     public var expertMask: [Bool]?
+    /// Compressed Experts: only the first `mainExperts` of each token's top-k run, modulated by the others'
+    /// vectors (see `CompressedExperts`).
+    public var compressedExperts: CompressedExperts?
 
     public init(router: Router, experts: [GatedMLP], sharedExpert: GatedMLP? = nil, sharedExpertGate: (any LinearLayer)? = nil) {
         precondition(router.numExperts == experts.count, "router has \(router.numExperts) rows for \(experts.count) experts")
@@ -29,13 +32,16 @@ public struct MoEBlock: Sendable {
 
     public var parameterCount: Int {
         router.weight.count + experts.reduce(0) { $0 + $1.parameterCount }
-            + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
+            + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0) + (compressedExperts?.parameterCount ?? 0)
     }
 
-    /// Parameters touched per token: router, top-k routed experts (taking the mean expert size) and the shared expert.
+    /// Experts run per token: top-k, or the main experts of a compressed-experts block.
+    public var runExperts: Int { compressedExperts?.mainExperts ?? topK }
+
+    /// Parameters touched per token: router, the routed experts run (taking the mean expert size) and the shared expert.
     public var activeParameterCount: Int {
         let meanExpert = experts.isEmpty ? 0 : experts.reduce(0) { $0 + $1.parameterCount } / experts.count
-        return router.weight.count + topK * meanExpert + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
+        return router.weight.count + runExperts * meanExpert + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
@@ -70,12 +76,13 @@ public struct MoEBlock: Sendable {
         return s
     }
 
-    /// Tokens grouped by expert: for expert e, the (token, weight) pairs in token order.
+    /// Tokens grouped by expert: for expert e, the (token, weight) pairs in token order (main experts only
+    /// in a compressed-experts block).
     public func assignments(_ d: Router.Decision) -> [[(token: Int, weight: Float)]] {
         var lists = [[(token: Int, weight: Float)]](repeating: [], count: numExperts)
         let t = d.experts.count / max(d.topK, 1)
         for i in 0..<t {
-            for s in 0..<d.topK {
+            for s in 0..<min(runExperts, d.topK) {
                 lists[Int(d.experts[i * d.topK + s])].append((i, d.weights[i * d.topK + s]))
             }
         }
@@ -92,6 +99,7 @@ public struct MoEBlock: Sendable {
         let active = (0..<numExperts).filter { !lists[$0].isEmpty }.sorted { (lists[$0].count, $1) > (lists[$1].count, $0) }
         var outputs = [Tensor?](repeating: nil, count: numExperts)
         let serialInside = active.count > 1
+        let ce = compressedExperts.map { $0.aggregates(d, hidden: h, intermediate: experts[0].intermediateSize) }
         outputs.withUnsafeMutableBufferPointer { buf in
             let results = SendablePointer(buf.baseAddress!)
             parallelFor(active.count) { a in
@@ -100,7 +108,20 @@ public struct MoEBlock: Sendable {
                 let xe = Tensor(zeros: [list.count, h])
                 for (r, item) in list.enumerated() { (xe.data + r * h).update(from: x.data + item.token * h, count: h) }
                 let ye = Tensor(zeros: [list.count, h])
-                experts[e].apply(xe.data, rows: list.count, into: ye.data, parallel: !serialInside)
+                if let ce {
+                    let inter = experts[e].intermediateSize
+                    let xg = Tensor(zeros: [list.count, h]), xu = Tensor(zeros: [list.count, h]), cm = Tensor(zeros: [list.count, inter])
+                    for (r, item) in list.enumerated() {
+                        for j in 0..<h {
+                            xg.data[r * h + j] = xe.data[r * h + j] * ce.g.data[item.token * h + j]
+                            xu.data[r * h + j] = xe.data[r * h + j] * ce.u.data[item.token * h + j]
+                        }
+                        (cm.data + r * inter).update(from: ce.m.data + item.token * inter, count: inter)
+                    }
+                    experts[e].apply(gateInput: xg.data, upInput: xu.data, midScale: cm.data, rows: list.count, into: ye.data, parallel: !serialInside)
+                } else {
+                    experts[e].apply(xe.data, rows: list.count, into: ye.data, parallel: !serialInside)
+                }
                 results[e] = ye
             }
         }

@@ -1,0 +1,575 @@
+import Foundation
+import MoETensor
+import MoEModels
+
+// Explicit forward-with-tape and backward functions, one pair per building block (llm.c style): each
+// forward returns its output and what its backward needs; each backward takes the output gradient, adds
+// weight gradients into `Gradients` (trainable tensors only) and returns the input gradient.
+
+/// Mixes two seeds (SplitMix64 of their combination): dropout masks are derived from (step seed, layer,
+/// module) so a recomputed forward draws exactly the same masks, whatever the thread schedule.
+@inline(__always) func mixSeed(_ a: UInt64, _ b: UInt64) -> UInt64 {
+    var g = SeededGenerator(seed: a ^ (b &* 0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+    return g.next()
+}
+
+// MARK: - Matrix products of the backward pass (split over output columns across cores when large)
+
+/// gw[out, in] += dy[rows, out]ᵀ · x[rows, in].
+func accumulateWeightGradient(_ gw: Tensor, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int, out: Int, in n: Int, parallel: Bool) {
+    let c = SendablePointer(gw.data)
+    let big = parallel && rows * out * n >= 1 << 18 && n >= 64
+    let body: (Range<Int>) -> Void = { r in
+        BLAS.gemm(transA: true, m: out, n: r.count, k: rows, a: dy, lda: out, b: x + r.lowerBound, ldb: n, beta: 1, c: c + r.lowerBound, ldc: n)
+    }
+    if big { parallelChunks(n, align: 16, body) } else { body(0..<n) }
+}
+
+/// dx[rows, in] (+)= dy[rows, out] · w[out, in].
+func inputGradient(dy: UnsafePointer<Float>, w: UnsafePointer<Float>, rows: Int, out: Int, in n: Int, into dx: UnsafeMutablePointer<Float>,
+                   accumulate: Bool = false, alpha: Float = 1, parallel: Bool) {
+    let c = SendablePointer(dx)
+    let big = parallel && rows * out * n >= 1 << 18 && n >= 64
+    let body: (Range<Int>) -> Void = { r in
+        BLAS.gemm(m: rows, n: r.count, k: out, alpha: alpha, a: dy, lda: out, b: w + r.lowerBound, ldb: n,
+                  beta: accumulate ? 1 : 0, c: c + r.lowerBound, ldc: n)
+    }
+    if big { parallelChunks(n, align: 16, body) } else { body(0..<n) }
+}
+
+// MARK: - Linear layers (dense, low-rank, LoRA)
+
+final class LinearTape {
+    let x: Tensor
+    var mid: Tensor?        // low-rank: x·Bᵀ; LoRA: dropout(x)·Aᵀ
+    var dropped: Tensor?    // LoRA: dropout(x)
+    var mask: [Float]?      // LoRA: the dropout multipliers (0 or 1/(1 − p))
+    var base: LinearTape?   // LoRA: the base layer's tape
+    init(_ x: Tensor) { self.x = x }
+}
+
+func linearForward(_ l: any LinearLayer, _ x: Tensor, seed: UInt64, training: Bool, parallel: Bool) -> (Tensor, LinearTape) {
+    let tape = LinearTape(x)
+    switch l {
+    case let r as LowRankLinear:
+        let mid = Tensor(zeros: [x.rows, r.rank])
+        linear(x.data, rows: x.rows, in: r.inFeatures, weight: r.b.data, out: r.rank, into: mid.data, ldy: r.rank)
+        let y = Tensor(zeros: [x.rows, r.outFeatures])
+        linear(mid.data, rows: x.rows, in: r.rank, weight: r.a.data, out: r.outFeatures, into: y.data, ldy: r.outFeatures)
+        tape.mid = mid
+        return (y, tape)
+    case let a as LoRALinear:
+        let (y, baseTape) = linearForward(a.base, x, seed: seed, training: training, parallel: parallel)
+        tape.base = baseTape
+        var xd = x
+        if training && a.dropout > 0 {
+            var g = SeededGenerator(seed: seed)
+            let keep = 1 / (1 - a.dropout)
+            let mask = (0..<x.count).map { _ in g.nextUnit() < Double(a.dropout) ? Float(0) : keep }
+            xd = Tensor(zeros: x.shape)
+            for i in 0..<x.count { xd.data[i] = x.data[i] * mask[i] }
+            tape.mask = mask
+        }
+        let mid = Tensor(zeros: [x.rows, a.rank])
+        BLAS.gemm(transB: true, m: x.rows, n: a.rank, k: a.inFeatures, a: xd.data, lda: a.inFeatures, b: a.a.data, ldb: a.inFeatures, c: mid.data, ldc: a.rank)
+        BLAS.gemm(transB: true, m: x.rows, n: a.outFeatures, k: a.rank, alpha: a.scale, a: mid.data, lda: a.rank, b: a.b.data, ldb: a.rank,
+                  beta: 1, c: y.data, ldc: a.outFeatures)
+        tape.mid = mid
+        tape.dropped = xd
+        return (y, tape)
+    default:
+        return (l(x, parallel: parallel), tape)
+    }
+}
+
+/// Input gradient of a linear layer; weight gradients go into `g`.
+func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g: Gradients, parallel: Bool) -> Tensor {
+    let x = tape.x, rows = x.rows
+    switch l {
+    case let d as DenseLinear:
+        if let gw = g[d.weight] { accumulateWeightGradient(gw, dy: dy.data, x: x.data, rows: rows, out: d.outFeatures, in: d.inFeatures, parallel: parallel) }
+        if let b = d.bias, let gb = g[b] {
+            for r in 0..<rows { addInPlace(gb.data, dy.data + r * d.outFeatures, count: d.outFeatures) }
+        }
+        let dx = Tensor(zeros: [rows, d.inFeatures])
+        inputGradient(dy: dy.data, w: d.weight.data, rows: rows, out: d.outFeatures, in: d.inFeatures, into: dx.data, parallel: parallel)
+        return dx
+    case let r as LowRankLinear:
+        let mid = tape.mid!
+        if let ga = g[r.a] { accumulateWeightGradient(ga, dy: dy.data, x: mid.data, rows: rows, out: r.outFeatures, in: r.rank, parallel: parallel) }
+        let dmid = Tensor(zeros: [rows, r.rank])
+        inputGradient(dy: dy.data, w: r.a.data, rows: rows, out: r.outFeatures, in: r.rank, into: dmid.data, parallel: parallel)
+        if let gb = g[r.b] { accumulateWeightGradient(gb, dy: dmid.data, x: x.data, rows: rows, out: r.rank, in: r.inFeatures, parallel: parallel) }
+        let dx = Tensor(zeros: [rows, r.inFeatures])
+        inputGradient(dy: dmid.data, w: r.b.data, rows: rows, out: r.rank, in: r.inFeatures, into: dx.data, parallel: parallel)
+        return dx
+    case let a as LoRALinear:
+        let dx = linearBackward(a.base, tape.base!, dy, g, parallel: parallel)
+        let mid = tape.mid!, xd = tape.dropped!
+        if let gb = g[a.b] {
+            BLAS.gemm(transA: true, m: a.outFeatures, n: a.rank, k: rows, alpha: a.scale, a: dy.data, lda: a.outFeatures, b: mid.data, ldb: a.rank,
+                      beta: 1, c: gb.data, ldc: a.rank)
+        }
+        let dmid = Tensor(zeros: [rows, a.rank])
+        BLAS.gemm(m: rows, n: a.rank, k: a.outFeatures, alpha: a.scale, a: dy.data, lda: a.outFeatures, b: a.b.data, ldb: a.rank, c: dmid.data, ldc: a.rank)
+        if let ga = g[a.a] { accumulateWeightGradient(ga, dy: dmid.data, x: xd.data, rows: rows, out: a.rank, in: a.inFeatures, parallel: parallel) }
+        let dxd = Tensor(zeros: [rows, a.inFeatures])
+        inputGradient(dy: dmid.data, w: a.a.data, rows: rows, out: a.rank, in: a.inFeatures, into: dxd.data, parallel: parallel)
+        if let mask = tape.mask { for i in 0..<dxd.count { dxd.data[i] *= mask[i] } }
+        dx.add(dxd)
+        return dx
+    default:
+        preconditionFailure("no backward for \(type(of: l))")
+    }
+}
+
+// MARK: - RMSNorm
+
+/// dx for y = x · rsqrt(mean(x²) + eps) · w over `rows` vectors of `dim` values `stride` apart; dw (when
+/// trainable) accumulates Σ dy · x · rsqrt(…).
+func rmsNormBackward(x: UnsafePointer<Float>, weight: Tensor, eps: Float, dy: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>,
+                     rows: Int, stride: Int, g: Gradients) {
+    let dim = weight.count, w = weight.data
+    let gw = g[weight]
+    for r in 0..<rows {
+        let xr = x + r * stride, dyr = dy + r * stride, dxr = dx + r * stride
+        var ss = 0.0, dot = 0.0
+        for j in 0..<dim { ss += Double(xr[j]) * Double(xr[j]); dot += Double(w[j]) * Double(dyr[j]) * Double(xr[j]) }
+        let inv = 1 / (ss / Double(dim) + Double(eps)).squareRoot()
+        let c = Float(inv * inv * inv * dot / Double(dim))
+        let fi = Float(inv)
+        for j in 0..<dim { dxr[j] = fi * w[j] * dyr[j] - xr[j] * c }
+        if let gw { for j in 0..<dim { gw.data[j] += dyr[j] * xr[j] * fi } }
+    }
+}
+
+func rmsNormBackward(_ norm: RMSNorm, x: Tensor, dy: Tensor, g: Gradients) -> Tensor {
+    let dx = Tensor(zeros: x.shape)
+    rmsNormBackward(x: x.data, weight: norm.weight, eps: norm.eps, dy: dy.data, into: dx.data, rows: x.count / norm.dim, stride: norm.dim, g: g)
+    return dx
+}
+
+// MARK: - Grouped-query attention (batches of equal-length sequences starting at position 0)
+
+final class AttentionTape {
+    var q, k, v: LinearTape?
+    var qLin, kLin, vLin: Tensor?      // projections
+    var qNorm, kNorm: Tensor?          // after q/k RMSNorm (before clipping)
+    var qRot, kRot, vUsed: Tensor?     // what the attention core used
+    var probs: Tensor?                 // [batch, heads, L, L]
+    var o: LinearTape?
+}
+
+func attentionForward(_ a: GroupedQueryAttention, _ x: Tensor, seqLen L: Int, seed: UInt64, training: Bool) -> (Tensor, AttentionTape) {
+    let tape = AttentionTape()
+    let t = x.rows, batch = t / L, heads = a.heads, kvh = a.kvHeads, hd = a.headDim
+    let (ql, qt) = linearForward(a.q, x, seed: mixSeed(seed, 1), training: training, parallel: true)
+    let (kl, kt) = linearForward(a.k, x, seed: mixSeed(seed, 2), training: training, parallel: true)
+    let (vl, vt) = linearForward(a.v, x, seed: mixSeed(seed, 3), training: training, parallel: true)
+    tape.q = qt; tape.k = kt; tape.v = vt
+    tape.qLin = ql; tape.kLin = kl; tape.vLin = vl
+    let qs = ql.copy(), ks = kl.copy(), vs = vl.copy()
+    switch a.qkNorm {
+    case .none: break
+    case .perHead(let qn, let kn):
+        qn.applyInPlace(qs.data, rows: t * heads, stride: hd)
+        kn.applyInPlace(ks.data, rows: t * kvh, stride: hd)
+    case .full(let qn, let kn):
+        qn.applyInPlace(qs.data, rows: t, stride: heads * hd)
+        kn.applyInPlace(ks.data, rows: t, stride: kvh * hd)
+    }
+    tape.qNorm = qs.copy(); tape.kNorm = ks.copy()
+    if let c = a.clip { for p in [qs, ks, vs] { for i in 0..<p.count { p.data[i] = min(max(p.data[i], -c), c) } } }
+    let table = a.rope.table(positions: Array(0..<L))
+    for b in 0..<batch {
+        a.rope.apply(qs.data + b * L * heads * hd, tokens: L, heads: heads, tokenStride: heads * hd, headStride: hd, table: table)
+        a.rope.apply(ks.data + b * L * kvh * hd, tokens: L, heads: kvh, tokenStride: kvh * hd, headStride: hd, table: table)
+    }
+    tape.qRot = qs; tape.kRot = ks; tape.vUsed = vs
+    let probs = Tensor(zeros: [batch, heads, L, L])
+    let out = Tensor(zeros: [t, heads * hd])
+    let (qp, kp, vp, pp, op) = (SendablePointer(qs.data), SendablePointer(ks.data), SendablePointer(vs.data), SendablePointer(probs.data), SendablePointer(out.data))
+    let window = a.slidingWindow, scale = a.scale, group = heads / kvh
+    parallelFor(batch * heads) { bh in
+        let b = bh / heads, h = bh % heads, g = h / group
+        let p = pp + bh * L * L
+        BLAS.gemm(transB: true, m: L, n: L, k: hd, alpha: scale, a: qp + (b * L * heads + h) * hd, lda: heads * hd,
+                  b: kp + (b * L * kvh + g) * hd, ldb: kvh * hd, c: p, ldc: L)
+        for i in 0..<L {
+            let row = p + i * L
+            let lo = window.map { max(0, i - $0 + 1) } ?? 0
+            if lo > 0 { row.update(repeating: 0, count: lo) }
+            if i + 1 < L { (row + i + 1).update(repeating: 0, count: L - i - 1) }
+            softmaxInPlace(row + lo, count: i + 1 - lo)
+        }
+        BLAS.gemm(m: L, n: hd, k: L, a: p, lda: L, b: vp + (b * L * kvh + g) * hd, ldb: kvh * hd, c: op + (b * L * heads + h) * hd, ldc: heads * hd)
+    }
+    tape.probs = probs
+    let (y, ot) = linearForward(a.o, out, seed: mixSeed(seed, 4), training: training, parallel: true)
+    tape.o = ot
+    return (y, tape)
+}
+
+func attentionBackward(_ a: GroupedQueryAttention, _ tape: AttentionTape, _ dy: Tensor, seqLen L: Int, g: Gradients) -> Tensor {
+    let dOut = linearBackward(a.o, tape.o!, dy, g, parallel: true)
+    let t = dy.rows, batch = t / L, heads = a.heads, kvh = a.kvHeads, hd = a.headDim, group = heads / kvh
+    let dq = Tensor(zeros: [t, heads * hd]), dk = Tensor(zeros: [t, kvh * hd]), dv = Tensor(zeros: [t, kvh * hd])
+    let (qp, kp, vp, pp) = (SendablePointer(tape.qRot!.data), SendablePointer(tape.kRot!.data), SendablePointer(tape.vUsed!.data), SendablePointer(tape.probs!.data))
+    let (dop, dqp, dkp, dvp) = (SendablePointer(dOut.data), SendablePointer(dq.data), SendablePointer(dk.data), SendablePointer(dv.data))
+    let scale = a.scale
+    // One task per (sequence, KV head): its query heads' contributions to dK/dV stay in one thread.
+    parallelFor(batch * kvh) { bg in
+        let b = bg / kvh, kvHead = bg % kvh
+        let ds = Tensor(zeros: [L, L])
+        let kOff = (b * L * kvh + kvHead) * hd
+        for h in (kvHead * group)..<((kvHead + 1) * group) {
+            let p = pp + (b * heads + h) * L * L
+            let qOff = (b * L * heads + h) * hd
+            BLAS.gemm(transA: true, m: L, n: hd, k: L, a: p, lda: L, b: dop + qOff, ldb: heads * hd, beta: 1, c: dvp + kOff, ldc: kvh * hd)
+            BLAS.gemm(transB: true, m: L, n: L, k: hd, a: dop + qOff, lda: heads * hd, b: vp + kOff, ldb: kvh * hd, c: ds.data, ldc: L)
+            for i in 0..<L {
+                let pr = p + i * L, dr = ds.data + i * L
+                var dot: Float = 0
+                for j in 0...i { dot += pr[j] * dr[j] }
+                for j in 0..<L { dr[j] = pr[j] * (dr[j] - dot) }
+            }
+            BLAS.gemm(m: L, n: hd, k: L, alpha: scale, a: ds.data, lda: L, b: kp + kOff, ldb: kvh * hd, c: dqp + qOff, ldc: heads * hd)
+            BLAS.gemm(transA: true, m: L, n: hd, k: L, alpha: scale, a: ds.data, lda: L, b: qp + qOff, ldb: heads * hd, beta: 1, c: dkp + kOff, ldc: kvh * hd)
+        }
+    }
+    // RoPE is a rotation: its transpose rotates back (sin negated).
+    var table = a.rope.table(positions: Array(0..<L))
+    table.sin = table.sin.map { -$0 }
+    for b in 0..<batch {
+        a.rope.apply(dq.data + b * L * heads * hd, tokens: L, heads: heads, tokenStride: heads * hd, headStride: hd, table: table)
+        a.rope.apply(dk.data + b * L * kvh * hd, tokens: L, heads: kvh, tokenStride: kvh * hd, headStride: hd, table: table)
+    }
+    if let c = a.clip {   // clamp passes the gradient where the value was inside [−c, c]
+        for (d, pre) in [(dq, tape.qNorm!), (dk, tape.kNorm!), (dv, tape.vLin!)] {
+            for i in 0..<d.count where abs(pre.data[i]) > c { d.data[i] = 0 }
+        }
+    }
+    var dqLin = dq, dkLin = dk
+    switch a.qkNorm {
+    case .none: break
+    case .perHead(let qn, let kn):
+        dqLin = Tensor(zeros: dq.shape); dkLin = Tensor(zeros: dk.shape)
+        rmsNormBackward(x: tape.qLin!.data, weight: qn.weight, eps: qn.eps, dy: dq.data, into: dqLin.data, rows: t * heads, stride: hd, g: g)
+        rmsNormBackward(x: tape.kLin!.data, weight: kn.weight, eps: kn.eps, dy: dk.data, into: dkLin.data, rows: t * kvh, stride: hd, g: g)
+    case .full(let qn, let kn):
+        dqLin = Tensor(zeros: dq.shape); dkLin = Tensor(zeros: dk.shape)
+        rmsNormBackward(x: tape.qLin!.data, weight: qn.weight, eps: qn.eps, dy: dq.data, into: dqLin.data, rows: t, stride: heads * hd, g: g)
+        rmsNormBackward(x: tape.kLin!.data, weight: kn.weight, eps: kn.eps, dy: dk.data, into: dkLin.data, rows: t, stride: kvh * hd, g: g)
+    }
+    let dx = linearBackward(a.q, tape.q!, dqLin, g, parallel: true)
+    dx.add(linearBackward(a.k, tape.k!, dkLin, g, parallel: true))
+    dx.add(linearBackward(a.v, tape.v!, dv, g, parallel: true))
+    return dx
+}
+
+// MARK: - Gated MLP (experts, shared experts, dense layers), with the compressed-experts modulation
+
+final class MLPTape {
+    var gate, up, down: LinearTape?
+    var g, u, act: Tensor?     // pre-activation gate, up, act(g)·u
+    var midScale: Tensor?      // compressed experts: c_m per row
+}
+
+func mlpForward(_ m: GatedMLP, gateInput: Tensor, upInput: Tensor, midScale: Tensor?, seed: UInt64, training: Bool, parallel: Bool) -> (Tensor, MLPTape) {
+    precondition(m.activation == .silu || m.activation == .swish, "training supports SiLU-gated MLPs")
+    let tape = MLPTape()
+    let (g, gt) = linearForward(m.gate, gateInput, seed: mixSeed(seed, 1), training: training, parallel: parallel)
+    let (u, ut) = linearForward(m.up, upInput, seed: mixSeed(seed, 2), training: training, parallel: parallel)
+    let act = Tensor(zeros: g.shape)
+    for i in 0..<g.count { act.data[i] = silu(g.data[i]) * u.data[i] }
+    var h = act
+    if let midScale {
+        h = Tensor(zeros: act.shape)
+        for i in 0..<act.count { h.data[i] = act.data[i] * midScale.data[i] }
+    }
+    let (y, dt) = linearForward(m.down, h, seed: mixSeed(seed, 3), training: training, parallel: parallel)
+    tape.gate = gt; tape.up = ut; tape.down = dt
+    tape.g = g; tape.u = u; tape.act = act; tape.midScale = midScale
+    return (y, tape)
+}
+
+/// Gradients of the gate input, the up input (nil when they are the same tensor: then the first holds
+/// both) and of the mid scale (compressed experts).
+func mlpBackward(_ m: GatedMLP, _ tape: MLPTape, _ dy: Tensor, g grads: Gradients, sharedInput: Bool, parallel: Bool) -> (dGateIn: Tensor, dUpIn: Tensor?, dMid: Tensor?) {
+    let dh = linearBackward(m.down, tape.down!, dy, grads, parallel: parallel)
+    let act = tape.act!, gv = tape.g!, uv = tape.u!
+    var dMid: Tensor? = nil
+    if let ms = tape.midScale {
+        let dm = Tensor(zeros: dh.shape)
+        for i in 0..<dh.count { dm.data[i] = dh.data[i] * act.data[i]; dh.data[i] *= ms.data[i] }
+        dMid = dm
+    }
+    let dg = Tensor(zeros: gv.shape), du = Tensor(zeros: uv.shape)
+    for i in 0..<gv.count {
+        let x = gv.data[i], s = sigmoid(x)
+        du.data[i] = dh.data[i] * x * s
+        dg.data[i] = dh.data[i] * uv.data[i] * s * (1 + x * (1 - s))
+    }
+    let dgi = linearBackward(m.gate, tape.gate!, dg, grads, parallel: parallel)
+    let dui = linearBackward(m.up, tape.up!, du, grads, parallel: parallel)
+    if sharedInput { dgi.add(dui); return (dgi, nil, dMid) }
+    return (dgi, dui, dMid)
+}
+
+// MARK: - MoE block
+
+final class MoETape {
+    var x: Tensor?
+    var probs: Tensor?                 // routing scores [T, E] (softmax over allowed experts)
+    var decision: Router.Decision?
+    var lists: [[(token: Int, weight: Float)]] = []
+    var slots: [[Int]] = []            // per expert: the top-k slot of each listed token
+    var experts: [Int: (tape: MLPTape, y: Tensor, xg: Tensor?, xu: Tensor?)] = [:]
+    var ce: (g: Tensor, u: Tensor, m: Tensor, alpha: [Float])?
+    var shared: MLPTape?, sharedY: Tensor?
+    var sharedGate: LinearTape?, sharedGateLogit: Tensor?
+}
+
+/// Whether MoETraining can differentiate this block's routing (softmax scores, no groups, no bias).
+func checkTrainable(_ b: MoEBlock) throws {
+    let r = b.routing
+    guard r.scoring == .softmax, r.groups == 1, b.router.correctionBias == nil else {
+        throw TrainingError.unsupported("training supports softmax top-k routing (Mixtral, Qwen-MoE, OLMoE); this block uses \(r.scoring) scores\(r.groups > 1 ? " with group-limited routing" : "")")
+    }
+}
+
+func moeForward(_ b: MoEBlock, _ x: Tensor, seed: UInt64, training: Bool) -> (Tensor, MoETape) {
+    let tape = MoETape()
+    tape.x = x
+    let h = b.hiddenSize, t = x.rows, e = b.numExperts
+    let d = b.route(x)
+    let probs = Tensor(zeros: [t, e])
+    for i in 0..<t {
+        for j in 0..<e { probs.data[i * e + j] = (b.expertMask?[j] ?? true) ? d.logits.data[i * e + j] : -.infinity }
+        softmaxInPlace(probs.data + i * e, count: e)
+    }
+    tape.probs = probs
+    tape.decision = d
+    let lists = b.assignments(d)
+    tape.lists = lists
+    let k = d.topK
+    tape.slots = (0..<e).map { ex in
+        lists[ex].map { item in (0..<k).first { d.experts[item.token * k + $0] == Int32(ex) }! }
+    }
+    let ce = b.compressedExperts.map { $0.aggregates(d, hidden: h, intermediate: b.experts[0].intermediateSize) }
+    tape.ce = ce
+    let active = (0..<e).filter { !lists[$0].isEmpty }
+    var results = [(tape: MLPTape, y: Tensor, xg: Tensor?, xu: Tensor?)?](repeating: nil, count: e)
+    results.withUnsafeMutableBufferPointer { buf in
+        let out = SendablePointer(buf.baseAddress!)
+        parallelFor(active.count) { ai in
+            let ex = active[ai], list = lists[ex]
+            let xe = Tensor(zeros: [list.count, h])
+            for (r, item) in list.enumerated() { (xe.data + r * h).update(from: x.data + item.token * h, count: h) }
+            var xg = xe, xu = xe
+            var cm: Tensor? = nil
+            if let ce {
+                let inter = b.experts[ex].intermediateSize
+                xg = Tensor(zeros: xe.shape); xu = Tensor(zeros: xe.shape)
+                let m = Tensor(zeros: [list.count, inter])
+                for (r, item) in list.enumerated() {
+                    for j in 0..<h {
+                        xg.data[r * h + j] = xe.data[r * h + j] * ce.g.data[item.token * h + j]
+                        xu.data[r * h + j] = xe.data[r * h + j] * ce.u.data[item.token * h + j]
+                    }
+                    (m.data + r * inter).update(from: ce.m.data + item.token * inter, count: inter)
+                }
+                cm = m
+            }
+            let (y, mt) = mlpForward(b.experts[ex], gateInput: xg, upInput: xu, midScale: cm, seed: mixSeed(seed, UInt64(100 + ex)),
+                                     training: training, parallel: active.count <= 1)
+            out[ex] = (mt, y, ce == nil ? nil : xe, nil)
+        }
+    }
+    let y = Tensor(zeros: x.shape)
+    for ex in active {
+        let r = results[ex]!
+        tape.experts[ex] = r
+        for (row, item) in lists[ex].enumerated() { axpy(item.weight, r.y.data + row * h, y.data + item.token * h, count: h) }
+    }
+    if let shared = b.sharedExpert {
+        let (s, st) = mlpForward(shared, gateInput: x, upInput: x, midScale: nil, seed: mixSeed(seed, 99), training: training, parallel: true)
+        tape.shared = st; tape.sharedY = s
+        if let gate = b.sharedExpertGate {
+            let (z, zt) = linearForward(gate, x, seed: mixSeed(seed, 98), training: training, parallel: true)
+            tape.sharedGate = zt; tape.sharedGateLogit = z
+            for i in 0..<t { axpy(sigmoid(z.data[i]), s.data + i * h, y.data + i * h, count: h) }
+        } else {
+            y.add(s)
+        }
+    }
+    return (y, tape)
+}
+
+func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> Tensor {
+    let x = tape.x!, d = tape.decision!, probs = tape.probs!
+    let h = b.hiddenSize, t = x.rows, e = b.numExperts, k = d.topK
+    let dx = Tensor(zeros: x.shape)
+    var dw = [Float](repeating: 0, count: t * k)         // gradient of each token's slot weights
+    let ce = tape.ce
+    let dcg = ce.map { _ in Tensor(zeros: [t, h]) }, dcu = ce.map { _ in Tensor(zeros: [t, h]) }
+    let dcm = ce.map { c in Tensor(zeros: c.m.shape) }
+    let active = tape.experts.keys.sorted()
+    var parts = [(dxg: Tensor, dxu: Tensor?, dmid: Tensor?)?](repeating: nil, count: e)
+    parts.withUnsafeMutableBufferPointer { buf in
+        let out = SendablePointer(buf.baseAddress!)
+        parallelFor(active.count) { ai in
+            let ex = active[ai], list = tape.lists[ex], r = tape.experts[ex]!
+            let dye = Tensor(zeros: [list.count, h])
+            for (row, item) in list.enumerated() {
+                let src = dy.data + item.token * h, dst = dye.data + row * h
+                for j in 0..<h { dst[j] = item.weight * src[j] }
+            }
+            let res = mlpBackward(b.experts[ex], r.tape, dye, g: g, sharedInput: ce == nil, parallel: active.count <= 1)
+            out[ex] = (res.dGateIn, res.dUpIn, res.dMid)
+        }
+    }
+    for ex in active {
+        let list = tape.lists[ex], r = tape.experts[ex]!, p = parts[ex]!
+        for (row, item) in list.enumerated() {
+            // dw = dy_t · y_e(t)
+            var dot: Float = 0
+            let yr = r.y.data + row * h, dyr = dy.data + item.token * h
+            for j in 0..<h { dot += yr[j] * dyr[j] }
+            dw[item.token * k + tape.slots[ex][row]] += dot
+            if let ce, let xe = r.xg {
+                let inter = b.experts[ex].intermediateSize
+                for j in 0..<h {
+                    let gx = p.dxg.data[row * h + j], ux = p.dxu!.data[row * h + j], xv = xe.data[row * h + j]
+                    dx.data[item.token * h + j] += gx * ce.g.data[item.token * h + j] + ux * ce.u.data[item.token * h + j]
+                    dcg!.data[item.token * h + j] += gx * xv
+                    dcu!.data[item.token * h + j] += ux * xv
+                }
+                addInPlace(dcm!.data + item.token * inter, p.dmid!.data + row * inter, count: inter)
+            } else {
+                addInPlace(dx.data + item.token * h, p.dxg.data + row * h, count: h)
+            }
+        }
+    }
+    if let ce, let cex = b.compressedExperts, cex.mainExperts < k {
+        let inter = cex.mid[0].count
+        for i in 0..<t {
+            var dAlpha = [Float](repeating: 0, count: k)
+            for s in cex.mainExperts..<k {
+                let ex = Int(d.experts[i * k + s]), a = ce.alpha[i * k + s]
+                var acc: Float = 0
+                for j in 0..<h {
+                    acc += dcg!.data[i * h + j] * cex.gate[ex].data[j] + dcu!.data[i * h + j] * cex.up[ex].data[j]
+                }
+                for j in 0..<inter { acc += dcm!.data[i * inter + j] * cex.mid[ex].data[j] }
+                dAlpha[s] = acc
+                if let gg = g[cex.gate[ex]] { axpy(a, dcg!.data + i * h, gg.data, count: h) }
+                if let gu = g[cex.up[ex]] { axpy(a, dcu!.data + i * h, gu.data, count: h) }
+                if let gm = g[cex.mid[ex]] { axpy(a, dcm!.data + i * inter, gm.data, count: inter) }
+            }
+            var sum: Float = 0, dotA: Float = 0
+            for s in cex.mainExperts..<k { sum += d.weights[i * k + s]; dotA += dAlpha[s] * ce.alpha[i * k + s] }
+            for s in cex.mainExperts..<k { dw[i * k + s] += (dAlpha[s] - dotA) / (sum + cex.epsilon) }
+        }
+    }
+    // Slot weights → routing scores → router logits.
+    let routing = b.routing
+    let dlogits = Tensor(zeros: [t, e])
+    for i in 0..<t {
+        let pr = probs.data + i * e
+        var dp = [Float](repeating: 0, count: e)
+        var topSum: Float = 0
+        for s in 0..<k { topSum += pr[Int(d.experts[i * k + s])] }
+        let denom = topSum + routing.normalizationEpsilon
+        var cross: Float = 0
+        for s in 0..<k { cross += dw[i * k + s] * pr[Int(d.experts[i * k + s])] }
+        for s in 0..<k {
+            let ex = Int(d.experts[i * k + s])
+            if routing.normalizeTopK {
+                dp[ex] += routing.scalingFactor * (dw[i * k + s] / denom - cross / (denom * denom))
+            } else {
+                dp[ex] += routing.scalingFactor * dw[i * k + s]
+            }
+        }
+        var dot: Float = 0
+        for j in 0..<e { dot += pr[j] * dp[j] }
+        for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (dp[j] - dot) }
+    }
+    let routerTape = LinearTape(x)
+    dx.add(linearBackward(DenseLinear(weight: b.router.weight), routerTape, dlogits, g, parallel: true))
+    if let shared = b.sharedExpert, let st = tape.shared, let s = tape.sharedY {
+        let ds: Tensor
+        if let gate = b.sharedExpertGate, let z = tape.sharedGateLogit {
+            ds = Tensor(zeros: s.shape)
+            let dz = Tensor(zeros: z.shape)
+            for i in 0..<t {
+                let sg = sigmoid(z.data[i])
+                var dot: Float = 0
+                for j in 0..<h { ds.data[i * h + j] = sg * dy.data[i * h + j]; dot += dy.data[i * h + j] * s.data[i * h + j] }
+                dz.data[i] = dot * sg * (1 - sg)
+            }
+            dx.add(linearBackward(gate, tape.sharedGate!, dz, g, parallel: true))
+        } else {
+            ds = dy
+        }
+        dx.add(mlpBackward(shared, st, ds, g: g, sharedInput: true, parallel: true).dGateIn)
+    }
+    return dx
+}
+
+// MARK: - Decoder layer
+
+final class LayerTape {
+    var x: Tensor?, n1: Tensor?, x1: Tensor?, n2: Tensor?
+    var attention: AttentionTape?
+    var mlp: MLPTape?
+    var moe: MoETape?
+}
+
+func layerForward(_ layer: DecoderLayer, _ x: Tensor, seqLen: Int, seed: UInt64, training: Bool) -> (Tensor, LayerTape) {
+    let tape = LayerTape()
+    let attn = layer.attention as! GroupedQueryAttention
+    tape.x = x
+    let n1 = layer.inputNorm(x)
+    let (a, at) = attentionForward(attn, n1, seqLen: seqLen, seed: mixSeed(seed, 1), training: training)
+    let x1 = x.copy()
+    x1.add(a)
+    let n2 = layer.postAttentionNorm(x1)
+    let f: Tensor
+    switch layer.feedForward {
+    case .dense(let m):
+        let (y, mt) = mlpForward(m, gateInput: n2, upInput: n2, midScale: nil, seed: mixSeed(seed, 2), training: training, parallel: true)
+        f = y; tape.mlp = mt
+    case .moe(let b):
+        let (y, mt) = moeForward(b, n2, seed: mixSeed(seed, 2), training: training)
+        f = y; tape.moe = mt
+    }
+    let out = x1.copy()
+    out.add(f)
+    tape.n1 = n1; tape.attention = at; tape.x1 = x1; tape.n2 = n2
+    return (out, tape)
+}
+
+func layerBackward(_ layer: DecoderLayer, _ tape: LayerTape, _ dOut: Tensor, seqLen: Int, g: Gradients) -> Tensor {
+    let dn2: Tensor
+    switch layer.feedForward {
+    case .dense(let m): dn2 = mlpBackward(m, tape.mlp!, dOut, g: g, sharedInput: true, parallel: true).dGateIn
+    case .moe(let b): dn2 = moeBackward(b, tape.moe!, dOut, g: g)
+    }
+    let dx1 = dOut.copy()
+    dx1.add(rmsNormBackward(layer.postAttentionNorm, x: tape.x1!, dy: dn2, g: g))
+    let dn1 = attentionBackward(layer.attention as! GroupedQueryAttention, tape.attention!, dx1, seqLen: seqLen, g: g)
+    let dx = dx1
+    dx.add(rmsNormBackward(layer.inputNorm, x: tape.x!, dy: dn1, g: g))
+    return dx
+}
+
+public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    case unsupported(String)
+    case invalid(String)
+    public var description: String {
+        switch self {
+        case .unsupported(let s), .invalid(let s): return s
+        }
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import Testing
+import MoETensor
+import MoECheckpoint
+import MoEModels
+@testable import MoETraining
+
+enum Where {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static func model(_ n: String) -> URL { repo.appendingPathComponent("Tests/MoEModelsTests/Fixtures/\(n)") }
+    static func grads(_ n: String) -> URL { repo.appendingPathComponent("Tests/MoETrainingTests/Fixtures/\(n).safetensors") }
+    static let shared = repo.deletingLastPathComponent().appendingPathComponent("shared")
+    static func temp(_ tag: String) -> URL {
+        FileManager.default.temporaryDirectory.appendingPathComponent("moepress-train-\(tag)-\(getpid())-\(UInt64.random(in: 0..<1 << 40))")
+    }
+}
+
+let fixtureIds = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [90, 2, 14, 14, 70, 11, 9, 23, 4]]
+let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 70, 11, -100, 23, 4]]
+
+/// Gradients of every parameter against HF transformers + PyTorch autograd (tools/oracle/make_grad_fixtures.py),
+/// on the tiny fixtures: max |Δ| over a tensor ≤ 1e-4 × that tensor's largest gradient.
+@Suite struct GradientParityTests {
+    @Test(arguments: ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
+    func gradientsMatchPyTorch(_ family: String) throws {
+        let model = try ModelRegistry.load(directory: Where.model(family))
+        try CausalLMTraining.check(model)
+        let params = TrainableParameters.all(model)
+        let g = Gradients(trainable: params.map(\.tensor))
+        let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
+        let r = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
+        let oracle = try SafeTensorsFile(path: Where.grads(family).path)
+        let expectedLoss = try oracle.tensor("loss").data[0]
+        #expect(abs(Float(r.mean) - expectedLoss) < 1e-5 * max(1, expectedLoss), "loss \(r.mean) vs \(expectedLoss)")
+        #expect(Set(params.map(\.name)) == Set(oracle.tensors.map(\.name).filter { $0 != "loss" }))
+        var worst = (name: "", rel: Float(0))
+        for (name, t) in params {
+            let want = try oracle.tensor(name)
+            let got = g[t]!
+            #expect(got.shape == want.shape || got.count == want.count, "\(name) \(got.shape) vs \(want.shape)")
+            let scale = want.array.reduce(Float(0)) { max($0, abs($1)) }
+            let rel = got.maxAbsDifference(want) / max(scale, 1e-12)
+            if rel > worst.rel { worst = (name, rel) }
+        }
+        #expect(worst.rel <= 1e-4, "worst: \(worst.name) relative error \(worst.rel)")
+    }
+}
+
+/// Compressed Experts against an independent PyTorch statement of methods.md §4.2 (qwen3_moe fixture, top-3
+/// renormalised routing, 1 main + 2 auxiliary experts, random vectors): every parameter's gradient, the
+/// vectors' included, and the loss.
+@Suite struct CompressedExpertsGradientTests {
+    @Test func gradientsMatchPyTorch() throws {
+        let model = try ModelRegistry.load(directory: Where.model("qwen3_moe"))
+        let oracle = try SafeTensorsFile(path: Where.grads("qwen3_moe_ce").path)
+        for l in model.description.moeLayerIndices {
+            guard var b = model.layers[l].feedForward.moe else { continue }
+            let e = b.numExperts
+            func vectors(_ kind: String) throws -> [Tensor] { try (0..<e).map { try oracle.tensor("init.layers.\(l).moe.experts.\($0).\(kind)") } }
+            b.compressedExperts = CompressedExperts(mainExperts: 1, gate: try vectors("ce_gate"), up: try vectors("ce_up"), mid: try vectors("ce_mid"))
+            model.layers[l].feedForward = .moe(b)
+        }
+        let params = TrainableParameters.all(model)
+        let g = Gradients(trainable: params.map(\.tensor))
+        let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
+        let r = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
+        let expectedLoss = try oracle.tensor("loss").data[0]
+        #expect(abs(Float(r.mean) - expectedLoss) < 1e-5 * expectedLoss, "loss \(r.mean) vs \(expectedLoss)")
+        // The inference path computes the same loss.
+        #expect(abs(CausalLMTraining.loss(model, batch: batch).mean - r.mean) < 1e-5)
+        var worst = (name: "", rel: Float(0))
+        for (name, t) in params {
+            let want = try oracle.tensor(name)
+            let scale = want.array.reduce(Float(0)) { max($0, abs($1)) }
+            let rel = g[t]!.maxAbsDifference(want) / max(scale, 1e-12)
+            if rel > worst.rel { worst = (name, rel) }
+        }
+        #expect(params.contains { $0.name.hasSuffix("ce_mid") })
+        #expect(worst.rel <= 1e-4, "worst: \(worst.name) relative error \(worst.rel)")
+    }
+}
+
+/// Factorised layers follow from the dense gradient G = ∂L/∂W (checked against PyTorch above) by the chain
+/// rule: W = A·B gives ∂L/∂A = G·Bᵀ, ∂L/∂B = Aᵀ·G; LoRA W + s·B·A gives ∂L/∂B = s·G·Aᵀ, ∂L/∂A = s·Bᵀ·G.
+@Suite struct FactorisedGradientTests {
+    func denseGradient(_ model: CausalLM, of w: Tensor) -> Tensor {
+        let g = Gradients(trainable: [w])
+        let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
+        _ = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
+        return g[w]!
+    }
+
+    func random(_ shape: [Int], seed: UInt64, scale: Float) -> Tensor {
+        var r = SeededGenerator(seed: seed)
+        return Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { _ in Float(r.nextUnit() * 2 - 1) * scale })
+    }
+
+    @Test func lowRankAndLoRAFollowTheDenseGradient() throws {
+        let model = try ModelRegistry.load(directory: Where.model("mixtral"))
+        var block = model.layers[1].feedForward.moe!
+        let e0 = block.experts[0]
+        let w = (e0.up as! DenseLinear).weight             // [I, H]
+        let (m, n, r) = (w.shape[0], w.shape[1], 5)
+        // Low-rank: replace W by A·B and compare with the dense gradient at W = A·B.
+        let a = random([m, r], seed: 1, scale: 0.3), b = random([r, n], seed: 2, scale: 0.3)
+        let dense = matmul(a, b)
+        block.experts[0] = GatedMLP(gate: e0.gate, up: DenseLinear(weight: dense), down: e0.down, activation: e0.activation)
+        model.layers[1].feedForward = .moe(block)
+        let gw = denseGradient(model, of: dense)
+        block.experts[0] = GatedMLP(gate: e0.gate, up: LowRankLinear(a: a, b: b), down: e0.down, activation: e0.activation)
+        model.layers[1].feedForward = .moe(block)
+        let g = Gradients(trainable: [a, b])
+        let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
+        _ = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
+        #expect(g[a]!.maxAbsDifference(matmul(gw, b, transposeB: true)) <= 1e-4 * max(1e-6, matmul(gw, b, transposeB: true).array.map(abs).max()!))
+        #expect(g[b]!.maxAbsDifference(matmul(a, gw, transposeA: true)) <= 1e-4 * max(1e-6, matmul(a, gw, transposeA: true).array.map(abs).max()!))
+
+        // LoRA on the attention's q projection, non-zero B, no dropout.
+        let attn = model.layers[0].attention as! GroupedQueryAttention
+        let q = attn.q as! DenseLinear
+        let la = random([4, q.inFeatures], seed: 3, scale: 0.2), lb = random([q.outFeatures, 4], seed: 4, scale: 0.2)
+        let s: Float = 16.0 / 4
+        let merged = q.weight.copy()
+        let ba = matmul(lb, la)
+        for i in 0..<merged.count { merged.data[i] += s * ba.data[i] }
+        func withQ(_ layer: any LinearLayer) {
+            model.layers[0].attention = GroupedQueryAttention(q: layer, k: attn.k, v: attn.v, o: attn.o, heads: attn.heads, kvHeads: attn.kvHeads,
+                                                              headDim: attn.headDim, rope: attn.rope, qkNorm: attn.qkNorm, clip: attn.clip,
+                                                              slidingWindow: attn.slidingWindow, scale: attn.scale)
+        }
+        withQ(DenseLinear(weight: merged))
+        let gq = denseGradient(model, of: merged)
+        withQ(LoRALinear(base: q, a: la, b: lb, scale: s))
+        let gl = Gradients(trainable: [la, lb])
+        _ = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: gl, normalizer: Double(batch.predicted), training: false)
+        let wantB = matmul(gq, la, transposeB: true), wantA = matmul(lb, gq, transposeA: true)
+        wantB.scale(s); wantA.scale(s)
+        #expect(gl[lb]!.maxAbsDifference(wantB) <= 1e-4 * wantB.array.map(abs).max()!)
+        #expect(gl[la]!.maxAbsDifference(wantA) <= 1e-4 * wantA.array.map(abs).max()!)
+        #expect(gl[q.weight] == nil)   // the base stays frozen
+    }
+}
+
+/// Central finite differences on one decoder layer (an MoE layer with compressed experts, a low-rank expert
+/// and LoRA with dropout), scalar loss Σ out ⊙ r: the analytic gradient of sampled entries of every kind of
+/// parameter and of the input agrees to 2%.
+@Suite struct FiniteDifferenceTests {
+    @Test func decoderLayerMatchesFiniteDifferences() throws {
+        let model = try ModelRegistry.load(directory: Where.model("qwen3_moe"))
+        var layer = model.layers[0]
+        var b = layer.feedForward.moe!
+        var ce = CompressedExperts(mainExperts: 1, experts: b.numExperts, hidden: b.hiddenSize, intermediate: b.experts[0].intermediateSize)
+        var rng = SeededGenerator(seed: 11)
+        for t in ce.gate + ce.up + ce.mid { for i in 0..<t.count { t.data[i] = 1 + Float(rng.nextUnit() - 0.5) * 0.6 } }
+        ce.epsilon = 1e-6
+        b.compressedExperts = ce
+        let e1 = b.experts[1]
+        let w = (e1.down as! DenseLinear).weight
+        let la = Tensor(shape: [w.shape[0], 3], values: (0..<(w.shape[0] * 3)).map { _ in Float(rng.nextUnit() - 0.5) * 0.4 })
+        let lbb = Tensor(shape: [3, w.shape[1]], values: (0..<(3 * w.shape[1])).map { _ in Float(rng.nextUnit() - 0.5) * 0.4 })
+        b.experts[1] = GatedMLP(gate: e1.gate, up: e1.up, down: LowRankLinear(a: la, b: lbb), activation: e1.activation)
+        layer.feedForward = .moe(b)
+        let attn = layer.attention as! GroupedQueryAttention
+        let v = attn.v as! DenseLinear
+        let loraA = Tensor(shape: [2, v.inFeatures], values: (0..<(2 * v.inFeatures)).map { _ in Float(rng.nextUnit() - 0.5) * 0.4 })
+        let loraB = Tensor(shape: [v.outFeatures, 2], values: (0..<(v.outFeatures * 2)).map { _ in Float(rng.nextUnit() - 0.5) * 0.4 })
+        layer.attention = GroupedQueryAttention(q: attn.q, k: attn.k, v: LoRALinear(base: v, a: loraA, b: loraB, scale: 2, dropout: 0.25), o: attn.o,
+                                                heads: attn.heads, kvHeads: attn.kvHeads, headDim: attn.headDim, rope: attn.rope, qkNorm: attn.qkNorm,
+                                                clip: attn.clip, slidingWindow: attn.slidingWindow, scale: attn.scale)
+        guard case .perHead(let qn, _) = attn.qkNorm else { Issue.record("qwen3_moe has per-head q/k norms"); return }
+        let qNorm = qn.weight
+        let L = 7
+        let x = Tensor(shape: [2 * L, model.hiddenSize], values: (0..<(2 * L * model.hiddenSize)).map { _ in Float(rng.nextUnit() - 0.5) * 2 })
+        let weights = Tensor(shape: x.shape, values: (0..<x.count).map { _ in Float(rng.nextUnit() - 0.5) })
+        func lossValue() -> Double {
+            let (y, _) = layerForward(layer, x, seqLen: L, seed: 5, training: true)
+            var s = 0.0
+            for i in 0..<y.count { s += Double(y.data[i]) * Double(weights.data[i]) }
+            return s
+        }
+        let probes: [(String, Tensor)] = [("ce_gate", ce.gate[2]), ("ce_mid", ce.mid[3]), ("lowrank_a", la), ("lowrank_b", lbb),
+                                          ("lora_A", loraA), ("lora_B", loraB), ("router", b.router.weight), ("o", (attn.o as! DenseLinear).weight), ("q_norm", qNorm),
+                                          ("input_norm", layer.inputNorm.weight)]
+        let g = Gradients(trainable: probes.map(\.1))
+        let (_, tape) = layerForward(layer, x, seqLen: L, seed: 5, training: true)
+        let dx = layerBackward(layer, tape, weights, seqLen: L, g: g)
+        let h: Float = 1e-2
+        var significant = 0, total = 0
+        func check(_ name: String, _ t: Tensor, _ analytic: Tensor, picks: Int) {
+            var r = SeededGenerator(seed: UInt64(name.utf8.count))
+            for _ in 0..<picks {
+                let i = Int(r.next() % UInt64(t.count))
+                let old = t.data[i]
+                t.data[i] = old + h; let up = lossValue()
+                t.data[i] = old - h; let down = lossValue()
+                t.data[i] = old
+                let numeric = (up - down) / Double(2 * h)
+                let a = Double(analytic.data[i])
+                total += 1
+                if abs(numeric) > 0.05 { significant += 1 }
+                #expect(abs(numeric - a) <= 0.02 * max(abs(numeric), abs(a)) + 2e-3, "\(name)[\(i)]: analytic \(a), numeric \(numeric)")
+            }
+        }
+        for (name, t) in probes { check(name, t, g[t]!, picks: 6) }
+        check("input", x, dx, picks: 8)
+        #expect(significant * 2 > total, "most probed derivatives must be far above the tolerance (\(significant)/\(total))")
+    }
+}
