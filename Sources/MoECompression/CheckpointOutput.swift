@@ -3,7 +3,7 @@ import MoECheckpoint
 
 /// What every compression writer does around its tensors: copy the model's companion files, write its own
 /// JSON record, and record itself in config.json's "moepress" section without touching anything else.
-enum CheckpointOutput {
+public enum CheckpointOutput {
     static let companions = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json", HFRemoteCode.fileName]
 
     static func copyCompanions(from dir: URL, to out: AtomicDirectory) throws {
@@ -24,7 +24,7 @@ enum CheckpointOutput {
 
     /// config.json text with `"key": json` set inside the "moepress" object (created at the end when absent).
     /// Edited as text so every other value keeps its exact spelling (transformers v5 refuses `0` for `0.0`).
-    static func settingMoEPressEntry(_ text: String, key: String, json: String) -> String {
+    public static func settingMoEPressEntry(_ text: String, key: String, json: String) -> String {
         var text = text
         let entry = "\"\(key)\": \(json)"
         // Drop an earlier value of the same key: MoEPress writes a flat list, a flat object or null.
@@ -47,7 +47,7 @@ enum CheckpointOutput {
     }
 
     /// config.json text without the "moepress" entry `key`; an emptied "moepress" object goes too.
-    static func removingMoEPressEntry(_ text: String, key: String) -> String {
+    public static func removingMoEPressEntry(_ text: String, key: String) -> String {
         var text = settingMoEPressEntry(text, key: key, json: "null")
         text = text.replacingOccurrences(of: "\"\(key)\": null, ", with: "").replacingOccurrences(of: "\"\(key)\": null", with: "")
         if let re = try? NSRegularExpression(pattern: ",\\s*\"moepress\": \\{\\s*\\}") {

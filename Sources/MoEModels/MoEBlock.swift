@@ -50,7 +50,7 @@ public struct MoEBlock: Sendable {
 
     /// Routing with `expertMask` applied.
     public func route(_ x: Tensor) -> Router.Decision {
-        let logits = DenseLinear(weight: router.weight).callAsFunction(x)
+        let logits = router.linear.callAsFunction(x)
         return router.decide(logits: logits, allowed: expertMask)
     }
 

@@ -66,7 +66,28 @@ public enum ModelRegistry {
         let config = try HFConfig(modelDirectory: directory)
         let fam = try family(for: config)
         let weights = try Checkpoint(directory: directory)
-        return try fam.build(config, weights: weights)
+        let model = try fam.build(config, weights: weights)
+        try attachCompressedExperts(model, config: config, family: fam, weights: weights)
+        return model
+    }
+
+    /// `"moepress": {"compressed_experts": {"main_experts": K}}`: every MoE block gets its experts'
+    /// `<prefix>.experts.<e>.ce_gate` [H], `.ce_up` [H] and `.ce_mid` [I] vectors and runs K main experts.
+    static func attachCompressedExperts(_ model: CausalLM, config: HFConfig, family: any ModelFamily.Type, weights: Checkpoint) throws {
+        guard let ce = config.raw["moepress"]?.object?["compressed_experts"]?.object else { return }
+        guard let k = ce["main_experts"]?.int, k >= 1 else { throw ModelError.invalidConfig("\(config.path): moepress.compressed_experts.main_experts must be a positive integer") }
+        for l in model.description.moeLayerIndices {
+            guard var b = model.layers[l].feedForward.moe else { continue }
+            guard k <= b.topK else { throw ModelError.invalidConfig("\(config.path): compressed_experts.main_experts \(k) exceeds top-k \(b.topK)") }
+            let p = "\(family.moePrefix(layer: l, in: weights)).experts"
+            let h = b.hiddenSize
+            func vectors(_ kind: String, _ n: (Int) -> Int) throws -> [Tensor] {
+                try (0..<b.numExperts).map { try weights.tensor("\(p).\($0).\(kind)", shape: [n($0)]) }
+            }
+            b.compressedExperts = CompressedExperts(mainExperts: k, gate: try vectors("ce_gate") { _ in h }, up: try vectors("ce_up") { _ in h },
+                                                    mid: try vectors("ce_mid") { b.experts[$0].intermediateSize })
+            model.layers[l].feedForward = .moe(b)
+        }
     }
 
     /// The config key that holds the routed expert count in this config.

@@ -45,6 +45,15 @@ public struct Router: Sendable {
     public let weight: Tensor
     public let correctionBias: Tensor?
     public let routing: Routing
+    /// A LoRA adapter on the router weight (healing with `router` among the targets), or nil.
+    public var adapter: (a: Tensor, b: Tensor, scale: Float)?
+
+    /// The logits map x·Wᵀ, with the adapter when there is one.
+    public var linear: any LinearLayer {
+        let base = DenseLinear(weight: weight)
+        guard let adapter else { return base }
+        return LoRALinear(base: base, a: adapter.a, b: adapter.b, scale: adapter.scale)
+    }
 
     public init(weight: Tensor, correctionBias: Tensor? = nil, routing: Routing) {
         self.weight = weight
@@ -63,7 +72,7 @@ public struct Router: Sendable {
     }
 
     public func route(_ x: Tensor, parallel: Bool = true) -> Decision {
-        let logits = DenseLinear(weight: weight).callAsFunction(x, parallel: parallel)
+        let logits = linear.callAsFunction(x, parallel: parallel)
         return decide(logits: logits)
     }
 

@@ -15,6 +15,7 @@ public final class StageProgress: @unchecked Sendable {
     private let interactive = isatty(2) != 0
     private var last = Date.distantPast
     private(set) public var done = 0
+    private var note = ""
 
     public init(_ stage: String, total: Int, unit: String = "items", quiet: Bool = false) {
         self.stage = stage
@@ -23,8 +24,10 @@ public final class StageProgress: @unchecked Sendable {
         self.quiet = quiet
     }
 
-    public func advance(by n: Int = 1) {
+    /// `note` (e.g. the current loss) is shown after the counts.
+    public func advance(by n: Int = 1, note: String = "") {
         done += n
+        self.note = note
         let now = Date()
         if done >= total || now.timeIntervalSince(last) > (interactive ? 0.5 : 5) {
             last = now
@@ -38,7 +41,7 @@ public final class StageProgress: @unchecked Sendable {
         guard !quiet else { return }
         let t = elapsed
         let rate = t > 0 ? Double(done) / t : 0
-        var line = "\(stage): \(done)/\(total) \(unit)"
+        var line = "\(stage): \(done)/\(total) \(unit)" + (note.isEmpty ? "" : ", \(note)")
         if rate > 0 { line += String(format: " (%.1f %@/s", rate, unit) }
         if !final, rate > 0 { line += String(format: ", ETA %.0f s)", Double(total - done) / rate) } else if rate > 0 { line += String(format: ", %.1f s)", t) }
         let text = interactive ? "\r" + line + (final ? "\n" : "") : line + "\n"

@@ -320,6 +320,7 @@ func mlpBackward(_ m: GatedMLP, _ tape: MLPTape, _ dy: Tensor, g grads: Gradient
 
 final class MoETape {
     var x: Tensor?
+    var router: LinearTape?
     var probs: Tensor?                 // routing scores [T, E] (softmax over allowed experts)
     var decision: Router.Decision?
     var lists: [[(token: Int, weight: Float)]] = []
@@ -342,7 +343,9 @@ func moeForward(_ b: MoEBlock, _ x: Tensor, seed: UInt64, training: Bool) -> (Te
     let tape = MoETape()
     tape.x = x
     let h = b.hiddenSize, t = x.rows, e = b.numExperts
-    let d = b.route(x)
+    let (logits, routerTape) = linearForward(b.router.linear, x, seed: mixSeed(seed, 97), training: training, parallel: true)
+    tape.router = routerTape
+    let d = b.router.decide(logits: logits, allowed: b.expertMask)
     let probs = Tensor(zeros: [t, e])
     for i in 0..<t {
         for j in 0..<e { probs.data[i * e + j] = (b.expertMask?[j] ?? true) ? d.logits.data[i * e + j] : -.infinity }
@@ -495,8 +498,7 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
         for j in 0..<e { dot += pr[j] * dp[j] }
         for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (dp[j] - dot) }
     }
-    let routerTape = LinearTape(x)
-    dx.add(linearBackward(DenseLinear(weight: b.router.weight), routerTape, dlogits, g, parallel: true))
+    dx.add(linearBackward(b.router.linear, tape.router!, dlogits, g, parallel: true))
     if let shared = b.sharedExpert, let st = tape.shared, let s = tape.sharedY {
         let ds: Tensor
         if let gate = b.sharedExpertGate, let z = tape.sharedGateLogit {

@@ -48,6 +48,7 @@ public enum TrainableParameters {
             case .dense(let m): mlp(p + "mlp", m)
             case .moe(let b):
                 out.append((p + "moe.router", b.router.weight))
+                if let ad = b.router.adapter { out.append((p + "moe.router.lora_A", ad.a)); out.append((p + "moe.router.lora_B", ad.b)) }
                 for (e, x) in b.experts.enumerated() { mlp(p + "moe.experts.\(e)", x) }
                 if let s = b.sharedExpert { mlp(p + "moe.shared", s) }
                 if let g = b.sharedExpertGate { linear(p + "moe.shared_gate", g) }
@@ -70,11 +71,19 @@ public enum TrainableParameters {
 /// table) and keyed by tensor identity. Frozen tensors get no buffer and their weight gradients are skipped.
 public final class Gradients: @unchecked Sendable {
     private let buffers: [ObjectIdentifier: Tensor]
+    /// The buffers in the order the trainable tensors were given (sums over them are then reproducible).
+    public let ordered: [Tensor]
 
     public init(trainable: [Tensor]) {
         var b: [ObjectIdentifier: Tensor] = [:]
-        for t in trainable { b[ObjectIdentifier(t)] = Tensor(zeros: t.shape) }
+        var o: [Tensor] = []
+        for t in trainable where b[ObjectIdentifier(t)] == nil {
+            let g = Tensor(zeros: t.shape)
+            b[ObjectIdentifier(t)] = g
+            o.append(g)
+        }
         buffers = b
+        ordered = o
     }
 
     /// The gradient buffer of `t`, or nil when `t` is frozen.
@@ -85,7 +94,7 @@ public final class Gradients: @unchecked Sendable {
     /// √Σ g² over every buffer (f64 accumulation).
     public var globalNorm: Double {
         var s = 0.0
-        for g in buffers.values { for i in 0..<g.count { s += Double(g.data[i]) * Double(g.data[i]) } }
+        for g in ordered { for i in 0..<g.count { s += Double(g.data[i]) * Double(g.data[i]) } }
         return s.squareRoot()
     }
 

@@ -1,0 +1,106 @@
+import Foundation
+import MoETensor
+import MoETokenizer
+
+/// Training text. Plain `.txt` files form one token stream (each file tokenized whole, files joined by the
+/// EOS token) from which windows are drawn at seeded offsets. `.jsonl` files hold one
+/// `{"instruction": …, "response": …}` object per line (optional `"input"` appended to the instruction after
+/// a blank line), formatted with MoEITS's template `"Instruction:\n{instruction}\n\nResponse:\n{response}"` +
+/// EOS; only response tokens (and the EOS) are in the loss, and each example is truncated or padded (EOS,
+/// outside the loss) to the sequence length. A step's batches depend only on (seed, step, micro-batch), so
+/// a resumed run sees exactly the batches an uninterrupted one would.
+public struct TrainingData: Sendable {
+    public static let promptTemplate = "Instruction:\n{instruction}\n\nResponse:\n"
+
+    public enum Kind: Sendable { case stream([Int]), examples([(ids: [Int], targets: [Int])]) }
+    public let kind: Kind
+    public let seqLen: Int
+    public let seed: UInt64
+    /// FNV-1a over file names and contents.
+    public let hash: String
+    public let eos: Int
+
+    public init(files: [URL], tokenizer: Tokenizer, seqLen: Int, seed: UInt64) throws {
+        guard seqLen >= 2 else { throw TrainingError.invalid("--seq-len must be at least 2") }
+        guard !files.isEmpty else { throw TrainingError.invalid("no training files given") }
+        let eosToken = TrainingData.eosToken(near: files, tokenizer: tokenizer)
+        eos = eosToken
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        func fnv(_ bytes: some Sequence<UInt8>) { for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
+        let jsonl = files.filter { $0.pathExtension == "jsonl" }
+        guard jsonl.isEmpty || jsonl.count == files.count else { throw TrainingError.invalid("mix of .txt and .jsonl training files: give one kind") }
+        if jsonl.isEmpty {
+            var stream: [Int] = []
+            for f in files {
+                guard let data = FileManager.default.contents(atPath: f.path), let text = String(data: data, encoding: .utf8) else {
+                    throw TrainingError.invalid("\(f.path): cannot read as UTF-8 text")
+                }
+                fnv(f.lastPathComponent.utf8); fnv(data)
+                if !stream.isEmpty { stream.append(eosToken) }
+                stream += tokenizer.encode(text)
+            }
+            guard stream.count > seqLen else { throw TrainingError.invalid("the training text has \(stream.count) tokens, not one window of \(seqLen) + 1") }
+            kind = .stream(stream)
+        } else {
+            var examples: [(ids: [Int], targets: [Int])] = []
+            for f in files {
+                guard let data = FileManager.default.contents(atPath: f.path), let text = String(data: data, encoding: .utf8) else {
+                    throw TrainingError.invalid("\(f.path): cannot read as UTF-8 text")
+                }
+                fnv(f.lastPathComponent.utf8); fnv(data)
+                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let trimmed = line.trimmingCharacters(in: .whitespaces)
+                    if trimmed.isEmpty { continue }
+                    guard let obj = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any],
+                          let instruction = obj["instruction"] as? String, let response = (obj["response"] ?? obj["output"]) as? String else {
+                        throw TrainingError.invalid("\(f.path):\(n + 1): expected a JSON object with string fields \"instruction\" and \"response\"")
+                    }
+                    let input = (obj["input"] as? String).flatMap { $0.isEmpty ? nil : $0 }
+                    let prompt = TrainingData.promptTemplate.replacingOccurrences(of: "{instruction}", with: instruction + (input.map { "\n\n" + $0 } ?? ""))
+                    let p = tokenizer.encode(prompt), r = tokenizer.encode(response) + [eosToken]
+                    var ids = Array((p + r).prefix(seqLen + 1))
+                    var labels = Array(([Int](repeating: TrainingBatch.ignoreIndex, count: p.count) + r).prefix(seqLen + 1))
+                    while ids.count < seqLen + 1 { ids.append(eosToken); labels.append(TrainingBatch.ignoreIndex) }
+                    examples.append((Array(ids.prefix(seqLen)), Array(labels.dropFirst())))
+                }
+            }
+            guard !examples.isEmpty else { throw TrainingError.invalid("the JSONL files hold no examples") }
+            kind = .examples(examples)
+        }
+        self.seqLen = seqLen
+        self.seed = seed
+        hash = String(h, radix: 16)
+    }
+
+    /// The tokenizer's EOS: from tokenizer_config.json next to the tokenizer when known, else `</s>`, `<|endoftext|>`, `<|im_end|>`.
+    static func eosToken(near files: [URL], tokenizer: Tokenizer) -> Int {
+        for t in ["</s>", "<|endoftext|>", "<|im_end|>", "<|end_of_text|>", "<eos>"] { if let id = tokenizer.id(of: t) { return id } }
+        return 0
+    }
+
+    /// Batch `micro` of optimiser step `step`: `size` sequences.
+    public func batch(step: Int, micro: Int, size: Int) -> TrainingBatch {
+        var rng = SeededGenerator(seed: seed ^ (UInt64(step) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(micro) &* 0xC2B2_AE3D_27D4_EB4F))
+        switch kind {
+        case .stream(let s):
+            let span = UInt64(s.count - seqLen)
+            var ids: [[Int]] = [], targets: [[Int]] = []
+            for _ in 0..<size {
+                let o = Int(rng.next() % span)
+                ids.append(Array(s[o..<(o + seqLen)]))
+                targets.append(Array(s[(o + 1)...(o + seqLen)]))
+            }
+            return TrainingBatch(ids: ids, targets: targets)
+        case .examples(let ex):
+            let picks = (0..<size).map { _ in ex[Int(rng.next() % UInt64(ex.count))] }
+            return TrainingBatch(ids: picks.map(\.ids), targets: picks.map(\.targets))
+        }
+    }
+
+    public var tokens: Int {
+        switch kind {
+        case .stream(let s): s.count
+        case .examples(let e): e.count * seqLen
+        }
+    }
+}

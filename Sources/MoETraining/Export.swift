@@ -1,0 +1,163 @@
+import Foundation
+import MoETensor
+import MoECheckpoint
+import MoEModels
+
+/// Writing trained models: a full checkpoint in the source's spelling, and PEFT LoRA adapters.
+public enum TrainedCheckpoint {
+    /// The checkpoint name of a logical parameter name (see `TrainableParameters`) for the trainable families.
+    static func checkpointName(_ logical: String, family: any ModelFamily.Type, ckpt: Checkpoint) -> String {
+        switch logical {
+        case "embed": return "model.embed_tokens.weight"
+        case "norm": return "model.norm.weight"
+        case "lm_head": return "lm_head.weight"
+        default: break
+        }
+        let parts = logical.split(separator: ".").map(String.init)
+        let l = Int(parts[1])!
+        let base = "model.layers.\(l)"
+        let rest = Array(parts.dropFirst(2))
+        func suffix(_ tail: ArraySlice<String>) -> String { tail.isEmpty ? ".weight" : "." + tail.joined(separator: ".") }
+        switch rest[0] {
+        case "input_norm": return "\(base).input_layernorm.weight"
+        case "post_norm": return "\(base).post_attention_layernorm.weight"
+        case "attn":
+            if rest[1] == "q_norm" || rest[1] == "k_norm" { return "\(base).self_attn.\(rest[1]).weight" }
+            return "\(base).self_attn.\(rest[1])_proj" + (rest.count > 2 && rest[2] == "bias" ? ".bias" : suffix(rest.dropFirst(2)))
+        case "mlp": return "\(base).mlp.\(rest[1])_proj" + suffix(rest.dropFirst(2))
+        default: break   // moe
+        }
+        let prefix = family.moePrefix(layer: l, in: ckpt)
+        switch rest[1] {
+        case "router": return "\(prefix).gate.weight"
+        case "shared_gate": return "\(prefix).shared_expert_gate.weight"
+        case "shared": return "\(prefix).shared_expert.\(rest[2])_proj" + suffix(rest.dropFirst(3))
+        default:   // experts.E.kind[.lowrank_a|_b] or experts.E.ce_*
+            let e = rest[2], kind = rest[3]
+            if kind.hasPrefix("ce_") { return "\(prefix).experts.\(e).\(kind)" }
+            return "\(prefix).experts.\(e).\(family.expertProjectionNames[kind])" + suffix(rest.dropFirst(4))
+        }
+    }
+
+    /// Writes `model` (no LoRA adapters left) as a checkpoint folder shaped like `source`: every parameter
+    /// under the source's name and dtype (experts per expert even when the source fused them), other source
+    /// tensors copied as they are, config.json edited by `config` (text in, text out), companions copied.
+    /// `dtype` forces every parameter's dtype (e.g. f32 so a merged adapter is not rounded to bf16).
+    public static func write(_ model: CausalLM, source: URL, output: URL, overwrite: Bool = false, dtype: DType? = nil,
+                             config edit: (String) -> String = { $0 }, extraFiles: [String: Data] = [:]) throws {
+        let config = try HFConfig(modelDirectory: source)
+        let family = try ModelRegistry.family(for: config)
+        let ckpt = try Checkpoint(directory: source)
+        let dominant = ckpt.names.compactMap { ckpt.info($0)?.dtype }.reduce(into: [DType: Int]()) { $0[$1, default: 0] += 1 }.max { $0.value < $1.value }?.key ?? .f32
+        var entries: [SafeTensorsWriter.Entry] = []
+        var written = Set<String>()
+        for (logical, t) in TrainableParameters.all(model) {
+            precondition(!logical.contains("lora_"), "merge LoRA adapters before writing a checkpoint")
+            let name = checkpointName(logical, family: family, ckpt: ckpt)
+            entries.append(.init(name, t, dtype: dtype ?? ckpt.info(name)?.dtype ?? dominant))
+            written.insert(name)
+        }
+        for name in ckpt.names where !written.contains(name) {
+            if name.hasSuffix(".experts.gate_up_proj") || name.hasSuffix(".experts.down_proj") { continue }   // written per expert
+            if name.hasSuffix(".weight"), written.contains(String(name.dropLast(".weight".count)) + ".lowrank_a") { continue }
+            if name.hasSuffix(".lowrank_a") || name.hasSuffix(".lowrank_b"), written.contains(String(name.dropLast(".lowrank_a".count)) + ".weight") { continue }
+            entries.append(try ckpt.rawEntry(name))
+        }
+        guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw TrainingError.invalid("\(config.path): cannot read") }
+        try AtomicDirectory.write(output, overwrite: overwrite) { out in
+            try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            try edit(text).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json", "modeling_moepress.py"] {
+                let src = source.appendingPathComponent(name)
+                if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(name)) }
+            }
+            for (name, data) in extraFiles { try data.write(to: out.url(name)) }
+        }
+    }
+}
+
+/// HF PEFT's LoRA format (adapter_config.json + adapter_model.safetensors) for transformers v5 module
+/// paths. Attention projections, shared-expert and dense MLP projections are `target_modules`; the router
+/// (`mlp.gate.weight`) and the fused routed experts are `target_parameters`. PEFT adapts the fused
+/// `experts.gate_up_proj` [E, 2I, H] with one adapter per expert, so MoEPress's separate gate and up
+/// adapters (rank r each) are written exactly as one of rank 2r: A = [A_gate; A_up], B = diag(B_gate, B_up),
+/// with lora_alpha 2α to keep the scale α/r. PEFT refuses dropout on parameter targets, so the file says
+/// lora_dropout 0 when there are any (dropout only matters in training; the training log records it).
+public enum PEFTAdapter {
+    public static func write(_ model: CausalLM, settings s: LoRA.Settings, baseModel: String, to dir: URL) throws {
+        let prefix = "base_model.model.model.layers"
+        var entries: [SafeTensorsWriter.Entry] = []
+        var modules = Set<String>(), params: [String] = []
+        func add(_ path: String, _ a: Tensor, _ b: Tensor) {
+            entries.append(.init("\(path).lora_A.weight", a))
+            entries.append(.init("\(path).lora_B.weight", b))
+        }
+        func linear(_ path: String, _ module: String, _ l: any LinearLayer) {
+            guard let a = l as? LoRALinear else { return }
+            add(path, a.a, a.b)
+            modules.insert(module)
+        }
+        var expertKinds = Set<String>()
+        for (i, layer) in model.layers.enumerated() {
+            let p = "\(prefix).\(i)"
+            if let at = layer.attention as? GroupedQueryAttention {
+                for (name, l) in [("q", at.q), ("k", at.k), ("v", at.v), ("o", at.o)] { linear("\(p).self_attn.\(name)_proj", "\(name)_proj", l) }
+            }
+            switch layer.feedForward {
+            case .dense(let m):
+                for (name, l) in [("gate", m.gate), ("up", m.up), ("down", m.down)] { linear("\(p).mlp.\(name)_proj", "\(name)_proj", l) }
+            case .moe(let b):
+                if let ad = b.router.adapter { add("\(p).mlp.gate", ad.a, ad.b) }
+                if let sh = b.sharedExpert {
+                    for (name, l) in [("gate", sh.gate), ("up", sh.up), ("down", sh.down)] { linear("\(p).mlp.shared_expert.\(name)_proj", "\(name)_proj", l) }
+                }
+                let hasGU = b.experts.contains { $0.gate is LoRALinear || $0.up is LoRALinear }
+                let hasDown = b.experts.contains { $0.down is LoRALinear }
+                let e = b.numExperts, r = s.rank, h = b.hiddenSize, inter = b.experts[0].intermediateSize
+                if hasGU {
+                    expertKinds.insert("gate_up")
+                    let R = 2 * r
+                    let wa = Tensor(zeros: [R * e, h]), wb = Tensor(zeros: [2 * inter, R * e])
+                    for (ex, m) in b.experts.enumerated() {
+                        for (block, l) in [(0, m.gate), (1, m.up)] {
+                            guard let a = l as? LoRALinear else { continue }
+                            for j in 0..<r { (wa.data + (ex * R + block * r + j) * h).update(from: a.a.data + j * h, count: h) }
+                            for o in 0..<inter { for j in 0..<r { wb.data[(block * inter + o) * (R * e) + (block * r + j) * e + ex] = a.b.data[o * r + j] } }
+                        }
+                    }
+                    add("\(p).mlp.experts" + (hasDown ? ".base_layer" : ""), wa, wb)
+                }
+                if hasDown {
+                    expertKinds.insert("down")
+                    let wa = Tensor(zeros: [r * e, inter]), wb = Tensor(zeros: [h, r * e])
+                    for (ex, m) in b.experts.enumerated() {
+                        guard let a = m.down as? LoRALinear else { continue }
+                        for j in 0..<r { (wa.data + (ex * r + j) * inter).update(from: a.a.data + j * inter, count: inter) }
+                        for o in 0..<h { for j in 0..<r { wb.data[o * (r * e) + j * e + ex] = a.b.data[o * r + j] } }
+                    }
+                    add("\(p).mlp.experts", wa, wb)
+                }
+                if b.router.adapter != nil && !params.contains("mlp.gate.weight") { params.append("mlp.gate.weight") }
+            }
+        }
+        // Nesting order: the first parameter listed for a module is wrapped first (PEFT's `base_layer`).
+        var targetParameters: [String] = []
+        if expertKinds.contains("gate_up") { targetParameters.append("mlp.experts.gate_up_proj") }
+        if expertKinds.contains("down") { targetParameters.append("mlp.experts.down_proj") }
+        targetParameters += params
+        var config: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": baseModel,
+            "r": s.rank, "lora_alpha": Double(s.alpha), "lora_dropout": targetParameters.isEmpty ? Double(s.dropout) : 0.0,
+            "target_modules": modules.sorted(), "target_parameters": targetParameters, "bias": "none", "fan_in_fan_out": false,
+            "init_lora_weights": true, "use_rslora": false, "use_dora": false, "inference_mode": true,
+            "rank_pattern": expertKinds.contains("gate_up") ? ["gate_up_proj": 2 * s.rank] : [String: Int](),
+            "alpha_pattern": expertKinds.contains("gate_up") ? ["gate_up_proj": Double(2 * s.alpha)] : [String: Double](),
+        ]
+        config["modules_to_save"] = NSNull()
+        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        try AtomicDirectory.write(dir, overwrite: true) { out in
+            try SafeTensorsWriter.write(entries, to: out.url("adapter_model.safetensors"))
+            try json.write(to: out.url("adapter_config.json"))
+        }
+    }
+}

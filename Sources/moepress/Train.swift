@@ -1,0 +1,241 @@
+import ArgumentParser
+import Foundation
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoETokenizer
+import MoECompression
+import MoETraining
+
+/// Options every training command shares.
+struct TrainingOptions: ParsableArguments {
+    @Option(parsing: .upToNextOption, help: "Training data: .txt files (one token stream), .jsonl files with instruction/response, or folders of them.")
+    var data: [String]
+    @Option(help: "Optimiser steps.") var steps = 100
+    @Option(help: "Peak learning rate (warm-up then cosine to 0).") var lr: Float = 2e-4
+    @Option(help: "Sequences per micro-batch.") var batch = 8
+    @Option(help: "Micro-batches per optimiser step.") var gradAccum = 1
+    @Option(help: "Tokens per sequence.") var seqLen = 256
+    @Option(help: "Warm-up fraction of the steps.") var warmupRatio = 0.05
+    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Float = 0.05
+    @Option(help: "Clip the global gradient norm to this (0: no clipping).") var maxGradNorm = 1.0
+    @Option(help: "Seed of data sampling, initialisation and dropout.") var seed: UInt64 = 0
+    @Flag(help: "Keep every layer's activations instead of recomputing them in the backward pass (faster, more memory).") var noRecompute = false
+    @Option(help: "Write a resumable checkpoint every N steps (next to --output).") var checkpointEvery = 0
+    @Flag(help: "Continue from the checkpoint an interrupted run with the same options left next to --output.") var resume = false
+    @Flag(help: "No progress on stderr.") var quiet = false
+
+    func settings() -> TrainerSettings {
+        var s = TrainerSettings()
+        s.steps = steps; s.learningRate = lr; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
+        s.warmupRatio = warmupRatio; s.weightDecay = weightDecay; s.maxGradNorm = maxGradNorm; s.seed = seed
+        s.recompute = !noRecompute; s.checkpointEvery = checkpointEvery
+        return s
+    }
+
+    func files() throws -> [URL] {
+        var out: [URL] = []
+        for p in data {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { throw CLIError("\(p): no such file or folder") }
+            if isDir.boolValue {
+                let items = try FileManager.default.contentsOfDirectory(atPath: p).sorted().filter { $0.hasSuffix(".txt") || $0.hasSuffix(".jsonl") }
+                guard !items.isEmpty else { throw CLIError("\(p): no .txt or .jsonl files") }
+                out += items.map { URL(fileURLWithPath: p).appendingPathComponent($0) }
+            } else {
+                out.append(URL(fileURLWithPath: p))
+            }
+        }
+        return out
+    }
+}
+
+/// What a training command writes as training_log.json.
+struct TrainingRecord: Codable {
+    var command: String
+    var model: String
+    var data: [String]
+    var dataHash: String
+    var settings: TrainerSettings
+    var lora: LoRA.Settings?
+    var mainExperts: Int?
+    var trainable: String
+    var trainableParameters: Int
+    var seconds: Double
+    var steps: [StepLog]
+}
+
+/// Runs `trainer` with checkpoints in `stateDir` (resuming when asked) and a JSON line per step on `--json-log`.
+func runTraining(_ trainer: Trainer, options o: TrainingOptions, stateDir: URL) throws {
+    if o.resume {
+        guard FileManager.default.fileExists(atPath: stateDir.appendingPathComponent("state.safetensors").path) else {
+            throw CLIError("--resume: no checkpoint at \(stateDir.path)")
+        }
+        try trainer.restoreState(from: stateDir)
+        if !o.quiet { log("resuming at step \(trainer.optimizer.step) of \(o.steps)") }
+    }
+    try trainer.run(quiet: o.quiet, checkpoint: { _ in try trainer.saveState(to: stateDir) })
+}
+
+struct Heal: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Heal a compressed model with LoRA (MoEITS / MoE-I² stage 3).",
+        discussion: """
+        Trains LoRA adapters (rank --lora-rank, scale α/r, dropout on the adapter input) on the projections named \
+        by --targets (q,k,v,o: attention; gate,up,down: routed experts, shared experts and dense MLPs; router) \
+        with AdamW, warm-up + cosine, gradient clipping and accumulation; everything else stays frozen. \
+        Defaults follow MoEITS (methods.md §2.6): r 64, α 16, dropout 0.1, lr 2e-4, warm-up 5%, weight decay 0.05. \
+        Data: plain text is one token stream sampled in windows of --seq-len; JSONL lines \
+        {"instruction", "response"[, "input"]} use the template "Instruction:\\n{instruction}\\n\\nResponse:\\n" and only \
+        the response (and EOS) is in the loss. --output gets a PEFT adapter (adapter_config.json + \
+        adapter_model.safetensors, for transformers v5 module paths; fused experts as PEFT target_parameters) and \
+        training_log.json; --merge also writes the merged model to OUTPUT/merged (in the model's dtype unless \
+        --merge-dtype says otherwise: bf16 rounding of W + s·B·A is the usual merge loss). Checkpoints for --resume go to \
+        .OUTPUT.moepress-train next to the output and are removed on success. Supported: Mixtral, Qwen-MoE, OLMoE.
+        """)
+
+    @Option(help: "The model folder to heal (e.g. a pruned or decomposed one).") var model: String
+    @Option(help: "The output folder (PEFT adapter).") var output: String
+    @Option(help: "LoRA rank r.") var loraRank = 64
+    @Option(help: "LoRA alpha (scale = α / r).") var loraAlpha: Float = 16
+    @Option(help: "Dropout on the adapter input during training.") var loraDropout: Float = 0.1
+    @Option(help: "Adapted projections, comma-separated: \(LoRA.allTargets.joined(separator: ",")).") var targets = LoRA.allTargets.joined(separator: ",")
+    @Flag(help: "Also write the merged model (weights + adapters) to OUTPUT/merged.") var merge = false
+    @Option(help: "dtype of the merged weights: source (as the model's files), f32, bf16 or f16.") var mergeDtype = "source"
+    @Flag(help: "Replace an existing output folder.") var overwrite = false
+    @OptionGroup var training: TrainingOptions
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            let url = modelURL(model)
+            let out = URL(fileURLWithPath: output).standardizedFileURL
+            if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
+            let mergeDType: DType? = try {
+                switch mergeDtype {
+                case "source": return nil
+                case "f32": return .f32
+                case "bf16": return .bf16
+                case "f16": return .f16
+                default: throw CLIError("--merge-dtype \(mergeDtype): use source, f32, bf16 or f16")
+                }
+            }()
+            let start = Date()
+            let m = try ModelRegistry.load(directory: url)
+            let tok = try Tokenizer(modelDirectory: url)
+            let files = try training.files()
+            let data = try TrainingData(files: files, tokenizer: tok, seqLen: training.seqLen, seed: training.seed)
+            var lora = LoRA.Settings()
+            lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
+            lora.targets = targets.split(separator: ",").map(String.init)
+            try LoRA.attach(to: m, lora)
+            let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+            let trainer = try Trainer(model: m, trainable: trainable, settings: training.settings(), data: data)
+            let stateDir = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-train")
+            if !training.quiet {
+                log("heal: \(trainable.reduce(0) { $0 + $1.tensor.count }) LoRA parameters on \(Set(lora.targets).sorted().joined(separator: ",")), \(data.tokens) training tokens")
+            }
+            try runTraining(trainer, options: training, stateDir: stateDir)
+            let record = TrainingRecord(command: "heal", model: url.path, data: files.map(\.path), dataHash: data.hash, settings: training.settings(), lora: lora,
+                                        mainExperts: nil, trainable: "lora", trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
+                                        seconds: Date().timeIntervalSince(start), steps: trainer.log)
+            let staging = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())")
+            try? FileManager.default.removeItem(at: staging)
+            try PEFTAdapter.write(m, settings: lora, baseModel: url.path, to: staging)
+            try jsonData(record).write(to: staging.appendingPathComponent("training_log.json"))
+            if merge {
+                LoRA.merge(m)
+                try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType)
+            }
+            if overwrite { try? FileManager.default.removeItem(at: out) }
+            try FileManager.default.moveItem(at: staging, to: out)
+            try? FileManager.default.removeItem(at: stateDir)
+            if !training.quiet, let first = trainer.log.first, let last = trainer.log.last {
+                log(String(format: "heal: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, trainer.log.count, record.seconds, out.path))
+            }
+        }
+    }
+}
+
+struct CompressExperts: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compress-experts",
+        abstract: "Train Compressed Experts: run K main experts per token, the auxiliary ones as trained vectors (He et al. 2025).",
+        discussion: """
+        Each routed expert gets three vectors (gate-input and up-input scales of hidden size, an intermediate \
+        scale), initialised to exactly 1. A token runs its first --main-experts top-k experts (by routing weight); \
+        the others are mixed (weights renormalised among themselves) into one aggregate per token that scales \
+        every main expert's inputs and intermediate activation (methods.md §4). --train all (default, as the \
+        paper) trains every parameter; ce-only trains just the vectors. --no-ce trains the plain top-K baseline \
+        instead (num_experts_per_tok set to K, no vectors), for comparison at equal steps. The output is a \
+        checkpoint with <prefix>.experts.<e>.ce_gate / ce_up / ce_mid and "moepress.compressed_experts" in \
+        config.json, which every MoEPress command runs; training_log.json records the run. Defaults follow the \
+        paper's OLMoE recipe where it applies: lr 2e-5, warm-up 3%, no weight decay.
+        """)
+
+    enum Train: String, ExpressibleByArgument { case all, ceOnly = "ce-only" }
+
+    @Option(help: "The model folder.") var model: String
+    @Option(help: "Main experts per token (K; the paper's default is top-k/2).") var mainExperts: Int
+    @Option(help: "What to train: all or ce-only.") var train: Train = .all
+    @Flag(help: "Train the plain top-K model instead (the baseline).") var noCe = false
+    @Option(help: "The output checkpoint folder.") var output: String
+    @Flag(help: "Replace an existing output folder.") var overwrite = false
+    @OptionGroup var training: TrainingOptions
+    @OptionGroup var compute: ComputeOptions
+
+    func run() throws {
+        compute.apply()
+        try reportingErrors {
+            let url = modelURL(model)
+            let out = URL(fileURLWithPath: output).standardizedFileURL
+            if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
+            let start = Date()
+            let m = try ModelRegistry.load(directory: url)
+            guard let k = m.description.routing?.topK else { throw CLIError("\(url.path) has no MoE layers") }
+            guard mainExperts >= 1, mainExperts < k else { throw CLIError("--main-experts must be in 1..<\(k) (top-k)") }
+            for l in m.description.moeLayerIndices {
+                guard var b = m.layers[l].feedForward.moe else { continue }
+                if noCe {
+                    var r = b.router.routing
+                    r.topK = mainExperts
+                    b.router = Router(weight: b.router.weight, correctionBias: b.router.correctionBias, routing: r)
+                } else {
+                    b.compressedExperts = CompressedExperts(mainExperts: mainExperts, experts: b.numExperts, hidden: b.hiddenSize,
+                                                            intermediate: b.experts[0].intermediateSize)
+                }
+                m.layers[l].feedForward = .moe(b)
+            }
+            let tok = try Tokenizer(modelDirectory: url)
+            let files = try training.files()
+            let data = try TrainingData(files: files, tokenizer: tok, seqLen: training.seqLen, seed: training.seed)
+            let all = TrainableParameters.all(m)
+            let trainable = train == .ceOnly && !noCe ? all.filter { $0.name.contains(".ce_") } : all
+            let trainer = try Trainer(model: m, trainable: trainable, settings: training.settings(), data: data)
+            let stateDir = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-train")
+            try runTraining(trainer, options: training, stateDir: stateDir)
+            let record = TrainingRecord(command: noCe ? "compress-experts --no-ce" : "compress-experts", model: url.path, data: files.map(\.path),
+                                        dataHash: data.hash, settings: training.settings(), lora: nil, mainExperts: mainExperts,
+                                        trainable: train.rawValue, trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
+                                        seconds: Date().timeIntervalSince(start), steps: trainer.log)
+            let edit: (String) -> String = { text in
+                if noCe {
+                    return text.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(mainExperts)", options: .regularExpression)
+                }
+                return CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(mainExperts)}")
+            }
+            try TrainedCheckpoint.write(m, source: url, output: out, overwrite: overwrite, config: edit, extraFiles: ["training_log.json": try jsonData(record)])
+            try? FileManager.default.removeItem(at: stateDir)
+            if !training.quiet, let first = trainer.log.first, let last = trainer.log.last {
+                log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, trainer.log.count, record.seconds, out.path))
+            }
+        }
+    }
+}
+
+func jsonData<T: Encodable>(_ v: T) throws -> Data {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return try enc.encode(v)
+}
