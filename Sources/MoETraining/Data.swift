@@ -72,6 +72,18 @@ public struct TrainingData: Sendable {
         hash = String(h, radix: 16)
     }
 
+    /// A ready token stream (tests, and callers that tokenize themselves).
+    public init(stream: [Int], seqLen: Int, seed: UInt64, eos: Int = 0) {
+        precondition(stream.count > seqLen, "stream shorter than one window")
+        kind = .stream(stream)
+        self.seqLen = seqLen
+        self.seed = seed
+        self.eos = eos
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for t in stream { h = (h ^ UInt64(t)) &* 0x100_0000_01B3 }
+        hash = String(h, radix: 16)
+    }
+
     /// The tokenizer's EOS: from tokenizer_config.json next to the tokenizer when known, else `</s>`, `<|endoftext|>`, `<|im_end|>`.
     static func eosToken(near files: [URL], tokenizer: Tokenizer) -> Int {
         for t in ["</s>", "<|endoftext|>", "<|im_end|>", "<|end_of_text|>", "<eos>"] { if let id = tokenizer.id(of: t) { return id } }

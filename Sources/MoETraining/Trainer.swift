@@ -95,6 +95,15 @@ public final class Trainer {
 
     // MARK: - Resumable state
 
+    /// The settings that determine the trajectory (not how often checkpoints are written), as sorted JSON.
+    func settingsFingerprint() throws -> String {
+        var s = settings
+        s.checkpointEvery = 0
+        let enc = JSONEncoder()
+        enc.outputFormatting = .sortedKeys
+        return String(decoding: try enc.encode(s), as: UTF8.self)
+    }
+
     /// Writes the trainable tensors, optimiser moments and step to `dir` (atomically).
     public func saveState(to dir: URL) throws {
         var entries: [SafeTensorsWriter.Entry] = []
@@ -103,7 +112,7 @@ public final class Trainer {
             entries.append(.init("m.\(p.name)", optimizer.m[i]))
             entries.append(.init("v.\(p.name)", optimizer.v[i]))
         }
-        let meta = ["step": "\(optimizer.step)", "settings": String(decoding: try JSONEncoder().encode(settings), as: UTF8.self), "data": data.hash]
+        let meta = ["step": "\(optimizer.step)", "settings": try settingsFingerprint(), "data": data.hash]
         try AtomicDirectory.write(dir, overwrite: true) { out in
             try SafeTensorsWriter.write(entries, metadata: meta.merging(["format": "pt"]) { a, _ in a }, to: out.url("state.safetensors"))
             try JSONEncoder().encode(log).write(to: out.url("log.json"))
@@ -113,7 +122,7 @@ public final class Trainer {
     /// Restores what `saveState` wrote; refuses state from other settings or data.
     public func restoreState(from dir: URL) throws {
         let f = try SafeTensorsFile(path: dir.appendingPathComponent("state.safetensors").path)
-        let wantSettings = String(decoding: try JSONEncoder().encode(settings), as: UTF8.self)
+        let wantSettings = try settingsFingerprint()
         guard f.metadata["settings"] == wantSettings, f.metadata["data"] == data.hash, let step = f.metadata["step"].flatMap(Int.init) else {
             throw TrainingError.invalid("\(dir.path): the checkpoint was made with other settings or data; start afresh or use the same options")
         }

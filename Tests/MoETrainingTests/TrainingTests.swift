@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoETokenizer
+@testable import MoETraining
+
+/// A tiny in-memory token stream as training data (the fixtures have no tokenizer).
+func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
+    var rng = SeededGenerator(seed: 99)
+    // A repetitive stream the model can learn: a cycle of 12 tokens with some noise.
+    let stream = (0..<4000).map { i in rng.nextUnit() < 0.1 ? Int(rng.next() % 96) : [3, 17, 42, 5, 88, 61, 7, 19, 33, 90, 2, 14][i % 12] }
+    return TrainingData(stream: stream, seqLen: seqLen, seed: seed)
+}
+
+@Suite(.serialized) struct TrainingLoopTests {
+    func train(_ family: String, steps: Int, seed: UInt64, lora: Bool, recompute: Bool = true) throws -> (Trainer, CausalLM) {
+        let m = try ModelRegistry.load(directory: Where.model(family))
+        var trainable = TrainableParameters.all(m)
+        if lora {
+            var s = LoRA.Settings()
+            s.rank = 4; s.seed = seed; s.dropout = 0.1
+            try LoRA.attach(to: m, s)
+            trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+        }
+        var settings = TrainerSettings()
+        settings.steps = steps; settings.batchSize = 2; settings.seqLen = 16; settings.learningRate = lora ? 1e-2 : 3e-3
+        settings.seed = seed; settings.gradientAccumulation = 2; settings.recompute = recompute
+        let t = try Trainer(model: m, trainable: trainable, settings: settings, data: fixtureData(seqLen: 16, seed: seed))
+        try t.run(quiet: true)
+        return (t, m)
+    }
+
+    /// A short run lowers the loss, and the same seed gives the same loss curve, bit for bit; recomputation
+    /// changes memory, not numbers.
+    @Test(arguments: [("mixtral", true), ("qwen2_moe", false), ("olmoe", true)])
+    func lossFallsDeterministically(_ family: String, _ lora: Bool) throws {
+        let (a, _) = try train(family, steps: 12, seed: 1, lora: lora)
+        let (b, _) = try train(family, steps: 12, seed: 1, lora: lora, recompute: false)
+        #expect(a.log.map(\.loss) == b.log.map(\.loss))
+        let first = a.log.prefix(3).map(\.loss).reduce(0, +) / 3, last = a.log.suffix(3).map(\.loss).reduce(0, +) / 3
+        #expect(last < first - 0.1, "\(family): loss \(first) → \(last)")
+        let (c, _) = try train(family, steps: 12, seed: 2, lora: lora)
+        #expect(c.log.map(\.loss) != a.log.map(\.loss))
+    }
+
+    /// Stopping after step 3 and resuming from the saved state ends exactly where an uninterrupted run ends.
+    @Test func resumeIsExact() throws {
+        let (full, fm) = try train("mixtral", steps: 6, seed: 3, lora: true)
+        let m = try ModelRegistry.load(directory: Where.model("mixtral"))
+        var s = LoRA.Settings()
+        s.rank = 4; s.seed = 3; s.dropout = 0.1
+        try LoRA.attach(to: m, s)
+        var settings = full.settings
+        let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+        let dir = Where.temp("state")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        settings.checkpointEvery = 3
+        let first = try Trainer(model: m, trainable: trainable, settings: settings, data: fixtureData(seqLen: 16, seed: 3))
+        struct Stop: Error {}
+        do { try first.run(quiet: true, checkpoint: { _ in try first.saveState(to: dir); throw Stop() }) } catch is Stop {}
+        // A fresh process: reload, re-attach (same seed), restore, continue.
+        let m2 = try ModelRegistry.load(directory: Where.model("mixtral"))
+        try LoRA.attach(to: m2, s)
+        let t2 = try Trainer(model: m2, trainable: TrainableParameters.all(m2).filter { $0.name.contains(".lora_") }, settings: settings,
+                             data: fixtureData(seqLen: 16, seed: 3))
+        try t2.restoreState(from: dir)
+        #expect(t2.optimizer.step == 3)
+        try t2.run(quiet: true)
+        #expect(t2.log.map(\.loss) == full.log.map(\.loss))
+        for (x, y) in zip(TrainableParameters.all(fm).filter { $0.name.contains(".lora_") }, TrainableParameters.all(m2).filter { $0.name.contains(".lora_") }) {
+            #expect(x.tensor.array == y.tensor.array, "\(x.name)")
+        }
+        // Other settings: refused.
+        var other = settings
+        other.learningRate *= 2
+        let t3 = try Trainer(model: m2, trainable: t2.parameters, settings: other, data: fixtureData(seqLen: 16, seed: 3))
+        #expect(throws: TrainingError.self) { try t3.restoreState(from: dir) }
+    }
+
+    /// Merging adapters (into dense and into low-rank bases) keeps the function.
+    @Test func mergeKeepsTheFunction() throws {
+        let (_, m) = try train("qwen2_moe", steps: 4, seed: 4, lora: true)
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        let before = m.forward(ids)
+        LoRA.merge(m)
+        #expect(!TrainableParameters.all(m).contains { $0.name.contains("lora") })
+        #expect(m.forward(ids).maxAbsDifference(before) < 1e-4)
+        // A LoRA over a low-rank base merges by concatenating factors (here in a dense MLP of layer 1).
+        func rand(_ shape: [Int], _ seed: Int) -> Tensor { Tensor(shape: shape, values: (0..<shape.reduce(1, *)).map { sin(Float($0 * 7 + seed)) / 3 }) }
+        let h = m.hiddenSize
+        let lora = LoRALinear(base: LowRankLinear(a: rand([6, 2], 1), b: rand([2, h], 2)), a: rand([3, h], 3), b: rand([6, 3], 4), scale: 0.5)
+        let mlp = GatedMLP(gate: lora, up: DenseLinear(weight: rand([6, h], 5)), down: DenseLinear(weight: rand([h, 6], 6)), activation: .silu)
+        m.layers[1].feedForward = .dense(mlp)
+        let x = rand([4, h], 7)
+        let want = lora(x)
+        LoRA.merge(m)
+        guard case .dense(let merged) = m.layers[1].feedForward, let lr = merged.gate as? LowRankLinear else { Issue.record("not low-rank"); return }
+        #expect(lr.rank == 5)
+        #expect(lr(x).maxAbsDifference(want) < 1e-5)
+    }
+}
+
+@Suite struct CompressedExpertsRuntimeTests {
+    /// OLMoE does not renormalise top-k weights, so a CE block with all vectors at 1 and K main experts is
+    /// exactly the same model routed top-K: the CE runtime and the training forward agree with it.
+    @Test func untrainedVectorsEqualTopK() throws {
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        let ce = try ModelRegistry.load(directory: Where.model("olmoe"))
+        let topK = try ModelRegistry.load(directory: Where.model("olmoe"))
+        for l in ce.description.moeLayerIndices {
+            var b = ce.layers[l].feedForward.moe!
+            var vectors = CompressedExperts(mainExperts: 1, experts: b.numExperts, hidden: b.hiddenSize, intermediate: b.experts[0].intermediateSize)
+            vectors.epsilon = 0   // α' = w / w = 1 exactly (the default ε = 1e-6 shifts it by ~1e-5)
+            b.compressedExperts = vectors
+            ce.layers[l].feedForward = .moe(b)
+            var t = topK.layers[l].feedForward.moe!
+            var r = t.router.routing
+            r.topK = 1
+            t.router = Router(weight: t.router.weight, routing: r)
+            topK.layers[l].feedForward = .moe(t)
+        }
+        #expect(ce.forward(ids).maxAbsDifference(topK.forward(ids)) < 1e-5)
+        #expect(ce.activeParameterCount == topK.activeParameterCount + 0)
+    }
+}
+
+@Suite struct TrainingDataTests {
+    /// JSONL examples: the prompt is outside the loss, the response and EOS inside, padding outside.
+    @Test func instructionPromptIsMasked() throws {
+        let tok = try Tokenizer(modelDirectory: Where.shared.appendingPathComponent("models/mixtral-ref"))
+        let dir = Where.temp("jsonl")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let f = dir.appendingPathComponent("a.jsonl")
+        try "{\"instruction\": \"Name a colour.\", \"response\": \"Blue.\"}\n\n".write(to: f, atomically: true, encoding: .utf8)
+        let d = try TrainingData(files: [f], tokenizer: tok, seqLen: 32, seed: 0)
+        let b = d.batch(step: 0, micro: 0, size: 1)
+        let prompt = tok.encode("Instruction:\nName a colour.\n\nResponse:\n"), response = tok.encode("Blue.")
+        let predicted = b.targets[0].filter { $0 != TrainingBatch.ignoreIndex }
+        #expect(predicted == response + [d.eos])
+        #expect(Array(b.ids[0].prefix(prompt.count)) == prompt)
+        #expect(b.targets[0].prefix(prompt.count - 1).allSatisfy { $0 == TrainingBatch.ignoreIndex })
+        try "{\"instruction\": 3}\n".write(to: f, atomically: true, encoding: .utf8)
+        #expect(throws: TrainingError.invalid("\(f.path):1: expected a JSON object with string fields \"instruction\" and \"response\"")) {
+            _ = try TrainingData(files: [f], tokenizer: tok, seqLen: 32, seed: 0)
+        }
+    }
+}
