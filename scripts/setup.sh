@@ -2,7 +2,7 @@
 # Installs the Debian packages MoEPress needs to build and test. Idempotent: a package already
 # present is not touched, and nothing is installed when everything is there.
 #   scripts/setup.sh            build dependencies (OpenBLAS + LAPACKE)
-#   scripts/setup.sh --oracle   also the Python oracle (torch CPU, transformers, safetensors, tokenizers),
+#   scripts/setup.sh --oracle   also the Python oracle (torch CPU, transformers, peft, safetensors, tokenizers),
 #                               needed only to regenerate fixtures under tools/oracle or run tools/bench
 set -euo pipefail
 
@@ -26,9 +26,9 @@ else
 fi
 
 if [ "${1:-}" = "--oracle" ]; then
-  if ! python3 -c "import torch, transformers, safetensors, tokenizers" 2>/dev/null; then
+  if ! python3 -c "import torch, transformers, safetensors, tokenizers, peft" 2>/dev/null; then
     echo "setup: installing the Python oracle" >&2
-    python3 -m pip install -q "torch==2.13.0+cpu" "transformers==5.23.0" safetensors tokenizers
+    python3 -m pip install -q "torch==2.13.0+cpu" "transformers==5.23.0" "peft==0.21.2" safetensors tokenizers
   else
     echo "setup: Python oracle present" >&2
   fi

@@ -5,12 +5,12 @@ import Foundation
 /// every tensor it knows, then each MoE layer's experts module is swapped for one running each projection
 /// as two linears (or one, where the checkpoint keeps `.weight`). `tools/oracle/check_lowrank.py` checks its
 /// logits against MoEPress's runtime.
-enum HFRemoteCode {
-    static let fileName = "modeling_moepress.py"
+public enum HFRemoteCode {
+    public static let fileName = "modeling_moepress.py"
     static let autoMap = "\"auto_map\": {\"AutoModelForCausalLM\": \"modeling_moepress.MoEPressForCausalLM\"}"
 
     /// config.json text with MoEPress's `auto_map` (replacing one the source had, e.g. DeepSeek's remote code).
-    static func settingAutoMap(_ text: String) -> String {
+    public static func settingAutoMap(_ text: String) -> String {
         var text = removingAutoMap(text)
         guard let close = text.lastIndex(of: "}") else { return text }
         var head = String(text[..<close])
@@ -19,17 +19,19 @@ enum HFRemoteCode {
         return text
     }
 
-    static func removingAutoMap(_ text: String) -> String {
+    public static func removingAutoMap(_ text: String) -> String {
         guard let re = try? NSRegularExpression(pattern: ",?\\s*\"auto_map\"\\s*:\\s*\\{[^{}]*\\}") else { return text }
         return re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
     }
 
-    static let source = #"""
+    public static let source = #"""
 # Written by `moepress decompose`. Lets HF transformers (v5) load this factorised checkpoint:
 #     AutoModelForCausalLM.from_pretrained(this_folder, trust_remote_code=True)
 # Routed-expert projections stored as `<name>.lowrank_a` [out, r] and `<name>.lowrank_b` [r, in] run as
 # x -> (x B^T) A^T; projections stored as `<name>.weight` run as one linear. Every other tensor is loaded by
-# the family's stock model class. `moepress export --dense` writes a checkpoint that needs no remote code.
+# the family's stock model class. Compressed-experts checkpoints (`<expert>.ce_gate/_up/_mid` vectors and
+# "moepress.compressed_experts") run their main experts modulated by the auxiliary ones' vectors.
+# `moepress export --dense` writes a checkpoint that needs no remote code.
 import glob
 import os
 import re
@@ -42,6 +44,7 @@ from transformers.activations import ACT2FN
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 _EXPERT = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(\w+)\.(weight|lowrank_a|lowrank_b)$")
+_CE = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(ce_gate|ce_up|ce_mid)$")
 _ROUTER = re.compile(r"\.layers\.(\d+)\.[a-z_]+\.gate\.(weight|e_score_correction_bias)$")
 _KIND = {"w1": "gate", "gate_proj": "gate", "w3": "up", "up_proj": "up", "w2": "down", "down_proj": "down"}
 
@@ -66,23 +69,42 @@ class DenseLinear(nn.Module):
 
 
 class MoEPressExperts(nn.Module):
-    """Same call as transformers' fused experts modules: (hidden_states, top_k_index, top_k_weights)."""
+    """Same call as transformers' fused experts modules: (hidden_states, top_k_index, top_k_weights).
+    With compressed experts (He et al. 2025), only the first `main` of the top-k experts run; the others'
+    vectors, mixed by their weights renormalised among themselves, scale the main experts' gate and up inputs
+    and intermediate activation."""
 
-    def __init__(self, experts, act):
+    def __init__(self, experts, act, ce=None, main=None):
         super().__init__()
         self.experts = nn.ModuleList(nn.ModuleDict(e) for e in experts)
         self.num_experts = len(experts)
         self.act_fn = act
+        self.main = main
+        if ce is not None:
+            self.ce_gate = nn.Parameter(ce["ce_gate"], requires_grad=False)
+            self.ce_up = nn.Parameter(ce["ce_up"], requires_grad=False)
+            self.ce_mid = nn.Parameter(ce["ce_mid"], requires_grad=False)
 
     def forward(self, hidden_states, top_k_index, top_k_weights):
         out = torch.zeros_like(hidden_states)
+        k = top_k_index.shape[1]
+        main = min(self.main or k, k)
+        mods = None
+        if main < k and hasattr(self, "ce_gate"):
+            aux, wa = top_k_index[:, main:], top_k_weights[:, main:]
+            alpha = (wa / (wa.sum(-1, keepdim=True) + 1e-6))[..., None]
+            mods = ((alpha * self.ce_gate[aux]).sum(1), (alpha * self.ce_up[aux]).sum(1), (alpha * self.ce_mid[aux]).sum(1))
         for e in range(self.num_experts):
-            token_idx, slot = torch.where(top_k_index == e)
+            token_idx, slot = torch.where(top_k_index[:, :main] == e)
             if token_idx.numel() == 0:
                 continue
             p = self.experts[e]
             x = hidden_states[token_idx]
-            y = p["down"](self.act_fn(p["gate"](x)) * p["up"](x))
+            if mods is None:
+                y = p["down"](self.act_fn(p["gate"](x)) * p["up"](x))
+            else:
+                cg, cu, cm = (m[token_idx] for m in mods)
+                y = p["down"](self.act_fn(p["gate"](x * cg)) * p["up"](x * cu) * cm)
             y = y * top_k_weights[token_idx, slot, None]
             out.index_add_(0, token_idx, y.to(out.dtype))
         return out
@@ -114,7 +136,8 @@ class MoEPressForCausalLM:
         model = quiet.from_pretrained(path, *args, config=config, key_mapping={r"\.experts\.(\d+)\.": r".moepress_experts.\1."},
                                       ignore_mismatched_sizes=uneven, **kwargs)
         dtype = next(model.parameters()).dtype
-        found, routers = {}, {}
+        found, routers, ce = {}, {}, {}
+        main = ((getattr(config, "moepress", None) or {}).get("compressed_experts") or {}).get("main_experts")
         for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
             with safe_open(file, "pt") as f:
                 for name in f.keys():
@@ -122,6 +145,9 @@ class MoEPressForCausalLM:
                     if m and m.group(3) in _KIND:
                         layer, expert, kind = int(m.group(1)), int(m.group(2)), _KIND[m.group(3)]
                         found.setdefault(layer, {}).setdefault(expert, {}).setdefault(kind, {})[m.group(4)] = f.get_tensor(name).to(dtype)
+                    c = _CE.search(name)
+                    if c:
+                        ce.setdefault(int(c.group(1)), {}).setdefault(c.group(3), {})[int(c.group(2))] = f.get_tensor(name).to(dtype)
                     r = _ROUTER.search(name)
                     if r and uneven:
                         routers.setdefault(int(r.group(1)), {})[r.group(2)] = f.get_tensor(name)
@@ -141,7 +167,10 @@ class MoEPressForCausalLM:
                     t = experts[e][kind]
                     parts[kind] = LowRankLinear(t["lowrank_a"], t["lowrank_b"]) if "lowrank_a" in t else DenseLinear(t["weight"])
                 modules.append(parts)
-            layers[layer].mlp.experts = MoEPressExperts(modules, act)
+            vectors = None
+            if layer in ce:
+                vectors = {kind: torch.stack([v[e] for e in range(len(experts))]) for kind, v in ce[layer].items()}
+            layers[layer].mlp.experts = MoEPressExperts(modules, act, vectors, main)
         return model
 """#
 }

@@ -170,7 +170,8 @@ struct CompressExperts: ParsableCommand {
         paper) trains every parameter; ce-only trains just the vectors. --no-ce trains the plain top-K baseline \
         instead (num_experts_per_tok set to K, no vectors), for comparison at equal steps. The output is a \
         checkpoint with <prefix>.experts.<e>.ce_gate / ce_up / ce_mid and "moepress.compressed_experts" in \
-        config.json, which every MoEPress command runs; training_log.json records the run. Defaults follow the \
+        config.json, which every MoEPress command runs and HF transformers loads through the included \
+        modeling_moepress.py (trust_remote_code=True); training_log.json records the run. Defaults follow the \
         paper's OLMoE recipe where it applies: lr 2e-5, warm-up 3%, no weight decay.
         """)
 
@@ -223,9 +224,12 @@ struct CompressExperts: ParsableCommand {
                 if noCe {
                     return text.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(mainExperts)", options: .regularExpression)
                 }
-                return CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(mainExperts)}")
+                let withCE = CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(mainExperts)}")
+                return HFRemoteCode.settingAutoMap(withCE)
             }
-            try TrainedCheckpoint.write(m, source: url, output: out, overwrite: overwrite, config: edit, extraFiles: ["training_log.json": try jsonData(record)])
+            var extra = ["training_log.json": try jsonData(record)]
+            if !noCe { extra[HFRemoteCode.fileName] = Data(HFRemoteCode.source.utf8) }
+            try TrainedCheckpoint.write(m, source: url, output: out, overwrite: overwrite, config: edit, extraFiles: extra)
             try? FileManager.default.removeItem(at: stateDir)
             if !training.quiet, let first = trainer.log.first, let last = trainer.log.last {
                 log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, trainer.log.count, record.seconds, out.path))
