@@ -115,6 +115,25 @@ public enum Calibration {
     /// and up see) and `gram_mid` [E, I, I] of the expert's intermediate activation (what down sees), for
     /// SVD-LLM whitening. They cost E·(H² + I²)·8 bytes per layer (for Mixtral-8x7B about 14 GB per layer:
     /// turn them off there).
+    /// The whole calibration of a model folder: sample windows from the `.txt` files of `textDirectory`, run
+    /// the model over them (`run`) and open the resulting cache.
+    public static func calibrate(modelDirectory url: URL, textDirectory: URL, samples: Int, seqLen: Int, seed: UInt64, output: URL,
+                                 grams: Bool = false, overwrite: Bool = false, quiet: Bool = false) throws -> CalibrationCache {
+        let m = try ModelRegistry.load(directory: url)
+        let tok = try Tokenizer(modelDirectory: url)
+        let files = try Calibration.files(in: textDirectory)
+        let (windows, dataHash) = try Calibration.sample(files: files, tokenizer: tok, samples: samples, seqLen: seqLen, seed: seed)
+        try m.validate(tokens: windows)
+        let d = m.description
+        let manifest = CalibrationManifest(
+            modelHash: try Fingerprint.model(url, checkpoint: Checkpoint(directory: url)), dataHash: dataHash, seed: seed,
+            samples: samples, seqLen: seqLen, tokens: samples * seqLen, hiddenSize: d.hiddenSize, moeLayers: d.moeLayerIndices,
+            expertsPerLayer: d.moeLayerIndices.map { d.layers[$0].experts! }, numLayers: d.numLayers,
+            files: files.map(\.lastPathComponent))
+        try run(model: m, windows: windows, manifest: manifest, output: output, grams: grams, quiet: quiet, overwrite: overwrite)
+        return try CalibrationCache(directory: output)
+    }
+
     public static func run(model: CausalLM, windows: [[Int]], manifest: CalibrationManifest, output: URL,
                            chunk: Int = 16, grams: Bool = true, quiet: Bool = false, overwrite: Bool = false) throws {
         let n = windows.count, l = windows.first?.count ?? 0, h = model.hiddenSize

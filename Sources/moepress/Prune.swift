@@ -40,20 +40,8 @@ struct Calibrate: ParsableCommand {
 
 func calibrate(model: String, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
                grams: Bool = false, overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
-    let url = modelURL(model)
-    let m = try ModelRegistry.load(directory: url)
-    let tok = try Tokenizer(modelDirectory: url)
-    let files = try Calibration.files(in: URL(fileURLWithPath: calibDir))
-    let (windows, dataHash) = try Calibration.sample(files: files, tokenizer: tok, samples: samples, seqLen: seqLen, seed: seed)
-    try m.validate(tokens: windows)
-    let d = m.description
-    let manifest = CalibrationManifest(
-        modelHash: try Fingerprint.model(url, checkpoint: Checkpoint(directory: url)), dataHash: dataHash, seed: seed,
-        samples: samples, seqLen: seqLen, tokens: samples * seqLen, hiddenSize: d.hiddenSize, moeLayers: d.moeLayerIndices,
-        expertsPerLayer: d.moeLayerIndices.map { d.layers[$0].experts! }, numLayers: d.numLayers,
-        files: files.map(\.lastPathComponent))
-    try Calibration.run(model: m, windows: windows, manifest: manifest, output: output, grams: grams, quiet: quiet, overwrite: overwrite)
-    return try CalibrationCache(directory: output)
+    try Calibration.calibrate(modelDirectory: modelURL(model), textDirectory: URL(fileURLWithPath: calibDir), samples: samples, seqLen: seqLen,
+                              seed: seed, output: output, grams: grams, overwrite: overwrite, quiet: quiet)
 }
 
 struct Prune: ParsableCommand {
@@ -110,57 +98,28 @@ struct Prune: ParsableCommand {
             }
             let start = Date()
             let m = try ModelRegistry.load(directory: url)
-            let budget: PruningBudget? = ratio.map { .ratio($0) } ?? keep.map { .keep($0) }
-            var lastCalibration: String? = nil
-            var plan: PruningPlan
-            switch method {
-            case .moeits:
-                guard let rule = MoEITS.BinRule(rawValue: binRule) else { throw CLIError("--bin-rule must be numpy>=2.3 or numpy<2.3") }
-                let w = try nmiWeights.map { s -> [Double] in
-                    let v = s.split(separator: ",").compactMap { Double($0) }
-                    guard v.count == 3 else { throw CLIError("--nmi-weights needs three numbers, gate,up,down") }
-                    return v
-                }
-                plan = try MoEITS.plan(model: m, modelName: url.path, tau: tau, budget: budget, rule: rule, weights: w, quiet: quiet)
-            case .frequency, .reap, .naee, .moei2:
-                var cache: CalibrationCache
-                var temp: URL?
-                if let calib {
-                    cache = try CalibrationCache(directory: URL(fileURLWithPath: calib))
-                } else {
-                    let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
-                    temp = t
-                    cache = try calibrate(model: model, calibDir: calibDir!, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
-                }
-                defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
-                lastCalibration = nil
-                try cache.check(modelHash: Fingerprint.model(url, checkpoint: Checkpoint(directory: url)))
-                switch method {
-                case .naee:
-                    plan = try NAEE.plan(model: m, cache: cache, budget: budget!, modelName: url.path, maxTokens: search.fitnessTokens, quiet: quiet)
-                case .moei2:
-                    plan = try MoEI2.plan(model: m, cache: cache, budget: budget!, options: search.moei2(seed: seed), modelName: url.path, quiet: quiet)
-                default:
-                    plan = try ScorePruning.plan(method == .frequency ? .frequency : .reap, description: m.description, cache: cache,
-                                                 budget: budget!, modelName: url.path)
-                }
-                plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
+            var request = PruningRequest(method: PruningMethod(rawValue: method.rawValue)!, budget: ratio.map { .ratio($0) } ?? keep.map { .keep($0) })
+            request.tau = tau
+            guard let rule = MoEITS.BinRule(rawValue: binRule) else { throw CLIError("--bin-rule must be numpy>=2.3 or numpy<2.3") }
+            request.binRule = rule
+            request.nmiWeights = try nmiWeights.map { s -> [Double] in
+                let v = s.split(separator: ",").compactMap { Double($0) }
+                guard v.count == 3 else { throw CLIError("--nmi-weights needs three numbers, gate,up,down") }
+                return v
             }
-            // With a calibration cache at hand, every plan records the layer-output error of what it chose.
-            if let cachePath = calib ?? lastCalibration {
-                let cache = try CalibrationCache(directory: URL(fileURLWithPath: cachePath))
-                var sum = 0.0
-                for i in plan.layers.indices {
-                    let l = plan.layers[i]
-                    let fit = try LayerFitness(block: m.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: search.fitnessTokens)
-                    let err = fit.error(pruned: (0..<l.experts).filter { !l.kept.contains($0) })
-                    plan.layers[i].scores["reconstruction_error"] = [err]
-                    sum += err
-                }
-                plan.parameters["reconstruction_error_sum"] = String(format: "%.6g", sum)
+            request.search = search.moei2(seed: seed)
+            request.fitnessTokens = search.fitnessTokens
+            var cache: CalibrationCache? = nil
+            var temp: URL? = nil
+            if let calib {
+                cache = try openCache(calib, for: url)
+            } else if let calibDir, request.method.needsCalibration {
+                let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
+                temp = t
+                cache = try calibrate(model: model, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
             }
-            if let ratio { plan.parameters["ratio"] = "\(ratio)" }
-            if let keep { plan.parameters["keep"] = "\(keep)" }
+            defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
+            var plan = try Pruning.plan(request, model: m, modelName: url.path, cache: cache, quiet: quiet)
             plan.parameters["seed"] = "\(seed)"
             try PlanApplier.apply(plan, model: url, output: out, overwrite: overwrite)
             let kept = plan.layers.map { "\($0.kept.count)/\($0.experts)" }.joined(separator: " ")

@@ -22,7 +22,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Seed of data sampling, initialisation and dropout.") var seed: UInt64 = 0
     @Flag(help: "Keep every layer's activations instead of recomputing them in the backward pass (faster, more memory).") var noRecompute = false
     @Option(help: "Write a resumable checkpoint every N steps (next to --output).") var checkpointEvery = 0
-    @Flag(help: "Continue from the checkpoint an interrupted run with the same options left next to --output.") var resume = false
+    @Flag(help: "Continue from the checkpoint an interrupted run with the same options left next to --output (if there is one).") var resume = false
     @Flag(help: "No progress on stderr.") var quiet = false
 
     func settings() -> TrainerSettings {
@@ -32,6 +32,9 @@ struct TrainingOptions: ParsableArguments {
         s.recompute = !noRecompute; s.checkpointEvery = checkpointEvery
         return s
     }
+
+    /// Where resumable checkpoints of a run writing `out` live: `.OUT.moepress-train` beside it.
+    func stateDir(for out: URL) -> URL { out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-train") }
 
     func files() throws -> [URL] {
         var out: [URL] = []
@@ -48,33 +51,6 @@ struct TrainingOptions: ParsableArguments {
         }
         return out
     }
-}
-
-/// What a training command writes as training_log.json.
-struct TrainingRecord: Codable {
-    var command: String
-    var model: String
-    var data: [String]
-    var dataHash: String
-    var settings: TrainerSettings
-    var lora: LoRA.Settings?
-    var mainExperts: Int?
-    var trainable: String
-    var trainableParameters: Int
-    var seconds: Double
-    var steps: [StepLog]
-}
-
-/// Runs `trainer` with checkpoints in `stateDir` (resuming when asked) and a JSON line per step on `--json-log`.
-func runTraining(_ trainer: Trainer, options o: TrainingOptions, stateDir: URL) throws {
-    if o.resume {
-        guard FileManager.default.fileExists(atPath: stateDir.appendingPathComponent("state.safetensors").path) else {
-            throw CLIError("--resume: no checkpoint at \(stateDir.path)")
-        }
-        try trainer.restoreState(from: stateDir)
-        if !o.quiet { log("resuming at step \(trainer.optimizer.step) of \(o.steps)") }
-    }
-    try trainer.run(quiet: o.quiet, checkpoint: { _ in try trainer.saveState(to: stateDir) })
 }
 
 struct Heal: ParsableCommand {
@@ -121,38 +97,14 @@ struct Heal: ParsableCommand {
                 default: throw CLIError("--merge-dtype \(mergeDtype): use source, f32, bf16 or f16")
                 }
             }()
-            let start = Date()
-            let m = try ModelRegistry.load(directory: url)
-            let tok = try Tokenizer(modelDirectory: url)
-            let files = try training.files()
-            let data = try TrainingData(files: files, tokenizer: tok, seqLen: training.seqLen, seed: training.seed)
             var lora = LoRA.Settings()
             lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
             lora.targets = targets.split(separator: ",").map(String.init)
-            try LoRA.attach(to: m, lora)
-            let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
-            let trainer = try Trainer(model: m, trainable: trainable, settings: training.settings(), data: data)
-            let stateDir = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-train")
-            if !training.quiet {
-                log("heal: \(trainable.reduce(0) { $0 + $1.tensor.count }) LoRA parameters on \(Set(lora.targets).sorted().joined(separator: ",")), \(data.tokens) training tokens")
-            }
-            try runTraining(trainer, options: training, stateDir: stateDir)
-            let record = TrainingRecord(command: "heal", model: url.path, data: files.map(\.path), dataHash: data.hash, settings: training.settings(), lora: lora,
-                                        mainExperts: nil, trainable: "lora", trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
-                                        seconds: Date().timeIntervalSince(start), steps: trainer.log)
-            let staging = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).partial-\(getpid())")
-            try? FileManager.default.removeItem(at: staging)
-            try PEFTAdapter.write(m, settings: lora, baseModel: url.path, to: staging)
-            try jsonData(record).write(to: staging.appendingPathComponent("training_log.json"))
-            if merge {
-                LoRA.merge(m)
-                try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType)
-            }
-            if overwrite { try? FileManager.default.removeItem(at: out) }
-            try FileManager.default.moveItem(at: staging, to: out)
-            try? FileManager.default.removeItem(at: stateDir)
-            if !training.quiet, let first = trainer.log.first, let last = trainer.log.last {
-                log(String(format: "heal: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, trainer.log.count, record.seconds, out.path))
+            let record = try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(), output: out,
+                                               merge: merge, mergeDType: mergeDType, stateDir: training.stateDir(for: out), resume: training.resume,
+                                               quiet: training.quiet)
+            if !training.quiet, let first = record.steps.first, let last = record.steps.last {
+                log(String(format: "heal: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
         }
     }
@@ -192,34 +144,6 @@ struct CompressExperts: ParsableCommand {
             let url = modelURL(model)
             let out = URL(fileURLWithPath: output).standardizedFileURL
             if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
-            let start = Date()
-            let m = try ModelRegistry.load(directory: url)
-            guard let k = m.description.routing?.topK else { throw CLIError("\(url.path) has no MoE layers") }
-            guard mainExperts >= 1, mainExperts < k else { throw CLIError("--main-experts must be in 1..<\(k) (top-k)") }
-            for l in m.description.moeLayerIndices {
-                guard var b = m.layers[l].feedForward.moe else { continue }
-                if noCe {
-                    var r = b.router.routing
-                    r.topK = mainExperts
-                    b.router = Router(weight: b.router.weight, correctionBias: b.router.correctionBias, routing: r)
-                } else {
-                    b.compressedExperts = CompressedExperts(mainExperts: mainExperts, experts: b.numExperts, hidden: b.hiddenSize,
-                                                            intermediate: b.experts[0].intermediateSize)
-                }
-                m.layers[l].feedForward = .moe(b)
-            }
-            let tok = try Tokenizer(modelDirectory: url)
-            let files = try training.files()
-            let data = try TrainingData(files: files, tokenizer: tok, seqLen: training.seqLen, seed: training.seed)
-            let all = TrainableParameters.all(m)
-            let trainable = train == .ceOnly && !noCe ? all.filter { $0.name.contains(".ce_") } : all
-            let trainer = try Trainer(model: m, trainable: trainable, settings: training.settings(), data: data)
-            let stateDir = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-train")
-            try runTraining(trainer, options: training, stateDir: stateDir)
-            let record = TrainingRecord(command: noCe ? "compress-experts --no-ce" : "compress-experts", model: url.path, data: files.map(\.path),
-                                        dataHash: data.hash, settings: training.settings(), lora: nil, mainExperts: mainExperts,
-                                        trainable: train.rawValue, trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
-                                        seconds: Date().timeIntervalSince(start), steps: trainer.log)
             let edit: (String) -> String = { text in
                 if noCe {
                     return text.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(mainExperts)", options: .regularExpression)
@@ -227,12 +151,12 @@ struct CompressExperts: ParsableCommand {
                 let withCE = CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(mainExperts)}")
                 return HFRemoteCode.settingAutoMap(withCE)
             }
-            var extra = ["training_log.json": try jsonData(record)]
-            if !noCe { extra[HFRemoteCode.fileName] = Data(HFRemoteCode.source.utf8) }
-            try TrainedCheckpoint.write(m, source: url, output: out, overwrite: overwrite, config: edit, extraFiles: extra)
-            try? FileManager.default.removeItem(at: stateDir)
-            if !training.quiet, let first = trainer.log.first, let last = trainer.log.last {
-                log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, trainer.log.count, record.seconds, out.path))
+            let record = try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
+                                                          plainTopK: noCe, settings: training.settings(), output: out, stateDir: training.stateDir(for: out),
+                                                          resume: training.resume, quiet: training.quiet, configEdit: edit,
+                                                          extraFiles: noCe ? [:] : [HFRemoteCode.fileName: Data(HFRemoteCode.source.utf8)])
+            if !training.quiet, let first = record.steps.first, let last = record.steps.last {
+                log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
         }
     }

@@ -1,0 +1,77 @@
+import Foundation
+import MoETensor
+import MoEModels
+import MoECalibration
+
+public enum PruningMethod: String, CaseIterable, Sendable, Codable {
+    case frequency, reap, naee, moei2, moeits
+    /// Whether the method reads a calibration cache (MoEITS is data-free).
+    public var needsCalibration: Bool { self != .moeits }
+}
+
+/// One pruning request, whatever the method: what `moepress prune` and recipe stages both run.
+public struct PruningRequest: Sendable {
+    public var method: PruningMethod
+    public var budget: PruningBudget?
+    /// MoEITS threshold factor τ (instead of a budget).
+    public var tau: Double?
+    public var binRule: MoEITS.BinRule = .numpy23
+    public var nmiWeights: [Double]?
+    public var search = MoEI2.Options()
+    /// NAEE / MoE-I² / reconstruction-error tokens per layer.
+    public var fitnessTokens = 8192
+
+    public init(method: PruningMethod, budget: PruningBudget?) {
+        self.method = method
+        self.budget = budget
+    }
+}
+
+public enum Pruning {
+    /// The plan of `request` for `model`; `cache` (of this model) is required by every method but MoEITS.
+    /// With a cache, each layer's reconstruction error of the chosen subset is recorded in the plan.
+    public static func plan(_ request: PruningRequest, model: CausalLM, modelName: String, cache: CalibrationCache?, quiet: Bool = false) throws -> PruningPlan {
+        var plan: PruningPlan
+        switch request.method {
+        case .moeits:
+            guard request.tau != nil || request.budget != nil else { throw PruningError.invalid("moeits needs tau, or a ratio/keep budget") }
+            plan = try MoEITS.plan(model: model, modelName: modelName, tau: request.tau, budget: request.budget, rule: request.binRule,
+                                   weights: request.nmiWeights, quiet: quiet)
+        case .frequency, .reap, .naee, .moei2:
+            guard let cache else { throw PruningError.invalid("\(request.method.rawValue) needs a calibration cache") }
+            guard let budget = request.budget else { throw PruningError.invalid("\(request.method.rawValue) needs a ratio or keep budget") }
+            switch request.method {
+            case .naee:
+                plan = try NAEE.plan(model: model, cache: cache, budget: budget, modelName: modelName, maxTokens: request.fitnessTokens, quiet: quiet)
+            case .moei2:
+                plan = try MoEI2.plan(model: model, cache: cache, budget: budget, options: request.search, modelName: modelName, quiet: quiet)
+            default:
+                plan = try ScorePruning.plan(request.method == .frequency ? .frequency : .reap, description: model.description, cache: cache,
+                                             budget: budget, modelName: modelName)
+            }
+            plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
+        }
+        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens) }
+        switch request.budget {
+        case .ratio(let r)?: plan.parameters["ratio"] = "\(r)"
+        case .keep(let k)?: plan.parameters["keep"] = "\(k)"
+        case nil: break
+        }
+        if let tau = request.tau { plan.parameters["tau"] = "\(tau)" }
+        return plan
+    }
+
+    /// Adds each layer's layer-output reconstruction error of the kept subset (masked routing, first
+    /// `maxTokens` calibration tokens) to the plan, and their sum to its parameters.
+    public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int) throws {
+        var sum = 0.0
+        for i in plan.layers.indices {
+            let l = plan.layers[i]
+            let fit = try LayerFitness(block: model.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: maxTokens)
+            let err = fit.error(pruned: (0..<l.experts).filter { !l.kept.contains($0) })
+            plan.layers[i].scores["reconstruction_error"] = [err]
+            sum += err
+        }
+        plan.parameters["reconstruction_error_sum"] = String(format: "%.6g", sum)
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoETokenizer
+
+/// What a training run writes as training_log.json.
+public struct TrainingRecord: Codable, Sendable {
+    public var command: String
+    public var model: String
+    public var data: [String]
+    public var dataHash: String
+    public var settings: TrainerSettings
+    public var lora: LoRA.Settings?
+    public var mainExperts: Int?
+    public var trainable: String
+    public var trainableParameters: Int
+    public var seconds: Double
+    public var steps: [StepLog]
+}
+
+/// Whole training runs (what `moepress heal` / `compress-experts` and recipe stages do): load, train with
+/// resumable state in `stateDir`, write the outputs atomically.
+public enum TrainingRuns {
+    static func train(_ trainer: Trainer, stateDir: URL, resume: Bool, quiet: Bool) throws {
+        if resume, FileManager.default.fileExists(atPath: stateDir.appendingPathComponent("state.safetensors").path) {
+            try trainer.restoreState(from: stateDir)
+            if !quiet { FileHandle.standardError.write(Data("resuming at step \(trainer.optimizer.step) of \(trainer.settings.steps)\n".utf8)) }
+        }
+        try trainer.run(quiet: quiet, checkpoint: { _ in try trainer.saveState(to: stateDir) })
+    }
+
+    static func encoded<T: Encodable>(_ v: T) throws -> Data {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try enc.encode(v)
+    }
+
+    /// LoRA healing: `output` gets the PEFT adapter and training_log.json, and with `merge` the merged model
+    /// in `output/merged` (weights in `mergeDType`, or the source's when nil).
+    @discardableResult
+    public static func heal(model url: URL, files: [URL], lora: LoRA.Settings, settings: TrainerSettings, output: URL, merge: Bool,
+                            mergeDType: DType? = nil, stateDir: URL, resume: Bool = false, quiet: Bool = false) throws -> TrainingRecord {
+        let start = Date()
+        let m = try ModelRegistry.load(directory: url)
+        let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
+        try LoRA.attach(to: m, lora)
+        let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+        let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
+        if !quiet {
+            FileHandle.standardError.write(Data("heal: \(trainable.reduce(0) { $0 + $1.tensor.count }) LoRA parameters on \(Set(lora.targets).sorted().joined(separator: ",")), \(data.tokens) training tokens\n".utf8))
+        }
+        try train(trainer, stateDir: stateDir, resume: resume, quiet: quiet)
+        let record = TrainingRecord(command: "heal", model: url.path, data: files.map(\.path), dataHash: data.hash, settings: settings, lora: lora,
+                                    mainExperts: nil, trainable: "lora", trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
+                                    seconds: Date().timeIntervalSince(start), steps: trainer.log)
+        let staging = output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).partial-\(getpid())")
+        try? FileManager.default.removeItem(at: staging)
+        try PEFTAdapter.write(m, settings: lora, baseModel: url.path, to: staging)
+        try encoded(record).write(to: staging.appendingPathComponent("training_log.json"))
+        if merge {
+            LoRA.merge(m)
+            try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType)
+        }
+        try? FileManager.default.removeItem(at: output)
+        try FileManager.default.moveItem(at: staging, to: output)
+        try? FileManager.default.removeItem(at: stateDir)
+        return record
+    }
+
+    /// Compressed Experts (or, with `plainTopK`, the top-K baseline): trains and writes the checkpoint to
+    /// `output`. `configEdit` records the result in config.json; `extraFiles` are written beside it.
+    @discardableResult
+    public static func compressExperts(model url: URL, files: [URL], mainExperts: Int, ceOnly: Bool, plainTopK: Bool, settings: TrainerSettings,
+                                       output: URL, stateDir: URL, resume: Bool = false, quiet: Bool = false,
+                                       configEdit: (String) -> String, extraFiles: [String: Data] = [:]) throws -> TrainingRecord {
+        let start = Date()
+        let m = try ModelRegistry.load(directory: url)
+        guard let k = m.description.routing?.topK else { throw TrainingError.invalid("\(url.path) has no MoE layers") }
+        guard mainExperts >= 1, mainExperts < k else { throw TrainingError.invalid("main experts must be in 1..<\(k) (top-k)") }
+        for l in m.description.moeLayerIndices {
+            guard var b = m.layers[l].feedForward.moe else { continue }
+            if plainTopK {
+                var r = b.router.routing
+                r.topK = mainExperts
+                b.router = Router(weight: b.router.weight, correctionBias: b.router.correctionBias, routing: r)
+            } else {
+                b.compressedExperts = CompressedExperts(mainExperts: mainExperts, experts: b.numExperts, hidden: b.hiddenSize,
+                                                        intermediate: b.experts[0].intermediateSize)
+            }
+            m.layers[l].feedForward = .moe(b)
+        }
+        let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
+        let all = TrainableParameters.all(m)
+        let trainable = ceOnly && !plainTopK ? all.filter { $0.name.contains(".ce_") } : all
+        let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
+        try train(trainer, stateDir: stateDir, resume: resume, quiet: quiet)
+        let record = TrainingRecord(command: plainTopK ? "compress-experts --no-ce" : "compress-experts", model: url.path, data: files.map(\.path),
+                                    dataHash: data.hash, settings: settings, lora: nil, mainExperts: mainExperts,
+                                    trainable: ceOnly ? "ce-only" : "all", trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
+                                    seconds: Date().timeIntervalSince(start), steps: trainer.log)
+        var extra = extraFiles
+        extra["training_log.json"] = try encoded(record)
+        try TrainedCheckpoint.write(m, source: url, output: output, overwrite: true, config: configEdit, extraFiles: extra)
+        try? FileManager.default.removeItem(at: stateDir)
+        return record
+    }
+}
