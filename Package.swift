@@ -28,6 +28,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // OpenBLAS (cblas) + LAPACKE, installed by scripts/setup.sh.
@@ -46,13 +47,16 @@ let package = Package(
         .target(name: "MoECompression", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoECalibration"], swiftSettings: optimised),
         // Training: explicit backward passes, AdamW, LoRA healing, compressed experts.
         .target(name: "MoETraining", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
+        // Recipes (YAML), resumable stages with manifests, run summaries and the HTML report.
+        .target(name: "MoEPipeline", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoECalibration", "MoECompression",
+                                                    "MoETraining", "MoEEval", .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags + strict),
         // Perplexity, multiple-choice tasks (lm-eval protocol), generation.
         .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // The command-line tool.
         .executableTarget(
             name: "moepress",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoECalibration", "MoECompression", "MoETraining",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoECalibration", "MoECompression", "MoETraining", "MoEPipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: cpuFlags + strict),
@@ -65,6 +69,7 @@ let package = Package(
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoECompressionTests", dependencies: ["MoECompression", "MoECalibration", "MoEModels", "MoECheckpoint", "MoETokenizer"], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining", "MoEModels", "MoECheckpoint"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoEPipelineTests", dependencies: ["MoEPipeline", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
         // Runs the built `moepress` binary: exit codes, error lines, outputs.
         .testTarget(name: "MoEPressCLITests", dependencies: ["moepress", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
     ])

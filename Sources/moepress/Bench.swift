@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MoETensor
 import MoEModels
+import MoEEval
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,43 +65,17 @@ struct Bench: ParsableCommand {
                 let t0 = Date()
                 loaded.append((try ModelRegistry.load(directory: modelURL(path)), Date().timeIntervalSince(t0)))
             }
-            var rng = SeededGenerator(seed: seed)
-            let vocab = loaded.map { $0.model.vocabSize }.min()!
-            let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(vocab)) }
-
-            func argmaxLast(_ logits: Tensor) -> Int {
-                let v = logits.cols, row = logits.data + (logits.rows - 1) * v
-                var best = 0
-                for i in 1..<v where row[i] > row[best] { best = i }
-                return best
-            }
-            for (m, _) in loaded { _ = m.forward([Array(prompt.prefix(16))]) }  // warm-up
-            var best = [(prefill: Double, ttft: Double, decode: Double)](repeating: (.infinity, .infinity, .infinity), count: loaded.count)
-            for r in 0..<repeats {
-                for (i, (m, _)) in loaded.enumerated() {
-                    log("bench: run \(r + 1)/\(repeats)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
-                    let cache = KVCache(for: m)
-                    let s = Date()
-                    let logits = m.forward([prompt], caches: [cache])
-                    let prefill = Date().timeIntervalSince(s)
-                    var next = argmaxLast(logits)
-                    let ttft = Date().timeIntervalSince(s)
-                    let d0 = Date()
-                    for _ in 0..<decode {
-                        next = argmaxLast(m.forward([[next]], caches: [cache]))
-                    }
-                    let dec = Date().timeIntervalSince(d0)
-                    best[i] = (min(best[i].prefill, prefill), min(best[i].ttft, ttft), min(best[i].decode, dec))
-                }
+            let measured = Speed.measure(loaded.map(\.model), tokens: tokens, decode: decode, repeats: repeats, seed: seed) { r, i in
+                log("bench: run \(r + 1)/\(repeats)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
             }
             Profiler.report()
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
-            let results = zip(models, zip(loaded, best)).map { path, lb in
+            let results = zip(models, zip(loaded, measured)).map { path, lm in
                 Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
-                       prefillTokensPerSecond: Double(tokens) / lb.1.prefill, timeToFirstTokenMs: lb.1.ttft * 1000,
-                       decodeTokensPerSecond: Double(decode) / lb.1.decode, peakRSSMiB: Double(usage.ru_maxrss) / 1024,
-                       loadSeconds: lb.0.load)
+                       prefillTokensPerSecond: lm.1.prefillTokensPerSecond, timeToFirstTokenMs: lm.1.timeToFirstTokenMs,
+                       decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: Double(usage.ru_maxrss) / 1024,
+                       loadSeconds: lm.0.load)
             }
             if json {
                 let enc = JSONEncoder()

@@ -12,7 +12,7 @@ struct MoEPress: ParsableCommand {
         OLMoE, DeepSeek-V2 and DeepSeek-V3 families.
         """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Export.self, Bench.self, BenchTokenizer.self])
+        subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Run.self, ReportCommand.self, Export.self, Bench.self, BenchTokenizer.self])
 }
 
 /// Options every compute command shares.

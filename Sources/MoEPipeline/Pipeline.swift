@@ -1,0 +1,363 @@
+import Foundation
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoETokenizer
+import MoECalibration
+import MoECompression
+import MoETraining
+import MoEEval
+
+public let moepressVersion = "0.2.0"
+
+/// What a stage folder's manifest.json records; a stage is skipped on --resume when everything but the
+/// outputs matches (same kind, options, input model content, seed, calibration and version).
+public struct StageManifest: Codable, Sendable, Equatable {
+    public var stage: String
+    public var options: [String: Recipe.OptionValue]
+    public var input: String
+    public var inputHash: String
+    public var seed: UInt64
+    public var calibration: String?
+    public var version: String
+    /// The stage's output model folder, relative to the stage folder.
+    public var model: String
+    /// FNV-1a of every output file (timing logs excluded).
+    public var outputs: [String: String] = [:]
+
+    func sameWork(as o: StageManifest) -> Bool {
+        stage == o.stage && options == o.options && inputHash == o.inputHash && seed == o.seed && calibration == o.calibration && version == o.version
+    }
+}
+
+/// Quality, size and speed of one model, as run.json and the report show them.
+public struct ModelSummary: Codable, Sendable {
+    public var label: String
+    public var path: String
+    public var parameters: Int
+    public var activeParameters: Int
+    public var bytesOnDisk: Int
+    public var expertsPerLayer: [Int]
+    public var perplexity: [String: Double] = [:]
+    public var perplexityAll: Double?
+    public var taskAccuracy: Double?
+    public var taskAccuracyNorm: Double?
+    public var prefillTokensPerSecond: Double?
+    public var decodeTokensPerSecond: Double?
+}
+
+public struct StageRecord: Codable, Sendable {
+    public var branch: String
+    public var stage: String
+    public var folder: String
+    public var skipped: Bool
+    public var seconds: Double
+}
+
+public struct RunSummary: Codable, Sendable {
+    public var recipe: String
+    public var version: String
+    public var stages: [StageRecord]
+    public var models: [ModelSummary]
+}
+
+public final class Pipeline {
+    public let recipe: Recipe
+    public let runDir: URL
+    public let resume: Bool
+    public let quiet: Bool
+
+    public init(recipe: Recipe, runDir: URL, resume: Bool, quiet: Bool) {
+        self.recipe = recipe
+        self.runDir = runDir.standardizedFileURL
+        self.resume = resume
+        self.quiet = quiet
+    }
+
+    func say(_ s: String) { if !quiet { FileHandle.standardError.write(Data((s + "\n").utf8)) } }
+
+    public func run() throws -> RunSummary {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: runDir.path) {
+            let items = try fm.contentsOfDirectory(atPath: runDir.path)
+            if !resume && !items.isEmpty { throw RecipeError(runDir.path, nil, "the run folder is not empty; pass --resume to continue it or choose another --output") }
+            // A stage interrupted in the middle left only its staging folder: it is redone.
+            for i in items where i.hasSuffix(".partial") { try fm.removeItem(at: runDir.appendingPathComponent(i)) }
+        } else {
+            try fm.createDirectory(at: runDir, withIntermediateDirectories: true)
+        }
+        var records: [StageRecord] = []
+        var finals: [(label: String, model: URL)] = [("original", recipe.model)]
+        let total = recipe.branches.reduce(0) { $0 + $1.stages.count }
+        var done = 0
+        for (bi, branch) in recipe.branches.enumerated() {
+            var current = recipe.model
+            let prefix = recipe.branches.count > 1 ? "\(branch.name)-" : ""
+            for (si, stage) in branch.stages.enumerated() {
+                done += 1
+                let folder = String(format: "%@%02d-%@", prefix, si + 1, stage.kind)
+                say("== stage \(done)/\(total): \(recipe.branches.count > 1 ? "[\(branch.name)] " : "")\(stage.kind) \(describe(stage.options))")
+                let t0 = Date()
+                let (model, skipped) = try runStage(stage, folder: folder, input: current)
+                records.append(StageRecord(branch: branch.name, stage: stage.kind, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
+                if skipped { say("   unchanged since the last run: skipped") }
+                current = model
+            }
+            if recipe.export != "none" {
+                let folder = "\(prefix)export-\(recipe.export)"
+                let stage = Recipe.Stage(kind: "export", options: ["form": .string(recipe.export)], line: 0)
+                let t0 = Date()
+                let (model, skipped) = try runStage(stage, folder: folder, input: current)
+                records.append(StageRecord(branch: branch.name, stage: "export", folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
+                current = model
+            }
+            finals.append((recipe.branches.count > 1 ? branch.name : "compressed", current))
+            _ = bi
+        }
+        say("== evaluation")
+        var models = try finals.map { try summarize(label: $0.label, model: $0.model) }
+        if recipe.speed {
+            let loaded = try finals.map { try ModelRegistry.load(directory: $0.model) }
+            let speeds = Speed.measure(loaded, repeats: 3)
+            for i in models.indices {
+                models[i].prefillTokensPerSecond = speeds[i].prefillTokensPerSecond
+                models[i].decodeTokensPerSecond = speeds[i].decodeTokensPerSecond
+            }
+        }
+        let summary = RunSummary(recipe: recipe.path.path, version: moepressVersion, stages: records, models: models)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(summary).write(to: runDir.appendingPathComponent("run.json"), options: .atomic)
+        return summary
+    }
+
+    func describe(_ o: [String: Recipe.OptionValue]) -> String {
+        o.keys.sorted().map { k -> String in
+            switch o[k]! {
+            case .int(let v): "\(k)=\(v)"
+            case .double(let v): "\(k)=\(v)"
+            case .string(let v): "\(k)=\(v)"
+            case .bool(let v): "\(k)=\(v)"
+            case .strings(let v): "\(k)=\(v.joined(separator: ","))"
+            }
+        }.joined(separator: " ")
+    }
+
+    /// Runs (or skips) one stage into runDir/folder, atomically: the work happens in folder.partial, which is
+    /// renamed when complete. Returns the stage's output model folder.
+    func runStage(_ stage: Recipe.Stage, folder: String, input: URL) throws -> (URL, Bool) {
+        let fm = FileManager.default
+        let dir = runDir.appendingPathComponent(folder)
+        let calibrationKey = recipe.calibration.map { "\($0.data.path)|\($0.samples)|\($0.seqLen)" }
+        var manifest = StageManifest(stage: stage.kind, options: stage.options, input: input.path, inputHash: try Pipeline.contentHash(input),
+                                     seed: recipe.seed, calibration: calibrationKey, version: moepressVersion, model: "model")
+        let manifestURL = dir.appendingPathComponent("manifest.json")
+        if resume, let data = fm.contents(atPath: manifestURL.path), let old = try? JSONDecoder().decode(StageManifest.self, from: data), old.sameWork(as: manifest) {
+            return (dir.appendingPathComponent(old.model), true)
+        }
+        try? fm.removeItem(at: dir)
+        let staging = runDir.appendingPathComponent(folder + ".partial")
+        try? fm.removeItem(at: staging)
+        try fm.createDirectory(at: staging, withIntermediateDirectories: true)
+        let out = staging.appendingPathComponent("model")
+        let o = stage.options
+        func int(_ k: String) -> Int? { if case .int(let v)? = o[k] { return v }; if case .double(let v)? = o[k] { return Int(v) }; return nil }
+        func double(_ k: String) -> Double? { if case .double(let v)? = o[k] { return v }; if case .int(let v)? = o[k] { return Double(v) }; return nil }
+        func string(_ k: String) -> String? { if case .string(let v)? = o[k] { return v }; return nil }
+        func calibrate(grams: Bool) throws -> CalibrationCache {
+            guard let c = recipe.calibration else { throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs a calibration section") }
+            let cache = try Calibration.calibrate(modelDirectory: input, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
+                                                  output: staging.appendingPathComponent("calib"), grams: grams, overwrite: true, quiet: quiet)
+            try Pipeline.saveRouting(cache, to: staging.appendingPathComponent("routing.json"))
+            return cache
+        }
+        defer { try? fm.removeItem(at: staging.appendingPathComponent("calib")) }
+        switch stage.kind {
+        case "prune":
+            let method = PruningMethod(rawValue: string("method")!)!
+            let budget: PruningBudget? = double("ratio").map { .ratio($0) } ?? int("keep").map { .keep($0) }
+            var request = PruningRequest(method: method, budget: budget)
+            request.tau = double("tau")
+            request.search.seed = recipe.seed
+            if let g = int("generations") { request.search.generations = g }
+            if let p = int("population") { request.search.population = p }
+            let cache = method.needsCalibration ? try calibrate(grams: false) : nil
+            let m = try ModelRegistry.load(directory: input)
+            var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet)
+            plan.parameters["seed"] = "\(recipe.seed)"
+            try PlanApplier.apply(plan, model: input, output: out)
+        case "decompose":
+            var lo = LowRank.Options()
+            lo.method = LowRank.Method(rawValue: string("method") ?? "svdllm")!
+            lo.target = double("ratio").map { .keep($0) } ?? .rank(int("rank")!)
+            lo.allocation = LowRank.Allocation(rawValue: string("rank_alloc") ?? "uniform")!
+            if let a = double("alpha") { lo.alpha = a }
+            if case .strings(let t)? = o["targets"] { lo.targets = Set(t) }
+            var cache: CalibrationCache? = nil
+            var importance: [Int: [Double]]? = nil
+            if lo.allocation == .importance { importance = try ExpertImportance.plan(in: input).flatMap(ExpertImportance.fromPlan) }
+            if lo.method == .svdllm || (lo.allocation == .importance && importance == nil) { cache = try calibrate(grams: lo.method == .svdllm) }
+            if lo.allocation == .importance && importance == nil, let cache {
+                importance = try ExpertImportance.compute(model: ModelRegistry.load(directory: input), cache: cache, maxTokens: 8192, quiet: quiet)
+            }
+            _ = try LowRank.decompose(model: input, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet)
+        case "heal":
+            var lora = LoRA.Settings()
+            if let r = int("lora_rank") { lora.rank = r }
+            if let a = double("lora_alpha") { lora.alpha = Float(a) }
+            if let d = double("lora_dropout") { lora.dropout = Float(d) }
+            if case .strings(let t)? = o["targets"] { lora.targets = t }
+            lora.seed = recipe.seed
+            let settings = trainerSettings(o, defaultLR: 2e-4)
+            let files = try trainingFiles(string("data"))
+            _ = try TrainingRuns.heal(model: input, files: files, lora: lora, settings: settings, output: staging.appendingPathComponent("adapter"),
+                                      merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet)
+            try fm.moveItem(at: staging.appendingPathComponent("adapter/merged"), to: out)
+        case "compress_experts":
+            let k = int("main_experts")!
+            let plain = o["no_ce"] == .bool(true)
+            var settings = trainerSettings(o, defaultLR: 2e-5)
+            settings.weightDecay = 0
+            settings.warmupRatio = 0.03
+            _ = try TrainingRuns.compressExperts(
+                model: input, files: try trainingFiles(string("data")), mainExperts: k, ceOnly: string("train") == "ce-only", plainTopK: plain,
+                settings: settings, output: out, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
+                configEdit: { text in
+                    if plain {
+                        return text.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(k)", options: .regularExpression)
+                    }
+                    return HFRemoteCode.settingAutoMap(CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(k)}"))
+                },
+                extraFiles: plain ? [:] : [HFRemoteCode.fileName: Data(HFRemoteCode.source.utf8)])
+        case "export":
+            if string("form") == "dense" {
+                _ = try LowRank.densify(model: input, output: out)
+            } else {
+                guard let plan = try ExpertImportance.plan(in: input) else {
+                    throw RecipeError(recipe.path.path, nil, "export uniform needs a pruned model (plan.json) as the last stage's output")
+                }
+                let d = try ModelRegistry.describe(directory: URL(fileURLWithPath: plan.model))
+                try PlanApplier.apply(UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1), model: URL(fileURLWithPath: plan.model), output: out)
+            }
+        default:
+            throw RecipeError(recipe.path.path, stage.line, "unknown stage \(stage.kind)")
+        }
+        manifest.outputs = try Pipeline.fileHashes(staging)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(manifest).write(to: staging.appendingPathComponent("manifest.json"))
+        try fm.moveItem(at: staging, to: dir)
+        return (dir.appendingPathComponent("model"), false)
+    }
+
+    func trainerSettings(_ o: [String: Recipe.OptionValue], defaultLR: Double) -> TrainerSettings {
+        var s = TrainerSettings()
+        func int(_ k: String) -> Int? { if case .int(let v)? = o[k] { return v }; return nil }
+        func double(_ k: String) -> Double? { if case .double(let v)? = o[k] { return v }; if case .int(let v)? = o[k] { return Double(v) }; return nil }
+        s.steps = int("steps") ?? 100
+        s.learningRate = Float(double("lr") ?? defaultLR)
+        s.batchSize = int("batch") ?? 8
+        s.seqLen = int("seq_len") ?? 256
+        s.gradientAccumulation = int("grad_accum") ?? 1
+        s.seed = recipe.seed
+        s.checkpointEvery = max(10, s.steps / 10)
+        return s
+    }
+
+    func trainingFiles(_ data: String?) throws -> [URL] {
+        let dir = data.map { URL(fileURLWithPath: $0, relativeTo: recipe.path.deletingLastPathComponent()).standardizedFileURL } ?? recipe.calibration!.data
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir) else { throw RecipeError(recipe.path.path, nil, "\(dir.path) does not exist") }
+        if !isDir.boolValue { return [dir] }
+        return try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted().filter { $0.hasSuffix(".txt") || $0.hasSuffix(".jsonl") }
+            .map { dir.appendingPathComponent($0) }
+    }
+
+    /// Per MoE layer: each expert's routing frequency on the calibration tokens (for the report's heatmap).
+    static func saveRouting(_ cache: CalibrationCache, to url: URL) throws {
+        var out: [String: [Double]] = [:]
+        for l in cache.manifest.moeLayers { out["\(l)"] = try cache.statistics(l).frequency }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        try enc.encode(out).write(to: url)
+    }
+
+    // MARK: - Identity of folders
+
+    static func files(_ dir: URL) throws -> [String] {
+        guard let e = FileManager.default.enumerator(atPath: dir.path) else { return [] }
+        var out: [String] = []
+        while let f = e.nextObject() as? String {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent(f).path, isDirectory: &isDir), !isDir.boolValue { out.append(f) }
+        }
+        return out.sorted()
+    }
+
+    /// Files whose content is timing, not result.
+    static let timingFiles: Set<String> = ["training_log.json", "compress.json", "manifest.json"]
+
+    static func fnv(_ url: URL) throws -> String {
+        let data = try Data(contentsOf: url, options: .alwaysMapped)
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        data.withUnsafeBytes { raw in for b in raw.bindMemory(to: UInt8.self) { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
+        return String(h, radix: 16)
+    }
+
+    static func fileHashes(_ dir: URL) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for f in try files(dir) where !timingFiles.contains((f as NSString).lastPathComponent) {
+            out[f] = try fnv(dir.appendingPathComponent(f))
+        }
+        return out
+    }
+
+    /// One hash over a model folder's result files (what a stage's input is).
+    static func contentHash(_ dir: URL) throws -> String {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for (name, v) in try fileHashes(dir).sorted(by: { $0.key < $1.key }) {
+            for b in (name + "=" + v + ";").utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        }
+        return String(h, radix: 16)
+    }
+
+    // MARK: - Evaluation
+
+    func summarize(label: String, model url: URL) throws -> ModelSummary {
+        let m = try ModelRegistry.load(directory: url)
+        let bytes = try Pipeline.files(url).filter { $0.hasSuffix(".safetensors") && !$0.contains("/") }.reduce(0) {
+            $0 + ((try FileManager.default.attributesOfItem(atPath: url.appendingPathComponent($1).path)[.size] as? Int) ?? 0)
+        }
+        var s = ModelSummary(label: label, path: url.path, parameters: m.parameterCount, activeParameters: m.activeParameterCount, bytesOnDisk: bytes,
+                             expertsPerLayer: m.description.moeLayerIndices.map { m.layers[$0].feedForward.moe!.numExperts })
+        let tok = try Tokenizer(modelDirectory: url)
+        if !recipe.perplexityFiles.isEmpty {
+            let r = try Perplexity.evaluate(model: m, tokenizer: tok, files: recipe.perplexityFiles, quiet: quiet)
+            s.perplexity = r.files.mapValues(\.perplexity)
+            s.perplexityAll = r.perplexity
+        }
+        if let t = recipe.tasks {
+            let items = try MultipleChoice.load(t, limit: recipe.taskLimit)
+            let r = MultipleChoice.report(try MultipleChoice.score(model: m, tokenizer: tok, items: items, quiet: quiet))
+            s.taskAccuracy = r.acc
+            s.taskAccuracyNorm = r.acc_norm
+        }
+        return s
+    }
+
+    /// The before/after table printed at the end of a run.
+    public static func table(_ s: RunSummary) -> String {
+        var lines = ["| model | parameters | active | on disk | experts/layer | dev ppl | task acc / acc_norm | prefill tok/s | decode tok/s |",
+                     "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+        for m in s.models {
+            let ppl = m.perplexityAll.map { String(format: "%.2f", $0) } ?? "-"
+            let acc = m.taskAccuracy.map { String(format: "%.4f / %.4f", $0, m.taskAccuracyNorm ?? 0) } ?? "-"
+            let pre = m.prefillTokensPerSecond.map { String(format: "%.0f", $0) } ?? "-"
+            let dec = m.decodeTokensPerSecond.map { String(format: "%.0f", $0) } ?? "-"
+            lines.append(String(format: "| %@ | %.2fM | %.2fM | %.1f MiB | %@ | %@ | %@ | %@ | %@ |", m.label, Double(m.parameters) / 1e6,
+                                Double(m.activeParameters) / 1e6, Double(m.bytesOnDisk) / 1048576, m.expertsPerLayer.map(String.init).joined(separator: " "),
+                                ppl, acc, pre, dec))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
