@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages MoEPress needs to build and test. Idempotent: a package already
 # present is not touched, and nothing is installed when everything is there.
-#   scripts/setup.sh            build dependencies (OpenBLAS + LAPACKE)
+#   scripts/setup.sh            build dependencies (OpenBLAS + LAPACKE) and Chromium (headless rendering of
+#                               the HTML report, checked by the test suite)
 #   scripts/setup.sh --oracle   also the Python oracle (torch CPU, transformers, peft, safetensors, tokenizers),
 #                               needed only to regenerate fixtures under tools/oracle or run tools/bench
 set -euo pipefail
 
-packages=(libopenblas-dev liblapacke-dev)
+packages=(libopenblas-dev liblapacke-dev chromium)
 
 missing=()
 for p in "${packages[@]}"; do
