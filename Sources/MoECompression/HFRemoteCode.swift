@@ -19,6 +19,16 @@ public enum HFRemoteCode {
         return text
     }
 
+    /// config.json of a compressed-experts result (K main experts, with remote code), or of the plain top-K
+    /// baseline (`num_experts_per_tok` set to K), and the files to write beside it.
+    public static func compressedExpertsOutput(mainExperts k: Int, plainTopK: Bool) -> (edit: @Sendable (String) -> String, files: [String: Data]) {
+        if plainTopK {
+            return ({ $0.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(k)", options: .regularExpression) }, [:])
+        }
+        return ({ settingAutoMap(CheckpointOutput.settingMoEPressEntry($0, key: "compressed_experts", json: "{\"main_experts\": \(k)}")) },
+                [fileName: Data(source.utf8)])
+    }
+
     public static func removingAutoMap(_ text: String) -> String {
         guard let re = try? NSRegularExpression(pattern: ",?\\s*\"auto_map\"\\s*:\\s*\\{[^{}]*\\}") else { return text }
         return re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")

@@ -98,9 +98,8 @@ public struct GroupedQueryAttention: AttentionLayer {
         return n
     }
 
-    public func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor {
-        let (qs, ks, vs) = Profiler.measure("attn-qkv") { (q(x), k(x), v(x)) }
-        let t = x.rows
+    /// The q/k RMSNorm, in place on `tokens` rows of projected queries and keys.
+    public func normalizeQK(_ qs: Tensor, _ ks: Tensor, tokens t: Int) {
         switch qkNorm {
         case .none: break
         case .perHead(let qn, let kn):
@@ -110,6 +109,12 @@ public struct GroupedQueryAttention: AttentionLayer {
             qn.applyInPlace(qs.data, rows: t, stride: heads * headDim)
             kn.applyInPlace(ks.data, rows: t, stride: kvHeads * headDim)
         }
+    }
+
+    public func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor {
+        let (qs, ks, vs) = Profiler.measure("attn-qkv") { (q(x), k(x), v(x)) }
+        let t = x.rows
+        normalizeQK(qs, ks, tokens: t)
         if let c = clip {
             for p in [qs, ks, vs] { for i in 0..<p.count { p.data[i] = min(max(p.data[i], -c), c) } }
         }

@@ -219,16 +219,11 @@ public final class Pipeline {
             var settings = trainerSettings(o, defaultLR: 2e-5)
             settings.weightDecay = 0
             settings.warmupRatio = 0.03
+            let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: k, plainTopK: plain)
             _ = try TrainingRuns.compressExperts(
                 model: input, files: try trainingFiles(string("data")), mainExperts: k, ceOnly: string("train") == "ce-only", plainTopK: plain,
                 settings: settings, output: out, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
-                configEdit: { text in
-                    if plain {
-                        return text.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(k)", options: .regularExpression)
-                    }
-                    return HFRemoteCode.settingAutoMap(CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(k)}"))
-                },
-                extraFiles: plain ? [:] : [HFRemoteCode.fileName: Data(HFRemoteCode.source.utf8)])
+                configEdit: ce.edit, extraFiles: ce.files)
         case "export":
             if string("form") == "dense" {
                 _ = try LowRank.densify(model: input, output: out)

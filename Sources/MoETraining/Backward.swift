@@ -169,15 +169,7 @@ func attentionForward(_ a: GroupedQueryAttention, _ x: Tensor, seqLen L: Int, se
     tape.q = qt; tape.k = kt; tape.v = vt
     tape.qLin = ql; tape.kLin = kl; tape.vLin = vl
     let qs = ql.copy(), ks = kl.copy(), vs = vl.copy()
-    switch a.qkNorm {
-    case .none: break
-    case .perHead(let qn, let kn):
-        qn.applyInPlace(qs.data, rows: t * heads, stride: hd)
-        kn.applyInPlace(ks.data, rows: t * kvh, stride: hd)
-    case .full(let qn, let kn):
-        qn.applyInPlace(qs.data, rows: t, stride: heads * hd)
-        kn.applyInPlace(ks.data, rows: t, stride: kvh * hd)
-    }
+    a.normalizeQK(qs, ks, tokens: t)
     tape.qNorm = qs.copy(); tape.kNorm = ks.copy()
     if let c = a.clip { for p in [qs, ks, vs] { for i in 0..<p.count { p.data[i] = min(max(p.data[i], -c), c) } } }
     let table = a.rope.table(positions: Array(0..<L))

@@ -60,8 +60,7 @@ struct Compress: ParsableCommand {
         compute.apply()
         try reportingErrors {
             let url = modelURL(model)
-            let out = URL(fileURLWithPath: output).standardizedFileURL
-            if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
+            let out = try newOutput(output, overwrite: overwrite)
             let work = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-work-\(getpid())")
             try? FileManager.default.removeItem(at: work)
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)

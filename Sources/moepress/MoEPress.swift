@@ -48,3 +48,10 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
 }
 
 func modelURL(_ path: String) -> URL { URL(fileURLWithPath: path).standardizedFileURL }
+
+/// The output folder of a command, refused when it exists unless `overwrite`.
+func newOutput(_ path: String, overwrite: Bool) throws -> URL {
+    let out = URL(fileURLWithPath: path).standardizedFileURL
+    if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
+    return out
+}

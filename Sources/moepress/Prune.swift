@@ -92,10 +92,7 @@ struct Prune: ParsableCommand {
         compute.apply()
         try reportingErrors {
             let url = modelURL(model)
-            let out = URL(fileURLWithPath: output)
-            if FileManager.default.fileExists(atPath: out.path) && !overwrite {
-                throw CLIError("\(out.path): already exists (pass --overwrite to replace it)")
-            }
+            let out = try newOutput(output, overwrite: overwrite)
             let start = Date()
             let m = try ModelRegistry.load(directory: url)
             var request = PruningRequest(method: PruningMethod(rawValue: method.rawValue)!, budget: ratio.map { .ratio($0) } ?? keep.map { .keep($0) })

@@ -86,8 +86,7 @@ struct Heal: ParsableCommand {
         compute.apply()
         try reportingErrors {
             let url = modelURL(model)
-            let out = URL(fileURLWithPath: output).standardizedFileURL
-            if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
+            let out = try newOutput(output, overwrite: overwrite)
             let mergeDType: DType? = try {
                 switch mergeDtype {
                 case "source": return nil
@@ -142,19 +141,12 @@ struct CompressExperts: ParsableCommand {
         compute.apply()
         try reportingErrors {
             let url = modelURL(model)
-            let out = URL(fileURLWithPath: output).standardizedFileURL
-            if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
-            let edit: (String) -> String = { text in
-                if noCe {
-                    return text.replacingOccurrences(of: #""num_experts_per_tok"\s*:\s*[0-9]+"#, with: "\"num_experts_per_tok\": \(mainExperts)", options: .regularExpression)
-                }
-                let withCE = CheckpointOutput.settingMoEPressEntry(text, key: "compressed_experts", json: "{\"main_experts\": \(mainExperts)}")
-                return HFRemoteCode.settingAutoMap(withCE)
-            }
+            let out = try newOutput(output, overwrite: overwrite)
+            let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: mainExperts, plainTopK: noCe)
             let record = try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
                                                           plainTopK: noCe, settings: training.settings(), output: out, stateDir: training.stateDir(for: out),
-                                                          resume: training.resume, quiet: training.quiet, configEdit: edit,
-                                                          extraFiles: noCe ? [:] : [HFRemoteCode.fileName: Data(HFRemoteCode.source.utf8)])
+                                                          resume: training.resume, quiet: training.quiet, configEdit: ce.edit,
+                                                          extraFiles: ce.files)
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
