@@ -43,8 +43,9 @@ public enum TrainingRuns {
                             mergeDType: DType? = nil, stateDir: URL, resume: Bool = false, quiet: Bool = false) throws -> TrainingRecord {
         let start = Date()
         let m = try ModelRegistry.load(directory: url)
-        let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
+        try CausalLMTraining.check(m)
         try LoRA.attach(to: m, lora)
+        let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
         let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
         let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
         if !quiet {

@@ -97,3 +97,24 @@ import Testing
         #expect(blank > 0 && page > 10 * blank, "report.png \(page) bytes vs a blank page's \(blank): the page looks blank")
     }
 }
+
+/// Training commands refuse what they cannot do with one clear line and a non-zero exit, writing nothing.
+@Suite struct TrainingCLITests {
+    @Test func refusals() throws {
+        let dir = TempDir()
+        try "some text for training, long enough to hold a window or two of tokens. ".write(toFile: dir.path("t.txt"), atomically: true, encoding: .utf8)
+        let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let cases: [([String], String)] = [
+            (["heal", "--model", mixtral, "--data", dir.path("missing.txt"), "--output", dir.path("o1")], "no such file or folder"),
+            (["heal", "--model", mixtral, "--data", dir.path("t.txt"), "--targets", "q,wings", "--output", dir.path("o2")], "unknown LoRA targets"),
+            (["compress-experts", "--model", mixtral, "--main-experts", "2", "--data", dir.path("t.txt"), "--output", dir.path("o3")], "main experts must be in 1..<2"),
+            (["heal", "--model", mixtral, "--data", dir.path("t.txt"), "--seq-len", "4096", "--output", dir.path("o4")], "not one window of 4096"),
+        ]
+        for (args, message) in cases {
+            let r = try CLI.run(args)
+            #expect(r.status != 0, "\(args)")
+            #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: args.last!), "\(args.last!) written")
+        }
+    }
+}
