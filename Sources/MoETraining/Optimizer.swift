@@ -26,13 +26,17 @@ public final class AdamW: @unchecked Sendable {
     }
 
     /// One update with learning rate `lr` from the gradients in `g`.
-    public func update(_ g: Gradients, lr: Float) {
+    /// Per-parameter learning-rate multipliers (parameter groups), by index into `parameters`; 1 when absent.
+    public var lrScale: [Int: Float] = [:]
+
+    public func update(_ g: Gradients, lr baseLR: Float) {
         step += 1
         let s = settings
         let c1 = 1 - pow(s.beta1, Float(step)), c2 = 1 - pow(s.beta2, Float(step))
-        let decay = 1 - lr * s.weightDecay
         for (i, p) in parameters.enumerated() {
             guard let grad = g[p.tensor] else { continue }
+            let lr = baseLR * (lrScale[i] ?? 1)
+            let decay = 1 - lr * s.weightDecay
             let w = p.tensor.data, gd = grad.data, md = m[i].data, vd = v[i].data
             for j in 0..<p.tensor.count {
                 let gj = gd[j]

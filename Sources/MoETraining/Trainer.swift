@@ -16,6 +16,9 @@ public struct TrainerSettings: Codable, Sendable, Equatable {
     public var weightDecay: Float = 0.05
     public var maxGradNorm = 1.0
     public var seed: UInt64 = 0
+    /// Learning rate of compressed-expert vectors (nil: the common one). They start at 1 and act as scales,
+    /// so a short fine-tuning at a weight-sized learning rate barely moves them.
+    public var ceLearningRate: Float?
     /// Recompute each layer's activations in the backward pass (keeps one layer's activations at a time).
     public var recompute = true
     public var checkpointEvery = 0
@@ -55,6 +58,9 @@ public final class Trainer {
         var o = AdamW.Settings()
         o.weightDecay = settings.weightDecay
         optimizer = AdamW(parameters: trainable, settings: o)
+        if let ce = settings.ceLearningRate {
+            for (i, p) in trainable.enumerated() where p.name.contains(".ce_") { optimizer.lrScale[i] = ce / settings.learningRate }
+        }
     }
 
     public var schedule: CosineSchedule {

@@ -132,6 +132,7 @@ struct CompressExperts: ParsableCommand {
     @Option(help: "Main experts per token (K; the paper's default is top-k/2).") var mainExperts: Int
     @Option(help: "What to train: all or ce-only.") var train: Train = .all
     @Flag(help: "Train the plain top-K model instead (the baseline).") var noCe = false
+    @Option(help: "Learning rate of the compressed-expert vectors (default: --lr).") var ceLr: Float?
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @OptionGroup var training: TrainingOptions
@@ -143,8 +144,10 @@ struct CompressExperts: ParsableCommand {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: mainExperts, plainTopK: noCe)
+            var settings = training.settings()
+            settings.ceLearningRate = ceLr
             let record = try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
-                                                          plainTopK: noCe, settings: training.settings(), output: out, stateDir: training.stateDir(for: out),
+                                                          plainTopK: noCe, settings: settings, output: out, stateDir: training.stateDir(for: out),
                                                           resume: training.resume, quiet: training.quiet, configEdit: ce.edit,
                                                           extraFiles: ce.files)
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
