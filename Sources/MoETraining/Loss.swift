@@ -62,20 +62,30 @@ public enum CausalLMTraining {
         let (logits, headTape) = linearForward(model.lmHead, h, seed: mixSeed(seed, 1 << 20), training: training, parallel: true)
         let v = logits.cols
         let targets = batch.targets.flatMap { $0 }
-        var loss = 0.0, count = 0
         let dlogits = Tensor(zeros: logits.shape)
         let inv = Float(1 / max(normalizer, 1e-12))
-        for (r, tgt) in targets.enumerated() where tgt != TrainingBatch.ignoreIndex {
-            let row = logits.data + r * v, drow = dlogits.data + r * v
-            var mx = -Float.infinity
-            for j in 0..<v { mx = max(mx, row[j]) }
-            var z = 0.0
-            for j in 0..<v { z += Double(expf(row[j] - mx)) }
-            loss += (log(z) + Double(mx)) - Double(row[tgt])
-            count += 1
-            for j in 0..<v { drow[j] = Float(Double(expf(row[j] - mx)) / z) * inv }
-            drow[tgt] -= inv
+        // Rows are independent: one loss per row, summed afterwards in row order (thread-count independent).
+        var rowLoss = [Double](repeating: 0, count: targets.count)
+        let (lp, dp) = (SendablePointer(logits.data), SendablePointer(dlogits.data))
+        rowLoss.withUnsafeMutableBufferPointer { buf in
+            let out = SendablePointer(buf.baseAddress!)
+            parallelChunks(targets.count) { range in
+                for r in range {
+                    let tgt = targets[r]
+                    if tgt == TrainingBatch.ignoreIndex { continue }
+                    let row = lp + r * v, drow = dp + r * v
+                    var mx = -Float.infinity
+                    for j in 0..<v { mx = max(mx, row[j]) }
+                    var z = 0.0
+                    for j in 0..<v { z += Double(expf(row[j] - mx)) }
+                    out[r] = (log(z) + Double(mx)) - Double(row[tgt])
+                    for j in 0..<v { drow[j] = Float(Double(expf(row[j] - mx)) / z) * inv }
+                    drow[tgt] -= inv
+                }
+            }
         }
+        let loss = rowLoss.reduce(0, +)
+        let count = targets.filter { $0 != TrainingBatch.ignoreIndex }.count
         let dh = linearBackward(model.lmHead, headTape, dlogits, g, parallel: true)
         var dx = rmsNormBackward(model.norm, x: x, dy: dh, g: g)
         for i in stride(from: model.layers.count - 1, through: 0, by: -1) {

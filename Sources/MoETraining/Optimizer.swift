@@ -33,11 +33,14 @@ public final class AdamW: @unchecked Sendable {
         step += 1
         let s = settings
         let c1 = 1 - pow(s.beta1, Float(step)), c2 = 1 - pow(s.beta2, Float(step))
-        for (i, p) in parameters.enumerated() {
-            guard let grad = g[p.tensor] else { continue }
-            let lr = baseLR * (lrScale[i] ?? 1)
+        // Every parameter is updated on its own, so the tensors are spread over the cores.
+        let params = parameters, ms = m, vs = v, scales = lrScale
+        parallelFor(params.count) { i in
+            let p = params[i]
+            guard let grad = g[p.tensor] else { return }
+            let lr = baseLR * (scales[i] ?? 1)
             let decay = 1 - lr * s.weightDecay
-            let w = p.tensor.data, gd = grad.data, md = m[i].data, vd = v[i].data
+            let w = p.tensor.data, gd = grad.data, md = ms[i].data, vd = vs[i].data
             for j in 0..<p.tensor.count {
                 let gj = gd[j]
                 md[j] = s.beta1 * md[j] + (1 - s.beta1) * gj

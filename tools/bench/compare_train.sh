@@ -9,7 +9,7 @@ name=$1; threads=${2:-$(nproc)}; steps=${3:-6}
 model=../shared/models/$name
 swift build -c release --product moepress >&2
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-.build/release/moepress heal --model "$model" --data ../shared/data/calib --steps "$steps" --batch 8 --seq-len 256 --lora-dropout 0 \
+.build/release/moepress heal --model "$model" --data ../shared/data/calib --steps "$steps" --batch 8 --seq-len 256 --lora-dropout 0 ${RECOMPUTE:---no-recompute} \
   --threads "$threads" --output "$work/heal" --quiet
 ours=$(python3 -c "
 import json; s=json.load(open('$work/heal/training_log.json'))['steps'][1:]
