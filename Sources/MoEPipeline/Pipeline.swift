@@ -90,7 +90,7 @@ public final class Pipeline {
         var finals: [(label: String, model: URL)] = [("original", recipe.model)]
         let total = recipe.branches.reduce(0) { $0 + $1.stages.count }
         var done = 0
-        for (bi, branch) in recipe.branches.enumerated() {
+        for branch in recipe.branches {
             var current = recipe.model
             let prefix = recipe.branches.count > 1 ? "\(branch.name)-" : ""
             for (si, stage) in branch.stages.enumerated() {
@@ -112,7 +112,6 @@ public final class Pipeline {
                 current = model
             }
             finals.append((recipe.branches.count > 1 ? branch.name : "compressed", current))
-            _ = bi
         }
         say("== evaluation")
         var models = try finals.map { try summarize(label: $0.label, model: $0.model) }
@@ -161,9 +160,7 @@ public final class Pipeline {
         try fm.createDirectory(at: staging, withIntermediateDirectories: true)
         let out = staging.appendingPathComponent("model")
         let o = stage.options
-        func int(_ k: String) -> Int? { if case .int(let v)? = o[k] { return v }; if case .double(let v)? = o[k] { return Int(v) }; return nil }
-        func double(_ k: String) -> Double? { if case .double(let v)? = o[k] { return v }; if case .int(let v)? = o[k] { return Double(v) }; return nil }
-        func string(_ k: String) -> String? { if case .string(let v)? = o[k] { return v }; return nil }
+        let (int, double, string) = (o.int, o.double, o.string)
         func calibrate(grams: Bool) throws -> CalibrationCache {
             guard let c = recipe.calibration else { throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs a calibration section") }
             let cache = try Calibration.calibrate(modelDirectory: input, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
@@ -247,8 +244,7 @@ public final class Pipeline {
 
     func trainerSettings(_ o: [String: Recipe.OptionValue], defaultLR: Double) -> TrainerSettings {
         var s = TrainerSettings()
-        func int(_ k: String) -> Int? { if case .int(let v)? = o[k] { return v }; return nil }
-        func double(_ k: String) -> Double? { if case .double(let v)? = o[k] { return v }; if case .int(let v)? = o[k] { return Double(v) }; return nil }
+        let (int, double) = (o.int, o.double)
         s.steps = int("steps") ?? 100
         s.learningRate = Float(double("lr") ?? defaultLR)
         s.batchSize = int("batch") ?? 8
@@ -293,10 +289,7 @@ public final class Pipeline {
     static let timingFiles: Set<String> = ["training_log.json", "compress.json", "manifest.json"]
 
     static func fnv(_ url: URL) throws -> String {
-        let data = try Data(contentsOf: url, options: .alwaysMapped)
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        data.withUnsafeBytes { raw in for b in raw.bindMemory(to: UInt8.self) { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
-        return String(h, radix: 16)
+        Fingerprint.hex(Fingerprint.fnv(try Data(contentsOf: url, options: .alwaysMapped)))
     }
 
     static func fileHashes(_ dir: URL) throws -> [String: String] {
@@ -309,11 +302,7 @@ public final class Pipeline {
 
     /// One hash over a model folder's result files (what a stage's input is).
     static func contentHash(_ dir: URL) throws -> String {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for (name, v) in try fileHashes(dir).sorted(by: { $0.key < $1.key }) {
-            for b in (name + "=" + v + ";").utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        }
-        return String(h, radix: 16)
+        Fingerprint.hex(Fingerprint.fnv(try fileHashes(dir).sorted { $0.key < $1.key }.flatMap { Array(($0.key + "=" + $0.value + ";").utf8) }))
     }
 
     // MARK: - Evaluation

@@ -216,6 +216,17 @@ public struct Recipe: Sendable {
     }
 }
 
+/// Typed reads of a stage's options (numbers may be written either way in YAML).
+extension Dictionary where Key == String, Value == Recipe.OptionValue {
+    func int(_ k: String) -> Int? {
+        switch self[k] { case .int(let v)?: v; case .double(let v)?: Int(v); default: nil }
+    }
+    func double(_ k: String) -> Double? {
+        switch self[k] { case .double(let v)?: v; case .int(let v)?: Double(v); default: nil }
+    }
+    func string(_ k: String) -> String? { if case .string(let v)? = self[k] { return v }; return nil }
+}
+
 public struct RecipeError: Error, CustomStringConvertible, Equatable {
     public let file: String
     public let line: Int?

@@ -74,8 +74,7 @@ public enum Report {
 
     static func qualityTable(_ run: RunSummary) -> String {
         let files = Array(Set(run.models.flatMap { $0.perplexity.keys })).sorted()
-        var head = "<tr><th>model</th>" + files.map { "<th>ppl \(esc($0))</th>" }.joined() + "<th>ppl (all)</th><th>task acc</th><th>acc_norm</th></tr>"
-        head += ""
+        let head = "<tr><th>model</th>" + files.map { "<th>ppl \(esc($0))</th>" }.joined() + "<th>ppl (all)</th><th>task acc</th><th>acc_norm</th></tr>"
         var rows = ""
         for m in run.models {
             rows += "<tr><td>\(esc(m.label))</td>" + files.map { f in "<td>\(m.perplexity[f].map { String(format: "%.2f", $0) } ?? "-")</td>" }.joined()
