@@ -33,8 +33,11 @@ let package = Package(
     targets: [
         // OpenBLAS (cblas) + LAPACKE, installed by scripts/setup.sh.
         .systemLibrary(name: "CBLAS", providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
-        // Tensors, BLAS/LAPACK wrappers, transformer ops, parallel loops.
-        .target(name: "MoETensor", dependencies: ["CBLAS"], swiftSettings: optimised),
+        // Kernels of our own where no library serves: products with bf16/f16 weights read in place, one
+        // version per instruction set (portable, AVX2, AVX-512) chosen at run time. Always optimised.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-fast-math", "-ffp-contract=off"])]),
+        // Tensors, weights in their stored dtype, BLAS/LAPACK wrappers, transformer ops, parallel loops.
+        .target(name: "MoETensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimised),
         // safetensors (mmap, shards, validation, atomic writes) and HF config decoding.
         .target(name: "MoECheckpoint", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
         // HF tokenizer.json: normalizers, pre-tokenizers (own regex engine), BPE, post-processors, decoders.

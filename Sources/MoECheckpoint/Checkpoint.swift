@@ -66,13 +66,57 @@ public final class Checkpoint: @unchecked Sendable {
         return try files[fi].tensor(name)
     }
 
-    /// The tensor's stored bytes, unconverted, as an entry for `SafeTensorsWriter` (under `name`, or a new name).
+    /// A weight matrix in its stored dtype (see `SafeTensorsFile.weight`), checking its shape when one is expected.
+    public func weight(_ name: String, shape expected: [Int]? = nil) throws -> WeightMatrix {
+        guard let (fi, info) = location[name] else {
+            throw CheckpointError(file: directory.path, tensor: name, "missing from the checkpoint")
+        }
+        if let expected, expected != info.shape {
+            throw CheckpointError(file: files[fi].path, tensor: name, "shape \(info.shape), expected \(expected)")
+        }
+        return try files[fi].weight(name)
+    }
+
+    /// The file holding `name` and the tensor's byte range in it.
+    public func location(of name: String) -> (file: SafeTensorsFile, offset: Int, count: Int)? {
+        guard let (fi, info) = location[name] else { return nil }
+        return (files[fi], files[fi].dataOffset + info.begin, info.byteCount)
+    }
+
+    /// Hints the kernel about the bytes of the named tensors: read them ahead, or drop them from memory.
+    public func advise(_ advice: MappedFile.Advice, tensors: [String]) {
+        for name in tensors {
+            guard let (f, off, n) = location(of: name) else { continue }
+            f.mapping.advise(advice, offset: off, count: n)
+        }
+    }
+
+    /// The tensor's stored bytes, unconverted and not copied (written straight from the mapping), as an entry
+    /// for `SafeTensorsWriter` (under `name`, or a new name).
     public func rawEntry(_ name: String, as newName: String? = nil) throws -> SafeTensorsWriter.Entry {
         guard let (fi, info) = location[name] else {
             throw CheckpointError(file: directory.path, tensor: name, "missing from the checkpoint")
         }
-        let data = Data(bytes: files[fi].bytes(info), count: info.byteCount)
-        return .init(newName ?? name, raw: data, dtype: info.dtype, shape: info.shape)
+        let bytes = UnsafeRawBufferPointer(start: files[fi].bytes(info), count: info.byteCount)
+        return .init(newName ?? name, mapped: [bytes], owner: files[fi].mapping, dtype: info.dtype, shape: info.shape)
+    }
+
+    /// Rows `rows` (in that order) of the tensor's first dimension, unconverted and not copied: a pruned router
+    /// or fused expert tensor keeps the kept experts' rows.
+    public func rowsEntry(_ name: String, rows: [Int]) throws -> SafeTensorsWriter.Entry {
+        guard let (fi, info) = location[name] else {
+            throw CheckpointError(file: directory.path, tensor: name, "missing from the checkpoint")
+        }
+        guard let first = info.shape.first, first > 0 else { throw CheckpointError(file: files[fi].path, tensor: name, "has no rows to select") }
+        let row = info.byteCount / first
+        let base = files[fi].bytes(info)
+        let pieces = try rows.map { r -> UnsafeRawBufferPointer in
+            guard r >= 0 && r < first else { throw CheckpointError(file: files[fi].path, tensor: name, "has no row \(r) (first dimension \(first))") }
+            return UnsafeRawBufferPointer(start: base + r * row, count: row)
+        }
+        var shape = info.shape
+        shape[0] = rows.count
+        return .init(name, mapped: pieces, owner: files[fi].mapping, dtype: info.dtype, shape: shape)
     }
 
     public func tensorIfPresent(_ name: String, shape: [Int]? = nil) throws -> Tensor? {

@@ -16,21 +16,31 @@ public struct TensorInfo: Sendable, Equatable {
     public var byteCount: Int { end - begin }
 }
 
-/// A read-only memory mapping of a file, unmapped when the last reference goes.
+/// A read-only memory mapping of a file, unmapped when the last reference goes. Pages are read from disk
+/// only when touched; `advise` tells the kernel which ranges are needed next and which are done, so a
+/// model larger than RAM streams through the page cache instead of thrashing it.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer
     public let size: Int
+    private let fd: Int32
+
+    public enum Advice: Sendable {
+        /// Read ahead: the range is used soon.
+        case willNeed
+        /// The range is done for now: drop it from this mapping and from the page cache.
+        case evict
+    }
 
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw CheckpointError(file: path, "cannot open (\(String(cString: strerror(errno))))") }
-        defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw CheckpointError(file: path, "cannot stat") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw CheckpointError(file: path, "not a regular file") }
+        guard fstat(fd, &st) == 0 else { close(fd); throw CheckpointError(file: path, "cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { close(fd); throw CheckpointError(file: path, "not a regular file") }
         size = Int(st.st_size)
+        self.fd = fd
         if size == 0 {
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             return
@@ -38,6 +48,7 @@ public final class MappedFile: @unchecked Sendable {
         // Private and writable: f32 tensors are zero-copy views of these pages, and training updates weights in
         // place. A write copies that page for this process only (copy-on-write); the file never changes.
         guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            close(fd)
             throw CheckpointError(file: path, "mmap failed (\(String(cString: strerror(errno))))")
         }
         base = UnsafeRawPointer(p)
@@ -45,6 +56,26 @@ public final class MappedFile: @unchecked Sendable {
 
     deinit {
         if size == 0 { UnsafeMutableRawPointer(mutating: base).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        close(fd)
+    }
+
+    /// Hints the kernel about bytes [offset, offset + count) of the file (whole pages around them).
+    public func advise(_ advice: Advice, offset: Int, count: Int) {
+        guard size > 0, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = max(0, offset) / page * page
+        let hi = min(size, offset + count)
+        guard hi > lo else { return }
+        let p = UnsafeMutableRawPointer(mutating: base + lo)
+        switch advice {
+        case .willNeed:
+            _ = madvise(p, hi - lo, MADV_WILLNEED)
+        case .evict:
+            // Pages written through this private mapping (trained f32 weights) are this process's own copies:
+            // dropping them would lose the update, so only read-only uses evict (see `Checkpoint.evictable`).
+            _ = madvise(p, hi - lo, MADV_DONTNEED)
+            _ = posix_fadvise(fd, off_t(lo), off_t(hi - lo), POSIX_FADV_DONTNEED)
+        }
     }
 }
 
@@ -145,6 +176,23 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     /// Pointer to the tensor's bytes inside the mapping (valid while this file lives).
     public func bytes(_ info: TensorInfo) -> UnsafeRawPointer { mapping.base + dataOffset + info.begin }
+
+    /// A 2-D floating-point tensor in its stored dtype: a zero-copy view for F32, F16 and BF16 (F32 as an f32
+    /// `Tensor` view when aligned, so training can update it in place), a converted f32 copy for F64 or
+    /// misaligned F32.
+    public func weight(_ name: String) throws -> WeightMatrix {
+        guard let info = info(name) else { throw CheckpointError(file: path, tensor: name, "not in this file") }
+        guard info.shape.count == 2 else { throw CheckpointError(file: path, tensor: name, "shape \(info.shape) is not a matrix") }
+        let p = bytes(info)
+        switch info.dtype {
+        case .bf16, .f16:
+            return WeightMatrix(viewing: p, dtype: info.dtype, rows: info.shape[0], cols: info.shape[1], owner: mapping)
+        case .f32, .f64:
+            return WeightMatrix(try tensor(name))
+        default:
+            throw CheckpointError(file: path, tensor: name, "dtype \(info.dtype.rawValue) cannot be read as floating point")
+        }
+    }
 
     /// The tensor as f32: a zero-copy view for aligned F32 data, a converted copy for F16/BF16.
     public func tensor(_ name: String) throws -> Tensor {

@@ -1,15 +1,28 @@
 import Foundation
 import MoETensor
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Writes safetensors files. Data are written to a temporary file beside the target and renamed
-/// into place only when complete, so a crash never leaves a half-written file under the final name.
+/// Writes safetensors files tensor by tensor, never holding more than one bounded buffer: bytes already in
+/// the target dtype are written straight from where they are (a mapped source checkpoint), f32 tensors and
+/// stored matrices are converted a block at a time. Data are written to a temporary file beside the target
+/// and renamed into place only when complete, so a crash never leaves a half-written file under the final name.
 public enum SafeTensorsWriter {
     public struct Entry {
         public enum Source {
             /// An f32 tensor, narrowed to `dtype` when written.
             case tensor(Tensor)
+            /// A weight matrix in its stored dtype (possibly strided), converted when `dtype` differs.
+            case matrix(WeightMatrix)
             /// Bytes already in `dtype` (copied from another file, so unchanged tensors stay bit-identical).
             case raw(Data)
+            /// Byte ranges already in `dtype`, written one after the other (a mapped tensor, or some of its rows);
+            /// `owner` keeps them alive.
+            case mapped([UnsafeRawBufferPointer], owner: AnyObject)
+            /// Bytes produced on demand: `fill(offset, buffer)` writes the bytes at `offset` of the tensor's data
+            /// into `buffer` (random weights, computed tensors too large to hold).
+            case generated(@Sendable (Int, UnsafeMutableRawBufferPointer) -> Void)
         }
         public let name: String
         public let source: Source
@@ -23,6 +36,14 @@ public enum SafeTensorsWriter {
             self.shape = tensor.shape
         }
 
+        /// A stored matrix, in its own dtype unless `dtype` is given.
+        public init(_ name: String, _ matrix: WeightMatrix, dtype: DType? = nil) {
+            self.name = name
+            self.source = .matrix(matrix)
+            self.dtype = dtype ?? matrix.dtype
+            self.shape = matrix.shape
+        }
+
         public init(_ name: String, raw: Data, dtype: DType, shape: [Int]) {
             precondition(raw.count == shape.reduce(1, *) * dtype.byteSize, "raw bytes of \(name) do not match \(shape) × \(dtype)")
             self.name = name
@@ -31,17 +52,44 @@ public enum SafeTensorsWriter {
             self.shape = shape
         }
 
-        var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+        public init(_ name: String, mapped pieces: [UnsafeRawBufferPointer], owner: AnyObject, dtype: DType, shape: [Int]) {
+            precondition(pieces.reduce(0) { $0 + $1.count } == shape.reduce(1, *) * dtype.byteSize,
+                         "mapped bytes of \(name) do not match \(shape) × \(dtype)")
+            self.name = name
+            self.source = .mapped(pieces, owner: owner)
+            self.dtype = dtype
+            self.shape = shape
+        }
+
+        public init(_ name: String, dtype: DType, shape: [Int], generate: @escaping @Sendable (Int, UnsafeMutableRawBufferPointer) -> Void) {
+            self.name = name
+            self.source = .generated(generate)
+            self.dtype = dtype
+            self.shape = shape
+        }
+
+        public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
     }
 
-    public static func write(_ entries: [Entry], metadata: [String: String] = ["format": "pt"], to url: URL) throws {
-        let sorted = entries.sorted { $0.name < $1.name }
+    /// Bytes converted or generated per block.
+    static let blockBytes = 8 << 20
+
+    /// Writes one file with `entries` in `order` (the data follow the header in the same order).
+    public static func write(_ entries: [Entry], metadata: [String: String] = ["format": "pt"], to url: URL,
+                             progress: ((Int) -> Void)? = nil) throws {
+        let sorted = entries.sorted { naturalOrder($0.name, $1.name) }
         var header: [String: Any] = [:]
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
+        var seen = Set<String>()
         for e in sorted {
-            if case .tensor = e.source, !(e.dtype == .f32 || e.dtype == .f16 || e.dtype == .bf16) {
-                throw CheckpointError(file: url.path, tensor: e.name, "cannot write dtype \(e.dtype.rawValue)")
+            guard seen.insert(e.name).inserted else { throw CheckpointError(file: url.path, tensor: e.name, "written twice") }
+            switch e.source {
+            case .tensor, .matrix:
+                guard e.dtype == .f32 || e.dtype == .f16 || e.dtype == .bf16 else {
+                    throw CheckpointError(file: url.path, tensor: e.name, "cannot write dtype \(e.dtype.rawValue)")
+                }
+            default: break
             }
             let n = e.byteCount
             header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + n]] as [String: Any]
@@ -51,36 +99,167 @@ public enum SafeTensorsWriter {
         while (json.count + 8) % 8 != 0 { json.append(0x20) }  // pad with spaces, as the reference writer does
 
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: nil),
-              let handle = FileHandle(forWritingAtPath: tmp.path) else {
-            throw CheckpointError(file: tmp.path, "cannot create")
-        }
+        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw CheckpointError(file: tmp.path, "cannot create (\(String(cString: strerror(errno))))") }
+        var closed = false
         do {
+            let out = FileOutput(fd: fd, path: url.path)
             var len = UInt64(json.count).littleEndian
-            try handle.write(contentsOf: Data(bytes: &len, count: 8))
-            try handle.write(contentsOf: json)
+            try withUnsafeBytes(of: &len) { try out.write($0) }
+            try json.withUnsafeBytes { try out.write($0) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 64)
+            defer { buffer.deallocate() }
             for e in sorted {
-                switch e.source {
-                case .raw(let d):
-                    try handle.write(contentsOf: d)
-                case .tensor(let t):
-                    var buf = Data(count: e.byteCount)
-                    buf.withUnsafeMutableBytes { raw in
-                        Convert.fromFloat(t.data, count: t.count, dtype: e.dtype, into: raw.baseAddress!)
-                    }
-                    try handle.write(contentsOf: buf)
-                }
+                try writeData(e, to: out, buffer: buffer)
+                progress?(e.byteCount)
             }
-            try handle.synchronize()
-            try handle.close()
+            guard fsync(fd) == 0 else { throw CheckpointError(file: url.path, "cannot flush (\(String(cString: strerror(errno))))") }
+            close(fd)
+            closed = true
             if rename(tmp.path, url.path) != 0 {
                 throw CheckpointError(file: url.path, "cannot move the finished file into place")
             }
         } catch {
-            try? handle.close()
+            if !closed { close(fd) }
             try? FileManager.default.removeItem(at: tmp)
             throw error
         }
+    }
+
+    static func writeData(_ e: Entry, to out: FileOutput, buffer: UnsafeMutableRawBufferPointer) throws {
+        switch e.source {
+        case .raw(let d):
+            try d.withUnsafeBytes { try out.write($0) }
+        case .mapped(let pieces, let owner):
+            try withExtendedLifetime(owner) { for p in pieces { try out.write(p) } }
+        case .tensor(let t):
+            let per = blockBytes / e.dtype.byteSize
+            var i = 0
+            while i < t.count {
+                let n = min(per, t.count - i)
+                Convert.fromFloat(t.data + i, count: n, dtype: e.dtype, into: buffer.baseAddress!)
+                try out.write(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n * e.dtype.byteSize))
+                i += n
+            }
+        case .matrix(let w):
+            if w.dtype == e.dtype && w.isContiguous {
+                try withExtendedLifetime(w.owner) { try out.write(UnsafeRawBufferPointer(start: w.base, count: w.byteCount)) }
+            } else if w.dtype == e.dtype {
+                for r in 0..<w.rows { try out.write(UnsafeRawBufferPointer(start: w.row(r), count: w.cols * w.dtype.byteSize)) }
+            } else {
+                let row = Tensor(zeros: [w.cols])
+                let rowsPer = max(1, blockBytes / max(1, w.cols * e.dtype.byteSize))
+                var r = 0
+                while r < w.rows {
+                    let n = min(rowsPer, w.rows - r)
+                    for i in 0..<n {
+                        w.widenRow(r + i, into: row.data)
+                        Convert.fromFloat(row.data, count: w.cols, dtype: e.dtype, into: buffer.baseAddress! + i * w.cols * e.dtype.byteSize)
+                    }
+                    try out.write(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n * w.cols * e.dtype.byteSize))
+                    r += n
+                }
+            }
+        case .generated(let fill):
+            var off = 0
+            let total = e.byteCount
+            let unit = max(e.dtype.byteSize, blockBytes / e.dtype.byteSize * e.dtype.byteSize)
+            while off < total {
+                let n = min(unit, total - off)
+                let piece = UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: n)
+                fill(off, piece)
+                try out.write(UnsafeRawBufferPointer(piece))
+                off += n
+            }
+        }
+    }
+
+    /// Tensor names ordered with their numbers compared as numbers (layer 2 before layer 10), so each
+    /// decoder layer's tensors are contiguous and in order in the files.
+    public static func naturalOrder(_ a: String, _ b: String) -> Bool {
+        var i = a.unicodeScalars.makeIterator(), j = b.unicodeScalars.makeIterator()
+        var ca = i.next(), cb = j.next()
+        func isDigit(_ c: Unicode.Scalar?) -> Bool { c.map { $0.value >= 48 && $0.value <= 57 } ?? false }
+        while let x = ca, let y = cb {
+            if isDigit(x) && isDigit(y) {
+                var na = "", nb = ""
+                while isDigit(ca) { na.unicodeScalars.append(ca!); ca = i.next() }
+                while isDigit(cb) { nb.unicodeScalars.append(cb!); cb = j.next() }
+                let va = na.drop { $0 == "0" }, vb = nb.drop { $0 == "0" }
+                if va.count != vb.count { return va.count < vb.count }
+                if va != vb { return va < vb }
+                if na.count != nb.count { return na.count < nb.count }
+                continue
+            }
+            if x != y { return x.value < y.value }
+            ca = i.next(); cb = j.next()
+        }
+        return ca == nil && cb != nil
+    }
+}
+
+/// Unbuffered writes to a file descriptor, retried until complete, with errors that name the file.
+final class FileOutput {
+    let fd: Int32
+    let path: String
+    init(fd: Int32, path: String) { self.fd = fd; self.path = path }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var p = bytes.baseAddress, left = bytes.count
+        while left > 0, let q = p {
+            let n = Glibc.write(fd, q, min(left, 1 << 30))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CheckpointError(file: path, "cannot write (\(String(cString: strerror(errno))))")
+            }
+            left -= n
+            p = q + n
+        }
+    }
+}
+
+/// Writes a model's tensors as a Hugging Face checkpoint folder's weights: one `model.safetensors` when they
+/// fit in `shardSize` bytes, otherwise `model-00001-of-0000N.safetensors` shards of at most `shardSize`
+/// (a tensor larger than that gets a shard of its own) and `model.safetensors.index.json` mapping each
+/// tensor to its shard. Tensors are placed in natural name order, so a layer's tensors share a shard.
+public enum CheckpointWriter {
+    /// Hugging Face's default shard size (5 GB).
+    public static let defaultShardSize = 5_000_000_000
+
+    /// Returns the file names written.
+    @discardableResult
+    public static func write(_ entries: [SafeTensorsWriter.Entry], into dir: URL, shardSize: Int = defaultShardSize,
+                             progress: StageProgress? = nil) throws -> [String] {
+        precondition(shardSize > 0)
+        let sorted = entries.sorted { SafeTensorsWriter.naturalOrder($0.name, $1.name) }
+        let total = sorted.reduce(0) { $0 + $1.byteCount }
+        var shards: [[SafeTensorsWriter.Entry]] = [[]]
+        var size = 0
+        for e in sorted {
+            if size > 0 && size + e.byteCount > shardSize {
+                shards.append([])
+                size = 0
+            }
+            shards[shards.count - 1].append(e)
+            size += e.byteCount
+        }
+        let report: (Int) -> Void = { progress?.advance(by: $0) }
+        if shards.count == 1 {
+            try SafeTensorsWriter.write(sorted, to: dir.appendingPathComponent("model.safetensors"), progress: report)
+            return ["model.safetensors"]
+        }
+        var names: [String] = []
+        var weightMap: [String: String] = [:]
+        for (i, shard) in shards.enumerated() {
+            let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
+            try SafeTensorsWriter.write(shard, to: dir.appendingPathComponent(name), progress: report)
+            for e in shard { weightMap[e.name] = name }
+            names.append(name)
+        }
+        let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
+        let json = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
+        try json.write(to: dir.appendingPathComponent("model.safetensors.index.json"))
+        return names + ["model.safetensors.index.json"]
     }
 }
 

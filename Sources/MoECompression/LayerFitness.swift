@@ -31,7 +31,7 @@ public final class LayerFitness: @unchecked Sendable {
         tokens = t
         hidden = x.cols
         numExperts = block.numExperts
-        logits = DenseLinear(weight: block.router.weight).callAsFunction(x)
+        logits = block.router.linear.callAsFunction(x)
         var outs = [Tensor?](repeating: nil, count: block.numExperts)
         outs.withUnsafeMutableBufferPointer { buf in
             let o = SendablePointer(buf.baseAddress!)

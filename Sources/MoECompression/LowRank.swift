@@ -166,7 +166,8 @@ public enum LowRank {
     /// needed by the importance allocation; `cache` (Gram matrices of this model) by SVD-LLM.
     public static func decompose(model dir: URL, options o: Options, whitening cache: CalibrationCache? = nil,
                                  importance: [Int: [Double]]? = nil,
-                                 output: URL, overwrite: Bool = false, quiet: Bool = false) throws -> Report {
+                                 output: URL, overwrite: Bool = false, quiet: Bool = false,
+                                 shardSize: Int = CheckpointWriter.defaultShardSize) throws -> Report {
         if case .keep(let rho) = o.target, !(rho > 0 && rho <= 1) {
             throw PruningError.invalid("--ratio (fraction of expert parameters kept) must be in (0, 1]")
         }
@@ -203,10 +204,10 @@ public enum LowRank {
                 let ranks = targeted ? Self.ranks(o, importance: imp, count: experts.count, m: m, n: n) : []
                 if targeted { layerReport.ranks[kind] = ranks }
                 for e in 0..<experts.count {
-                    let w = try experts.matrix(e, kind)
                     let base = experts.name(e, kind)
                     var out: [SafeTensorsWriter.Entry]
                     if targeted {
+                        let w = try experts.matrix(e, kind)
                         let (a, b): (Tensor, Tensor)
                         if let cache {
                             guard let g = try cache.gram(l, kind == "down" ? "gram_mid" : "gram_in", expert: e), g.count == n * n else {
@@ -227,7 +228,7 @@ public enum LowRank {
                         after += a.count + b.count
                         count += 1
                     } else if experts.fused {
-                        out = [.init("\(base).weight", w, dtype: experts.dtype(kind))]
+                        out = [.init("\(base).weight", try experts.stored(e, kind))]
                     } else {
                         continue
                     }
@@ -252,7 +253,7 @@ public enum LowRank {
         if o.allocation == .importance { report.alpha = o.alpha; section += ", \"alpha\": \(o.alpha)" }
         section += ", \"targets\": [\(o.targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
-            try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
             guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
             let withSection = CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
             try HFRemoteCode.settingAutoMap(withSection).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
@@ -274,7 +275,8 @@ public enum LowRank {
     /// `<base>.weight` (in the factors' dtype) and drops MoEPress's low-rank config entry and remote code,
     /// giving a checkpoint stock tools load (unless layers keep unequal expert counts: then the remote code
     /// stays, and `export --uniform` is the way to a stock checkpoint). The product is computed in f32.
-    public static func densify(model dir: URL, output: URL, overwrite: Bool = false) throws -> Int {
+    public static func densify(model dir: URL, output: URL, overwrite: Bool = false,
+                               shardSize: Int = CheckpointWriter.defaultShardSize) throws -> Int {
         let config = try HFConfig(modelDirectory: dir)
         let ckpt = try Checkpoint(directory: dir)
         var entries: [SafeTensorsWriter.Entry] = []
@@ -293,7 +295,7 @@ public enum LowRank {
             }
         }
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
-            try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
             guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
             var plain = CheckpointOutput.removingMoEPressEntry(text, key: "low_rank")
             // Unequal expert counts per layer still need the remote code; otherwise the result is stock.
@@ -315,13 +317,25 @@ struct ExpertMatrices {
     let names: ExpertProjectionNames
     let count: Int, intermediate: Int, hidden: Int
     let fused: Bool
-    private let gateUp: Tensor?, down: Tensor?
+    private let gateUp: WeightMatrix?, down: WeightMatrix?
 
     init(_ ckpt: Checkpoint, prefix: String, names: ExpertProjectionNames, count: Int, intermediate: Int, hidden: Int) throws {
         (self.ckpt, self.prefix, self.names, self.count, self.intermediate, self.hidden) = (ckpt, prefix, names, count, intermediate, hidden)
         fused = ckpt.contains("\(prefix).gate_up_proj")
-        gateUp = fused ? try ckpt.tensor("\(prefix).gate_up_proj", shape: [count, 2 * intermediate, hidden]) : nil
-        down = fused ? try ckpt.tensor("\(prefix).down_proj", shape: [count, hidden, intermediate]) : nil
+        gateUp = fused ? try Self.fusedView(ckpt, "\(prefix).gate_up_proj", [count, 2 * intermediate, hidden]) : nil
+        down = fused ? try Self.fusedView(ckpt, "\(prefix).down_proj", [count, hidden, intermediate]) : nil
+    }
+
+    /// A fused [E, rows, cols] tensor as one [E·rows, cols] matrix in its stored dtype (f32 read as a tensor).
+    static func fusedView(_ ckpt: Checkpoint, _ name: String, _ shape: [Int]) throws -> WeightMatrix {
+        guard let info = ckpt.info(name), info.shape == shape, let loc = ckpt.location(of: name) else {
+            throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing, or not shaped \(shape)")
+        }
+        if info.dtype == .bf16 || info.dtype == .f16 {
+            return WeightMatrix(viewing: loc.file.mapping.base + loc.offset, dtype: info.dtype, rows: shape[0] * shape[1], cols: shape[2],
+                                owner: loc.file.mapping)
+        }
+        return WeightMatrix(try ckpt.tensor(name).reshaped([shape[0] * shape[1], shape[2]]))
     }
 
     /// The per-expert base name the output uses (factors `.lowrank_a/_b`, or `.weight`).
@@ -334,16 +348,19 @@ struct ExpertMatrices {
 
     func dtype(_ kind: String) -> DType { ckpt.info(source(0, kind))!.dtype }
 
-    func matrix(_ e: Int, _ kind: String) throws -> Tensor {
+    /// Expert `e`'s `kind` projection in its stored dtype (a view).
+    func stored(_ e: Int, _ kind: String) throws -> WeightMatrix {
         let i = intermediate, h = hidden
         if let gateUp, let down {
             switch kind {
-            case "gate": return gateUp.rowSlice(e..<(e + 1)).reshaped([2 * i, h]).rowSlice(0..<i).copy()
-            case "up": return gateUp.rowSlice(e..<(e + 1)).reshaped([2 * i, h]).rowSlice(i..<(2 * i)).copy()
-            default: return down.rowSlice(e..<(e + 1)).reshaped([h, i]).copy()
+            case "gate": return gateUp.rowSlice((e * 2 * i)..<(e * 2 * i + i))
+            case "up": return gateUp.rowSlice((e * 2 * i + i)..<((e + 1) * 2 * i))
+            default: return down.rowSlice((e * h)..<((e + 1) * h))
             }
         }
-        let shape = kind == "down" ? [h, i] : [i, h]
-        return try ckpt.tensor("\(name(e, kind)).weight", shape: shape)
+        return try ckpt.weight("\(name(e, kind)).weight", shape: kind == "down" ? [h, i] : [i, h])
     }
+
+    /// Expert `e`'s `kind` projection widened to f32.
+    func matrix(_ e: Int, _ kind: String) throws -> Tensor { try stored(e, kind).float() }
 }

@@ -126,10 +126,8 @@ public enum MoEITS {
     /// The symmetric e×e matrix M[i,j] = Σ_p c_p · NMI(W_p^i, W_p^j), zero diagonal.
     public static func matrix(_ block: MoEBlock, weights c: [Double], rule: BinRule) -> [[Double]] {
         let e = block.numExperts
-        func flat(_ l: any LinearLayer) -> [Double] {
-            guard let d = l as? DenseLinear else { preconditionFailure("MoEITS needs dense expert weights") }
-            return d.weight.array.map(Double.init)
-        }
+        // The weights as the model computes with them (a factorised expert's product, the widened bf16 values).
+        func flat(_ l: any LinearLayer) -> [Double] { l.denseWeight().array.map(Double.init) }
         // Bin every expert's three matrices once, in parallel.
         var binned = [[Binned]](repeating: [], count: e)
         binned.withUnsafeMutableBufferPointer { buf in

@@ -67,7 +67,8 @@ public enum PruningBudget: Sendable, Equatable {
 /// expert count is updated when all layers keep the same number, otherwise a `moepress.experts_per_layer`
 /// section lists them. The output appears atomically, with plan.json and the tokenizer files.
 public enum PlanApplier {
-    public static func apply(_ plan: PruningPlan, model dir: URL, output: URL, overwrite: Bool = false) throws {
+    public static func apply(_ plan: PruningPlan, model dir: URL, output: URL, overwrite: Bool = false,
+                             shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: dir)
         let family = try ModelRegistry.family(for: config)
         let d = try family.describe(config)
@@ -91,14 +92,12 @@ public enum PlanApplier {
         for l in keptByLayer.keys { prefixes[l] = family.moePrefix(layer: l, in: ckpt) }
         for name in ckpt.names {
             let info = ckpt.info(name)!
-            let raw = try ckpt.rawEntry(name)
-            guard case .raw(let bytes) = raw.source else { continue }
             var handled = false
             for (layer, prefix) in prefixes {
                 let kept = keptByLayer[layer]!
                 let e = d.layers[layer].experts!
                 if name == "\(prefix).gate.weight" || name == "\(prefix).gate.e_score_correction_bias" {
-                    entries.append(sliceRows(name, info, bytes, kept, expected: e))
+                    entries.append(try sliceRows(name, info, ckpt, kept, expected: e))
                     handled = true
                 } else if name.hasPrefix("\(prefix).experts.") {
                     let rest = name.dropFirst("\(prefix).experts.".count)
@@ -108,30 +107,25 @@ public enum PlanApplier {
                         }
                     } else {
                         // Fused layout: [E, …] tensors (gate_up_proj, down_proj).
-                        entries.append(sliceRows(name, info, bytes, kept, expected: e))
+                        entries.append(try sliceRows(name, info, ckpt, kept, expected: e))
                     }
                     handled = true
                 }
                 if handled { break }
             }
-            if !handled { entries.append(raw) }
+            if !handled { entries.append(try ckpt.rawEntry(name)) }
         }
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
-            try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
             try CheckpointOutput.copyCompanions(from: dir, to: out)
             try writeConfig(config, description: d, keptByLayer: keptByLayer, to: out.url("config.json"))
             try CheckpointOutput.writeJSON(plan, to: out.url("plan.json"))
         }
     }
 
-    static func sliceRows(_ name: String, _ info: TensorInfo, _ bytes: Data, _ kept: [Int], expected e: Int) -> SafeTensorsWriter.Entry {
-        precondition(info.shape.first == e, "\(name): first dimension \(info.shape) is not the expert count \(e)")
-        let row = info.byteCount / e
-        var out = Data(capacity: row * kept.count)
-        for k in kept { out.append(bytes[(k * row)..<((k + 1) * row)]) }
-        var shape = info.shape
-        shape[0] = kept.count
-        return .init(name, raw: out, dtype: info.dtype, shape: shape)
+    static func sliceRows(_ name: String, _ info: TensorInfo, _ ckpt: Checkpoint, _ kept: [Int], expected e: Int) throws -> SafeTensorsWriter.Entry {
+        guard info.shape.first == e else { throw PruningError.invalid("\(name): first dimension \(info.shape) is not the expert count \(e)") }
+        return try ckpt.rowsEntry(name, rows: kept)
     }
 
     /// Rewrites config.json textually: only the expert count changes, and unequal counts are listed in the

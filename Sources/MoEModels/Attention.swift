@@ -14,6 +14,14 @@ public struct AttentionSegment: @unchecked Sendable {
 public protocol AttentionLayer: Sendable {
     var cacheShape: (kvHeads: Int, keyDim: Int, valueDim: Int) { get }
     var parameterCount: Int { get }
+    /// Bytes of weights one pass reads, in their stored dtype.
+    var weightBytes: Int { get }
+    /// The linear layers by logical name (GQA: q, k, v, o; MLA: q or q_a and q_b, kv_a, kv_b, o), in order.
+    var linears: [(name: String, layer: any LinearLayer)] { get }
+    /// The same attention with each linear layer replaced by `f(name, layer)`.
+    func replacingLinears(_ f: (String, any LinearLayer) throws -> any LinearLayer) rethrows -> any AttentionLayer
+    /// Its norms by logical name (q_norm, k_norm; MLA: q_a_norm, kv_a_norm).
+    var norms: [(name: String, norm: RMSNorm)] { get }
     func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor
 }
 
@@ -66,7 +74,7 @@ public struct GroupedQueryAttention: AttentionLayer {
         case full(q: RMSNorm, k: RMSNorm)
     }
 
-    public let q, k, v, o: any LinearLayer
+    public var q, k, v, o: any LinearLayer
     public let heads: Int
     public let kvHeads: Int
     public let headDim: Int
@@ -89,6 +97,26 @@ public struct GroupedQueryAttention: AttentionLayer {
     }
 
     public var cacheShape: (kvHeads: Int, keyDim: Int, valueDim: Int) { (kvHeads, headDim, headDim) }
+    public var linears: [(name: String, layer: any LinearLayer)] { [("q", q), ("k", k), ("v", v), ("o", o)] }
+    public func replacingLinears(_ f: (String, any LinearLayer) throws -> any LinearLayer) rethrows -> any AttentionLayer {
+        var a = self
+        a.q = try f("q", q); a.k = try f("k", k); a.v = try f("v", v); a.o = try f("o", o)
+        return a
+    }
+    public var norms: [(name: String, norm: RMSNorm)] {
+        switch qkNorm {
+        case .none: return []
+        case .perHead(let a, let b), .full(let a, let b): return [("q_norm", a), ("k_norm", b)]
+        }
+    }
+    public var weightBytes: Int {
+        var n = q.weightBytes + k.weightBytes + v.weightBytes + o.weightBytes
+        switch qkNorm {
+        case .none: break
+        case .perHead(let a, let b), .full(let a, let b): n += (a.dim + b.dim) * 4
+        }
+        return n
+    }
     public var parameterCount: Int {
         var n = q.parameterCount + k.parameterCount + v.parameterCount + o.parameterCount
         switch qkNorm {
@@ -140,14 +168,14 @@ public struct GroupedQueryAttention: AttentionLayer {
 /// keys and values from a shared compressed latent plus one rotary key shared by all heads.
 /// The cache keeps expanded per-head keys and values (numerically what HF computes).
 public struct LatentAttention: AttentionLayer {
-    public let qProj: (any LinearLayer)?
-    public let qA: (any LinearLayer)?
+    public var qProj: (any LinearLayer)?
+    public var qA: (any LinearLayer)?
     public let qANorm: RMSNorm?
-    public let qB: (any LinearLayer)?
-    public let kvA: any LinearLayer
+    public var qB: (any LinearLayer)?
+    public var kvA: any LinearLayer
     public let kvANorm: RMSNorm
-    public let kvB: any LinearLayer
-    public let o: any LinearLayer
+    public var kvB: any LinearLayer
+    public var o: any LinearLayer
     public let heads: Int
     public let nopeDim: Int
     public let ropeDim: Int
@@ -168,6 +196,26 @@ public struct LatentAttention: AttentionLayer {
 
     var qkDim: Int { nopeDim + ropeDim }
     public var cacheShape: (kvHeads: Int, keyDim: Int, valueDim: Int) { (heads, qkDim, valueDim) }
+    public var linears: [(name: String, layer: any LinearLayer)] {
+        var out: [(String, any LinearLayer)] = []
+        if let qProj { out.append(("q", qProj)) }
+        if let qA { out.append(("q_a", qA)) }
+        if let qB { out.append(("q_b", qB)) }
+        return out + [("kv_a", kvA), ("kv_b", kvB), ("o", o)]
+    }
+    public func replacingLinears(_ f: (String, any LinearLayer) throws -> any LinearLayer) rethrows -> any AttentionLayer {
+        var a = self
+        a.qProj = try qProj.map { try f("q", $0) }
+        a.qA = try qA.map { try f("q_a", $0) }
+        a.qB = try qB.map { try f("q_b", $0) }
+        a.kvA = try f("kv_a", kvA); a.kvB = try f("kv_b", kvB); a.o = try f("o", o)
+        return a
+    }
+    public var norms: [(name: String, norm: RMSNorm)] { (qANorm.map { [("q_a_norm", $0)] } ?? []) + [("kv_a_norm", kvANorm)] }
+    public var weightBytes: Int {
+        (qProj?.weightBytes ?? 0) + (qA?.weightBytes ?? 0) + (qANorm?.dim ?? 0) * 4 + (qB?.weightBytes ?? 0)
+            + kvA.weightBytes + kvANorm.dim * 4 + kvB.weightBytes + o.weightBytes
+    }
     public var parameterCount: Int {
         (qProj?.parameterCount ?? 0) + (qA?.parameterCount ?? 0) + (qANorm?.dim ?? 0) + (qB?.parameterCount ?? 0)
             + kvA.parameterCount + kvANorm.dim + kvB.parameterCount + o.parameterCount

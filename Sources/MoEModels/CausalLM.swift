@@ -30,15 +30,18 @@ public struct DecoderLayer: Sendable {
     }
 }
 
-/// A decoder-only causal language model assembled from shared parts by a family file.
+/// A decoder-only causal language model assembled from shared parts by a family file. Weights are views of
+/// the checkpoint in its stored dtype; `pager` (set by the loader) hints the kernel which layer's pages are
+/// needed next and, in a streaming pass, which are done, so a model larger than RAM streams through it.
 public final class CausalLM: @unchecked Sendable {
     public let description: ModelDescription
-    public var embedding: Tensor          // [vocab, hidden]
+    public var embedding: WeightMatrix   // [vocab, hidden]
     public var layers: [DecoderLayer]
     public var norm: RMSNorm
     public var lmHead: any LinearLayer
+    public var pager: LayerPager?
 
-    public init(description: ModelDescription, embedding: Tensor, layers: [DecoderLayer], norm: RMSNorm, lmHead: any LinearLayer) {
+    public init(description: ModelDescription, embedding: WeightMatrix, layers: [DecoderLayer], norm: RMSNorm, lmHead: any LinearLayer) {
         self.description = description
         self.embedding = embedding
         self.layers = layers
@@ -46,8 +49,8 @@ public final class CausalLM: @unchecked Sendable {
         self.lmHead = lmHead
     }
 
-    public var vocabSize: Int { embedding.shape[0] }
-    public var hiddenSize: Int { embedding.shape[1] }
+    public var vocabSize: Int { embedding.rows }
+    public var hiddenSize: Int { embedding.cols }
 
     public var parameterCount: Int {
         embedding.count + layers.reduce(0) { $0 + $1.parameterCount } + norm.dim
@@ -59,12 +62,20 @@ public final class CausalLM: @unchecked Sendable {
             + layers.reduce(0) { $0 + $1.inputNorm.dim + $1.attention.parameterCount + $1.postAttentionNorm.dim + $1.feedForward.activeParameterCount }
     }
 
-    /// Embedding rows for token ids; an id outside the vocabulary is a programming error upstream
-    /// (`validate(tokens:)` gives the user-facing error).
+    /// Bytes of weights one decoded token reads (in their stored dtype): every layer's attention, norms and
+    /// active experts, the final norm and the LM head (one embedding row is negligible). A decode step cannot
+    /// be faster than this over the machine's memory bandwidth.
+    public var activeWeightBytes: Int {
+        lmHead.weightBytes + norm.dim * 4
+            + layers.reduce(0) { $0 + ($1.inputNorm.dim + $1.postAttentionNorm.dim) * 4 + $1.attention.weightBytes + $1.feedForward.activeWeightBytes }
+    }
+
+    /// Embedding rows for token ids, widened to f32; an id outside the vocabulary is a programming error
+    /// upstream (`validate(tokens:)` gives the user-facing error).
     public func embed(_ ids: [Int]) -> Tensor {
         let h = hiddenSize
         let x = Tensor(zeros: [ids.count, h])
-        for (i, id) in ids.enumerated() { (x.data + i * h).update(from: embedding.data + id * h, count: h) }
+        for (i, id) in ids.enumerated() { embedding.widenRow(id, into: x.data + i * h) }
         return x
     }
 
@@ -83,17 +94,27 @@ public final class CausalLM: @unchecked Sendable {
         logits(hidden(batch, caches: caches))
     }
 
-    /// Final hidden states (after the last norm) [Σ tokens, hidden].
-    public func hidden(_ batch: [[Int]], caches: [KVCache]? = nil, observe: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
+    /// Final hidden states (after the last norm) [Σ tokens, hidden], computed layer-major: every sequence of
+    /// the batch goes through layer 1, then layer 2, so each layer's weights are read once per batch. With
+    /// `caches`, sequences continue from them and extend them; without, each layer's keys and values live
+    /// only while that layer runs. `evict` (a streaming pass over a model larger than RAM) drops each layer's
+    /// pages once it is done.
+    public func hidden(_ batch: [[Int]], caches: [KVCache]? = nil, evict: Bool = false,
+                       observe: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
         precondition(caches == nil || caches!.count == batch.count, "one cache per sequence")
-        let caches = caches ?? batch.map { _ in KVCache(for: self) }
         let x = embed(batch.flatMap { $0 })
         var bounds: [Range<Int>] = []
         var start = 0
         for s in batch { bounds.append(start..<(start + s.count)); start += s.count }
+        // Read-ahead pays only when the pass does enough work per layer to hide it (not for a decode step).
+        let hint = start >= 16
+        if hint { pager?.prefetch(layer: 0) }
         for (li, layer) in layers.enumerated() {
-            let segments = zip(bounds, caches).map { AttentionSegment(rows: $0, cache: $1.layers[li]) }
+            if hint, li + 1 < layers.count { pager?.prefetch(layer: li + 1) }
+            let layerCaches = caches?.map { $0.layers[li] } ?? batch.map { _ in KVCache.Layer(for: layer.attention) }
+            let segments = zip(bounds, layerCaches).map { AttentionSegment(rows: $0, cache: $1) }
             layer.forward(x, segments: segments, observe: observe.map { f in { f(li, $0, $1) } })
+            if evict { pager?.evict(layer: li) }
         }
         return norm(x)
     }
@@ -107,6 +128,17 @@ public final class CausalLM: @unchecked Sendable {
         let picked = Tensor(zeros: [rows.count, h])
         for (i, r) in rows.enumerated() { (picked.data + i * h).update(from: hidden.data + r * h, count: h) }
         return logits(picked)
+    }
+
+    /// Logits of rows [range] of the hidden states, `block` rows at a time: `body(first row, logits [n, vocab])`.
+    /// The vocabulary projection of a long batch never exists whole.
+    public func forEachLogitsBlock(_ hidden: Tensor, rows range: Range<Int>, block: Int = 64, _ body: (Int, Tensor) throws -> Void) rethrows {
+        var r = range.lowerBound
+        while r < range.upperBound {
+            let n = min(block, range.upperBound - r)
+            try body(r, logits(hidden.rowSlice(r..<(r + n))))
+            r += n
+        }
     }
 }
 

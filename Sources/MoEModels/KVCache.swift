@@ -11,6 +11,12 @@ public final class KVCache: @unchecked Sendable {
         public private(set) var keys: [Float] = []
         public private(set) var values: [Float] = []
 
+        /// An empty cache for one layer of `attention`'s shape.
+        public convenience init(for attention: any AttentionLayer) {
+            let s = attention.cacheShape
+            self.init(kvHeads: s.kvHeads, keyDim: s.keyDim, valueDim: s.valueDim)
+        }
+
         init(kvHeads: Int, keyDim: Int, valueDim: Int) {
             self.kvHeads = kvHeads
             self.keyDim = keyDim
@@ -44,10 +50,7 @@ public final class KVCache: @unchecked Sendable {
 
     /// An empty cache shaped for `model`.
     public init(for model: CausalLM) {
-        layers = model.layers.map { l in
-            let s = l.attention.cacheShape
-            return Layer(kvHeads: s.kvHeads, keyDim: s.keyDim, valueDim: s.valueDim)
-        }
+        layers = model.layers.map { Layer(for: $0.attention) }
     }
 
     private init(layers: [Layer]) { self.layers = layers }

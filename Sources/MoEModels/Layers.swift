@@ -1,14 +1,53 @@
 import MoETensor
 
-/// A linear map y = x·Wᵀ (+ b). A protocol so that factorised (low-rank) or quantised weights can
-/// stand where a dense matrix does; every family and method sees only this interface.
+/// One parameter of a layer: an f32 tensor that training may update in place, or a matrix read in place in
+/// the checkpoint's dtype (f16/bf16 weights, never widened unless a layer is made trainable).
+public enum Parameter: @unchecked Sendable {
+    case tensor(Tensor)
+    case stored(WeightMatrix)
+
+    /// The f32 tensor, when the parameter is one.
+    public var tensor: Tensor? { if case .tensor(let t) = self { return t } else { return nil } }
+    public var shape: [Int] {
+        switch self {
+        case .tensor(let t): return t.shape
+        case .stored(let w): return w.shape
+        }
+    }
+    public var count: Int { shape.reduce(1, *) }
+    /// The values as a new (or, for a tensor, the same) f32 tensor.
+    public func float() -> Tensor {
+        switch self {
+        case .tensor(let t): return t
+        case .stored(let w): return w.float()
+        }
+    }
+}
+
+/// A linear map y = x·Wᵀ (+ b). Every family and method sees only this interface, so a new storage kind
+/// (dense in any dtype, low-rank factors, a LoRA-wrapped layer, a quantised format) is one new type: it says
+/// how it multiplies, how its input gradient flows back, what its parameters are, what dense matrix it
+/// stands for and how an adapter merges into it.
 public protocol LinearLayer: Sendable {
     var inFeatures: Int { get }
     var outFeatures: Int { get }
     var parameterCount: Int { get }
+    /// Bytes of weights read by one application (in their stored dtype): what a memory-bound pass costs.
+    var weightBytes: Int { get }
     /// y[rows, out] (row stride ldy) = x[rows, in] · Wᵀ (+ b). `parallel` lets one large product use
     /// every core; callers already inside a parallel loop pass false.
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool)
+    /// The input gradient: dx[rows, in] (row stride ldx) = dy[rows, out] · W, or += with `accumulate`.
+    func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool)
+    /// The layer's parameters, named by the suffix a checkpoint gives them after the layer's name: "" (the
+    /// weight), ".bias", ".lowrank_a", ".lowrank_b", ".lora_A", ".lora_B" (a LoRA layer lists its base's first).
+    func forEachParameter(_ body: (_ suffix: String, _ value: Parameter) -> Void)
+    /// W as a new f32 matrix [out, in] (the product of factors; base plus adapter for LoRA).
+    func denseWeight() -> Tensor
+    /// This map plus scale·B·A (B [out, r], A [r, in]): merging a LoRA adapter.
+    func adding(_ b: Tensor, _ a: Tensor, scale: Float) -> any LinearLayer
+    /// The same map with every parameter an f32 tensor (a copy where it was stored in f16/bf16), for training.
+    func trainable() -> any LinearLayer
 }
 
 extension LinearLayer {
@@ -20,34 +59,64 @@ extension LinearLayer {
         apply(x.data, rows: x.rows, into: y.data, ldy: outFeatures, parallel: parallel)
         return y
     }
+
+    /// The parameters as (suffix, value) pairs, in order.
+    public var parameters: [(suffix: String, value: Parameter)] {
+        var out: [(String, Parameter)] = []
+        forEachParameter { out.append(($0, $1)) }
+        return out
+    }
 }
 
-/// A dense weight [out, in] with an optional bias [out].
+/// A dense weight [out, in] in its stored dtype, with an optional f32 bias [out].
 public struct DenseLinear: LinearLayer {
-    public let weight: Tensor
+    public let weight: WeightMatrix
     public let bias: Tensor?
 
-    public init(weight: Tensor, bias: Tensor? = nil) {
-        precondition(weight.rank == 2, "DenseLinear weight must be 2-D, got \(weight.shape)")
-        precondition(bias == nil || bias!.count == weight.shape[0], "bias \(bias!.shape) for weight \(weight.shape)")
+    public init(weight: WeightMatrix, bias: Tensor? = nil) {
+        precondition(bias == nil || bias!.count == weight.rows, "bias \(bias!.shape) for weight \(weight.shape)")
         self.weight = weight
         self.bias = bias
     }
 
-    public var inFeatures: Int { weight.shape[1] }
-    public var outFeatures: Int { weight.shape[0] }
+    /// An f32 weight tensor [out, in].
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        precondition(weight.rank == 2, "DenseLinear weight must be 2-D, got \(weight.shape)")
+        self.init(weight: WeightMatrix(weight), bias: bias)
+    }
+
+    public var inFeatures: Int { weight.cols }
+    public var outFeatures: Int { weight.rows }
     public var parameterCount: Int { weight.count + (bias?.count ?? 0) }
+    public var weightBytes: Int { weight.byteCount + (bias?.count ?? 0) * 4 }
 
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool) {
-        if parallel {
-            linear(x, rows: rows, in: inFeatures, weight: weight.data, out: outFeatures, into: y, ldy: ldy)
-        } else {
-            BLAS.gemm(transB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures,
-                      b: weight.data, ldb: inFeatures, c: y, ldc: ldy)
-        }
+        weight.multiply(x, m: rows, into: y, ldy: ldy, parallel: parallel)
         if let bias {
             for r in 0..<rows { addInPlace(y + r * ldy, bias.data, count: outFeatures) }
         }
+    }
+
+    public func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool) {
+        weight.multiplyTransposed(dy, m: rows, into: dx, ldx: ldx, accumulate: accumulate, parallel: parallel)
+    }
+
+    public func forEachParameter(_ body: (String, Parameter) -> Void) {
+        body("", weight.tensor.map { .tensor($0) } ?? .stored(weight))
+        if let bias { body(".bias", .tensor(bias)) }
+    }
+
+    public func denseWeight() -> Tensor { weight.float() }
+
+    public func adding(_ b: Tensor, _ a: Tensor, scale: Float) -> any LinearLayer {
+        let w = weight.float()
+        let ba = matmul(b, a)
+        for i in 0..<w.count { w.data[i] += scale * ba.data[i] }
+        return DenseLinear(weight: w, bias: bias)
+    }
+
+    public func trainable() -> any LinearLayer {
+        weight.tensor != nil ? self : DenseLinear(weight: weight.float(), bias: bias)
     }
 }
 
@@ -92,8 +161,16 @@ public struct GatedMLP: Sendable {
     public var hiddenSize: Int { gate.inFeatures }
     public var intermediateSize: Int { gate.outFeatures }
     public var parameterCount: Int { gate.parameterCount + up.parameterCount + down.parameterCount }
+    public var weightBytes: Int { gate.weightBytes + up.weightBytes + down.weightBytes }
+    /// The three projections by kind ("gate", "up", "down").
+    public var projections: [(kind: String, layer: any LinearLayer)] { [("gate", gate), ("up", up), ("down", down)] }
 
-    /// y[rows, hidden] = MLP(x[rows, hidden]); `scratch` needs 2·rows·intermediate floats.
+    /// The same MLP with each projection replaced by `f(kind, projection)`.
+    public func mapProjections(_ f: (String, any LinearLayer) throws -> any LinearLayer) rethrows -> GatedMLP {
+        GatedMLP(gate: try f("gate", gate), up: try f("up", up), down: try f("down", down), activation: activation)
+    }
+
+    /// y[rows, hidden] = MLP(x[rows, hidden]).
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, parallel: Bool) {
         let inter = intermediateSize
         let g = Tensor(zeros: [rows, inter]), u = Tensor(zeros: [rows, inter])

@@ -20,6 +20,7 @@ public struct LoRALinear: LinearLayer {
     public var inFeatures: Int { base.inFeatures }
     public var outFeatures: Int { base.outFeatures }
     public var parameterCount: Int { base.parameterCount + a.count + b.count }
+    public var weightBytes: Int { base.weightBytes + (a.count + b.count) * 4 }
 
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool) {
         base.apply(x, rows: rows, into: y, ldy: ldy, parallel: parallel)
@@ -28,4 +29,26 @@ public struct LoRALinear: LinearLayer {
         BLAS.gemm(transB: true, m: rows, n: outFeatures, k: rank, alpha: scale, a: mid.data, lda: rank, b: b.data, ldb: rank,
                   beta: 1, c: y, ldc: ldy)
     }
+
+    public func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool) {
+        base.applyTransposed(dy, rows: rows, into: dx, ldx: ldx, accumulate: accumulate, parallel: parallel)
+        let mid = Tensor(zeros: [rows, rank])
+        WeightMatrix(b).multiplyTransposed(dy, m: rows, into: mid.data, ldx: rank, alpha: scale, parallel: parallel)
+        WeightMatrix(a).multiplyTransposed(mid.data, m: rows, into: dx, ldx: ldx, accumulate: true, parallel: parallel)
+    }
+
+    public func forEachParameter(_ body: (String, Parameter) -> Void) {
+        base.forEachParameter(body)
+        body(".lora_A", .tensor(a))
+        body(".lora_B", .tensor(b))
+    }
+
+    public func denseWeight() -> Tensor { merged().denseWeight() }
+
+    /// The base with the adapter merged in (W + s·B·A; factor concatenation for a low-rank base).
+    public func merged() -> any LinearLayer { base.adding(b, a, scale: scale) }
+
+    public func adding(_ lb: Tensor, _ la: Tensor, scale s: Float) -> any LinearLayer { merged().adding(lb, la, scale: s) }
+
+    public func trainable() -> any LinearLayer { LoRALinear(base: base.trainable(), a: a, b: b, scale: scale, dropout: dropout) }
 }

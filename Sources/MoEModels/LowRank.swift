@@ -17,6 +17,7 @@ public struct LowRankLinear: LinearLayer {
     public var inFeatures: Int { b.shape[1] }
     public var outFeatures: Int { a.shape[0] }
     public var parameterCount: Int { a.count + b.count }
+    public var weightBytes: Int { parameterCount * 4 }
 
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool) {
         let mid = Tensor(zeros: [rows, rank])
@@ -28,4 +29,32 @@ public struct LowRankLinear: LinearLayer {
             BLAS.gemm(transB: true, m: rows, n: outFeatures, k: rank, a: mid.data, lda: rank, b: a.data, ldb: rank, c: y, ldc: ldy)
         }
     }
+
+    public func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool) {
+        let mid = Tensor(zeros: [rows, rank])
+        WeightMatrix(a).multiplyTransposed(dy, m: rows, into: mid.data, ldx: rank, parallel: parallel)
+        WeightMatrix(b).multiplyTransposed(mid.data, m: rows, into: dx, ldx: ldx, accumulate: accumulate, parallel: parallel)
+    }
+
+    public func forEachParameter(_ body: (String, Parameter) -> Void) {
+        body(".lowrank_a", .tensor(a))
+        body(".lowrank_b", .tensor(b))
+    }
+
+    public func denseWeight() -> Tensor { matmul(a, b) }
+
+    /// Exact at rank r + r': A' = [A | s·B_adapter], B' = [B; A_adapter].
+    public func adding(_ lb: Tensor, _ la: Tensor, scale: Float) -> any LinearLayer {
+        let m = outFeatures, n = inFeatures, r0 = rank, r1 = la.shape[0]
+        let newA = Tensor(zeros: [m, r0 + r1]), newB = Tensor(zeros: [r0 + r1, n])
+        for i in 0..<m {
+            for j in 0..<r0 { newA.data[i * (r0 + r1) + j] = a.data[i * r0 + j] }
+            for j in 0..<r1 { newA.data[i * (r0 + r1) + r0 + j] = scale * lb.data[i * r1 + j] }
+        }
+        newB.data.update(from: b.data, count: r0 * n)
+        (newB.data + r0 * n).update(from: la.data, count: r1 * n)
+        return LowRankLinear(a: newA, b: newB)
+    }
+
+    public func trainable() -> any LinearLayer { self }
 }

@@ -18,6 +18,7 @@ public struct MoEBlock: Sendable {
 
     public init(router: Router, experts: [GatedMLP], sharedExpert: GatedMLP? = nil, sharedExpertGate: (any LinearLayer)? = nil) {
         precondition(router.numExperts == experts.count, "router has \(router.numExperts) rows for \(experts.count) experts")
+        precondition(router.hiddenSize == (experts.first?.hiddenSize ?? router.hiddenSize), "router and experts differ in hidden size")
         self.router = router
         self.experts = experts
         self.sharedExpert = sharedExpert
@@ -28,10 +29,10 @@ public struct MoEBlock: Sendable {
     public var numExperts: Int { experts.count }
     public var topK: Int { router.routing.topK }
     public var hasSharedExpert: Bool { sharedExpert != nil }
-    public var hiddenSize: Int { router.weight.shape[1] }
+    public var hiddenSize: Int { router.hiddenSize }
 
     public var parameterCount: Int {
-        router.weight.count + experts.reduce(0) { $0 + $1.parameterCount }
+        router.linear.parameterCount + experts.reduce(0) { $0 + $1.parameterCount }
             + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0) + (compressedExperts?.parameterCount ?? 0)
     }
 
@@ -41,7 +42,13 @@ public struct MoEBlock: Sendable {
     /// Parameters touched per token: router, the routed experts run (taking the mean expert size) and the shared expert.
     public var activeParameterCount: Int {
         let meanExpert = experts.isEmpty ? 0 : experts.reduce(0) { $0 + $1.parameterCount } / experts.count
-        return router.weight.count + runExperts * meanExpert + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
+        return router.linear.parameterCount + runExperts * meanExpert + (sharedExpert?.parameterCount ?? 0) + (sharedExpertGate?.parameterCount ?? 0)
+    }
+
+    /// Bytes of weights one token reads: router, `runExperts` experts of mean size, shared expert and its gate.
+    public var activeWeightBytes: Int {
+        let meanExpert = experts.isEmpty ? 0 : experts.reduce(0) { $0 + $1.weightBytes } / experts.count
+        return router.linear.weightBytes + runExperts * meanExpert + (sharedExpert?.weightBytes ?? 0) + (sharedExpertGate?.weightBytes ?? 0)
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
@@ -89,55 +96,72 @@ public struct MoEBlock: Sendable {
         return lists
     }
 
-    /// Per active expert: the tokens routed to it, their routing weights, and the expert's (unweighted)
-    /// outputs on them [n, hidden]. Experts run in parallel. Calibration statistics and the routed output
-    /// are both built from this.
-    public func expertOutputs(_ x: Tensor, decision d: Router.Decision) -> [Int: (tokens: [Int], weights: [Float], outputs: Tensor)] {
+    /// Experts computed together in one parallel wave: enough to keep every core busy and balanced, few
+    /// enough that their outputs (what a wave holds at once) stay a fraction of the chunk's activations.
+    public static let waveSize = 16
+
+    /// Calls `body(expert, tokens, weights, outputs)` for every expert with tokens, in ascending expert order:
+    /// the tokens routed to it, their routing weights, and the expert's (unweighted) outputs on them [n,
+    /// hidden]. Experts run in parallel waves of consecutive ids (largest first inside a wave, so the cores
+    /// finish together); a wave's outputs are released once `body` has seen them. Calibration statistics and
+    /// the routed output are both built on this.
+    public func forEachExpertOutput(_ x: Tensor, decision d: Router.Decision,
+                                    _ body: (_ expert: Int, _ tokens: [Int], _ weights: [Float], _ outputs: Tensor) throws -> Void) rethrows {
         let h = hiddenSize
         let lists = assignments(d)
-        // Largest first, so the cores finish together.
-        let active = (0..<numExperts).filter { !lists[$0].isEmpty }.sorted { (lists[$0].count, $1) > (lists[$1].count, $0) }
-        var outputs = [Tensor?](repeating: nil, count: numExperts)
-        let serialInside = active.count > 1
+        let active = (0..<numExperts).filter { !lists[$0].isEmpty }
         let ce = compressedExperts.map { $0.aggregates(d, hidden: h, intermediate: experts[0].intermediateSize) }
-        outputs.withUnsafeMutableBufferPointer { buf in
-            let results = SendablePointer(buf.baseAddress!)
-            parallelFor(active.count) { a in
-                let e = active[a]
-                let list = lists[e]
-                let xe = Tensor(zeros: [list.count, h])
-                for (r, item) in list.enumerated() { (xe.data + r * h).update(from: x.data + item.token * h, count: h) }
-                let ye = Tensor(zeros: [list.count, h])
-                if let ce {
-                    let inter = experts[e].intermediateSize
-                    let xg = Tensor(zeros: [list.count, h]), xu = Tensor(zeros: [list.count, h]), cm = Tensor(zeros: [list.count, inter])
-                    for (r, item) in list.enumerated() {
-                        for j in 0..<h {
-                            xg.data[r * h + j] = xe.data[r * h + j] * ce.g.data[item.token * h + j]
-                            xu.data[r * h + j] = xe.data[r * h + j] * ce.u.data[item.token * h + j]
+        var w0 = 0
+        while w0 < active.count {
+            let wave = Array(active[w0..<min(active.count, w0 + Self.waveSize)])
+            let order = wave.sorted { (lists[$0].count, $1) > (lists[$1].count, $0) }
+            let serialInside = order.count > 1
+            var outputs = [Tensor?](repeating: nil, count: wave.count)
+            outputs.withUnsafeMutableBufferPointer { buf in
+                let results = SendablePointer(buf.baseAddress!)
+                parallelFor(order.count) { a in
+                    let e = order[a]
+                    let list = lists[e]
+                    let xe = Tensor(zeros: [list.count, h])
+                    for (r, item) in list.enumerated() { (xe.data + r * h).update(from: x.data + item.token * h, count: h) }
+                    let ye = Tensor(zeros: [list.count, h])
+                    if let ce {
+                        let inter = experts[e].intermediateSize
+                        let xg = Tensor(zeros: [list.count, h]), xu = Tensor(zeros: [list.count, h]), cm = Tensor(zeros: [list.count, inter])
+                        for (r, item) in list.enumerated() {
+                            for j in 0..<h {
+                                xg.data[r * h + j] = xe.data[r * h + j] * ce.g.data[item.token * h + j]
+                                xu.data[r * h + j] = xe.data[r * h + j] * ce.u.data[item.token * h + j]
+                            }
+                            (cm.data + r * inter).update(from: ce.m.data + item.token * inter, count: inter)
                         }
-                        (cm.data + r * inter).update(from: ce.m.data + item.token * inter, count: inter)
+                        experts[e].apply(gateInput: xg.data, upInput: xu.data, midScale: cm.data, rows: list.count, into: ye.data, parallel: !serialInside)
+                    } else {
+                        experts[e].apply(xe.data, rows: list.count, into: ye.data, parallel: !serialInside)
                     }
-                    experts[e].apply(gateInput: xg.data, upInput: xu.data, midScale: cm.data, rows: list.count, into: ye.data, parallel: !serialInside)
-                } else {
-                    experts[e].apply(xe.data, rows: list.count, into: ye.data, parallel: !serialInside)
+                    results[wave.firstIndex(of: e)!] = ye
                 }
-                results[e] = ye
             }
+            for (i, e) in wave.enumerated() { try body(e, lists[e].map(\.token), lists[e].map(\.weight), outputs[i]!) }
+            w0 += wave.count
         }
+    }
+
+    /// Per active expert: the tokens routed to it, their routing weights and the expert's outputs on them
+    /// (all held at once; `forEachExpertOutput` streams them).
+    public func expertOutputs(_ x: Tensor, decision d: Router.Decision) -> [Int: (tokens: [Int], weights: [Float], outputs: Tensor)] {
         var out: [Int: (tokens: [Int], weights: [Float], outputs: Tensor)] = [:]
-        for e in active { out[e] = (lists[e].map(\.token), lists[e].map(\.weight), outputs[e]!) }
+        forEachExpertOutput(x, decision: d) { e, t, w, y in out[e] = (t, w, y) }
         return out
     }
 
     /// Σ over chosen experts of weight × expert(x), summed in expert order (as HF's index_add_ does), so
-    /// the result is deterministic whatever the thread count.
+    /// the result is deterministic whatever the thread count, and a token's sum does not depend on the
+    /// other tokens of the batch.
     public func routedOutput(_ x: Tensor, decision d: Router.Decision) -> Tensor {
         let h = hiddenSize
-        let per = expertOutputs(x, decision: d)
         let out = Tensor(zeros: x.shape)
-        for e in per.keys.sorted() {
-            let (tokens, weights, ye) = per[e]!
+        forEachExpertOutput(x, decision: d) { _, tokens, weights, ye in
             for (r, t) in tokens.enumerated() { axpy(weights[r], ye.data + r * h, out.data + t * h, count: h) }
         }
         return out
@@ -169,6 +193,13 @@ public enum FeedForward: Sendable {
         switch self {
         case .dense(let m): return m.parameterCount
         case .moe(let b): return b.activeParameterCount
+        }
+    }
+
+    public var activeWeightBytes: Int {
+        switch self {
+        case .dense(let m): return m.weightBytes
+        case .moe(let b): return b.activeWeightBytes
         }
     }
 }

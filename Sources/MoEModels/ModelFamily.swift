@@ -61,13 +61,15 @@ public enum ModelRegistry {
         return try family(for: config).describe(config)
     }
 
-    /// Loads a model folder (config.json + safetensors) into f32 weights.
+    /// Opens a model folder (config.json + safetensors): weights stay in the files, mapped, in their stored
+    /// dtype (norms, biases and compressed-expert vectors, a few vectors per layer, are widened to f32).
     public static func load(directory: URL) throws -> CausalLM {
         let config = try HFConfig(modelDirectory: directory)
         let fam = try family(for: config)
         let weights = try Checkpoint(directory: directory)
         let model = try fam.build(config, weights: weights)
         try attachCompressedExperts(model, config: config, family: fam, weights: weights)
+        model.pager = LayerPager(checkpoint: weights, layers: model.layers.count)
         return model
     }
 
@@ -96,15 +98,18 @@ public enum ModelRegistry {
     }
 }
 
-/// Reads tensors by name with shape checks; the helpers every family file builds from.
+/// Reads tensors by name with shape checks; the helpers every family file builds from. Matrices are views
+/// in their stored dtype; vectors (norms, biases) are f32.
 struct WeightReader {
     let ckpt: Checkpoint
     let description: ModelDescription
 
     func tensor(_ name: String, _ shape: [Int]) throws -> Tensor { try ckpt.tensor(name, shape: shape) }
 
+    func matrix(_ name: String, _ rows: Int, _ cols: Int) throws -> WeightMatrix { try ckpt.weight(name, shape: [rows, cols]) }
+
     func linear(_ prefix: String, out: Int, in inF: Int, bias: Bool = false) throws -> DenseLinear {
-        let w = try ckpt.tensor("\(prefix).weight", shape: [out, inF])
+        let w = try matrix("\(prefix).weight", out, inF)
         let b = bias ? try ckpt.tensor("\(prefix).bias", shape: [out]) : try ckpt.tensorIfPresent("\(prefix).bias", shape: [out])
         return DenseLinear(weight: w, bias: b)
     }
@@ -137,34 +142,55 @@ struct WeightReader {
 
     /// Routed experts under `prefix` (e.g. "model.layers.3.mlp.experts"), either one module per expert
     /// (`<prefix>.<e>.<gate|up|down>.weight`, the transformers v4 layout and what v5 saves) or fused
-    /// (`<prefix>.gate_up_proj` [E, 2I, H] and `<prefix>.down_proj` [E, H, I], v5's in-memory layout).
+    /// (`<prefix>.gate_up_proj` [E, 2I, H] and `<prefix>.down_proj` [E, H, I], v5's in-memory layout; each
+    /// expert's projections are views of rows of the fused tensors).
     func experts(_ prefix: String, count: Int, intermediate: Int,
                  names: ExpertProjectionNames = .standard) throws -> [GatedMLP] {
         let h = description.hiddenSize
         if ckpt.contains("\(prefix).gate_up_proj") {
-            let gu = try ckpt.tensor("\(prefix).gate_up_proj", shape: [count, 2 * intermediate, h])
-            let dn = try ckpt.tensor("\(prefix).down_proj", shape: [count, h, intermediate])
+            let gu = try fused("\(prefix).gate_up_proj", [count, 2 * intermediate, h])
+            let dn = try fused("\(prefix).down_proj", [count, h, intermediate])
             return (0..<count).map { e in
-                let base = gu.rowSlice(e..<(e + 1)).reshaped([2 * intermediate, h])
+                let base = gu.rowSlice((e * 2 * intermediate)..<((e + 1) * 2 * intermediate))
                 return GatedMLP(
-                    gate: DenseLinear(weight: base.rowSlice(0..<intermediate).copy()),
-                    up: DenseLinear(weight: base.rowSlice(intermediate..<(2 * intermediate)).copy()),
-                    down: DenseLinear(weight: dn.rowSlice(e..<(e + 1)).reshaped([h, intermediate]).copy()),
+                    gate: DenseLinear(weight: base.rowSlice(0..<intermediate)),
+                    up: DenseLinear(weight: base.rowSlice(intermediate..<(2 * intermediate))),
+                    down: DenseLinear(weight: dn.rowSlice((e * h)..<((e + 1) * h))),
                     activation: description.activation)
             }
         }
         return try (0..<count).map { e in try mlp("\(prefix).\(e)", intermediate: intermediate, names: names) }
     }
 
+    /// A 3-D tensor [E, rows, cols] as one matrix [E·rows, cols], in its stored dtype.
+    func fused(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+        guard let info = ckpt.info(name) else { throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing from the checkpoint") }
+        guard info.shape == shape else { throw CheckpointError(file: ckpt.directory.path, tensor: name, "shape \(info.shape), expected \(shape)") }
+        guard let loc = ckpt.location(of: name) else { throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing from the checkpoint") }
+        switch info.dtype {
+        case .bf16, .f16:
+            return WeightMatrix(viewing: loc.file.mapping.base + loc.offset, dtype: info.dtype, rows: shape[0] * shape[1], cols: shape[2],
+                                owner: loc.file.mapping)
+        default:
+            return WeightMatrix(try ckpt.tensor(name).reshaped([shape[0] * shape[1], shape[2]]))
+        }
+    }
+
     func lmHead() throws -> any LinearLayer {
         if !description.tieWordEmbeddings {
             return try linear("lm_head", out: description.vocabSize, in: description.hiddenSize)
         }
-        return DenseLinear(weight: try tensor("model.embed_tokens.weight", [description.vocabSize, description.hiddenSize]))
+        return DenseLinear(weight: try embedding())
     }
 
-    func embedding() throws -> Tensor {
-        try tensor("model.embed_tokens.weight", [description.vocabSize, description.hiddenSize])
+    func embedding() throws -> WeightMatrix {
+        try matrix("model.embed_tokens.weight", description.vocabSize, description.hiddenSize)
+    }
+
+    /// The router of an MoE block: `<prefix>.gate.weight` [experts, hidden].
+    func router(_ prefix: String, experts: Int, correctionBias: Tensor? = nil) throws -> Router {
+        Router(linear: DenseLinear(weight: try matrix("\(prefix).gate.weight", experts, description.hiddenSize)),
+               correctionBias: correctionBias, routing: description.routing!)
     }
 }
 

@@ -39,29 +39,26 @@ public struct Routing: Sendable, Codable, Equatable {
     }
 }
 
-/// The router of an MoE block: logits = x · Wᵀ, then `Routing`. `correctionBias` (DeepSeek-V3's
+/// The router of an MoE block: logits = x · Wᵀ (any `LinearLayer`: the stored weight, or the weight
+/// with a LoRA adapter while healing), then `Routing`. `correctionBias` (DeepSeek-V3's
 /// `e_score_correction_bias`) shifts the scores used to choose experts but not the weights.
 public struct Router: Sendable {
-    public let weight: Tensor
+    public var linear: any LinearLayer
     public let correctionBias: Tensor?
-    public let routing: Routing
-    /// A LoRA adapter on the router weight (healing with `router` among the targets), or nil.
-    public var adapter: (a: Tensor, b: Tensor, scale: Float)?
+    public var routing: Routing
 
-    /// The logits map x·Wᵀ, with the adapter when there is one.
-    public var linear: any LinearLayer {
-        let base = DenseLinear(weight: weight)
-        guard let adapter else { return base }
-        return LoRALinear(base: base, a: adapter.a, b: adapter.b, scale: adapter.scale)
-    }
-
-    public init(weight: Tensor, correctionBias: Tensor? = nil, routing: Routing) {
-        self.weight = weight
+    public init(linear: any LinearLayer, correctionBias: Tensor? = nil, routing: Routing) {
+        self.linear = linear
         self.correctionBias = correctionBias
         self.routing = routing
     }
 
-    public var numExperts: Int { weight.shape[0] }
+    public init(weight: Tensor, correctionBias: Tensor? = nil, routing: Routing) {
+        self.init(linear: DenseLinear(weight: weight), correctionBias: correctionBias, routing: routing)
+    }
+
+    public var numExperts: Int { linear.outFeatures }
+    public var hiddenSize: Int { linear.inFeatures }
 
     /// Per token: the chosen experts (in torch.topk order) and their weights, plus the raw logits [T, E].
     public struct Decision: Sendable {

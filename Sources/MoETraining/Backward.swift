@@ -86,14 +86,6 @@ func linearForward(_ l: any LinearLayer, _ x: Tensor, seed: UInt64, training: Bo
 func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g: Gradients, parallel: Bool) -> Tensor {
     let x = tape.x, rows = x.rows
     switch l {
-    case let d as DenseLinear:
-        if let gw = g[d.weight] { accumulateWeightGradient(gw, dy: dy.data, x: x.data, rows: rows, out: d.outFeatures, in: d.inFeatures, parallel: parallel) }
-        if let b = d.bias, let gb = g[b] {
-            for r in 0..<rows { addInPlace(gb.data, dy.data + r * d.outFeatures, count: d.outFeatures) }
-        }
-        let dx = Tensor(zeros: [rows, d.inFeatures])
-        inputGradient(dy: dy.data, w: d.weight.data, rows: rows, out: d.outFeatures, in: d.inFeatures, into: dx.data, parallel: parallel)
-        return dx
     case let r as LowRankLinear:
         let mid = tape.mid!
         if let ga = g[r.a] { accumulateWeightGradient(ga, dy: dy.data, x: mid.data, rows: rows, out: r.outFeatures, in: r.rank, parallel: parallel) }
@@ -119,7 +111,19 @@ func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g:
         dx.add(dxd)
         return dx
     default:
-        preconditionFailure("no backward for \(type(of: l))")
+        // A plain map y = x·Wᵀ + b in any storage: W and b get gradients when they are trainable tensors, and the
+        // input gradient comes from the layer itself (stored f16/bf16 weights are read in place).
+        for (suffix, value) in l.parameters {
+            guard let t = value.tensor, let gt = g[t] else { continue }
+            if suffix == "" {
+                accumulateWeightGradient(gt, dy: dy.data, x: x.data, rows: rows, out: l.outFeatures, in: l.inFeatures, parallel: parallel)
+            } else if suffix == ".bias" {
+                for r in 0..<rows { addInPlace(gt.data, dy.data + r * l.outFeatures, count: l.outFeatures) }
+            }
+        }
+        let dx = Tensor(zeros: [rows, l.inFeatures])
+        l.applyTransposed(dy.data, rows: rows, into: dx.data, ldx: l.inFeatures, accumulate: false, parallel: parallel)
+        return dx
     }
 }
 

@@ -44,17 +44,22 @@ public enum TrainedCheckpoint {
     /// tensors copied as they are, config.json edited by `config` (text in, text out), companions copied.
     /// `dtype` forces every parameter's dtype (e.g. f32 so a merged adapter is not rounded to bf16).
     public static func write(_ model: CausalLM, source: URL, output: URL, overwrite: Bool = false, dtype: DType? = nil,
-                             config edit: (String) -> String = { $0 }, extraFiles: [String: Data] = [:]) throws {
+                             config edit: (String) -> String = { $0 }, extraFiles: [String: Data] = [:],
+                             shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: source)
         let family = try ModelRegistry.family(for: config)
         let ckpt = try Checkpoint(directory: source)
         let dominant = ckpt.names.compactMap { ckpt.info($0)?.dtype }.reduce(into: [DType: Int]()) { $0[$1, default: 0] += 1 }.max { $0.value < $1.value }?.key ?? .f32
         var entries: [SafeTensorsWriter.Entry] = []
         var written = Set<String>()
-        for (logical, t) in TrainableParameters.all(model) {
+        for (logical, value) in TrainableParameters.all(model) {
             precondition(!logical.contains("lora_"), "merge LoRA adapters before writing a checkpoint")
             let name = checkpointName(logical, family: family, ckpt: ckpt)
-            entries.append(.init(name, t, dtype: dtype ?? ckpt.info(name)?.dtype ?? dominant))
+            let target = dtype ?? ckpt.info(name)?.dtype ?? dominant
+            switch value {
+            case .tensor(let t): entries.append(.init(name, t, dtype: target))
+            case .stored(let w): entries.append(.init(name, w, dtype: target))
+            }
             written.insert(name)
         }
         for name in ckpt.names where !written.contains(name) {
@@ -65,7 +70,7 @@ public enum TrainedCheckpoint {
         }
         guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw TrainingError.invalid("\(config.path): cannot read") }
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
-            try SafeTensorsWriter.write(entries, to: out.url("model.safetensors"))
+            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
             try edit(text).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
             for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json", "modeling_moepress.py"] {
                 let src = source.appendingPathComponent(name)
@@ -107,7 +112,7 @@ public enum PEFTAdapter {
             case .dense(let m):
                 for (name, l) in [("gate", m.gate), ("up", m.up), ("down", m.down)] { linear("\(p).mlp.\(name)_proj", "\(name)_proj", l) }
             case .moe(let b):
-                if let ad = b.router.adapter { add("\(p).mlp.gate", ad.a, ad.b) }
+                if let ad = b.router.linear as? LoRALinear { add("\(p).mlp.gate", ad.a, ad.b) }
                 if let sh = b.sharedExpert {
                     for (name, l) in [("gate", sh.gate), ("up", sh.up), ("down", sh.down)] { linear("\(p).mlp.shared_expert.\(name)_proj", "\(name)_proj", l) }
                 }
@@ -137,7 +142,7 @@ public enum PEFTAdapter {
                     }
                     add("\(p).mlp.experts", wa, wb)
                 }
-                if b.router.adapter != nil && !params.contains("mlp.gate.weight") { params.append("mlp.gate.weight") }
+                if b.router.linear is LoRALinear && !params.contains("mlp.gate.weight") { params.append("mlp.gate.weight") }
             }
         }
         // Nesting order: the first parameter listed for a module is wrapped first (PEFT's `base_layer`).

@@ -93,7 +93,7 @@ public enum CausalLMTraining {
             dx = layerBackward(model.layers[i], tape, dx, seqLen: L, g: g)
             if recompute { inputs.removeLast() } else { tapes.removeLast() }
         }
-        if let ge = g[model.embedding] {
+        if let emb = model.embedding.tensor, let ge = g[emb] {
             let hd = model.hiddenSize
             for (r, id) in ids.enumerated() { addInPlace(ge.data + id * hd, dx.data + r * hd, count: hd) }
         }

@@ -1,69 +1,25 @@
 import MoETensor
 import MoEModels
 
-/// Every parameter tensor of a model under a logical name that does not depend on the family's checkpoint
-/// spelling: `embed`, `norm`, `lm_head`, `layers.L.input_norm`, `layers.L.post_norm`, `layers.L.attn.{q,k,v,o}`
-/// (`.bias`), `layers.L.attn.{q,k}_norm`, `layers.L.mlp.{gate,up,down}`, `layers.L.moe.router`,
-/// `layers.L.moe.experts.E.{gate,up,down}`, `layers.L.moe.shared.{gate,up,down}`, `layers.L.moe.shared_gate`.
-/// A low-rank projection contributes `<name>.lowrank_a/_b`; a LoRA adapter `<name>.lora_A/_B` and its base;
-/// compressed-expert vectors `layers.L.moe.experts.E.ce_{gate,up,mid}`. Gradient fixtures use these names.
+/// A model's parameters under logical names that do not depend on the family's checkpoint spelling (see
+/// `CausalLM.forEachParameter`: `embed`, `layers.L.attn.q`, `layers.L.moe.experts.E.gate.lora_A`, …).
+/// Gradient fixtures use these names.
 public enum TrainableParameters {
-    public static func all(_ model: CausalLM) -> [(name: String, tensor: Tensor)] {
-        var out: [(String, Tensor)] = [("embed", model.embedding)]
-        func linear(_ name: String, _ l: any LinearLayer) {
-            switch l {
-            case let d as DenseLinear:
-                out.append((name, d.weight))
-                if let b = d.bias { out.append((name + ".bias", b)) }
-            case let r as LowRankLinear:
-                out.append((name + ".lowrank_a", r.a))
-                out.append((name + ".lowrank_b", r.b))
-            case let a as LoRALinear:
-                linear(name, a.base)
-                out.append((name + ".lora_A", a.a))
-                out.append((name + ".lora_B", a.b))
-            default:
-                preconditionFailure("\(name): \(type(of: l)) has no known parameters")
-            }
-        }
-        func mlp(_ name: String, _ m: GatedMLP) {
-            linear(name + ".gate", m.gate)
-            linear(name + ".up", m.up)
-            linear(name + ".down", m.down)
-        }
-        for (l, layer) in model.layers.enumerated() {
-            let p = "layers.\(l)."
-            out.append((p + "input_norm", layer.inputNorm.weight))
-            guard let attn = layer.attention as? GroupedQueryAttention else {
-                preconditionFailure("training supports grouped-query attention only")
-            }
-            linear(p + "attn.q", attn.q); linear(p + "attn.k", attn.k); linear(p + "attn.v", attn.v); linear(p + "attn.o", attn.o)
-            switch attn.qkNorm {
-            case .none: break
-            case .perHead(let q, let k), .full(let q, let k):
-                out.append((p + "attn.q_norm", q.weight)); out.append((p + "attn.k_norm", k.weight))
-            }
-            out.append((p + "post_norm", layer.postAttentionNorm.weight))
-            switch layer.feedForward {
-            case .dense(let m): mlp(p + "mlp", m)
-            case .moe(let b):
-                out.append((p + "moe.router", b.router.weight))
-                if let ad = b.router.adapter { out.append((p + "moe.router.lora_A", ad.a)); out.append((p + "moe.router.lora_B", ad.b)) }
-                for (e, x) in b.experts.enumerated() { mlp(p + "moe.experts.\(e)", x) }
-                if let s = b.sharedExpert { mlp(p + "moe.shared", s) }
-                if let g = b.sharedExpertGate { linear(p + "moe.shared_gate", g) }
-                if let ce = b.compressedExperts {
-                    for e in 0..<b.numExperts {
-                        out.append((p + "moe.experts.\(e).ce_gate", ce.gate[e]))
-                        out.append((p + "moe.experts.\(e).ce_up", ce.up[e]))
-                        out.append((p + "moe.experts.\(e).ce_mid", ce.mid[e]))
-                    }
-                }
-            }
-        }
-        out.append(("norm", model.norm.weight))
-        if !model.description.tieWordEmbeddings { linear("lm_head", model.lmHead) }
+    /// Every parameter, in model order.
+    public static func all(_ model: CausalLM) -> [(name: String, value: Parameter)] {
+        var out: [(String, Parameter)] = []
+        model.forEachParameter { out.append(($0, $1)) }
         return out
+    }
+
+    /// The parameters whose names satisfy `include`, as the f32 tensors training updates. Stored (f16/bf16)
+    /// weights are frozen: call `CausalLM.makeTrainable()` first to train them.
+    public static func tensors(_ model: CausalLM, where include: (String) -> Bool = { _ in true }) -> [(name: String, tensor: Tensor)] {
+        all(model).compactMap { name, v in
+            guard include(name) else { return nil }
+            guard let t = v.tensor else { preconditionFailure("\(name) is stored in its checkpoint dtype; make the model trainable first") }
+            return (name, t)
+        }
     }
 }
 

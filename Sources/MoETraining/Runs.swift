@@ -46,7 +46,7 @@ public enum TrainingRuns {
         try CausalLMTraining.check(m)
         try LoRA.attach(to: m, lora)
         let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
-        let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+        let trainable = TrainableParameters.tensors(m) { $0.contains(".lora_") }
         let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
         if !quiet {
             FileHandle.standardError.write(Data("heal: \(trainable.reduce(0) { $0 + $1.tensor.count }) LoRA parameters on \(Set(lora.targets).sorted().joined(separator: ",")), \(data.tokens) training tokens\n".utf8))
@@ -82,9 +82,7 @@ public enum TrainingRuns {
         for l in m.description.moeLayerIndices {
             guard var b = m.layers[l].feedForward.moe else { continue }
             if plainTopK {
-                var r = b.router.routing
-                r.topK = mainExperts
-                b.router = Router(weight: b.router.weight, correctionBias: b.router.correctionBias, routing: r)
+                b.router.routing.topK = mainExperts
             } else {
                 b.compressedExperts = CompressedExperts(mainExperts: mainExperts, experts: b.numExperts, hidden: b.hiddenSize,
                                                         intermediate: b.experts[0].intermediateSize)
@@ -92,8 +90,9 @@ public enum TrainingRuns {
             m.layers[l].feedForward = .moe(b)
         }
         let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
-        let all = TrainableParameters.all(m)
-        let trainable = ceOnly && !plainTopK ? all.filter { $0.name.contains(".ce_") } : all
+        let ceTrainedAlone = ceOnly && !plainTopK
+        if !ceTrainedAlone { m.makeTrainable() }
+        let trainable = TrainableParameters.tensors(m) { !ceTrainedAlone || $0.contains(".ce_") }
         let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
         try train(trainer, stateDir: stateDir, resume: resume, quiet: quiet)
         let record = TrainingRecord(command: plainTopK ? "compress-experts --no-ce" : "compress-experts", model: url.path, data: files.map(\.path),

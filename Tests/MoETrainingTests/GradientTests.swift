@@ -25,7 +25,7 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
     func gradientsMatchPyTorch(_ family: String) throws {
         let model = try ModelRegistry.load(directory: Where.model(family))
         try CausalLMTraining.check(model)
-        let params = TrainableParameters.all(model)
+        let params = TrainableParameters.tensors(model)
         let g = Gradients(trainable: params.map(\.tensor))
         let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
         let r = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
@@ -60,7 +60,7 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
             b.compressedExperts = CompressedExperts(mainExperts: 1, gate: try vectors("ce_gate"), up: try vectors("ce_up"), mid: try vectors("ce_mid"))
             model.layers[l].feedForward = .moe(b)
         }
-        let params = TrainableParameters.all(model)
+        let params = TrainableParameters.tensors(model)
         let g = Gradients(trainable: params.map(\.tensor))
         let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
         let r = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
@@ -120,7 +120,7 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
         let q = attn.q as! DenseLinear
         let la = random([4, q.inFeatures], seed: 3, scale: 0.2), lb = random([q.outFeatures, 4], seed: 4, scale: 0.2)
         let s: Float = 16.0 / 4
-        let merged = q.weight.copy()
+        let merged = q.weight.tensor!.copy()
         let ba = matmul(lb, la)
         for i in 0..<merged.count { merged.data[i] += s * ba.data[i] }
         func withQ(_ layer: any LinearLayer) {
@@ -137,7 +137,7 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
         wantB.scale(s); wantA.scale(s)
         #expect(gl[lb]!.maxAbsDifference(wantB) <= 1e-4 * wantB.array.map(abs).max()!)
         #expect(gl[la]!.maxAbsDifference(wantA) <= 1e-4 * wantA.array.map(abs).max()!)
-        #expect(gl[q.weight] == nil)   // the base stays frozen
+        #expect(gl[q.weight.tensor!] == nil)   // the base stays frozen
     }
 }
 
@@ -179,7 +179,7 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
             return s
         }
         let probes: [(String, Tensor)] = [("ce_gate", ce.gate[2]), ("ce_mid", ce.mid[3]), ("lowrank_a", la), ("lowrank_b", lbb),
-                                          ("lora_A", loraA), ("lora_B", loraB), ("router", b.router.weight), ("o", (attn.o as! DenseLinear).weight), ("q_norm", qNorm),
+                                          ("lora_A", loraA), ("lora_B", loraB), ("router", (b.router.linear as! DenseLinear).weight.tensor!), ("o", (attn.o as! DenseLinear).weight.tensor!), ("q_norm", qNorm),
                                           ("input_norm", layer.inputNorm.weight)]
         let g = Gradients(trainable: probes.map(\.1))
         let (_, tape) = layerForward(layer, x, seqLen: L, seed: 5, training: true)

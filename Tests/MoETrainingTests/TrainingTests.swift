@@ -17,12 +17,12 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
 @Suite(.serialized) struct TrainingLoopTests {
     func train(_ family: String, steps: Int, seed: UInt64, lora: Bool, recompute: Bool = true) throws -> (Trainer, CausalLM) {
         let m = try ModelRegistry.load(directory: Where.model(family))
-        var trainable = TrainableParameters.all(m)
+        var trainable = TrainableParameters.tensors(m)
         if lora {
             var s = LoRA.Settings()
             s.rank = 4; s.seed = seed; s.dropout = 0.1
             try LoRA.attach(to: m, s)
-            trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+            trainable = TrainableParameters.tensors(m) { $0.contains(".lora_") }
         }
         var settings = TrainerSettings()
         settings.steps = steps; settings.batchSize = 2; settings.seqLen = 16; settings.learningRate = lora ? 1e-2 : 3e-3
@@ -53,7 +53,7 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         s.rank = 4; s.seed = 3; s.dropout = 0.1
         try LoRA.attach(to: m, s)
         var settings = full.settings
-        let trainable = TrainableParameters.all(m).filter { $0.name.contains(".lora_") }
+        let trainable = TrainableParameters.tensors(m) { $0.contains(".lora_") }
         let dir = Where.temp("state")
         defer { try? FileManager.default.removeItem(at: dir) }
         settings.checkpointEvery = 3
@@ -63,13 +63,13 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         // A fresh process: reload, re-attach (same seed), restore, continue.
         let m2 = try ModelRegistry.load(directory: Where.model("mixtral"))
         try LoRA.attach(to: m2, s)
-        let t2 = try Trainer(model: m2, trainable: TrainableParameters.all(m2).filter { $0.name.contains(".lora_") }, settings: settings,
+        let t2 = try Trainer(model: m2, trainable: TrainableParameters.tensors(m2) { $0.contains(".lora_") }, settings: settings,
                              data: fixtureData(seqLen: 16, seed: 3))
         try t2.restoreState(from: dir)
         #expect(t2.optimizer.step == 3)
         try t2.run(quiet: true)
         #expect(t2.log.map(\.loss) == full.log.map(\.loss))
-        for (x, y) in zip(TrainableParameters.all(fm).filter { $0.name.contains(".lora_") }, TrainableParameters.all(m2).filter { $0.name.contains(".lora_") }) {
+        for (x, y) in zip(TrainableParameters.tensors(fm) { $0.contains(".lora_") }, TrainableParameters.tensors(m2) { $0.contains(".lora_") }) {
             #expect(x.tensor.array == y.tensor.array, "\(x.name)")
         }
         // Other settings: refused.
@@ -116,9 +116,7 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
             b.compressedExperts = vectors
             ce.layers[l].feedForward = .moe(b)
             var t = topK.layers[l].feedForward.moe!
-            var r = t.router.routing
-            r.topK = 1
-            t.router = Router(weight: t.router.weight, routing: r)
+            t.router.routing.topK = 1
             topK.layers[l].feedForward = .moe(t)
         }
         #expect(ce.forward(ids).maxAbsDifference(topK.forward(ids)) < 1e-5)

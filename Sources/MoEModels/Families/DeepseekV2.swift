@@ -82,7 +82,7 @@ func buildDeepseek(_ c: HFConfig, weights: Checkpoint, description d: ModelDescr
         let ffn: FeedForward
         if let e = l.experts {
             let bias = try weights.tensorIfPresent("\(p).mlp.gate.e_score_correction_bias", shape: [e])
-            let router = Router(weight: try w.tensor("\(p).mlp.gate.weight", [e, h]), correctionBias: bias, routing: d.routing!)
+            let router = try w.router("\(p).mlp", experts: e, correctionBias: bias)
             ffn = .moe(MoEBlock(router: router,
                                 experts: try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate),
                                 sharedExpert: try l.sharedExpertIntermediate.map { try w.mlp("\(p).mlp.shared_experts", intermediate: $0) }))

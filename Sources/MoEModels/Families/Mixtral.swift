@@ -34,7 +34,7 @@ public enum Mixtral: ModelFamily {
             // v4 names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
             let m = moePrefix(layer: i, in: weights)
             let l = d.layers[i]
-            let router = Router(weight: try w.tensor("\(m).gate.weight", [l.experts!, d.hiddenSize]), routing: d.routing!)
+            let router = try w.router(m, experts: l.experts!)
             let experts = try w.experts("\(m).experts", count: l.experts!, intermediate: l.expertIntermediate, names: expertProjectionNames)
             return .moe(MoEBlock(router: router, experts: experts))
         })

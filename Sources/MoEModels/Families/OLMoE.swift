@@ -29,7 +29,7 @@ public enum OLMoE: ModelFamily {
                                          qkNorm: norms, clip: clip)
         }, feedForward: { i, p in
             let l = d.layers[i]
-            let router = Router(weight: try w.tensor("\(p).mlp.gate.weight", [l.experts!, d.hiddenSize]), routing: d.routing!)
+            let router = try w.router("\(p).mlp", experts: l.experts!)
             return .moe(MoEBlock(router: router, experts: try w.experts("\(p).mlp.experts", count: l.experts!, intermediate: l.expertIntermediate)))
         })
     }

@@ -35,7 +35,7 @@ public enum Qwen2MoE: ModelFamily {
         }, feedForward: { i, p in
             let l = d.layers[i]
             guard let e = l.experts else { return .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!)) }
-            let router = Router(weight: try w.tensor("\(p).mlp.gate.weight", [e, d.hiddenSize]), routing: d.routing!)
+            let router = try w.router("\(p).mlp", experts: e)
             let experts = try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate)
             guard let si = l.sharedExpertIntermediate else { return .moe(MoEBlock(router: router, experts: experts)) }
             return .moe(MoEBlock(router: router, experts: experts,

@@ -34,7 +34,7 @@ public enum Qwen3MoE: ModelFamily {
         }, feedForward: { i, p in
             let l = d.layers[i]
             guard let e = l.experts else { return .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!)) }
-            let router = Router(weight: try w.tensor("\(p).mlp.gate.weight", [e, d.hiddenSize]), routing: d.routing!)
+            let router = try w.router("\(p).mlp", experts: e)
             return .moe(MoEBlock(router: router, experts: try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate)))
         })
     }

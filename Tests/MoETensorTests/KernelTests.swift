@@ -1,0 +1,150 @@
+import XCTest
+@testable import MoETensor
+
+/// The bf16/f16 weight kernels: accuracy against an f64 reference, bit-identity across instruction sets
+/// (the machine's own and the ones it does not pick, forced like MOEPRESS_ISA does), against a Swift
+/// restatement of the documented summation order, and across batch sizes and thread splits.
+final class KernelTests: XCTestCase {
+    override func tearDown() { KernelISA.use(.best) }
+
+    struct Case { let m: Int, n: Int, k: Int }
+    static let cases: [Case] = [
+        .init(m: 1, n: 1, k: 1), .init(m: 1, n: 37, k: 15), .init(m: 1, n: 64, k: 256), .init(m: 2, n: 9, k: 17),
+        .init(m: 3, n: 13, k: 100), .init(m: 4, n: 40, k: 64), .init(m: 5, n: 33, k: 48), .init(m: 9, n: 70, k: 130),
+        .init(m: 17, n: 100, k: 512), .init(m: 64, n: 20, k: 33),
+    ]
+
+    func randomMatrix(_ n: Int, _ k: Int, dtype: DType, seed: UInt64) -> (WeightMatrix, [Float]) {
+        var g = SeededGenerator(seed: seed)
+        let values = (0..<(n * k)).map { _ in Float(g.nextUnit() * 2 - 1) }
+        let t = Tensor(shape: [n, k], values: values)
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: max(1, n * k * dtype.byteSize), alignment: 64)
+        Convert.fromFloat(t.data, count: n * k, dtype: dtype, into: bytes)
+        let owner = RawOwner(bytes)
+        let w = WeightMatrix(viewing: UnsafeRawPointer(bytes), dtype: dtype, rows: n, cols: k, owner: owner)
+        // The values the kernel sees are the rounded ones.
+        let rounded = Tensor(zeros: [n, k])
+        Convert.toFloat(bytes, dtype: dtype, count: n * k, into: rounded.data)
+        return (w, rounded.array)
+    }
+
+    func randomInput(_ m: Int, _ k: Int, seed: UInt64) -> Tensor {
+        var g = SeededGenerator(seed: seed)
+        return Tensor(shape: [m, k], values: (0..<(m * k)).map { _ in Float(g.nextUnit() * 4 - 2) })
+    }
+
+    func product(_ w: WeightMatrix, _ x: Tensor, parallel: Bool = false) -> [Float] {
+        let y = Tensor(zeros: [x.rows, w.rows])
+        w.multiply(x.data, m: x.rows, into: y.data, ldy: w.rows, parallel: parallel)
+        return y.array
+    }
+
+    /// The documented order, restated: lane l sums k ≡ l (mod 16) with FMA, then pairs (i, i+8), (i, i+4), (i, i+2), (0, 1).
+    func specDot(_ x: ArraySlice<Float>, _ w: ArraySlice<Float>) -> Float {
+        var lanes = [Float](repeating: 0, count: 16)
+        let xs = Array(x), ws = Array(w)
+        let steps = (xs.count + 15) / 16
+        for s in 0..<steps {
+            for l in 0..<16 {
+                let i = 16 * s + l
+                let a: Float = i < xs.count ? xs[i] : 0, b: Float = i < ws.count ? ws[i] : 0
+                lanes[l] = lanes[l].addingProduct(a, b)
+            }
+        }
+        var width = 8
+        while width >= 1 {
+            for i in 0..<width { lanes[i] = lanes[i] + lanes[i + width] }
+            width /= 2
+        }
+        return lanes[0]
+    }
+
+    func testAccuracyAgainstFloat64() {
+        for dtype in [DType.bf16, .f16] {
+            for (ci, c) in Self.cases.enumerated() {
+                let (w, wv) = randomMatrix(c.n, c.k, dtype: dtype, seed: UInt64(ci))
+                let x = randomInput(c.m, c.k, seed: UInt64(100 + ci))
+                let y = product(w, x)
+                for i in 0..<c.m {
+                    for j in 0..<c.n {
+                        var ref = 0.0, mag = 0.0
+                        for t in 0..<c.k {
+                            ref += Double(x.data[i * c.k + t]) * Double(wv[j * c.k + t])
+                            mag += abs(Double(x.data[i * c.k + t]) * Double(wv[j * c.k + t]))
+                        }
+                        XCTAssertLessThanOrEqual(abs(Double(y[i * c.n + j]) - ref), 4e-7 * mag + 1e-30, "\(dtype) \(c) [\(i), \(j)]")
+                    }
+                }
+            }
+        }
+    }
+
+    func testMatchesDocumentedOrderOnEveryInstructionSet() {
+        let isas = KernelISA.allCases.filter(\.isSupported)
+        XCTAssertTrue(isas.contains(.portable))
+        for dtype in [DType.bf16, .f16] {
+            for (ci, c) in Self.cases.enumerated() {
+                let (w, wv) = randomMatrix(c.n, c.k, dtype: dtype, seed: UInt64(7 + ci))
+                let x = randomInput(c.m, c.k, seed: UInt64(200 + ci))
+                var spec = [Float]()
+                for i in 0..<c.m {
+                    for j in 0..<c.n {
+                        spec.append(specDot(x.array[(i * c.k)..<((i + 1) * c.k)], wv[(j * c.k)..<((j + 1) * c.k)]))
+                    }
+                }
+                for isa in isas {
+                    KernelISA.use(isa)
+                    let y = product(w, x)
+                    XCTAssertEqual(y.map(\.bitPattern), spec.map(\.bitPattern), "\(isa) \(dtype) \(c)")
+                }
+            }
+        }
+    }
+
+    func testBatchAndThreadInvariance() {
+        Compute.configure(threads: 2)
+        for isa in KernelISA.allCases.filter(\.isSupported) {
+            KernelISA.use(isa)
+            let (w, _) = randomMatrix(300, 256, dtype: .bf16, seed: 3)
+            let x = randomInput(37, 256, seed: 4)
+            let all = product(w, x, parallel: true)
+            for i in [0, 5, 36] {
+                let one = product(w, x.rowSlice(i..<(i + 1)), parallel: false)
+                XCTAssertEqual(one.map(\.bitPattern), all[(i * 300)..<((i + 1) * 300)].map(\.bitPattern), "\(isa) row \(i)")
+            }
+            let some = product(w, x.rowSlice(3..<10), parallel: true)
+            XCTAssertEqual(some.map(\.bitPattern), all[(3 * 300)..<(10 * 300)].map(\.bitPattern), "\(isa) rows 3..<10")
+        }
+    }
+
+    func testAccumulateAndTransposedProduct() {
+        let (w, wv) = randomMatrix(24, 40, dtype: .bf16, seed: 11)
+        let x = randomInput(3, 40, seed: 12)
+        let y = Tensor(shape: [3, 24], values: (0..<72).map { Float($0) })
+        let fresh = product(w, x)
+        w.multiply(x.data, m: 3, into: y.data, ldy: 24, accumulate: true)
+        for i in 0..<72 { XCTAssertEqual(y.data[i], Float(i) + fresh[i]) }
+        // dx = dy · W against the widened matrix through BLAS.
+        let dy = randomInput(5, 24, seed: 13)
+        let dx = Tensor(zeros: [5, 40])
+        w.multiplyTransposed(dy.data, m: 5, into: dx.data, ldx: 40)
+        let ref = matmul(dy, Tensor(shape: [24, 40], values: wv))
+        XCTAssertLessThan(dx.maxAbsDifference(ref), 1e-5)
+        XCTAssertEqual(w.float().array, wv)
+    }
+
+    func testUnknownInstructionSetIsRefused() {
+        setenv("MOEPRESS_ISA", "sse9", 1)
+        XCTAssertNotNil(KernelISA.configureFromEnvironment())
+        setenv("MOEPRESS_ISA", "portable", 1)
+        XCTAssertNil(KernelISA.configureFromEnvironment())
+        XCTAssertEqual(KernelISA.current, .portable)
+        unsetenv("MOEPRESS_ISA")
+    }
+}
+
+final class RawOwner {
+    let p: UnsafeMutableRawPointer
+    init(_ p: UnsafeMutableRawPointer) { self.p = p }
+    deinit { p.deallocate() }
+}
