@@ -178,6 +178,9 @@ public enum LowRank {
         let family = try ModelRegistry.family(for: config)
         let d = try family.describe(config)
         let ckpt = try Checkpoint(directory: dir)
+        let names = try family.checkpointNames(config, description: d, has: ckpt.contains)
+        let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, perExpert: true)
+        let reader = WeightReader(ckpt: ckpt, description: d, names: names)
         if ckpt.names.contains(where: { $0.hasSuffix(".lowrank_a") }) {
             throw PruningError.invalid("\(dir.path) is already decomposed (it has .lowrank_a factors); decompose the undecomposed model")
         }
@@ -189,8 +192,8 @@ public enum LowRank {
         var layerReports: [Report.Layer] = []
         let progress = StageProgress("decompose \(o.method.rawValue)", total: d.moeLayerIndices.count, unit: "layers", quiet: quiet)
         for l in d.moeLayerIndices {
-            let experts = try ExpertMatrices(ckpt, prefix: "\(family.moePrefix(layer: l, in: ckpt)).experts", names: family.expertProjectionNames,
-                                             count: d.layers[l].experts!, intermediate: d.layers[l].expertIntermediate, hidden: d.hiddenSize)
+            let experts = ExpertMatrices(reader: reader, output: perExpert, layer: l, count: d.layers[l].experts!,
+                                         intermediate: d.layers[l].expertIntermediate, hidden: d.hiddenSize)
             let imp = importance?[l]
             if o.allocation == .importance {
                 guard let imp, imp.count == experts.count else {
@@ -309,57 +312,29 @@ public enum LowRank {
     }
 }
 
-/// One MoE layer's routed-expert matrices, per expert (`<prefix>.<e>.<name>.weight`) or fused
-/// (`<prefix>.gate_up_proj` [E, 2I, H], `<prefix>.down_proj` [E, H, I]).
+/// One MoE layer's routed-expert matrices, per expert or fused, read through the family's name table;
+/// outputs are named in the per-expert layout (`output`).
 struct ExpertMatrices {
-    let ckpt: Checkpoint
-    let prefix: String
-    let names: ExpertProjectionNames
-    let count: Int, intermediate: Int, hidden: Int
-    let fused: Bool
-    private let gateUp: WeightMatrix?, down: WeightMatrix?
+    let reader: WeightReader
+    let output: CheckpointNames
+    let layer: Int, count: Int, intermediate: Int, hidden: Int
+    var ckpt: Checkpoint { reader.ckpt }
+    var names: CheckpointNames { reader.names }
 
-    init(_ ckpt: Checkpoint, prefix: String, names: ExpertProjectionNames, count: Int, intermediate: Int, hidden: Int) throws {
-        (self.ckpt, self.prefix, self.names, self.count, self.intermediate, self.hidden) = (ckpt, prefix, names, count, intermediate, hidden)
-        fused = ckpt.contains("\(prefix).gate_up_proj")
-        gateUp = fused ? try Self.fusedView(ckpt, "\(prefix).gate_up_proj", [count, 2 * intermediate, hidden]) : nil
-        down = fused ? try Self.fusedView(ckpt, "\(prefix).down_proj", [count, hidden, intermediate]) : nil
-    }
+    func logical(_ e: Int, _ kind: String) -> String { "layers.\(layer).moe.experts.\(e).\(kind)" }
 
-    /// A fused [E, rows, cols] tensor as one [E·rows, cols] matrix in its stored dtype (f32 read as a tensor).
-    static func fusedView(_ ckpt: Checkpoint, _ name: String, _ shape: [Int]) throws -> WeightMatrix {
-        guard let info = ckpt.info(name), info.shape == shape, let loc = ckpt.location(of: name) else {
-            throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing, or not shaped \(shape)")
-        }
-        if info.dtype == .bf16 || info.dtype == .f16 {
-            return WeightMatrix(viewing: loc.file.mapping.base + loc.offset, dtype: info.dtype, rows: shape[0] * shape[1], cols: shape[2],
-                                owner: loc.file.mapping)
-        }
-        return WeightMatrix(try ckpt.tensor(name).reshaped([shape[0] * shape[1], shape[2]]))
-    }
+    var fused: Bool { names.location(logical(0, "gate"))?.rows != nil }
 
     /// The per-expert base name the output uses (factors `.lowrank_a/_b`, or `.weight`).
-    func name(_ e: Int, _ kind: String) -> String { "\(prefix).\(e).\(names[kind])" }
+    func name(_ e: Int, _ kind: String) -> String { output.module(logical(e, kind))! }
 
     /// The checkpoint tensor whose entry this matrix replaces.
-    func source(_ e: Int, _ kind: String) -> String {
-        fused ? "\(prefix).\(kind == "down" ? "down_proj" : "gate_up_proj")" : "\(name(e, kind)).weight"
-    }
+    func source(_ e: Int, _ kind: String) -> String { names.location(logical(e, kind))!.name }
 
     func dtype(_ kind: String) -> DType { ckpt.info(source(0, kind))!.dtype }
 
     /// Expert `e`'s `kind` projection in its stored dtype (a view).
-    func stored(_ e: Int, _ kind: String) throws -> WeightMatrix {
-        let i = intermediate, h = hidden
-        if let gateUp, let down {
-            switch kind {
-            case "gate": return gateUp.rowSlice((e * 2 * i)..<(e * 2 * i + i))
-            case "up": return gateUp.rowSlice((e * 2 * i + i)..<((e + 1) * 2 * i))
-            default: return down.rowSlice((e * h)..<((e + 1) * h))
-            }
-        }
-        return try ckpt.weight("\(name(e, kind)).weight", shape: kind == "down" ? [h, i] : [i, h])
-    }
+    func stored(_ e: Int, _ kind: String) throws -> WeightMatrix { try reader.matrix(logical(e, kind)) }
 
     /// Expert `e`'s `kind` projection widened to f32.
     func matrix(_ e: Int, _ kind: String) throws -> Tensor { try stored(e, kind).float() }

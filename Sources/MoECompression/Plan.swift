@@ -89,7 +89,14 @@ public enum PlanApplier {
         // Classify every tensor.
         var entries: [SafeTensorsWriter.Entry] = []
         var prefixes: [Int: String] = [:]
-        for l in keptByLayer.keys { prefixes[l] = family.moePrefix(layer: l, in: ckpt) }
+        let names = try family.checkpointNames(config, description: d, has: ckpt.contains)
+        for l in keptByLayer.keys {
+            // The block's module: its router is `<prefix>.gate`, its experts `<prefix>.experts.…`.
+            guard let router = names.module("layers.\(l).moe.router"), router.hasSuffix(".gate") else {
+                throw PruningError.invalid("\(dir.path): no router for layer \(l)")
+            }
+            prefixes[l] = String(router.dropLast(".gate".count))
+        }
         for name in ckpt.names {
             let info = ckpt.info(name)!
             var handled = false

@@ -73,6 +73,8 @@ public struct GroupedQueryAttention: AttentionLayer {
         case perHead(q: RMSNorm, k: RMSNorm)
         case full(q: RMSNorm, k: RMSNorm)
     }
+    /// Whether a family's q/k norms act per head (Qwen3-MoE) or over the whole projection (OLMoE).
+    public enum NormKind: Sendable { case perHead, full }
 
     public var q, k, v, o: any LinearLayer
     public let heads: Int

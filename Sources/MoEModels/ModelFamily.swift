@@ -8,33 +8,11 @@ public protocol ModelFamily: SendableMetatype {
     /// HF `model_type` values this family reads.
     static var modelTypes: [String] { get }
     static func describe(_ config: HFConfig) throws -> ModelDescription
-    static func build(_ config: HFConfig, weights: Checkpoint) throws -> CausalLM
-    /// Checkpoint prefix of layer `layer`'s MoE block; its router is `<prefix>.gate.weight` and its routed
-    /// experts live under `<prefix>.experts.` in every supported family.
-    static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String
-    /// Names of a routed expert's gate, up and down projections in the per-expert layout
-    /// (`<prefix>.experts.<e>.<name>.weight`).
-    static var expertProjectionNames: ExpertProjectionNames { get }
-}
-
-public struct ExpertProjectionNames: Sendable, Equatable {
-    public var gate: String, up: String, down: String
-    public init(gate: String, up: String, down: String) { (self.gate, self.up, self.down) = (gate, up, down) }
-    public static let standard = ExpertProjectionNames(gate: "gate_proj", up: "up_proj", down: "down_proj")
-    /// The checkpoint name of projection `kind` ("gate", "up" or "down").
-    public subscript(kind: String) -> String {
-        switch kind {
-        case "gate": gate
-        case "up": up
-        case "down": down
-        default: preconditionFailure("projection kind \(kind)")
-        }
-    }
-}
-
-extension ModelFamily {
-    public static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String { "model.layers.\(layer).mlp" }
-    public static var expertProjectionNames: ExpertProjectionNames { .standard }
+    /// The family's checkpoint-name table for this config, in the layout `has` reveals (a checkpoint's
+    /// tensor names; with none, the layout `save_pretrained` writes).
+    static func checkpointNames(_ config: HFConfig, description: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames
+    /// Builds the model, reading every weight through `names`.
+    static func build(_ config: HFConfig, description: ModelDescription, weights: WeightReader) throws -> CausalLM
 }
 
 public enum ModelRegistry {
@@ -67,24 +45,41 @@ public enum ModelRegistry {
         let config = try HFConfig(modelDirectory: directory)
         let fam = try family(for: config)
         let weights = try Checkpoint(directory: directory)
-        let model = try fam.build(config, weights: weights)
-        try attachCompressedExperts(model, config: config, family: fam, weights: weights)
+        let d = try fam.describe(config)
+        let names = try fam.checkpointNames(config, description: d, has: weights.contains)
+        let model = try fam.build(config, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
+        try attachCompressedExperts(model, config: config, names: names, weights: weights)
         model.pager = LayerPager(checkpoint: weights, layers: model.layers.count)
         return model
     }
 
+    /// The checkpoint-name table of a model folder, for its config and its files' layout; with `perExpert`,
+    /// the layout MoEPress writes (one module per expert) even where the files fuse experts.
+    public static func checkpointNames(directory: URL, checkpoint: Checkpoint, perExpert: Bool = false) throws -> CheckpointNames {
+        let config = try HFConfig(modelDirectory: directory)
+        let fam = try family(for: config)
+        let has: (String) -> Bool = { name in
+            if perExpert && name.hasSuffix(".gate_up_proj") { return false }
+            return checkpoint.contains(name)
+        }
+        return try fam.checkpointNames(config, description: fam.describe(config), has: has)
+    }
+
     /// `"moepress": {"compressed_experts": {"main_experts": K}}`: every MoE block gets its experts'
     /// `<prefix>.experts.<e>.ce_gate` [H], `.ce_up` [H] and `.ce_mid` [I] vectors and runs K main experts.
-    static func attachCompressedExperts(_ model: CausalLM, config: HFConfig, family: any ModelFamily.Type, weights: Checkpoint) throws {
+    static func attachCompressedExperts(_ model: CausalLM, config: HFConfig, names: CheckpointNames, weights: Checkpoint) throws {
         guard let ce = config.raw["moepress"]?.object?["compressed_experts"]?.object else { return }
         guard let k = ce["main_experts"]?.int, k >= 1 else { throw ModelError.invalidConfig("\(config.path): moepress.compressed_experts.main_experts must be a positive integer") }
         for l in model.description.moeLayerIndices {
             guard var b = model.layers[l].feedForward.moe else { continue }
             guard k <= b.topK else { throw ModelError.invalidConfig("\(config.path): compressed_experts.main_experts \(k) exceeds top-k \(b.topK)") }
-            let p = "\(family.moePrefix(layer: l, in: weights)).experts"
             let h = b.hiddenSize
             func vectors(_ kind: String, _ n: (Int) -> Int) throws -> [Tensor] {
-                try (0..<b.numExperts).map { try weights.tensor("\(p).\($0).\(kind)", shape: [n($0)]) }
+                try (0..<b.numExperts).map { e in
+                    let logical = "layers.\(l).moe.experts.\(e).\(kind)"
+                    guard let name = names.checkpointName(logical) else { throw ModelError.invalidConfig("\(config.path): no checkpoint name for \(logical)") }
+                    return try weights.tensor(name, shape: [n(e)])
+                }
             }
             b.compressedExperts = CompressedExperts(mainExperts: k, gate: try vectors("ce_gate") { _ in h }, up: try vectors("ce_up") { _ in h },
                                                     mid: try vectors("ce_mid") { b.experts[$0].intermediateSize })
@@ -98,75 +93,78 @@ public enum ModelRegistry {
     }
 }
 
-/// Reads tensors by name with shape checks; the helpers every family file builds from. Matrices are views
-/// in their stored dtype; vectors (norms, biases) are f32.
-struct WeightReader {
-    let ckpt: Checkpoint
-    let description: ModelDescription
+/// Reads a model's weights by logical name through its family's `CheckpointNames`, with shape checks.
+/// Matrices are views in their stored dtype; vectors (norms, biases) are f32.
+public struct WeightReader {
+    public let ckpt: Checkpoint
+    public let description: ModelDescription
+    public let names: CheckpointNames
 
-    func tensor(_ name: String, _ shape: [Int]) throws -> Tensor { try ckpt.tensor(name, shape: shape) }
-
-    func matrix(_ name: String, _ rows: Int, _ cols: Int) throws -> WeightMatrix { try ckpt.weight(name, shape: [rows, cols]) }
-
-    func linear(_ prefix: String, out: Int, in inF: Int, bias: Bool = false) throws -> DenseLinear {
-        let w = try matrix("\(prefix).weight", out, inF)
-        let b = bias ? try ckpt.tensor("\(prefix).bias", shape: [out]) : try ckpt.tensorIfPresent("\(prefix).bias", shape: [out])
-        return DenseLinear(weight: w, bias: b)
+    public init(ckpt: Checkpoint, description: ModelDescription, names: CheckpointNames) {
+        self.ckpt = ckpt; self.description = description; self.names = names
     }
 
-    func norm(_ prefix: String, _ dim: Int) throws -> RMSNorm {
-        RMSNorm(weight: try ckpt.tensor("\(prefix).weight", shape: [dim]), eps: description.rmsNormEps)
+    func location(_ logical: String) throws -> TensorLocation {
+        guard let loc = names.location(logical) else { throw ModelError.invalidConfig("\(ckpt.directory.path): the family has no tensor \(logical)") }
+        return loc
     }
 
-    /// A dense weight, or its low-rank factors (`<prefix>.lowrank_a` [out, r], `<prefix>.lowrank_b` [r, in]).
-    func denseOrLowRank(_ prefix: String, out: Int, in inF: Int) throws -> any LinearLayer {
-        if ckpt.contains("\(prefix).lowrank_a") {
-            guard let ia = ckpt.info("\(prefix).lowrank_a"), ia.shape.count == 2, ia.shape[0] == out else {
-                throw CheckpointError(file: ckpt.directory.path, tensor: "\(prefix).lowrank_a", "should be [\(out), r]")
-            }
-            let r = ia.shape[1]
-            return LowRankLinear(a: try tensor("\(prefix).lowrank_a", [out, r]), b: try tensor("\(prefix).lowrank_b", [r, inF]))
-        }
-        return try linear(prefix, out: out, in: inF)
+    /// Whether the table lists `logical` and (when optional) the file has it.
+    func present(_ logical: String) -> Bool {
+        guard let loc = names.location(logical) else { return false }
+        return !loc.optional || ckpt.contains(loc.name)
     }
 
-    /// A gated MLP stored as three linears named `names` under `prefix` (each dense or low-rank).
-    func mlp(_ prefix: String, intermediate: Int, names: ExpertProjectionNames = .standard) throws -> GatedMLP {
-        let h = description.hiddenSize
-        return GatedMLP(
-            gate: try denseOrLowRank("\(prefix).\(names.gate)", out: intermediate, in: h),
-            up: try denseOrLowRank("\(prefix).\(names.up)", out: intermediate, in: h),
-            down: try denseOrLowRank("\(prefix).\(names.down)", out: h, in: intermediate),
-            activation: description.activation)
+    public func matrix(_ logical: String) throws -> WeightMatrix {
+        let loc = try location(logical)
+        if let rows = loc.rows, let full = loc.fusedShape { return try fused(loc.name, full).rowSlice(rows) }
+        return try ckpt.weight(loc.name, shape: loc.shape)
     }
 
-    /// Routed experts under `prefix` (e.g. "model.layers.3.mlp.experts"), either one module per expert
-    /// (`<prefix>.<e>.<gate|up|down>.weight`, the transformers v4 layout and what v5 saves) or fused
-    /// (`<prefix>.gate_up_proj` [E, 2I, H] and `<prefix>.down_proj` [E, H, I], v5's in-memory layout; each
-    /// expert's projections are views of rows of the fused tensors).
-    func experts(_ prefix: String, count: Int, intermediate: Int,
-                 names: ExpertProjectionNames = .standard) throws -> [GatedMLP] {
-        let h = description.hiddenSize
-        if ckpt.contains("\(prefix).gate_up_proj") {
-            let gu = try fused("\(prefix).gate_up_proj", [count, 2 * intermediate, h])
-            let dn = try fused("\(prefix).down_proj", [count, h, intermediate])
-            return (0..<count).map { e in
-                let base = gu.rowSlice((e * 2 * intermediate)..<((e + 1) * 2 * intermediate))
-                return GatedMLP(
-                    gate: DenseLinear(weight: base.rowSlice(0..<intermediate)),
-                    up: DenseLinear(weight: base.rowSlice(intermediate..<(2 * intermediate))),
-                    down: DenseLinear(weight: dn.rowSlice((e * h)..<((e + 1) * h))),
-                    activation: description.activation)
+    public func vector(_ logical: String) throws -> Tensor {
+        let loc = try location(logical)
+        return try ckpt.tensor(loc.name, shape: loc.shape)
+    }
+
+    func optionalVector(_ logical: String) throws -> Tensor? { present(logical) ? try vector(logical) : nil }
+
+    /// A dense weight (and its bias when present), or low-rank factors (`<name>.lowrank_a` [out, r],
+    /// `<name>.lowrank_b` [r, in]) where the checkpoint has them instead.
+    public func linear(_ logical: String) throws -> any LinearLayer {
+        let loc = try location(logical)
+        if loc.rows == nil, loc.name.hasSuffix(".weight") {
+            let base = String(loc.name.dropLast(".weight".count))
+            if ckpt.contains("\(base).lowrank_a") {
+                let out = loc.shape[0], inF = loc.shape[1]
+                guard let ia = ckpt.info("\(base).lowrank_a"), ia.shape.count == 2, ia.shape[0] == out else {
+                    throw CheckpointError(file: ckpt.directory.path, tensor: "\(base).lowrank_a", "should be [\(out), r]")
+                }
+                let r = ia.shape[1]
+                return LowRankLinear(a: try ckpt.tensor("\(base).lowrank_a", shape: [out, r]), b: try ckpt.tensor("\(base).lowrank_b", shape: [r, inF]))
             }
         }
-        return try (0..<count).map { e in try mlp("\(prefix).\(e)", intermediate: intermediate, names: names) }
+        return DenseLinear(weight: try matrix(logical), bias: try optionalVector("\(logical).bias"))
     }
+
+    public func norm(_ logical: String) throws -> RMSNorm { RMSNorm(weight: try vector(logical), eps: description.rmsNormEps) }
+
+    public func optionalNorm(_ logical: String) throws -> RMSNorm? { present(logical) ? try norm(logical) : nil }
+
+    /// A gated MLP: `<logical>.gate`, `.up`, `.down`.
+    public func mlp(_ logical: String) throws -> GatedMLP {
+        GatedMLP(gate: try linear("\(logical).gate"), up: try linear("\(logical).up"), down: try linear("\(logical).down"),
+                 activation: description.activation)
+    }
+
+    /// `count` routed experts `<logical>.<e>`.
+    public func experts(_ logical: String, count: Int) throws -> [GatedMLP] { try (0..<count).map { try mlp("\(logical).\($0)") } }
 
     /// A 3-D tensor [E, rows, cols] as one matrix [E·rows, cols], in its stored dtype.
     func fused(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
-        guard let info = ckpt.info(name) else { throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing from the checkpoint") }
-        guard info.shape == shape else { throw CheckpointError(file: ckpt.directory.path, tensor: name, "shape \(info.shape), expected \(shape)") }
-        guard let loc = ckpt.location(of: name) else { throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing from the checkpoint") }
+        guard let info = ckpt.info(name), let loc = ckpt.location(of: name) else {
+            throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing from the checkpoint")
+        }
+        guard info.shape == shape else { throw CheckpointError(file: loc.file.path, tensor: name, "shape \(info.shape), expected \(shape)") }
         switch info.dtype {
         case .bf16, .f16:
             return WeightMatrix(viewing: loc.file.mapping.base + loc.offset, dtype: info.dtype, rows: shape[0] * shape[1], cols: shape[2],
@@ -176,21 +174,30 @@ struct WeightReader {
         }
     }
 
-    func lmHead() throws -> any LinearLayer {
-        if !description.tieWordEmbeddings {
-            return try linear("lm_head", out: description.vocabSize, in: description.hiddenSize)
-        }
-        return DenseLinear(weight: try embedding())
+    public func lmHead() throws -> any LinearLayer {
+        description.tieWordEmbeddings ? DenseLinear(weight: try embedding()) : try linear("lm_head")
     }
 
-    func embedding() throws -> WeightMatrix {
-        try matrix("model.embed_tokens.weight", description.vocabSize, description.hiddenSize)
+    public func embedding() throws -> WeightMatrix { try matrix("embed") }
+
+    /// Layer `l`'s router (`layers.L.moe.router`, with its correction bias when the table has one).
+    public func router(layer l: Int) throws -> Router {
+        Router(linear: try linear("layers.\(l).moe.router"), correctionBias: try optionalVector("layers.\(l).moe.router.correction_bias"),
+               routing: description.routing!)
     }
 
-    /// The router of an MoE block: `<prefix>.gate.weight` [experts, hidden].
-    func router(_ prefix: String, experts: Int, correctionBias: Tensor? = nil) throws -> Router {
-        Router(linear: DenseLinear(weight: try matrix("\(prefix).gate.weight", experts, description.hiddenSize)),
-               correctionBias: correctionBias, routing: description.routing!)
+    /// Layer `l`'s MoE block: router, routed experts, shared expert and its gate when the table has them.
+    public func moe(layer l: Int) throws -> MoEBlock {
+        let e = description.layers[l].experts!
+        let p = "layers.\(l).moe"
+        return MoEBlock(router: try router(layer: l), experts: try experts("\(p).experts", count: e),
+                        sharedExpert: present("\(p).shared.gate") ? try mlp("\(p).shared") : nil,
+                        sharedExpertGate: present("\(p).shared_gate") ? try linear("\(p).shared_gate") : nil)
+    }
+
+    /// Layer `l`'s feed-forward part: its MoE block, or its dense MLP.
+    public func feedForward(layer l: Int) throws -> FeedForward {
+        description.layers[l].isMoE ? .moe(try moe(layer: l)) : .dense(try mlp("layers.\(l).mlp"))
     }
 }
 
@@ -251,35 +258,30 @@ extension HFConfig {
     var routedExperts: Int { get throws { try int(anyOf: ["num_local_experts", "num_experts", "n_routed_experts"]) } }
 }
 
-/// The standard pre-norm decoder stack with grouped-query attention, shared by Mixtral, Qwen and OLMoE.
-func buildGQAModel(
-    _ d: ModelDescription, _ config: HFConfig, _ w: WeightReader,
-    attention makeAttention: (Int, String) throws -> any AttentionLayer,
-    feedForward makeFFN: (Int, String) throws -> FeedForward
-) throws -> CausalLM {
+/// The pre-norm decoder stack every family shares: embedding, layers (norms from the table, attention from
+/// the family), final norm and head.
+func buildModel(_ d: ModelDescription, _ w: WeightReader, attention makeAttention: (Int) throws -> any AttentionLayer) throws -> CausalLM {
     var layers: [DecoderLayer] = []
     for i in 0..<d.numLayers {
-        let p = "model.layers.\(i)"
         layers.append(DecoderLayer(
-            inputNorm: try w.norm("\(p).input_layernorm", d.hiddenSize),
-            attention: try makeAttention(i, p),
-            postAttentionNorm: try w.norm("\(p).post_attention_layernorm", d.hiddenSize),
-            feedForward: try makeFFN(i, p)))
+            inputNorm: try w.norm("layers.\(i).input_norm"),
+            attention: try makeAttention(i),
+            postAttentionNorm: try w.norm("layers.\(i).post_norm"),
+            feedForward: try w.feedForward(layer: i)))
     }
-    return CausalLM(description: d, embedding: try w.embedding(), layers: layers,
-                    norm: try w.norm("model.norm", d.hiddenSize), lmHead: try w.lmHead())
+    return CausalLM(description: d, embedding: try w.embedding(), layers: layers, norm: try w.norm("norm"), lmHead: try w.lmHead())
 }
 
-/// q/k/v/o attention under `prefix.self_attn`.
-func standardAttention(_ d: ModelDescription, _ w: WeightReader, prefix: String, rope: RoPE, bias: Bool,
-                       qkNorm: GroupedQueryAttention.QKNorm = .none, clip: Float? = nil, slidingWindow: Int? = nil) throws -> GroupedQueryAttention {
-    let a = "\(prefix).self_attn"
-    let h = d.hiddenSize, hd = d.headDim
+/// Grouped-query attention of layer `l` (q/k/v/o and, when the table has them, q/k norms of `normKind`).
+func standardAttention(_ d: ModelDescription, _ w: WeightReader, layer l: Int, rope: RoPE, normKind: GroupedQueryAttention.NormKind = .perHead,
+                       clip: Float? = nil, slidingWindow: Int? = nil) throws -> GroupedQueryAttention {
+    let a = "layers.\(l).attn"
+    var qkNorm = GroupedQueryAttention.QKNorm.none
+    if let qn = try w.optionalNorm("\(a).q_norm"), let kn = try w.optionalNorm("\(a).k_norm") {
+        qkNorm = normKind == .perHead ? .perHead(q: qn, k: kn) : .full(q: qn, k: kn)
+    }
     return GroupedQueryAttention(
-        q: try w.linear("\(a).q_proj", out: d.heads * hd, in: h, bias: bias),
-        k: try w.linear("\(a).k_proj", out: d.kvHeads * hd, in: h, bias: bias),
-        v: try w.linear("\(a).v_proj", out: d.kvHeads * hd, in: h, bias: bias),
-        o: try w.linear("\(a).o_proj", out: h, in: d.heads * hd),
-        heads: d.heads, kvHeads: d.kvHeads, headDim: hd, rope: rope, qkNorm: qkNorm, clip: clip,
+        q: try w.linear("\(a).q"), k: try w.linear("\(a).k"), v: try w.linear("\(a).v"), o: try w.linear("\(a).o"),
+        heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim, rope: rope, qkNorm: qkNorm, clip: clip,
         slidingWindow: slidingWindow)
 }

@@ -5,40 +5,6 @@ import MoEModels
 
 /// Writing trained models: a full checkpoint in the source's spelling, and PEFT LoRA adapters.
 public enum TrainedCheckpoint {
-    /// The checkpoint name of a logical parameter name (see `TrainableParameters`) for the trainable families.
-    static func checkpointName(_ logical: String, family: any ModelFamily.Type, ckpt: Checkpoint) -> String {
-        switch logical {
-        case "embed": return "model.embed_tokens.weight"
-        case "norm": return "model.norm.weight"
-        case "lm_head": return "lm_head.weight"
-        default: break
-        }
-        let parts = logical.split(separator: ".").map(String.init)
-        let l = Int(parts[1])!
-        let base = "model.layers.\(l)"
-        let rest = Array(parts.dropFirst(2))
-        func suffix(_ tail: ArraySlice<String>) -> String { tail.isEmpty ? ".weight" : "." + tail.joined(separator: ".") }
-        switch rest[0] {
-        case "input_norm": return "\(base).input_layernorm.weight"
-        case "post_norm": return "\(base).post_attention_layernorm.weight"
-        case "attn":
-            if rest[1] == "q_norm" || rest[1] == "k_norm" { return "\(base).self_attn.\(rest[1]).weight" }
-            return "\(base).self_attn.\(rest[1])_proj" + (rest.count > 2 && rest[2] == "bias" ? ".bias" : suffix(rest.dropFirst(2)))
-        case "mlp": return "\(base).mlp.\(rest[1])_proj" + suffix(rest.dropFirst(2))
-        default: break   // moe
-        }
-        let prefix = family.moePrefix(layer: l, in: ckpt)
-        switch rest[1] {
-        case "router": return "\(prefix).gate.weight"
-        case "shared_gate": return "\(prefix).shared_expert_gate.weight"
-        case "shared": return "\(prefix).shared_expert.\(rest[2])_proj" + suffix(rest.dropFirst(3))
-        default:   // experts.E.kind[.lowrank_a|_b] or experts.E.ce_*
-            let e = rest[2], kind = rest[3]
-            if kind.hasPrefix("ce_") { return "\(prefix).experts.\(e).\(kind)" }
-            return "\(prefix).experts.\(e).\(family.expertProjectionNames[kind])" + suffix(rest.dropFirst(4))
-        }
-    }
-
     /// Writes `model` (no LoRA adapters left) as a checkpoint folder shaped like `source`: every parameter
     /// under the source's name and dtype (experts per expert even when the source fused them), other source
     /// tensors copied as they are, config.json edited by `config` (text in, text out), companions copied.
@@ -47,14 +13,14 @@ public enum TrainedCheckpoint {
                              config edit: (String) -> String = { $0 }, extraFiles: [String: Data] = [:],
                              shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: source)
-        let family = try ModelRegistry.family(for: config)
         let ckpt = try Checkpoint(directory: source)
+        let names = try ModelRegistry.checkpointNames(directory: source, checkpoint: ckpt, perExpert: true)
         let dominant = ckpt.names.compactMap { ckpt.info($0)?.dtype }.reduce(into: [DType: Int]()) { $0[$1, default: 0] += 1 }.max { $0.value < $1.value }?.key ?? .f32
         var entries: [SafeTensorsWriter.Entry] = []
         var written = Set<String>()
         for (logical, value) in TrainableParameters.all(model) {
             precondition(!logical.contains("lora_"), "merge LoRA adapters before writing a checkpoint")
-            let name = checkpointName(logical, family: family, ckpt: ckpt)
+            guard let name = names.checkpointName(logical) else { throw TrainingError.invalid("no checkpoint name for parameter \(logical)") }
             let target = dtype ?? ckpt.info(name)?.dtype ?? dominant
             switch value {
             case .tensor(let t): entries.append(.init(name, t, dtype: target))

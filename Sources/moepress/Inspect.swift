@@ -45,7 +45,8 @@ struct Inspect: ParsableCommand {
             let url = modelURL(model)
             let d = try ModelRegistry.describe(directory: url)
             let ckpt = try Checkpoint(directory: url)
-            let r = Self.report(d, ckpt, path: url.path)
+            let names = try ModelRegistry.checkpointNames(directory: url, checkpoint: ckpt)
+            let r = Self.report(d, ckpt, names: names, path: url.path)
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -58,15 +59,16 @@ struct Inspect: ParsableCommand {
 
     /// Parameter counts from the tensor headers: total as stored; active = total minus, in each MoE
     /// layer, the routed experts a token does not use (all but top-k of them, at that layer's mean size).
-    static func report(_ d: ModelDescription, _ ckpt: Checkpoint, path: String) -> Report {
+    static func report(_ d: ModelDescription, _ ckpt: Checkpoint, names: CheckpointNames, path: String) -> Report {
         var total = 0
         var expertsPerLayer = [Int](repeating: 0, count: d.numLayers)
         for name in ckpt.names {
             let n = ckpt.info(name)!.elementCount
             total += n
-            let parts = name.split(separator: ".")
-            if parts.count > 4, parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]), l < d.numLayers,
-               parts.contains("experts") {
+            // Routed-expert tensors, by the family's name table (`layers.L.moe.experts.…`).
+            guard let logical = names.logicalNames(ofTensor: name).first else { continue }
+            let parts = logical.split(separator: ".")
+            if parts.count > 4, parts[0] == "layers", parts[2] == "moe", parts[3] == "experts", let l = Int(parts[1]), l < d.numLayers {
                 expertsPerLayer[l] += n
             }
         }

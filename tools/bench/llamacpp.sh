@@ -11,13 +11,13 @@ DIR=${LLAMACPP_DIR:-/work/scratch/llamacpp}
 VER=${LLAMACPP_PY_VERSION:-0.3.36}
 SRC=$DIR/llama_cpp_python-$VER/vendor/llama.cpp
 BIN=$DIR/build/bin
-TARGETS=(llama-bench llama-cli llama-simple llama-perplexity llama-quantize)
+TARGETS=(llama-bench llama-cli llama-simple llama-perplexity llama-quantize llama-tokenize)
 
 build() {
   if [ -x "$BIN/llama-bench" ] && [ -x "$BIN/llama-quantize" ] && [ -x "$BIN/llama-perplexity" ]; then
     echo "llamacpp: already built in $BIN" >&2; return
   fi
-  command -v cmake >/dev/null || apt-get install -y -qq cmake >/dev/null
+  command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake >/dev/null; }
   # converter deps beyond the oracle; NOT llama.cpp's requirements.txt, which pins an older torch/transformers
   python3 -c "import sentencepiece, yaml, tqdm" 2>/dev/null || python3 -m pip install -q sentencepiece pyyaml tqdm
   mkdir -p "$DIR"
@@ -74,6 +74,8 @@ PY
 
 bench() {
   [ $# -ge 1 ] || { echo "usage: $0 bench GGUF [llama-bench args]" >&2; exit 2; }
+  # ggml's threads spin at barriers: with another busy process on this 2-core machine -t 2 runs 10-500x slower,
+  # so benchmark only on an idle machine.
   local m=$1; shift
   local t=(-t "${THREADS:-2}")
   case " $* " in *" -t "*|*" --threads "*) t=() ;; esac

@@ -25,8 +25,13 @@ public enum DeepseekV2: ModelFamily {
         return try deepseekDescription(c, routing: routing, fallback: "DeepseekV2ForCausalLM")
     }
 
-    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
-        try buildDeepseek(c, weights: weights, description: describe(c), ropeInterleaved: true)
+    /// V2 checkpoints may carry `e_score_correction_bias` (read when present).
+    public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        try deepseekNames(c, d, has: has, correctionBias: nil)
+    }
+
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
+        try buildDeepseek(c, weights: w, description: d, ropeInterleaved: true)
     }
 }
 
@@ -50,48 +55,57 @@ func deepseekDescription(_ c: HFConfig, routing: Routing, fallback: String) thro
                                  attention: .latent, headDim: try c.int("qk_rope_head_dim"))
 }
 
-func buildDeepseek(_ c: HFConfig, weights: Checkpoint, description d: ModelDescription, ropeInterleaved: Bool) throws -> CausalLM {
-    let w = WeightReader(ckpt: weights, description: d)
-    let rp = try c.ropeParameters()
-    let rope = try RoPE(rp, headDim: d.headDim, maxPositions: d.maxPositions, interleaved: ropeInterleaved)
+/// DeepSeek's table: MLA projections (q_proj, or q_a_proj + q_a_layernorm + q_b_proj; kv_a_proj_with_mqa,
+/// kv_a_layernorm, kv_b_proj, o_proj), dense first layers, `shared_experts`, and the router's correction bias
+/// (`correctionBias`: true always, nil when the file has it).
+func deepseekNames(_ c: HFConfig, _ d: ModelDescription, has: @escaping (String) -> Bool, correctionBias: Bool?) throws -> CheckpointNames {
+    var b = NameTableBuilder(description: d, has: has)
     let nope = try c.int("qk_nope_head_dim"), ropeDim = try c.int("qk_rope_head_dim"), vDim = try c.int("v_head_dim")
     let kvRank = try c.int("kv_lora_rank"), qRank = try c.optionalInt("q_lora_rank")
     let bias = try c.bool("attention_bias", default: false)
     let h = d.hiddenSize, nh = d.heads, qk = nope + ropeDim
+    for l in 0..<d.numLayers {
+        let a = "model.layers.\(l).self_attn", lg = "layers.\(l).attn"
+        b.layerNorms(l)
+        if let qRank {
+            b.linear("\(lg).q_a", "\(a).q_a_proj", out: qRank, in: h, bias: bias)
+            b.norm("\(lg).q_a_norm", "\(a).q_a_layernorm", qRank)
+            b.linear("\(lg).q_b", "\(a).q_b_proj", out: nh * qk, in: qRank)
+        } else {
+            b.linear("\(lg).q", "\(a).q_proj", out: nh * qk, in: h)
+        }
+        b.linear("\(lg).kv_a", "\(a).kv_a_proj_with_mqa", out: kvRank + ropeDim, in: h, bias: bias)
+        b.norm("\(lg).kv_a_norm", "\(a).kv_a_layernorm", kvRank)
+        b.linear("\(lg).kv_b", "\(a).kv_b_proj", out: nh * (nope + vDim), in: kvRank)
+        b.linear("\(lg).o", "\(a).o_proj", out: h, in: nh * vDim, bias: bias)
+        let moe = "model.layers.\(l).mlp"
+        b.feedForward(l, moe: moe, shared: "shared_experts", correctionBias: correctionBias ?? has("\(moe).gate.e_score_correction_bias"))
+    }
+    b.ends()
+    return b.table
+}
+
+func buildDeepseek(_ c: HFConfig, weights w: WeightReader, description d: ModelDescription, ropeInterleaved: Bool) throws -> CausalLM {
+    let rp = try c.ropeParameters()
+    let rope = try RoPE(rp, headDim: d.headDim, maxPositions: d.maxPositions, interleaved: ropeInterleaved)
+    let nope = try c.int("qk_nope_head_dim"), ropeDim = try c.int("qk_rope_head_dim"), vDim = try c.int("v_head_dim")
+    let kvRank = try c.int("kv_lora_rank")
+    let nh = d.heads, qk = nope + ropeDim
     // Softmax scale: qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)² for scaled RoPE (HF `yarn_apply_mscale`).
     var scale = 1 / Double(qk).squareRoot()
     if rp.type != "default", let mad = rp.mscaleAllDim, mad != 0, let f = rp.factor, f > 1 {
         let m = 0.1 * mad * log(f) + 1
         scale *= m * m
     }
-    var layers: [DecoderLayer] = []
-    for i in 0..<d.numLayers {
-        let p = "model.layers.\(i)"
-        let a = "\(p).self_attn"
-        let attention = LatentAttention(
-            qProj: qRank == nil ? try w.linear("\(a).q_proj", out: nh * qk, in: h) : nil,
-            qA: try qRank.map { try w.linear("\(a).q_a_proj", out: $0, in: h, bias: bias) },
-            qANorm: try qRank.map { try w.norm("\(a).q_a_layernorm", $0) },
-            qB: try qRank.map { try w.linear("\(a).q_b_proj", out: nh * qk, in: $0) },
-            kvA: try w.linear("\(a).kv_a_proj_with_mqa", out: kvRank + ropeDim, in: h, bias: bias),
-            kvANorm: try w.norm("\(a).kv_a_layernorm", kvRank),
-            kvB: try w.linear("\(a).kv_b_proj", out: nh * (nope + vDim), in: kvRank),
-            o: try w.linear("\(a).o_proj", out: h, in: nh * vDim, bias: bias),
+    return try buildModel(d, w) { l in
+        let a = "layers.\(l).attn"
+        let hasQA = w.present("\(a).q_a")
+        return LatentAttention(
+            qProj: hasQA ? nil : try w.linear("\(a).q"),
+            qA: hasQA ? try w.linear("\(a).q_a") : nil,
+            qANorm: hasQA ? try w.norm("\(a).q_a_norm") : nil,
+            qB: hasQA ? try w.linear("\(a).q_b") : nil,
+            kvA: try w.linear("\(a).kv_a"), kvANorm: try w.norm("\(a).kv_a_norm"), kvB: try w.linear("\(a).kv_b"), o: try w.linear("\(a).o"),
             heads: nh, nopeDim: nope, ropeDim: ropeDim, valueDim: vDim, kvLoraRank: kvRank, rope: rope, scale: Float(scale))
-        let l = d.layers[i]
-        let ffn: FeedForward
-        if let e = l.experts {
-            let bias = try weights.tensorIfPresent("\(p).mlp.gate.e_score_correction_bias", shape: [e])
-            let router = try w.router("\(p).mlp", experts: e, correctionBias: bias)
-            ffn = .moe(MoEBlock(router: router,
-                                experts: try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate),
-                                sharedExpert: try l.sharedExpertIntermediate.map { try w.mlp("\(p).mlp.shared_experts", intermediate: $0) }))
-        } else {
-            ffn = .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!))
-        }
-        layers.append(DecoderLayer(inputNorm: try w.norm("\(p).input_layernorm", h), attention: attention,
-                                   postAttentionNorm: try w.norm("\(p).post_attention_layernorm", h), feedForward: ffn))
     }
-    return CausalLM(description: d, embedding: try w.embedding(), layers: layers,
-                    norm: try w.norm("model.norm", h), lmHead: try w.lmHead())
 }

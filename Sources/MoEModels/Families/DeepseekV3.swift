@@ -18,7 +18,11 @@ public enum DeepseekV3: ModelFamily {
         return try deepseekDescription(c, routing: routing, fallback: "DeepseekV3ForCausalLM")
     }
 
-    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
-        try buildDeepseek(c, weights: weights, description: describe(c), ropeInterleaved: try c.bool("rope_interleave", default: true))
+    public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        try deepseekNames(c, d, has: has, correctionBias: true)
+    }
+
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
+        try buildDeepseek(c, weights: w, description: d, ropeInterleaved: try c.bool("rope_interleave", default: true))
     }
 }

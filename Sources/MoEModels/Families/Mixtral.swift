@@ -16,27 +16,23 @@ public enum Mixtral: ModelFamily {
                                      layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
     }
 
-    public static var expertProjectionNames: ExpertProjectionNames { .init(gate: "w1", up: "w3", down: "w2") }
-
-    public static func moePrefix(layer: Int, in checkpoint: Checkpoint) -> String {
-        let v4 = "model.layers.\(layer).block_sparse_moe"
-        return checkpoint.contains("\(v4).gate.weight") ? v4 : "model.layers.\(layer).mlp"
+    /// v4 (and what `save_pretrained` writes) names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
+    public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        var b = NameTableBuilder(description: d, has: has)
+        for l in 0..<d.numLayers {
+            let v4 = "model.layers.\(l).block_sparse_moe"
+            let moe = has("\(v4).gate.weight") || !has("model.layers.\(l).mlp.gate.weight") ? v4 : "model.layers.\(l).mlp"
+            b.layerNorms(l)
+            b.gqa(l, bias: false)
+            b.feedForward(l, moe: moe, expertNames: ["w1", "w3", "w2"])
+        }
+        b.ends()
+        return b.table
     }
 
-    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
-        let d = try describe(c)
-        let w = WeightReader(ckpt: weights, description: d)
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let window = try c.optionalInt("sliding_window")
-        return try buildGQAModel(d, c, w, attention: { _, p in
-            try standardAttention(d, w, prefix: p, rope: rope, bias: false, slidingWindow: window)
-        }, feedForward: { i, p in
-            // v4 names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
-            let m = moePrefix(layer: i, in: weights)
-            let l = d.layers[i]
-            let router = try w.router(m, experts: l.experts!)
-            let experts = try w.experts("\(m).experts", count: l.experts!, intermediate: l.expertIntermediate, names: expertProjectionNames)
-            return .moe(MoEBlock(router: router, experts: experts))
-        })
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: window) }
     }
 }

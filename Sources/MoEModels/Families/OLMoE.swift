@@ -15,22 +15,22 @@ public enum OLMoE: ModelFamily {
                                      layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
     }
 
-    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
-        let d = try describe(c)
-        let w = WeightReader(ckpt: weights, description: d)
+    /// HF sizes k_norm as (hidden / heads) · kv_heads, whatever head_dim says; `attention_bias` covers q, k, v and o.
+    public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        var b = NameTableBuilder(description: d, has: has)
+        let bias = try c.bool("attention_bias", default: false)
+        for l in 0..<d.numLayers {
+            b.layerNorms(l)
+            b.gqa(l, bias: bias, oBias: bias, qNorm: d.hiddenSize, kNorm: d.hiddenSize / d.heads * d.kvHeads)
+            b.feedForward(l, moe: "model.layers.\(l).mlp")
+        }
+        b.ends()
+        return b.table
+    }
+
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let clip = try c.optionalDouble("clip_qkv").map { Float($0) }
-        // HF sizes k_norm as (hidden / heads) · kv_heads, whatever head_dim says.
-        let kDim = d.hiddenSize / d.heads * d.kvHeads
-        return try buildGQAModel(d, c, w, attention: { _, p in
-            let norms = GroupedQueryAttention.QKNorm.full(q: try w.norm("\(p).self_attn.q_norm", d.hiddenSize),
-                                                          k: try w.norm("\(p).self_attn.k_norm", kDim))
-            return try standardAttention(d, w, prefix: p, rope: rope, bias: try c.bool("attention_bias", default: false),
-                                         qkNorm: norms, clip: clip)
-        }, feedForward: { i, p in
-            let l = d.layers[i]
-            let router = try w.router("\(p).mlp", experts: l.experts!)
-            return .moe(MoEBlock(router: router, experts: try w.experts("\(p).mlp.experts", count: l.experts!, intermediate: l.expertIntermediate)))
-        })
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .full, clip: clip) }
     }
 }

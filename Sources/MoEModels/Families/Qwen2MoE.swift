@@ -25,23 +25,23 @@ public enum Qwen2MoE: ModelFamily {
         return try c.baseDescription(architectureFallback: "Qwen2MoeForCausalLM", routing: routing, layers: layers)
     }
 
-    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
-        let d = try describe(c)
-        let w = WeightReader(ckpt: weights, description: d)
+    /// q/k/v carry biases unless `qkv_bias` is false; the shared expert is scaled by `shared_expert_gate`.
+    public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        var b = NameTableBuilder(description: d, has: has)
+        let bias = try c.bool("qkv_bias", default: true)
+        for l in 0..<d.numLayers {
+            b.layerNorms(l)
+            b.gqa(l, bias: bias)
+            b.feedForward(l, moe: "model.layers.\(l).mlp", sharedGate: true)
+        }
+        b.ends()
+        return b.table
+    }
+
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let windows = try slidingWindows(c, layers: d.numLayers)
-        return try buildGQAModel(d, c, w, attention: { i, p in
-            try standardAttention(d, w, prefix: p, rope: rope, bias: try c.bool("qkv_bias", default: true), slidingWindow: windows[i])
-        }, feedForward: { i, p in
-            let l = d.layers[i]
-            guard let e = l.experts else { return .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!)) }
-            let router = try w.router("\(p).mlp", experts: e)
-            let experts = try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate)
-            guard let si = l.sharedExpertIntermediate else { return .moe(MoEBlock(router: router, experts: experts)) }
-            return .moe(MoEBlock(router: router, experts: experts,
-                                 sharedExpert: try w.mlp("\(p).mlp.shared_expert", intermediate: si),
-                                 sharedExpertGate: try w.linear("\(p).mlp.shared_expert_gate", out: 1, in: d.hiddenSize)))
-        })
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: windows[l]) }
     }
 
     /// Qwen's sliding window applies only with `use_sliding_window`, to the layers `layer_types` marks

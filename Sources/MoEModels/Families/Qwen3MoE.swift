@@ -21,21 +21,21 @@ public enum Qwen3MoE: ModelFamily {
         return try c.baseDescription(architectureFallback: "Qwen3MoeForCausalLM", routing: routing, layers: layers)
     }
 
-    public static func build(_ c: HFConfig, weights: Checkpoint) throws -> CausalLM {
-        let d = try describe(c)
-        let w = WeightReader(ckpt: weights, description: d)
+    public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        var b = NameTableBuilder(description: d, has: has)
+        let bias = try c.bool("attention_bias", default: false)
+        for l in 0..<d.numLayers {
+            b.layerNorms(l)
+            b.gqa(l, bias: bias, oBias: bias, qNorm: d.headDim, kNorm: d.headDim)
+            b.feedForward(l, moe: "model.layers.\(l).mlp")
+        }
+        b.ends()
+        return b.table
+    }
+
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalInt("sliding_window") : nil
-        return try buildGQAModel(d, c, w, attention: { _, p in
-            let norms = GroupedQueryAttention.QKNorm.perHead(q: try w.norm("\(p).self_attn.q_norm", d.headDim),
-                                                             k: try w.norm("\(p).self_attn.k_norm", d.headDim))
-            return try standardAttention(d, w, prefix: p, rope: rope, bias: try c.bool("attention_bias", default: false),
-                                         qkNorm: norms, slidingWindow: window)
-        }, feedForward: { i, p in
-            let l = d.layers[i]
-            guard let e = l.experts else { return .dense(try w.mlp("\(p).mlp", intermediate: l.denseIntermediate!)) }
-            let router = try w.router("\(p).mlp", experts: e)
-            return .moe(MoEBlock(router: router, experts: try w.experts("\(p).mlp.experts", count: e, intermediate: l.expertIntermediate)))
-        })
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .perHead, slidingWindow: window) }
     }
 }
