@@ -44,11 +44,7 @@ public struct ExpertStatistics: Sendable {
 /// Hashes that identify a model and a data set (FNV-1a 64; the model's is over config.json, the
 /// safetensors headers and sizes, which change whenever any weight's layout does).
 public enum Fingerprint {
-    public static func fnv(_ bytes: some Sequence<UInt8>, _ start: UInt64 = 0xCBF2_9CE4_8422_2325) -> UInt64 {
-        var h = start
-        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
-        return h
-    }
+    public static func fnv(_ bytes: some Sequence<UInt8>, _ start: UInt64 = FNV.offsetBasis) -> UInt64 { FNV.hash(bytes, start) }
 
     public static func hex(_ v: UInt64) -> String {
         let s = String(v, radix: 16)
@@ -84,7 +80,7 @@ public enum Calibration {
     public static func sample(files: [URL], tokenizer: Tokenizer, samples: Int, seqLen: Int, seed: UInt64) throws -> ([[Int]], String) {
         guard samples > 0, seqLen >= 2 else { throw CalibrationError.invalid("--samples must be positive and --seq-len ≥ 2") }
         var stream: [Int] = []
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        var h: UInt64 = FNV.offsetBasis
         for f in files {
             guard let data = FileManager.default.contents(atPath: f.path), let text = String(data: data, encoding: .utf8) else {
                 throw CalibrationError.invalid("\(f.path): cannot read as UTF-8 text")
@@ -151,8 +147,7 @@ public enum Calibration {
                     let count = min(chunk, n - start)
                     let rows = (start * l)..<((start + count) * l)
                     let xs = next.rowSlice(rows)
-                    let caches = (0..<count).map { _ in KVCache(for: model) }
-                    let segments = (0..<count).map { AttentionSegment(rows: ($0 * l)..<(($0 + 1) * l), cache: caches[$0].layers[li]) }
+                    let segments = (0..<count).map { AttentionSegment(rows: ($0 * l)..<(($0 + 1) * l), cache: KVCache.Layer(for: layer.attention)) }
                     layer.forward(xs, segments: segments) { input, output in
                         (moeIn.data + rows.lowerBound * h).update(from: input.data, count: input.count)
                         (moeOut.data + rows.lowerBound * h).update(from: output.data, count: output.count)

@@ -226,10 +226,10 @@ public enum CheckpointWriter {
     /// Hugging Face's default shard size (5 GB).
     public static let defaultShardSize = 5_000_000_000
 
-    /// Returns the file names written.
+    /// Returns the file names written; `onBytes` hears of each tensor's bytes as they are written.
     @discardableResult
     public static func write(_ entries: [SafeTensorsWriter.Entry], into dir: URL, shardSize: Int = defaultShardSize,
-                             progress: StageProgress? = nil) throws -> [String] {
+                             onBytes: ((Int) -> Void)? = nil) throws -> [String] {
         precondition(shardSize > 0)
         let sorted = entries.sorted { SafeTensorsWriter.naturalOrder($0.name, $1.name) }
         let total = sorted.reduce(0) { $0 + $1.byteCount }
@@ -243,7 +243,7 @@ public enum CheckpointWriter {
             shards[shards.count - 1].append(e)
             size += e.byteCount
         }
-        let report: (Int) -> Void = { progress?.advance(by: $0) }
+        let report: (Int) -> Void = { onBytes?($0) }
         if shards.count == 1 {
             try SafeTensorsWriter.write(sorted, to: dir.appendingPathComponent("model.safetensors"), progress: report)
             return ["model.safetensors"]

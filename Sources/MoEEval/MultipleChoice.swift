@@ -80,67 +80,71 @@ public enum MultipleChoice {
     /// cut from the left, as lm-eval does (keeping the last max_positions + 1 tokens of context + choice).
     /// `contextSpecialTokens` encodes the context with the tokenizer's special tokens (e.g. a BOS), which is
     /// what lm-eval 0.4 does by default; MoEPress's protocol (and the reference numbers) leave them out.
-    public static func score(model: CausalLM, tokenizer: Tokenizer, items: [TaskItem], batch: Int = 16,
+    public static func score(model: CausalLM, tokenizer: Tokenizer, items: [TaskItem], budget: MemoryBudget = .default, limit: Int? = nil,
                              contextSpecialTokens: Bool = false, quiet: Bool = false) throws -> [ItemScore] {
+        let maxLen = model.description.maxPositions
+        var contexts: [[Int]] = [], choiceIDs: [[[Int]]] = []
+        for item in items {
+            var ctx = tokenizer.encode(item.context, addSpecialTokens: contextSpecialTokens)
+            let ch = item.choices.map { tokenizer.encode($0) }
+            if let bad = ch.firstIndex(where: { $0.isEmpty }) {
+                throw EvalError.invalid("item \(item.id): choice \(bad) encodes to no tokens")
+            }
+            let longest = ch.map(\.count).max()!
+            if ctx.count + longest > maxLen + 1 { ctx = Array(ctx.suffix(max(1, maxLen + 1 - longest))) }
+            guard !ctx.isEmpty else { throw EvalError.invalid("item \(item.id): the context encodes to no tokens") }
+            try model.validate(tokens: [ctx] + ch)
+            contexts.append(ctx)
+            choiceIDs.append(ch)
+        }
+        // Items go through the model layer-major, as many at a time as the budget allows (counting each choice's
+        // tokens and its copy of the context's keys and values), `limit` at most.
+        let plan = MemoryPlan(model)
+        let lengths = zip(contexts, choiceIDs).map { c, ch in c.count + ch.reduce(0) { $0 + c.count + $1.count } }
+        var chunks = try plan.chunks(lengths: lengths, budget: budget)
+        if let limit { chunks = chunks.flatMap { r in stride(from: r.lowerBound, to: r.upperBound, by: max(1, limit)).map { $0..<min($0 + max(1, limit), r.upperBound) } } }
+        let evict = plan.streams(under: budget)
         let progress = StageProgress("tasks", total: items.count, unit: "items", quiet: quiet)
         var out: [ItemScore] = []
         out.reserveCapacity(items.count)
-        let maxLen = model.description.maxPositions
-        var start = 0
-        while start < items.count {
-            let chunk = Array(items[start..<min(start + batch, items.count)])
-            var contexts: [[Int]] = []
-            var choiceIDs: [[[Int]]] = []
-            for item in chunk {
-                var ctx = tokenizer.encode(item.context, addSpecialTokens: contextSpecialTokens)
-                let ch = item.choices.map { tokenizer.encode($0) }
-                if let bad = ch.firstIndex(where: { $0.isEmpty }) {
-                    throw EvalError.invalid("item \(item.id): choice \(bad) encodes to no tokens")
+        for range in chunks {
+            // Each choice's first token is predicted from the context's last position; the rest from the choice
+            // run as a continuation of its context.
+            var conts: [(prefix: Int, ids: [Int])] = [], owners: [(Int, Int)] = []
+            for i in range {
+                for (j, ids) in choiceIDs[i].enumerated() where ids.count > 1 {
+                    conts.append((i - range.lowerBound, Array(ids.dropLast())))
+                    owners.append((i, j))
                 }
-                let longest = ch.map(\.count).max()!
-                if ctx.count + longest > maxLen + 1 { ctx = Array(ctx.suffix(max(1, maxLen + 1 - longest))) }
-                guard !ctx.isEmpty else { throw EvalError.invalid("item \(item.id): the context encodes to no tokens") }
-                try model.validate(tokens: [ctx] + ch)
-                contexts.append(ctx)
-                choiceIDs.append(ch)
             }
-            let caches = contexts.map { _ in KVCache(for: model) }
-            let hidden = model.hidden(contexts, caches: caches)
-            var ends: [Int] = []
-            var acc = 0
-            for c in contexts { acc += c.count; ends.append(acc - 1) }
-            let last = model.logits(hidden, rows: ends)
+            let (hp, hc) = model.hidden(prefixes: Array(contexts[range]), continuations: conts, evict: evict)
+            var ends: [Int] = [], acc = 0
+            for i in range { acc += contexts[i].count; ends.append(acc - 1) }
+            let last = model.logits(hp, rows: ends)
             let v = last.cols
-            var scores = choiceIDs.map { $0.map { _ in 0.0 } }
-            var seqs: [[Int]] = [], seqCaches: [KVCache] = [], owners: [(Int, Int)] = []
-            for (i, choices) in choiceIDs.enumerated() {
-                for (j, ids) in choices.enumerated() {
-                    scores[i][j] = LogProbs.logProb(last.data + i * v, count: v, target: ids[0])
-                    if ids.count > 1 {
-                        seqs.append(Array(ids.dropLast()))
-                        seqCaches.append(caches[i].copy())
-                        owners.append((i, j))
-                    }
+            var scores = choiceIDs[range].map { $0.map { _ in 0.0 } }
+            for i in range {
+                for (j, ids) in choiceIDs[i].enumerated() {
+                    scores[i - range.lowerBound][j] = LogProbs.logProb(last.data + (i - range.lowerBound) * v, count: v, target: ids[0])
                 }
             }
-            if !seqs.isEmpty {
-                let logits = model.forward(seqs, caches: seqCaches)
-                var row = 0
-                for (k, seq) in seqs.enumerated() {
-                    let (i, j) = owners[k]
-                    let ids = choiceIDs[i][j]
-                    for t in 0..<seq.count {
-                        scores[i][j] += LogProbs.logProb(logits.data + (row + t) * v, count: v, target: ids[t + 1])
+            var row = 0
+            for (k, c) in conts.enumerated() {
+                let (i, j) = owners[k]
+                let ids = choiceIDs[i][j]
+                model.forEachLogitsBlock(hc, rows: row..<(row + c.ids.count)) { r0, logits in
+                    for r in 0..<logits.rows {
+                        scores[i - range.lowerBound][j] += LogProbs.logProb(logits.data + r * v, count: v, target: ids[r0 + r - row + 1])
                     }
-                    row += seq.count
                 }
+                row += c.ids.count
             }
-            for (i, item) in chunk.enumerated() {
-                out.append(ItemScore(id: item.id, task: item.task, label: item.label, scores: scores[i],
+            for i in range {
+                let item = items[i]
+                out.append(ItemScore(id: item.id, task: item.task, label: item.label, scores: scores[i - range.lowerBound],
                                      lengths: item.choices.map { $0.count }))
             }
-            progress.advance(by: chunk.count)
-            start += batch
+            progress.advance(by: range.count)
         }
         return out
     }

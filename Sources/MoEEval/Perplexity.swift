@@ -32,29 +32,35 @@ public enum Perplexity {
         return out
     }
 
-    /// Σ −log p(token | prefix) over the predicted tokens of each window, and their count.
-    public static func score(model: CausalLM, windows: [[Int]], batch: Int = 8, progress: StageProgress? = nil) -> (nll: Double, tokens: Int) {
+    /// Σ −log p(token | prefix) over the predicted tokens of each window, and their count. Windows go through
+    /// the model layer-major, as many at a time as `budget` allows (chunking changes no result); logits are
+    /// computed 64 rows at a time, so the vocabulary projection of a chunk never exists whole.
+    public static func score(model: CausalLM, windows: [[Int]], budget: MemoryBudget = .default, progress: StageProgress? = nil) throws -> (nll: Double, tokens: Int) {
+        let plan = MemoryPlan(model)
+        let chunks = try plan.chunks(lengths: windows.map(\.count), budget: budget)
+        let evict = plan.streams(under: budget)
         var total = 0.0, count = 0
-        var start = 0
-        while start < windows.count {
-            let chunk = Array(windows[start..<min(start + batch, windows.count)])
-            let logits = model.forward(chunk)
-            let v = logits.cols
+        for range in chunks {
+            let chunk = Array(windows[range])
+            let hidden = model.hidden(chunk, evict: evict)
             var row = 0
             for w in chunk {
-                for t in 0..<(w.count - 1) {
-                    total -= LogProbs.logProb(logits.data + (row + t) * v, count: v, target: w[t + 1])
+                model.forEachLogitsBlock(hidden, rows: row..<(row + w.count - 1)) { r0, logits in
+                    let v = logits.cols
+                    for i in 0..<logits.rows {
+                        let t = r0 + i - row
+                        total -= LogProbs.logProb(logits.data + i * v, count: v, target: w[t + 1])
+                    }
                 }
                 count += w.count - 1
                 row += w.count
             }
             progress?.advance(by: chunk.count)
-            start += batch
         }
         return (total, count)
     }
 
-    public static func evaluate(model: CausalLM, tokenizer: Tokenizer, files: [URL], seqLen: Int = 256, batch: Int = 8,
+    public static func evaluate(model: CausalLM, tokenizer: Tokenizer, files: [URL], seqLen: Int = 256, budget: MemoryBudget = .default,
                                 quiet: Bool = false) throws -> PerplexityReport {
         guard seqLen >= 2 else { throw EvalError.invalid("--seq-len must be at least 2") }
         var perFile: [String: PerplexityReport.FileStats] = [:]
@@ -68,7 +74,7 @@ public enum Perplexity {
         }
         let progress = StageProgress("perplexity", total: prepared.reduce(0) { $0 + $1.1.count }, unit: "windows", quiet: quiet)
         for (name, ws) in prepared {
-            let (nll, n) = score(model: model, windows: ws, batch: batch, progress: progress)
+            let (nll, n) = try score(model: model, windows: ws, budget: budget, progress: progress)
             guard n > 0 else { throw EvalError.invalid("\(name): fewer than 2 tokens, nothing to score") }
             perFile[name] = .init(perplexity: exp(nll / Double(n)), nll: nll / Double(n), tokens: n)
             allNLL += nll

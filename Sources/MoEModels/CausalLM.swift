@@ -119,6 +119,33 @@ public final class CausalLM: @unchecked Sendable {
         return norm(x)
     }
 
+    /// A layer-major pass over sequences that share prefixes (a multiple-choice context and its choices):
+    /// in each layer the prefixes run first, then every continuation attends to a copy of its prefix's keys
+    /// and values, exactly as if it had been run after the prefix as one sequence. Returns the final hidden
+    /// states of the prefixes [Σ prefix tokens, hidden] and of the continuations [Σ continuation tokens, hidden].
+    public func hidden(prefixes: [[Int]], continuations: [(prefix: Int, ids: [Int])], evict: Bool = false) -> (prefixes: Tensor, continuations: Tensor) {
+        let xp = embed(prefixes.flatMap { $0 }), xc = embed(continuations.flatMap(\.ids))
+        func bounds(_ lengths: [Int]) -> [Range<Int>] {
+            var out: [Range<Int>] = [], start = 0
+            for n in lengths { out.append(start..<(start + n)); start += n }
+            return out
+        }
+        let pb = bounds(prefixes.map(\.count)), cb = bounds(continuations.map(\.ids.count))
+        let hint = xp.rows + xc.rows >= 16
+        if hint { pager?.prefetch(layer: 0) }
+        for (li, layer) in layers.enumerated() {
+            if hint, li + 1 < layers.count { pager?.prefetch(layer: li + 1) }
+            let caches = prefixes.map { _ in KVCache.Layer(for: layer.attention) }
+            layer.forward(xp, segments: zip(pb, caches).map { AttentionSegment(rows: $0, cache: $1) })
+            if !continuations.isEmpty {
+                let copies = continuations.map { caches[$0.prefix].copy() }
+                layer.forward(xc, segments: zip(cb, copies).map { AttentionSegment(rows: $0, cache: $1) })
+            }
+            if evict { pager?.evict(layer: li) }
+        }
+        return (norm(xp), continuations.isEmpty ? xc : norm(xc))
+    }
+
     public func logits(_ hidden: Tensor) -> Tensor { Profiler.measure("lm-head") { lmHead(hidden) } }
 
     /// Logits of selected rows of the hidden states only (e.g. the last token of each sequence), so the

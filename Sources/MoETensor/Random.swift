@@ -13,3 +13,13 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     /// Uniform in [0, 1) with 53 random bits.
     public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }
+
+/// FNV-1a 64: the content hash of model and data fingerprints and of per-tensor seeds.
+public enum FNV {
+    public static let offsetBasis: UInt64 = 0xCBF2_9CE4_8422_2325
+    public static func hash(_ bytes: some Sequence<UInt8>, _ start: UInt64 = offsetBasis) -> UInt64 {
+        var h = start
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return h
+    }
+}

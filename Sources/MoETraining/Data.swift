@@ -25,7 +25,7 @@ public struct TrainingData: Sendable {
         guard !files.isEmpty else { throw TrainingError.invalid("no training files given") }
         let eosToken = TrainingData.eosToken(near: files, tokenizer: tokenizer)
         eos = eosToken
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        var h: UInt64 = FNV.offsetBasis
         func fnv(_ bytes: some Sequence<UInt8>) { for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 } }
         let jsonl = files.filter { $0.pathExtension == "jsonl" }
         guard jsonl.isEmpty || jsonl.count == files.count else { throw TrainingError.invalid("mix of .txt and .jsonl training files: give one kind") }
@@ -79,7 +79,7 @@ public struct TrainingData: Sendable {
         self.seqLen = seqLen
         self.seed = seed
         self.eos = eos
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        var h: UInt64 = FNV.offsetBasis
         for t in stream { h = (h ^ UInt64(t)) &* 0x100_0000_01B3 }
         hash = String(h, radix: 16)
     }

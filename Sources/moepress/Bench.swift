@@ -34,6 +34,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
     struct Result: Codable {
@@ -46,36 +47,49 @@ struct Bench: ParsableCommand {
         var timeToFirstTokenMs: Double
         var decodeTokensPerSecond: Double
         var peakRSSMiB: Double
+        var peakRssAnonMiB: Double
+        var readMiB: Double
         var loadSeconds: Double
+        /// Bytes of weights one decoded token reads, and the rate decode reads them at.
+        var activeWeightGB: Double
+        var decodeWeightGBPerSecond: Double
+        var isa: String
 
         enum CodingKeys: String, CodingKey {
-            case model, engine, threads
+            case model, engine, threads, isa
             case promptTokens = "prompt_tokens", decodeTokens = "decode_tokens"
             case prefillTokensPerSecond = "prefill_tokens_per_second", timeToFirstTokenMs = "time_to_first_token_ms"
             case decodeTokensPerSecond = "decode_tokens_per_second", peakRSSMiB = "peak_rss_mib", loadSeconds = "load_seconds"
+            case peakRssAnonMiB = "peak_rss_anon_mib", readMiB = "read_mib"
+            case activeWeightGB = "active_weight_gb", decodeWeightGBPerSecond = "decode_weight_gb_per_second"
         }
     }
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             guard tokens > 0, decode > 0, repeats > 0 else { throw CLIError("--tokens, --decode and --repeats must be positive") }
             var loaded: [(model: CausalLM, load: Double)] = []
-            for path in models {
-                let t0 = Date()
-                loaded.append((try ModelRegistry.load(directory: modelURL(path)), Date().timeIntervalSince(t0)))
+            try ResourceMonitor.shared.stage("load") {
+                for path in models {
+                    let t0 = Date()
+                    loaded.append((try ModelRegistry.load(directory: modelURL(path)), Date().timeIntervalSince(t0)))
+                }
             }
-            let measured = Speed.measure(loaded.map(\.model), tokens: tokens, decode: decode, repeats: repeats, seed: seed) { r, i in
-                log("bench: run \(r + 1)/\(repeats)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
+            for (m, _) in loaded { _ = try MemoryPlan(m).chunks(lengths: [tokens], budget: memory.budget) }
+            let measured = ResourceMonitor.shared.stage("measure") {
+                Speed.measure(loaded.map(\.model), tokens: tokens, decode: decode, repeats: repeats, seed: seed) { r, i in
+                    log("bench: run \(r + 1)/\(repeats)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
+                }
             }
             Profiler.report()
-            var usage = rusage()
-            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let usage = ResourceMonitor.shared.report()
             let results = zip(models, zip(loaded, measured)).map { path, lm in
-                Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
-                       prefillTokensPerSecond: lm.1.prefillTokensPerSecond, timeToFirstTokenMs: lm.1.timeToFirstTokenMs,
-                       decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: Double(usage.ru_maxrss) / 1024,
-                       loadSeconds: lm.0.load)
+                let active = Double(lm.0.model.activeWeightBytes) / 1e9
+                return Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
+                              prefillTokensPerSecond: lm.1.prefillTokensPerSecond, timeToFirstTokenMs: lm.1.timeToFirstTokenMs,
+                              decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: usage.peakRssMiB, peakRssAnonMiB: usage.peakRssAnonMiB,
+                              readMiB: usage.readMiB, loadSeconds: lm.0.load, activeWeightGB: active,
+                              decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description)
             }
             if json {
                 let enc = JSONEncoder()
@@ -86,7 +100,9 @@ struct Bench: ParsableCommand {
                 let r = results[0]
                 print(String(format: "prefill  %8.1f tokens/s  (%d tokens, time to first token %.1f ms)", r.prefillTokensPerSecond, tokens, r.timeToFirstTokenMs))
                 print(String(format: "decode   %8.1f tokens/s  (%d tokens)", r.decodeTokensPerSecond, decode))
-                print(String(format: "peak RSS %8.1f MiB, %d threads, load %.2f s", r.peakRSSMiB, r.threads, r.loadSeconds))
+                print(String(format: "weights  %8.2f GB read per decoded token (%.1f GB/s)", r.activeWeightGB, r.decodeWeightGBPerSecond))
+                print(String(format: "memory   %8.1f MiB peak anonymous (RssAnon), %.1f MiB peak RSS (mapped weights included)", r.peakRssAnonMiB, r.peakRSSMiB))
+                print(String(format: "         %d threads, %@ kernels, load %.2f s", r.threads, r.isa, r.loadSeconds))
             } else {
                 print(String(format: "%d prompt tokens, %d decode tokens, %d threads, best of %d interleaved runs", tokens, decode, Compute.threads, repeats))
                 print("| model | parameters | prefill tok/s | × first | decode tok/s | × first |")

@@ -57,8 +57,7 @@ struct Compress: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
             let work = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-work-\(getpid())")

@@ -45,8 +45,7 @@ struct Decompose: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             var o = LowRank.Options()
             o.method = method
             o.target = ratio.map { .keep($0) } ?? .rank(rank!)

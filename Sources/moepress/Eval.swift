@@ -14,7 +14,7 @@ struct Eval: ParsableCommand {
 /// Loads a model folder and its tokenizer.json.
 func loadModelAndTokenizer(_ path: String) throws -> (CausalLM, Tokenizer) {
     let url = modelURL(path)
-    let model = try ModelRegistry.load(directory: url)
+    let model = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
     let tok = try Tokenizer(modelDirectory: url)
     return (model, tok)
 }
@@ -44,8 +44,7 @@ struct EvalPerplexity: ParsableCommand {
     @Option(help: "Window length in tokens.")
     var seqLen = 256
 
-    @Option(help: "Windows per forward pass.")
-    var batch = 8
+    @OptionGroup var memory: MemoryOptions
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -57,16 +56,17 @@ struct EvalPerplexity: ParsableCommand {
 
     func validate() throws {
         guard !textFiles.isEmpty else { throw ValidationError("give at least one --text-file") }
-        guard seqLen >= 2, batch >= 1 else { throw ValidationError("--seq-len must be ≥ 2 and --batch ≥ 1") }
+        guard seqLen >= 2 else { throw ValidationError("--seq-len must be ≥ 2") }
     }
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             let files = textFiles.map { URL(fileURLWithPath: $0) }
             for f in files { _ = try readText(f) }   // fail on a bad file before loading the model
             let (m, tok) = try loadModelAndTokenizer(model)
-            let r = try Perplexity.evaluate(model: m, tokenizer: tok, files: files, seqLen: seqLen, batch: batch, quiet: quiet)
+            let r = try ResourceMonitor.shared.stage("perplexity") {
+                try Perplexity.evaluate(model: m, tokenizer: tok, files: files, seqLen: seqLen, budget: memory.budget, quiet: quiet)
+            }
             if json { try printJSON(r); return }
             print("file".padding(toLength: 24, withPad: " ", startingAt: 0) + "  perplexity       nll   tokens")
             for (name, s) in r.files.sorted(by: { $0.key < $1.key }) {
@@ -98,8 +98,10 @@ struct EvalTasks: ParsableCommand {
     @Option(help: "Score only the first N items.")
     var limit: Int?
 
-    @Option(help: "Items per batch.")
-    var batch = 16
+    @Option(help: "Most items run through the model together (the memory budget may allow fewer).")
+    var batch: Int?
+
+    @OptionGroup var memory: MemoryOptions
 
     @Option(help: "Write per-item scores (JSONL) here.")
     var samples: String?
@@ -116,14 +118,16 @@ struct EvalTasks: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             if let limit, limit < 1 { throw CLIError("--limit must be positive") }
+            if let batch, batch < 1 { throw CLIError("--batch must be positive") }
             let items = try MultipleChoice.load(URL(fileURLWithPath: tasks), limit: limit)
             let (m, tok) = try loadModelAndTokenizer(model)
             let start = Date()
-            let scores = try MultipleChoice.score(model: m, tokenizer: tok, items: items, batch: batch,
-                                                 contextSpecialTokens: addSpecialTokens, quiet: quiet)
+            let scores = try ResourceMonitor.shared.stage("tasks") {
+                try MultipleChoice.score(model: m, tokenizer: tok, items: items, budget: memory.budget, limit: batch,
+                                         contextSpecialTokens: addSpecialTokens, quiet: quiet)
+            }
             let seconds = Date().timeIntervalSince(start)
             if let samples {
                 let enc = JSONEncoder()
@@ -174,17 +178,16 @@ struct Generate: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             guard temperature >= 0, topP > 0, topP <= 1 else { throw CLIError("--temperature must be ≥ 0 and --top-p in (0, 1]") }
             let (m, tok) = try loadModelAndTokenizer(model)
             print(prompt, terminator: "")
-            let r = try Generation.generate(model: m, tokenizer: tok, prompt: prompt, maxTokens: maxTokens,
+            let r = try ResourceMonitor.shared.stage("generate") { try Generation.generate(model: m, tokenizer: tok, prompt: prompt, maxTokens: maxTokens,
                                             sampling: Sampling(temperature: temperature, topP: topP, seed: seed),
                                             addSpecialTokens: !noSpecialTokens) { piece in
                 print(piece, terminator: "")
                 fflush(nil)
-            }
+            } }
             print("")
             log(String(format: "%d tokens, time to first token %.1f ms, %.1f tokens/s", r.ids.count, r.timeToFirstToken * 1000, r.decodeTokensPerSecond))
         }

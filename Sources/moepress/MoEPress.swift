@@ -12,7 +12,7 @@ struct MoEPress: ParsableCommand {
         OLMoE, DeepSeek-V2 and DeepSeek-V3 families.
         """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Run.self, ReportCommand.self, Export.self, Bench.self, BenchTokenizer.self])
+        subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Run.self, ReportCommand.self, Export.self, Bench.self, BenchTokenizer.self, Synth.self])
 }
 
 /// Options every compute command shares.
@@ -20,7 +20,37 @@ struct ComputeOptions: ParsableArguments {
     @Option(help: "Threads to use (default: all cores). BLAS itself stays single-threaded; MoEPress parallelises over experts, heads and output columns.")
     var threads: Int?
 
-    func apply() { Compute.configure(threads: threads) }
+    @Option(help: ArgumentHelp("Write a JSON report of wall time, peak anonymous memory (RssAnon), peak RSS and storage bytes read/written, by stage.",
+                               valueName: "file"))
+    var report: String?
+
+    /// Runs a command's work: configures the cores and kernels, turns errors into one line and a non-zero exit,
+    /// and writes the resource report when asked.
+    func run<T>(_ body: () throws -> T) throws -> T {
+        try apply()
+        let result = try reportingErrors(body)
+        if let report {
+            try reportingErrors {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                do { try enc.encode(ResourceMonitor.shared.report()).write(to: URL(fileURLWithPath: report), options: .atomic) } catch {
+                    throw CLIError("\(report): cannot write the report (\(error.localizedDescription))")
+                }
+            }
+        }
+        return result
+    }
+
+    /// Sets the threads and the kernels' instruction set (`MOEPRESS_ISA`); a bad choice is a clear error.
+    func apply() throws {
+        ResourceMonitor.shared.start()
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        Compute.configure(threads: threads)
+        if let problem = KernelISA.configureFromEnvironment() {
+            log("error: \(problem)")
+            throw ExitCode.failure
+        }
+    }
 }
 
 /// Errors print as one line on stderr, and the exit code is non-zero.

@@ -30,8 +30,7 @@ struct Calibrate: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             _ = try calibrate(model: model, calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed,
                               output: URL(fileURLWithPath: output), grams: !noGrams, overwrite: overwrite, quiet: quiet)
         }
@@ -89,8 +88,7 @@ struct Prune: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
             let start = Date()

@@ -22,8 +22,7 @@ struct Run: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             let r = try Recipe(file: URL(fileURLWithPath: recipe))
             let dir = URL(fileURLWithPath: output ?? "runs/" + URL(fileURLWithPath: recipe).deletingPathExtension().lastPathComponent)
             let summary = try Pipeline(recipe: r, runDir: dir, resume: resume, quiet: quiet).run()

@@ -83,8 +83,7 @@ struct Heal: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
             let mergeDType: DType? = try {
@@ -139,8 +138,7 @@ struct CompressExperts: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
-        compute.apply()
-        try reportingErrors {
+        try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: mainExperts, plainTopK: noCe)

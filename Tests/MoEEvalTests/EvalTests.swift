@@ -73,7 +73,7 @@ struct EvalOracle: Decodable {
         let all = try MultipleChoice.load(EvalPaths.devTasks)
         let byID = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
         let items = oracle.map { byID[$0.id]! }
-        let scores = try MultipleChoice.score(model: model, tokenizer: tok, items: items, batch: 7, quiet: true)
+        let scores = try MultipleChoice.score(model: model, tokenizer: tok, items: items, limit: 7, quiet: true)
         var worst = 0.0
         for (s, o) in zip(scores, oracle) {
             #expect(s.id == o.id)

@@ -1,0 +1,149 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a process costs, measured by stage: wall time, peak anonymous memory (RssAnon: heap and other
+/// memory the kernel cannot evict; mapped weights are file-backed and do not count), peak resident set
+/// (which does count the mapped weights the page cache holds for us), and bytes read from and written to
+/// storage (/proc/self/io; pages already in the page cache cost no read). A background thread samples
+/// RssAnon every few milliseconds, since the kernel keeps no peak of it.
+public final class ResourceMonitor: Sendable {
+    public struct Stage: Codable, Sendable {
+        public var name: String
+        public var wallSeconds: Double
+        public var peakRssAnonMiB: Double
+        public var peakRssMiB: Double
+        public var readMiB: Double
+        public var writtenMiB: Double
+
+        enum CodingKeys: String, CodingKey {
+            case name
+            case wallSeconds = "wall_seconds", peakRssAnonMiB = "peak_rss_anon_mib", peakRssMiB = "peak_rss_mib"
+            case readMiB = "read_mib", writtenMiB = "written_mib"
+        }
+    }
+
+    /// The whole process so far and its stages, for JSON reports.
+    public struct Report: Codable, Sendable {
+        public var wallSeconds: Double
+        public var peakRssAnonMiB: Double
+        public var peakRssMiB: Double
+        public var readMiB: Double
+        public var writtenMiB: Double
+        public var stages: [Stage]
+
+        enum CodingKeys: String, CodingKey {
+            case wallSeconds = "wall_seconds", peakRssAnonMiB = "peak_rss_anon_mib", peakRssMiB = "peak_rss_mib"
+            case readMiB = "read_mib", writtenMiB = "written_mib", stages
+        }
+    }
+
+    struct State {
+        var processPeakAnon = 0
+        var stagePeakAnon = 0
+        var stagePeakRss = 0
+        var stages: [Stage] = []
+        var running = false
+    }
+
+    public static let shared = ResourceMonitor()
+    private let state = Mutex(State())
+    private let start = Date()
+    private let startIO = ResourceMonitor.io()
+
+    /// Starts the sampler (idempotent; commands call it at start-up).
+    public func start(intervalMicroseconds: UInt32 = 5000) {
+        let already = state.withLock { s -> Bool in
+            defer { s.running = true }
+            return s.running
+        }
+        if already { return }
+        let t = Thread { [self] in
+            while true {
+                sample()
+                usleep(intervalMicroseconds)
+            }
+        }
+        t.stackSize = 1 << 16
+        t.start()
+    }
+
+    /// Records the current RssAnon and RSS into the peaks.
+    public func sample() {
+        let (anon, rss) = Self.memory()
+        state.withLock { s in
+            s.processPeakAnon = max(s.processPeakAnon, anon)
+            s.stagePeakAnon = max(s.stagePeakAnon, anon)
+            s.stagePeakRss = max(s.stagePeakRss, rss)
+        }
+    }
+
+    /// Runs `body` as a named stage and records its costs.
+    public func stage<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        sample()
+        let t0 = Date(), io0 = Self.io()
+        let (anon0, rss0) = Self.memory()
+        state.withLock { s in s.stagePeakAnon = anon0; s.stagePeakRss = rss0 }
+        defer {
+            sample()
+            let io1 = Self.io()
+            state.withLock { s in
+                s.stages.append(Stage(name: name, wallSeconds: Date().timeIntervalSince(t0), peakRssAnonMiB: Double(s.stagePeakAnon) / 1048576,
+                                      peakRssMiB: Double(s.stagePeakRss) / 1048576, readMiB: Double(io1.read - io0.read) / 1048576,
+                                      writtenMiB: Double(io1.written - io0.written) / 1048576))
+            }
+        }
+        return try body()
+    }
+
+    public var stages: [Stage] { state.withLock { $0.stages } }
+
+    public func report() -> Report {
+        sample()
+        let io1 = Self.io()
+        let peaks = state.withLock { ($0.processPeakAnon, $0.stages) }
+        return Report(wallSeconds: Date().timeIntervalSince(start), peakRssAnonMiB: Double(peaks.0) / 1048576,
+                      peakRssMiB: Double(Self.peakRSS()) / 1048576, readMiB: Double(io1.read - startIO.read) / 1048576,
+                      writtenMiB: Double(io1.written - startIO.written) / 1048576, stages: peaks.1)
+    }
+
+    /// Current RssAnon and VmRSS in bytes, from /proc/self/status (0 where unavailable).
+    public static func memory() -> (anon: Int, rss: Int) {
+        guard let text = readSmallFile("/proc/self/status") else { return (0, 0) }
+        return (field(text, "RssAnon:") * 1024, field(text, "VmRSS:") * 1024)
+    }
+
+    /// Peak resident set (VmHWM) in bytes.
+    public static func peakRSS() -> Int { readSmallFile("/proc/self/status").map { field($0, "VmHWM:") * 1024 } ?? 0 }
+
+    /// Bytes this process made storage read and write so far (/proc/self/io).
+    public static func io() -> (read: Int, written: Int) {
+        guard let text = readSmallFile("/proc/self/io") else { return (0, 0) }
+        return (field(text, "read_bytes:"), field(text, "write_bytes:"))
+    }
+
+    /// Memory the kernel could give this process now (MemAvailable), in bytes; nil where unknown.
+    public static func availableMemory() -> Int? {
+        guard let text = readSmallFile("/proc/meminfo") else { return nil }
+        let kb = field(text, "MemAvailable:")
+        return kb > 0 ? kb * 1024 : nil
+    }
+
+    static func field(_ text: String, _ key: String) -> Int {
+        guard let r = text.range(of: key) else { return 0 }
+        let rest = text[r.upperBound...].drop { $0 == " " || $0 == "\t" }
+        return Int(rest.prefix { $0.isNumber }) ?? 0
+    }
+
+    static func readSmallFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 8192)
+        let n = read(fd, &buf, buf.count)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n], as: UTF8.self)
+    }
+}
