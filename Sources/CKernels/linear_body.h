@@ -123,7 +123,7 @@ static TARGET void FN(widen)(const int wt, const void *src, long count, float *d
 // to a multiple of 16; exact, so the arithmetic is unchanged) that every block of rows then reuses.
 static TARGET void FN(linear)(int wt, const float *x, long m, long ldx, const void *w, long n, long ldw, long k,
                               float *y, long ldy, int accumulate) {
-    if (m <= MAXMR || wt == MPK_F32) {
+    if (m <= MAXMR) {
         switch (wt) {
         case MPK_BF16: FN(rows)(MPK_BF16, x, m, ldx, w, n, ldw, k, y, ldy, accumulate); break;
         case MPK_F16: FN(rows)(MPK_F16, x, m, ldx, w, n, ldw, k, y, ldy, accumulate); break;

@@ -21,13 +21,8 @@ public struct LowRankLinear: LinearLayer {
 
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool) {
         let mid = Tensor(zeros: [rows, rank])
-        if parallel {
-            linear(x, rows: rows, in: inFeatures, weight: b.data, out: rank, into: mid.data, ldy: rank)
-            linear(mid.data, rows: rows, in: rank, weight: a.data, out: outFeatures, into: y, ldy: ldy)
-        } else {
-            BLAS.gemm(transB: true, m: rows, n: rank, k: inFeatures, a: x, lda: inFeatures, b: b.data, ldb: inFeatures, c: mid.data, ldc: rank)
-            BLAS.gemm(transB: true, m: rows, n: outFeatures, k: rank, a: mid.data, lda: rank, b: a.data, ldb: rank, c: y, ldc: ldy)
-        }
+        WeightMatrix(b).multiply(x, m: rows, into: mid.data, ldy: rank, parallel: parallel)
+        WeightMatrix(a).multiply(mid.data, m: rows, into: y, ldy: ldy, parallel: parallel)
     }
 
     public func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool) {

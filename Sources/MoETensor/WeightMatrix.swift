@@ -8,7 +8,9 @@ import Glibc
 /// `owner` keeps the memory alive (the mapping, or the f32 `Tensor` the matrix wraps). Rows are `rowStride`
 /// elements apart, so one expert's rows of a fused tensor are a view too.
 ///
-/// Products with f16/bf16 weights use MoEPress's batch-invariant kernels (CKernels); f32 weights use OpenBLAS.
+/// Products with the weights (`multiply`) use MoEPress's batch-invariant kernels (CKernels) in every dtype, so a
+/// token's result never depends on the rest of its batch; the input gradient (`multiplyTransposed`, training)
+/// uses OpenBLAS.
 public struct WeightMatrix: @unchecked Sendable {
     public let dtype: DType
     public let rows: Int
@@ -78,15 +80,6 @@ public struct WeightMatrix: @unchecked Sendable {
                          parallel: Bool = true) {
         let n = rows, k = cols
         if m == 0 || n == 0 { return }
-        if dtype == .f32 {
-            let w = base.assumingMemoryBound(to: Float.self)
-            if parallel {
-                linear(x, rows: m, in: k, weight: w, out: n, into: y, ldy: ldy, accumulate: accumulate, ldw: rowStride)
-            } else {
-                BLAS.gemm(transB: true, m: m, n: n, k: k, a: x, lda: k, b: w, ldb: rowStride, beta: accumulate ? 1 : 0, c: y, ldc: ldy)
-            }
-            return
-        }
         let t = kernelType(dtype), stride = rowStride, es = dtype.byteSize, b = base
         // Decode reads every weight once, so both cores stream it; bigger products split when worth it.
         if !parallel || Compute.threads <= 1 || n < 32 || m * n * k < 1 << 16 {

@@ -60,7 +60,7 @@ final class KernelTests: XCTestCase {
     }
 
     func testAccuracyAgainstFloat64() {
-        for dtype in [DType.bf16, .f16] {
+        for dtype in [DType.bf16, .f16, .f32] {
             for (ci, c) in Self.cases.enumerated() {
                 let (w, wv) = randomMatrix(c.n, c.k, dtype: dtype, seed: UInt64(ci))
                 let x = randomInput(c.m, c.k, seed: UInt64(100 + ci))
@@ -82,7 +82,7 @@ final class KernelTests: XCTestCase {
     func testMatchesDocumentedOrderOnEveryInstructionSet() {
         let isas = KernelISA.allCases.filter(\.isSupported)
         XCTAssertTrue(isas.contains(.portable))
-        for dtype in [DType.bf16, .f16] {
+        for dtype in [DType.bf16, .f16, .f32] {
             for (ci, c) in Self.cases.enumerated() {
                 let (w, wv) = randomMatrix(c.n, c.k, dtype: dtype, seed: UInt64(7 + ci))
                 let x = randomInput(c.m, c.k, seed: UInt64(200 + ci))
