@@ -162,7 +162,9 @@ public struct GroupedQueryAttention: AttentionLayer {
                        slidingWindow: slidingWindow, out: out.data + r0 * heads * headDim)
             }
         }
-        return Profiler.measure("attn-o") { o(out) }
+        let y = Profiler.measure("attn-o") { o(out) }
+        ResourceMonitor.shared.notePeak()
+        return y
     }
 }
 
@@ -252,6 +254,8 @@ public struct LatentAttention: AttentionLayer {
             attend(q: qs.data + r0 * heads * qkDim, tokens: n, heads: heads, cache: seg.cache, scale: scale,
                    slidingWindow: nil, out: out.data + r0 * heads * valueDim)
         }
-        return o(out)
+        let y = o(out)
+        ResourceMonitor.shared.notePeak()
+        return y
     }
 }

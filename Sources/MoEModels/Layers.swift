@@ -170,14 +170,25 @@ public struct GatedMLP: Sendable {
         GatedMLP(gate: try f("gate", gate), up: try f("up", up), down: try f("down", down), activation: activation)
     }
 
+    /// Rows an MLP processes at once: its intermediate activations (2 · rows · intermediate floats) stay bounded
+    /// however long the batch (a shared or dense expert over a long layer-major chunk). Rows are independent, so
+    /// blocking changes no result.
+    public static let rowBlock = 512
+
     /// y[rows, hidden] = MLP(x[rows, hidden]).
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, parallel: Bool) {
-        let inter = intermediateSize
-        let g = Tensor(zeros: [rows, inter]), u = Tensor(zeros: [rows, inter])
-        gate.apply(x, rows: rows, into: g.data, ldy: inter, parallel: parallel)
-        up.apply(x, rows: rows, into: u.data, ldy: inter, parallel: parallel)
-        gatedActivation(activation, gate: g.data, up: u.data, into: g.data, count: rows * inter)
-        down.apply(g.data, rows: rows, into: y, ldy: hiddenSize, parallel: parallel)
+        let inter = intermediateSize, h = hiddenSize
+        let block = min(rows, Self.rowBlock)
+        let g = Tensor(zeros: [block, inter]), u = Tensor(zeros: [block, inter])
+        var r0 = 0
+        while r0 < rows {
+            let n = min(block, rows - r0)
+            gate.apply(x + r0 * h, rows: n, into: g.data, ldy: inter, parallel: parallel)
+            up.apply(x + r0 * h, rows: n, into: u.data, ldy: inter, parallel: parallel)
+            gatedActivation(activation, gate: g.data, up: u.data, into: g.data, count: n * inter)
+            down.apply(g.data, rows: n, into: y + r0 * h, ldy: h, parallel: parallel)
+            r0 += n
+        }
     }
 
     /// The compressed-experts form: separate gate and up inputs, and the intermediate activation scaled

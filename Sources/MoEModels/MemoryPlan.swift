@@ -43,14 +43,14 @@ public struct MemoryPlan: Sendable {
             // x, the normed input, the projections, this layer's keys/values, the attention output, o's output.
             attentionPeak = max(attentionPeak, 3 * h + projected + cache + attnOut)
             switch layer.feedForward {
-            case .dense(let m):
-                moePeak = max(moePeak, 3 * h + cache + 2 * m.intermediateSize)
+            case .dense:
+                moePeak = max(moePeak, 3 * h + cache)
             case .moe(let b):
                 // x, keys/values, the normed input, router logits, the routed sum, one wave of expert outputs and
                 // inputs (a fraction of top-k rows each), the shared expert's output and intermediates.
                 let wave = min(1.0, Double(MoEBlock.waveSize) / Double(max(1, b.numExperts)))
                 let waveFloats = Int((Double(b.topK * 2 * h) * wave).rounded(.up))
-                let shared = b.sharedExpert.map { h + 2 * $0.intermediateSize } ?? 0
+                let shared = b.sharedExpert != nil ? h : 0
                 moePeak = max(moePeak, 3 * h + cache + b.numExperts + 2 * b.topK + waveFloats + shared)
             }
         }
@@ -60,7 +60,14 @@ public struct MemoryPlan: Sendable {
         layerBytes = pager?.largestLayerBytes ?? model.layers.map { $0.attention.weightBytes + $0.feedForward.activeWeightBytes }.max() ?? 0
         endsBytes = pager?.otherBytes ?? (model.embedding.byteCount + model.lmHead.weightBytes)
         modelBytes = pager.map { $0.layerBytes.reduce(0, +) + $0.otherBytes } ?? 0
-        fixedBytes = 64 * model.vocabSize * 4 + (16 << 20)
+        // A block of logits rows, and an MLP's intermediate activations over one row block (GatedMLP.rowBlock).
+        let widestMLP = model.layers.map { l -> Int in
+            switch l.feedForward {
+            case .dense(let m): return m.intermediateSize
+            case .moe(let b): return max(b.sharedExpert?.intermediateSize ?? 0, b.experts.map(\.intermediateSize).max() ?? 0)
+            }
+        }.max() ?? 0
+        fixedBytes = 64 * model.vocabSize * 4 + 2 * GatedMLP.rowBlock * widestMLP * 4 + (16 << 20)
     }
 
     /// Memory one chunk of sequences of these lengths needs.

@@ -64,7 +64,10 @@ public struct MoEBlock: Sendable {
     /// The block output for a given routing decision.
     public func forward(_ x: Tensor, decision: Router.Decision) -> Tensor {
         let out = Profiler.measure("experts") { routedOutput(x, decision: decision) }
-        if let s = sharedOutput(x) { out.add(s) }
+        if let s = sharedOutput(x) {
+            ResourceMonitor.shared.notePeak()
+            out.add(s)
+        }
         return out
     }
 
@@ -142,6 +145,7 @@ public struct MoEBlock: Sendable {
                     results[wave.firstIndex(of: e)!] = ye
                 }
             }
+            ResourceMonitor.shared.notePeak()
             for (i, e) in wave.enumerated() { try body(e, lists[e].map(\.token), lists[e].map(\.weight), outputs[i]!) }
             w0 += wave.count
         }

@@ -27,10 +27,13 @@ public enum Compute {
         if !configured {
             openblas_set_num_threads(1)
             #if os(Linux)
-            // Activations are allocated and freed per layer; keep them on the heap instead of fresh
-            // mmaps, whose page faults and zeroing cost more than the small GEMMs around them.
-            _ = mallopt(M_MMAP_THRESHOLD, 512 << 20)
-            _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+            // Activations are allocated and freed per layer. Small ones stay on the heap (fresh mmaps' page
+            // faults and zeroing would cost more than the small GEMMs around them); large ones (a long
+            // layer-major chunk's) get mappings of their own, returned to the system when freed, and few
+            // arenas keep freed memory from piling up per thread: a pass's anonymous memory is what it holds.
+            _ = mallopt(M_MMAP_THRESHOLD, 4 << 20)
+            _ = mallopt(M_TRIM_THRESHOLD, 32 << 20)
+            _ = mallopt(M_ARENA_MAX, 2)
             #endif
             configured = true
         }

@@ -46,6 +46,7 @@ public final class ResourceMonitor: Sendable {
         var stagePeakRss = 0
         var stages: [Stage] = []
         var running = false
+        var lastNote: UInt64 = 0
     }
 
     public static let shared = ResourceMonitor()
@@ -78,6 +79,19 @@ public final class ResourceMonitor: Sendable {
             s.stagePeakAnon = max(s.stagePeakAnon, anon)
             s.stagePeakRss = max(s.stagePeakRss, rss)
         }
+    }
+
+    /// Samples now if the sampler runs and a few milliseconds have passed since the last explicit sample:
+    /// compute code calls this where its live memory peaks (the end of an attention or MoE block), which a
+    /// periodic sampler competing with the compute threads for the cores can miss.
+    public func notePeak() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let due = state.withLock { s -> Bool in
+            guard s.running, now >= s.lastNote + 2_000_000 else { return false }
+            s.lastNote = now
+            return true
+        }
+        if due { sample() }
     }
 
     /// Runs `body` as a named stage and records its costs.

@@ -40,7 +40,8 @@ public enum TrainingRuns {
     /// in `output/merged` (weights in `mergeDType`, or the source's when nil).
     @discardableResult
     public static func heal(model url: URL, files: [URL], lora: LoRA.Settings, settings: TrainerSettings, output: URL, merge: Bool,
-                            mergeDType: DType? = nil, stateDir: URL, resume: Bool = false, quiet: Bool = false) throws -> TrainingRecord {
+                            mergeDType: DType? = nil, stateDir: URL, resume: Bool = false, quiet: Bool = false,
+                            shardSize: Int = CheckpointWriter.defaultShardSize) throws -> TrainingRecord {
         let start = Date()
         let m = try ModelRegistry.load(directory: url)
         try CausalLMTraining.check(m)
@@ -61,7 +62,7 @@ public enum TrainingRuns {
         try encoded(record).write(to: staging.appendingPathComponent("training_log.json"))
         if merge {
             LoRA.merge(m)
-            try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType)
+            try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType, shardSize: shardSize)
         }
         try? FileManager.default.removeItem(at: output)
         try FileManager.default.moveItem(at: staging, to: output)
@@ -74,7 +75,8 @@ public enum TrainingRuns {
     @discardableResult
     public static func compressExperts(model url: URL, files: [URL], mainExperts: Int, ceOnly: Bool, plainTopK: Bool, settings: TrainerSettings,
                                        output: URL, stateDir: URL, resume: Bool = false, quiet: Bool = false,
-                                       configEdit: (String) -> String, extraFiles: [String: Data] = [:]) throws -> TrainingRecord {
+                                       configEdit: (String) -> String, extraFiles: [String: Data] = [:],
+                                       shardSize: Int = CheckpointWriter.defaultShardSize) throws -> TrainingRecord {
         let start = Date()
         let m = try ModelRegistry.load(directory: url)
         guard let k = m.description.routing?.topK else { throw TrainingError.invalid("\(url.path) has no MoE layers") }
@@ -101,7 +103,7 @@ public enum TrainingRuns {
                                     seconds: Date().timeIntervalSince(start), steps: trainer.log)
         var extra = extraFiles
         extra["training_log.json"] = try encoded(record)
-        try TrainedCheckpoint.write(m, source: url, output: output, overwrite: true, config: configEdit, extraFiles: extra)
+        try TrainedCheckpoint.write(m, source: url, output: output, overwrite: true, config: configEdit, extraFiles: extra, shardSize: shardSize)
         try? FileManager.default.removeItem(at: stateDir)
         return record
     }

@@ -38,6 +38,7 @@ struct Compress: ParsableCommand {
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -101,7 +102,7 @@ struct Compress: ParsableCommand {
             let staged = work.appendingPathComponent("final")
             let report = try timed("decompose (MoE-I² stage 2)") {
                 try LowRank.decompose(model: pruned, options: o, whitening: whitening, importance: ExpertImportance.fromPlan(plan),
-                                      output: staged, quiet: quiet)
+                                      output: staged, quiet: quiet, shardSize: self.out.shardSize.bytes)
             }
             let summary = Summary(recipe: recipe.rawValue, pruneRatio: pruneRatio, keepParams: keepParams, method: method.rawValue,
                                   allocation: rankAlloc.rawValue, seed: seed,

@@ -38,6 +38,7 @@ struct Decompose: ParsableCommand {
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -68,7 +69,7 @@ struct Decompose: ParsableCommand {
                 }
             }
             let r = try LowRank.decompose(model: url, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
-                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet)
+                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes)
             if !quiet { log(decomposeSummary(r, output: output)) }
         }
     }

@@ -25,6 +25,7 @@ struct Export: ParsableCommand {
     @Option(help: "The unpruned model the plan was made from (default: plan.json's \"model\").") var original: String?
     @Option(help: "Output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
+    @OptionGroup var out: OutputOptions
 
     func validate() throws {
         guard uniform != dense else { throw ValidationError("pass exactly one of --uniform or --dense") }
@@ -34,7 +35,7 @@ struct Export: ParsableCommand {
         try reportingErrors {
             let dir = modelURL(model)
             if dense {
-                let n = try LowRank.densify(model: dir, output: URL(fileURLWithPath: output), overwrite: overwrite)
+                let n = try LowRank.densify(model: dir, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardSize.bytes)
                 if n == 0 { log("note: \(dir.path) has no low-rank factors; the output is a plain copy") }
                 log("export --dense: \(n) factor pairs multiplied back → \(output)")
                 return
@@ -52,7 +53,7 @@ struct Export: ParsableCommand {
             }
             let u = UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1)
             log("nearest uniform plan: \(u.layers.first?.kept.count ?? 0) experts in every layer (\(plan.removed) → \(u.removed) removed); applying it to \(source.path)")
-            try PlanApplier.apply(u, model: source, output: URL(fileURLWithPath: output), overwrite: overwrite)
+            try PlanApplier.apply(u, model: source, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardSize.bytes)
         }
     }
 }

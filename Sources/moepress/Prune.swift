@@ -73,6 +73,7 @@ struct Prune: ParsableCommand {
     @OptionGroup var search: SearchOptions
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -90,9 +91,9 @@ struct Prune: ParsableCommand {
     func run() throws {
         try compute.run {
             let url = modelURL(model)
-            let out = try newOutput(output, overwrite: overwrite)
+            let dest = try newOutput(output, overwrite: overwrite)
             let start = Date()
-            let m = try ModelRegistry.load(directory: url)
+            let m = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
             var request = PruningRequest(method: PruningMethod(rawValue: method.rawValue)!, budget: ratio.map { .ratio($0) } ?? keep.map { .keep($0) })
             request.tau = tau
             guard let rule = MoEITS.BinRule(rawValue: binRule) else { throw CLIError("--bin-rule must be numpy>=2.3 or numpy<2.3") }
@@ -111,17 +112,21 @@ struct Prune: ParsableCommand {
             } else if let calibDir, request.method.needsCalibration {
                 let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
                 temp = t
-                cache = try calibrate(model: model, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
+                cache = try ResourceMonitor.shared.stage("calibrate") {
+                    try calibrate(model: model, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
+                }
             }
             defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
-            var plan = try Pruning.plan(request, model: m, modelName: url.path, cache: cache, quiet: quiet)
+            var plan = try ResourceMonitor.shared.stage("plan") { try Pruning.plan(request, model: m, modelName: url.path, cache: cache, quiet: quiet) }
             plan.parameters["seed"] = "\(seed)"
-            try PlanApplier.apply(plan, model: url, output: out, overwrite: overwrite)
+            try ResourceMonitor.shared.stage("write") {
+                try PlanApplier.apply(plan, model: url, output: dest, overwrite: overwrite, shardSize: self.out.shardSize.bytes)
+            }
             let kept = plan.layers.map { "\($0.kept.count)/\($0.experts)" }.joined(separator: " ")
             if let e = plan.parameters["reconstruction_error_sum"], !quiet { log("summed layer reconstruction error: \(e)") }
             if !quiet {
                 log(String(format: "prune %@: removed %d experts (kept per layer: %@) in %.1f s → %@", method.rawValue, plan.removed, kept,
-                           Date().timeIntervalSince(start), out.path))
+                           Date().timeIntervalSince(start), dest.path))
                 if !plan.uniform { log("note: layers keep different numbers of experts; stock HF transformers/vLLM need equal counts (MoEPress loads it)") }
             }
         }

@@ -80,6 +80,7 @@ struct Heal: ParsableCommand {
     @Option(help: "dtype of the merged weights: source (as the model's files), f32, bf16 or f16.") var mergeDtype = "source"
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @OptionGroup var training: TrainingOptions
+    @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -100,7 +101,7 @@ struct Heal: ParsableCommand {
             lora.targets = targets.split(separator: ",").map(String.init)
             let record = try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(), output: out,
                                                merge: merge, mergeDType: mergeDType, stateDir: training.stateDir(for: out), resume: training.resume,
-                                               quiet: training.quiet)
+                                               quiet: training.quiet, shardSize: self.out.shardSize.bytes)
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "heal: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
@@ -135,6 +136,7 @@ struct CompressExperts: ParsableCommand {
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @OptionGroup var training: TrainingOptions
+    @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -147,7 +149,7 @@ struct CompressExperts: ParsableCommand {
             let record = try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
                                                           plainTopK: noCe, settings: settings, output: out, stateDir: training.stateDir(for: out),
                                                           resume: training.resume, quiet: training.quiet, configEdit: ce.edit,
-                                                          extraFiles: ce.files)
+                                                          extraFiles: ce.files, shardSize: self.out.shardSize.bytes)
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
