@@ -81,20 +81,6 @@ static inline void p_storef(float *p, mpk_p16 a) { memcpy(p, a.v, 64); }
 #define NR_ONE 1
 #define NR_MANY 1
 #include "linear_body.h"
-#undef SUFFIX
-#undef TARGET
-#undef V
-#undef v_zero
-#undef v_loadf
-#undef v_loadf_n
-#undef v_load_bf16
-#undef v_load_f16
-#undef v_fma
-#undef v_hsum
-#undef v_storef
-#undef MAXMR
-#undef NR_ONE
-#undef NR_MANY
 
 #ifdef MPK_X86
 // ---------------------------------------------------------------------------------------------------------
@@ -148,20 +134,6 @@ static inline T2 void a_storef(float *p, mpk_a16 a) { _mm256_storeu_ps(p, a.lo);
 #define NR_ONE 4
 #define NR_MANY 2
 #include "linear_body.h"
-#undef SUFFIX
-#undef TARGET
-#undef V
-#undef v_zero
-#undef v_loadf
-#undef v_loadf_n
-#undef v_load_bf16
-#undef v_load_f16
-#undef v_fma
-#undef v_hsum
-#undef v_storef
-#undef MAXMR
-#undef NR_ONE
-#undef NR_MANY
 
 // ---------------------------------------------------------------------------------------------------------
 // AVX-512 (F, BW, VL, DQ): a 16-lane vector is one zmm register.
@@ -199,20 +171,6 @@ static inline T5 void z_storef(float *p, __m512 a) { _mm512_storeu_ps(p, a); }
 #define NR_ONE 8
 #define NR_MANY 4
 #include "linear_body.h"
-#undef SUFFIX
-#undef TARGET
-#undef V
-#undef v_zero
-#undef v_loadf
-#undef v_loadf_n
-#undef v_load_bf16
-#undef v_load_f16
-#undef v_fma
-#undef v_hsum
-#undef v_storef
-#undef MAXMR
-#undef NR_ONE
-#undef NR_MANY
 #endif
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // The batch-invariant product y = x · Wᵀ for one instruction set. kernels.c includes this file once per
-// instruction set, after defining:
+// instruction set, after defining (this file undefines them at its end):
 //   SUFFIX            name suffix of the functions defined here
 //   TARGET            the function attribute that enables the instruction set
 //   V                 a 16-lane f32 vector
@@ -152,3 +152,18 @@ static TARGET void FN(linear)(int wt, const float *x, long m, long ldx, const vo
 #undef ALWAYS
 #undef CAT_
 #undef CAT2_
+// The instruction set's parameters, so the next inclusion defines its own.
+#undef SUFFIX
+#undef TARGET
+#undef V
+#undef v_zero
+#undef v_loadf
+#undef v_loadf_n
+#undef v_load_bf16
+#undef v_load_f16
+#undef v_fma
+#undef v_hsum
+#undef v_storef
+#undef MAXMR
+#undef NR_ONE
+#undef NR_MANY

@@ -55,26 +55,25 @@ public final class Checkpoint: @unchecked Sendable {
     public func contains(_ name: String) -> Bool { location[name] != nil }
     public func info(_ name: String) -> TensorInfo? { location[name]?.info }
 
-    /// Loads a tensor as f32, checking its shape when one is expected.
-    public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
+    /// The file holding `name`, checking the tensor's shape when one is expected.
+    private func file(of name: String, shape expected: [Int]?) throws -> SafeTensorsFile {
         guard let (fi, info) = location[name] else {
             throw CheckpointError(file: directory.path, tensor: name, "missing from the checkpoint")
         }
         if let expected, expected != info.shape {
             throw CheckpointError(file: files[fi].path, tensor: name, "shape \(info.shape), expected \(expected)")
         }
-        return try files[fi].tensor(name)
+        return files[fi]
+    }
+
+    /// Loads a tensor as f32, checking its shape when one is expected.
+    public func tensor(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
+        try file(of: name, shape: expected).tensor(name)
     }
 
     /// A weight matrix in its stored dtype (see `SafeTensorsFile.weight`), checking its shape when one is expected.
     public func weight(_ name: String, shape expected: [Int]? = nil) throws -> WeightMatrix {
-        guard let (fi, info) = location[name] else {
-            throw CheckpointError(file: directory.path, tensor: name, "missing from the checkpoint")
-        }
-        if let expected, expected != info.shape {
-            throw CheckpointError(file: files[fi].path, tensor: name, "shape \(info.shape), expected \(expected)")
-        }
-        return try files[fi].weight(name)
+        try file(of: name, shape: expected).weight(name)
     }
 
     /// The file holding `name` and the tensor's byte range in it.

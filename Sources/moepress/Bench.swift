@@ -34,6 +34,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Also measure the machine's memory read bandwidth (--threads threads) and each model's decode speed against the bound it sets (active weight bytes per token).")
+    var bandwidth = false
+
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -54,6 +57,9 @@ struct Bench: ParsableCommand {
         var activeWeightGB: Double
         var decodeWeightGBPerSecond: Double
         var isa: String
+        /// With --bandwidth: the machine's read bandwidth, and decode as a fraction of the bound it sets.
+        var memoryReadGBPerSecond: Double?
+        var decodeFractionOfBound: Double?
 
         enum CodingKeys: String, CodingKey {
             case model, engine, threads, isa
@@ -62,6 +68,7 @@ struct Bench: ParsableCommand {
             case decodeTokensPerSecond = "decode_tokens_per_second", peakRSSMiB = "peak_rss_mib", loadSeconds = "load_seconds"
             case peakRssAnonMiB = "peak_rss_anon_mib", readMiB = "read_mib"
             case activeWeightGB = "active_weight_gb", decodeWeightGBPerSecond = "decode_weight_gb_per_second"
+            case memoryReadGBPerSecond = "memory_read_gb_per_second", decodeFractionOfBound = "decode_fraction_of_bandwidth_bound"
         }
     }
 
@@ -83,13 +90,15 @@ struct Bench: ParsableCommand {
             }
             Profiler.report()
             let usage = ResourceMonitor.shared.report()
+            let bw = bandwidth ? Speed.readBandwidth() / 1e9 : nil
             let results = zip(models, zip(loaded, measured)).map { path, lm in
                 let active = Double(lm.0.model.activeWeightBytes) / 1e9
                 return Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
                               prefillTokensPerSecond: lm.1.prefillTokensPerSecond, timeToFirstTokenMs: lm.1.timeToFirstTokenMs,
                               decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: usage.peakRssMiB, peakRssAnonMiB: usage.peakRssAnonMiB,
                               readMiB: usage.readMiB, loadSeconds: lm.0.load, activeWeightGB: active,
-                              decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description)
+                              decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description,
+                              memoryReadGBPerSecond: bw, decodeFractionOfBound: bw.map { active * lm.1.decodeTokensPerSecond / $0 })
             }
             if json {
                 let enc = JSONEncoder()
@@ -101,6 +110,9 @@ struct Bench: ParsableCommand {
                 print(String(format: "prefill  %8.1f tokens/s  (%d tokens, time to first token %.1f ms)", r.prefillTokensPerSecond, tokens, r.timeToFirstTokenMs))
                 print(String(format: "decode   %8.1f tokens/s  (%d tokens)", r.decodeTokensPerSecond, decode))
                 print(String(format: "weights  %8.2f GB read per decoded token (%.1f GB/s)", r.activeWeightGB, r.decodeWeightGBPerSecond))
+                if let bw = r.memoryReadGBPerSecond, let f = r.decodeFractionOfBound {
+                    print(String(format: "bound    %8.1f tokens/s at the measured %.1f GB/s read bandwidth: decode is %.0f%% of it", bw / r.activeWeightGB, bw, 100 * f))
+                }
                 print(String(format: "memory   %8.1f MiB peak anonymous (RssAnon), %.1f MiB peak RSS (mapped weights included)", r.peakRssAnonMiB, r.peakRSSMiB))
                 print(String(format: "         %d threads, %@ kernels, load %.2f s", r.threads, r.isa, r.loadSeconds))
             } else {

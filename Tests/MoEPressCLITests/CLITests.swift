@@ -117,11 +117,50 @@ final class TempDir {
         #expect(!FileManager.default.fileExists(atPath: t.path("o.safetensors")))
     }
 
+    @Test func tooLittleMemoryIsRefusedBeforeAnyWork() throws {
+        let t = TempDir()
+        try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        let r = try CLI.run(["logits", "--model", CLI.fixture("olmoe"), "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors"),
+                             "--max-memory", "10KB"])
+        #expect(r.status != 0 && r.stderr.contains("--max-memory") && r.stderr.contains("need at least"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: t.path("o.safetensors")))
+        let bad = try CLI.run(["logits", "--model", CLI.fixture("olmoe"), "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors"),
+                               "--max-memory", "lots"])
+        #expect(bad.status != 0)
+    }
+
+    @Test func resourceReportByStage() throws {
+        let t = TempDir()
+        try "[1, 2, 3, 4, 5]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        let r = try CLI.run(["logits", "--model", CLI.fixture("mixtral"), "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors"),
+                             "--report", t.path("report.json")])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: t.path("report.json")))) as! [String: Any]
+        let stages = (obj["stages"] as! [[String: Any]]).map { $0["name"] as! String }
+        #expect(stages == ["load", "forward", "write"])
+        #expect((obj["peak_rss_anon_mib"] as! Double) > 0 && (obj["wall_seconds"] as! Double) > 0)
+        #expect((obj["written_mib"] as! Double) >= 0)
+    }
+
+    @Test func unknownInstructionSetIsRefused() throws {
+        let p = Process()
+        p.executableURL = CLI.binary
+        p.arguments = ["bench", "--model", CLI.fixture("mixtral"), "--tokens", "4", "--decode", "1", "--repeats", "1"]
+        p.environment = ["MOEPRESS_ISA": "avx9000"]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = Pipe()
+        try p.run()
+        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus != 0 && e.contains("MOEPRESS_ISA"), "\(e)")
+    }
+
     @Test func benchJSON() throws {
         let r = try CLI.run(["bench", "--model", CLI.fixture("deepseek_v2"), "--tokens", "16", "--decode", "4", "--repeats", "1", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
-        for k in ["prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms", "peak_rss_mib"] {
+        for k in ["prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms", "peak_rss_mib", "peak_rss_anon_mib", "active_weight_gb"] {
             #expect((obj[k] as? Double ?? 0) > 0, "\(k) in \(r.stdout)")
         }
     }

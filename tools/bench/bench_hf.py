@@ -29,10 +29,11 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa is HF's CPU default; eager also works)")
+    ap.add_argument("--dtype", default="float32", help="float32 (parity runs) or bfloat16 (real-size models: weights as stored)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation=args.attn).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype), attn_implementation=args.attn).eval()
     load = time.perf_counter() - t0
     gen = splitmix64(args.seed)
     vocab = model.config.vocab_size
@@ -55,7 +56,7 @@ def main():
             dec = time.perf_counter() - d0
             best_prefill, best_ttft, best_decode = min(best_prefill, prefill), min(best_ttft, ttft), min(best_decode, dec)
     print(json.dumps({
-        "model": args.model, "engine": f"transformers {__import__('transformers').__version__} / torch {torch.__version__} ({args.attn})",
+        "model": args.model, "engine": f"transformers {__import__('transformers').__version__} / torch {torch.__version__} ({args.attn}, {args.dtype})",
         "threads": args.threads, "prompt_tokens": args.tokens, "decode_tokens": args.decode,
         "prefill_tokens_per_second": args.tokens / best_prefill, "time_to_first_token_ms": best_ttft * 1000,
         "decode_tokens_per_second": args.decode / best_decode,
