@@ -3,19 +3,23 @@
 # random-weight checkpoint with a real model's shapes, same prompt length, decode length and threads, plus
 # MoEPress's memory (RssAnon) on the long commands. Each engine's weights are read once into the page cache
 # before it is timed (the machine cannot cache two 14 GB models at once).
-#   tools/bench/compare_realsize.sh CONFIG.json [--layers N] [--skip-hf] [--skip-llamacpp]
+#   tools/bench/compare_realsize.sh CONFIG.json [--layers N] [--skip-hf] [--skip-llamacpp] [--skip-bench] [--cold]
+# --cold empties the page cache (root) before each long MoEPress command, so they read the model from disk: for
+# models larger than RAM, with --skip-bench --skip-hf --skip-llamacpp (decode would only measure the disk).
 # Writes its JSON under $OUT (default /work/scratch/bench/<model>) and prints Markdown tables.
 # Needs: scripts/setup.sh --oracle (HF), tools/bench/llamacpp.sh build (llama.cpp), ~2× the model on disk.
 # Env: SCRATCH (/work/scratch), THREADS (2), TOKENS (128), DECODE (64), REPEATS (3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 config=$1; shift
-layers=(); hf=1; llama=1
+layers=(); hf=1; llama=1; bench=1; cold=0
 while [ $# -gt 0 ]; do
   case $1 in
     --layers) layers=(--layers "$2"); shift 2 ;;
     --skip-hf) hf=0; shift ;;
     --skip-llamacpp) llama=0; shift ;;
+    --skip-bench) bench=0; shift ;;
+    --cold) cold=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +31,7 @@ swift build -c release --product moepress >&2
 B=.build/release/moepress
 [ -d "$model" ] || $B synth --config "$config" "${layers[@]}" --output "$model" --tokenizer-from ../shared/models/qwen-moe-ref
 warm() { cat "$@" > /dev/null; }   # read the weights into the page cache
+prepare() { if [ $cold = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; else warm "$model"/*.safetensors; fi; }
 
 # 16 windows of 512 tokens of dev text (the qwen-moe-ref tokenizer the synthetic model carries)
 text=$OUT/ppl16.txt
@@ -44,12 +49,20 @@ open('$text', 'w').write(t[:lo])"
 fi
 python3 -c "import json, random; random.seed(0); json.dump([random.randrange(4096) for _ in range(512)], open('$OUT/ids512.json', 'w'))"
 
-warm "$model"/*.safetensors
-$B bench --model "$model" --threads "$THREADS" --tokens "$TOKENS" --decode "$DECODE" --repeats "$REPEATS" --bandwidth --json > "$OUT/moepress.json"
+
+if [ $bench = 1 ]; then
+  warm "$model"/*.safetensors
+  $B bench --model "$model" --threads "$THREADS" --tokens "$TOKENS" --decode "$DECODE" --repeats "$REPEATS" --bandwidth --json > "$OUT/moepress.json"
+fi
+prepare
 $B eval perplexity --model "$model" --text-file "$text" --seq-len 512 --threads "$THREADS" --quiet --report "$OUT/ppl.report.json" > "$OUT/ppl.txt"
+prepare
 $B logits --model "$model" --ids-file "$OUT/ids512.json" --output "$OUT/logits.safetensors" --threads "$THREADS" --report "$OUT/logits.report.json" 2>/dev/null
 rm -f "$OUT/logits.safetensors"
-$B generate --model "$model" --prompt "The history of the" --max-tokens 32 --threads "$THREADS" --report "$OUT/generate.report.json" > /dev/null 2>&1
+if [ $bench = 1 ]; then
+  prepare
+  $B generate --model "$model" --prompt "The history of the" --max-tokens 32 --threads "$THREADS" --report "$OUT/generate.report.json" > /dev/null 2>&1
+fi
 
 if [ $llama = 1 ]; then
   [ -f "$gguf" ] || tools/bench/llamacpp.sh convert "$model" "$gguf" bf16 >&2
@@ -61,9 +74,17 @@ if [ $hf = 1 ]; then
   python3 tools/bench/bench_hf.py --model "$model" --threads "$THREADS" --tokens "$TOKENS" --decode "$DECODE" --repeats 1 --dtype bfloat16 > "$OUT/hf.json"
 fi
 
-python3 - "$OUT" "$name" <<'PY'
+python3 - "$OUT" "$name" "$bench" <<'PY'
 import json, os, sys
-out, name = sys.argv[1], sys.argv[2]
+out, name, bench = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+if not bench:
+    print(f"### {name}: MoEPress commands\n")
+    print("| MoEPress command | wall s | peak RssAnon MiB | peak RSS MiB | read from disk MiB | disk MB/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for cmd, f in [("eval perplexity (16 × 512)", "ppl"), ("logits (512 tokens)", "logits")]:
+        r = json.load(open(f"{out}/{f}.report.json"))
+        print(f"| {cmd} | {r['wall_seconds']:.1f} | {r['peak_rss_anon_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['read_mib']:.0f} | {r['read_mib'] * 1.048576 / r['wall_seconds']:.0f} |")
+    sys.exit(0)
 m = json.load(open(f"{out}/moepress.json"))
 rows = [("MoEPress", m["prefill_tokens_per_second"], m["decode_tokens_per_second"], m["peak_rss_anon_mib"], m["peak_rss_mib"])]
 if os.path.exists(f"{out}/llamacpp.json"):
