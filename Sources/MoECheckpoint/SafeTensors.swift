@@ -156,14 +156,23 @@ public final class SafeTensorsFile: @unchecked Sendable {
             infos.append(TensorInfo(name: name, dtype: dtype, shape: shape, begin: begin, end: end))
         }
         infos.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        // Like the format's reference implementation: the tensors tile the data section exactly, one after the
+        // other with no gap and nothing after the last. A header length a few bytes off (which JSON padding can
+        // hide) shifts every tensor, and is caught here instead of computing on misaligned weights.
         var lastEnd = 0
         var lastName = ""
-        for info in infos where info.byteCount > 0 {
+        for info in infos {
             guard info.begin >= lastEnd else {
                 throw fail(info.name, "byte range [\(info.begin), \(info.end)] overlaps tensor \"\(lastName)\"")
             }
+            guard info.begin == lastEnd else {
+                throw fail(info.name, "bytes [\(lastEnd), \(info.begin)) of the data section belong to no tensor (the file is not fully covered; is the header length right?)")
+            }
             lastEnd = info.end
             lastName = info.name
+        }
+        guard lastEnd == dataSize else {
+            throw fail(nil, "the last \(dataSize - lastEnd) bytes of the data section belong to no tensor (the file is not fully covered; is the header length right?)")
         }
         tensors = infos
         metadata = meta

@@ -44,6 +44,10 @@ final class Scratch {
         ("reversed offsets", #"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#, 8, nil, "reversed", "a"),
         ("missing dtype", #"{"a":{"shape":[1],"data_offsets":[0,4]}}"#, 4, nil, "missing dtype", "a"),
         ("bad metadata", #"{"__metadata__":{"format":1}}"#, 0, nil, "__metadata__", nil),
+        ("gap between tensors", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, 12, nil, "belong to no tensor", "b"),
+        ("bytes after the last tensor", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, 8, nil, "not fully covered", nil),
+        // The header's padding spaces let a length 2 bytes short still parse as JSON; the data then start 2 bytes early.
+        ("header length 2 bytes short", #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}  "#, 4, 54, "not fully covered", nil),
     ]
 
     @Test(arguments: cases.indices)
