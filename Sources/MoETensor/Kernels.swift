@@ -1,4 +1,5 @@
 import CKernels
+import CBLAS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,5 +51,30 @@ public enum KernelISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
     case .f16: return Int32(MPK_F16)
     case .bf16: return Int32(MPK_BF16)
     default: preconditionFailure("no kernel reads \(d.rawValue) weights")
+    }
+}
+
+/// OpenBLAS picks its kernels by CPU model when it loads. Debian's OpenBLAS 0.3.21 does not know newer CPUs
+/// (Sapphire/Emerald Rapids among them) and falls back to its generic "Prescott" SSE3 kernels, 3–4× slower
+/// for the GEMMs of attention, training and SVD. The choice can only be made before the library loads
+/// (`OPENBLAS_CORETYPE`), so a process that finds itself on the fallback re-executes itself once with the
+/// core its instruction set supports.
+public enum BLASRuntime {
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+
+    /// The core OpenBLAS should use on this CPU when it fell back to a generic one, or nil when it need not.
+    public static var betterCore: String? {
+        guard ["prescott", "unknown", "core2", "katmai", "coppermine", "northwood"].contains(coreName.lowercased()) else { return nil }
+        if KernelISA.avx512.isSupported { return "SkylakeX" }
+        if KernelISA.avx2.isSupported { return "Haswell" }
+        return nil
+    }
+
+    /// Re-executes this program with `OPENBLAS_CORETYPE` set when OpenBLAS fell back to generic kernels and the
+    /// user did not choose a core; returns (doing nothing) otherwise or if re-execution fails.
+    public static func reexecWithBetterCoreIfNeeded() {
+        guard getenv("OPENBLAS_CORETYPE") == nil, let core = betterCore else { return }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
     }
 }

@@ -113,10 +113,11 @@ public struct WeightMatrix: @unchecked Sendable {
             if big { parallelChunks(k, align: 16, body) } else { body(0..<k) }
             return
         }
-        // Σ over blocks of weight rows: dx (+)= dy[:, block] · widen(W[block, :]).
-        let block = 64
+        // Σ over blocks of weight rows: dx (+)= dy[:, block] · widen(W[block, :]); blocks of up to 8 MiB of f32, so a
+        // layer-sized matrix is one GEMM and a large one never exists widened whole.
+        let block = max(64, min(n, (8 << 20) / max(1, k * 4)))
         let body: (Range<Int>) -> Void = { cr in
-            let panel = Tensor(zeros: [block, cr.count])
+            let panel = Tensor(zeros: [min(block, n), cr.count])
             var r0 = 0
             while r0 < n {
                 let rb = min(block, n - r0)

@@ -57,12 +57,13 @@ struct Bench: ParsableCommand {
         var activeWeightGB: Double
         var decodeWeightGBPerSecond: Double
         var isa: String
+        var blasCore: String
         /// With --bandwidth: the machine's read bandwidth, and decode as a fraction of the bound it sets.
         var memoryReadGBPerSecond: Double?
         var decodeFractionOfBound: Double?
 
         enum CodingKeys: String, CodingKey {
-            case model, engine, threads, isa
+            case model, engine, threads, isa, blasCore = "blas_core"
             case promptTokens = "prompt_tokens", decodeTokens = "decode_tokens"
             case prefillTokensPerSecond = "prefill_tokens_per_second", timeToFirstTokenMs = "time_to_first_token_ms"
             case decodeTokensPerSecond = "decode_tokens_per_second", peakRSSMiB = "peak_rss_mib", loadSeconds = "load_seconds"
@@ -97,7 +98,7 @@ struct Bench: ParsableCommand {
                               prefillTokensPerSecond: lm.1.prefillTokensPerSecond, timeToFirstTokenMs: lm.1.timeToFirstTokenMs,
                               decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: usage.peakRssMiB, peakRssAnonMiB: usage.peakRssAnonMiB,
                               readMiB: usage.readMiB, loadSeconds: lm.0.load, activeWeightGB: active,
-                              decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description,
+                              decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description, blasCore: BLASRuntime.coreName,
                               memoryReadGBPerSecond: bw, decodeFractionOfBound: bw.map { active * lm.1.decodeTokensPerSecond / $0 })
             }
             if json {
@@ -114,7 +115,7 @@ struct Bench: ParsableCommand {
                     print(String(format: "bound    %8.1f tokens/s at the measured %.1f GB/s read bandwidth: decode is %.0f%% of it", bw / r.activeWeightGB, bw, 100 * f))
                 }
                 print(String(format: "memory   %8.1f MiB peak anonymous (RssAnon), %.1f MiB peak RSS (mapped weights included)", r.peakRssAnonMiB, r.peakRSSMiB))
-                print(String(format: "         %d threads, %@ kernels, load %.2f s", r.threads, r.isa, r.loadSeconds))
+                print(String(format: "         %d threads, %@ kernels, OpenBLAS %@, load %.2f s", r.threads, r.isa, r.blasCore, r.loadSeconds))
             } else {
                 print(String(format: "%d prompt tokens, %d decode tokens, %d threads, best of %d interleaved runs", tokens, decode, Compute.threads, repeats))
                 print("| model | parameters | prefill tok/s | × first | decode tok/s | × first |")

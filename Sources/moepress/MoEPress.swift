@@ -4,6 +4,12 @@ import MoETensor
 
 @main
 struct MoEPress: ParsableCommand {
+    /// Makes sure OpenBLAS runs its kernels for this CPU (see `BLASRuntime`), then parses and runs the command.
+    static func main() {
+        BLASRuntime.reexecWithBetterCoreIfNeeded()
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "moepress",
         abstract: "Compress Mixture-of-Experts language models, and run them, on CPU.",
