@@ -112,10 +112,11 @@ public enum Calibration {
     /// SVD-LLM whitening. They cost E·(H² + I²)·8 bytes per layer (for Mixtral-8x7B about 14 GB per layer:
     /// turn them off there).
     /// The whole calibration of a model folder: sample windows from the `.txt` files of `textDirectory`, run
-    /// the model over them (`run`) and open the resulting cache.
-    public static func calibrate(modelDirectory url: URL, textDirectory: URL, samples: Int, seqLen: Int, seed: UInt64, output: URL,
-                                 grams: Bool = false, overwrite: Bool = false, quiet: Bool = false) throws -> CalibrationCache {
-        let m = try ModelRegistry.load(directory: url)
+    /// the model over them (`run`) and open the resulting cache. `model`, when the caller already has the
+    /// folder's model open, is used instead of loading it a second time.
+    public static func calibrate(modelDirectory url: URL, model open: CausalLM? = nil, textDirectory: URL, samples: Int, seqLen: Int, seed: UInt64,
+                                 output: URL, grams: Bool = false, overwrite: Bool = false, quiet: Bool = false) throws -> CalibrationCache {
+        let m = try open ?? ModelRegistry.load(directory: url)
         let tok = try Tokenizer(modelDirectory: url)
         let files = try Calibration.files(in: textDirectory)
         let (windows, dataHash) = try Calibration.sample(files: files, tokenizer: tok, samples: samples, seqLen: seqLen, seed: seed)

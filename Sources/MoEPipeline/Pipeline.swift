@@ -161,9 +161,9 @@ public final class Pipeline {
         let out = staging.appendingPathComponent("model")
         let o = stage.options
         let (int, double, string) = (o.int, o.double, o.string)
-        func calibrate(grams: Bool) throws -> CalibrationCache {
+        func calibrate(grams: Bool, model: CausalLM? = nil) throws -> CalibrationCache {
             guard let c = recipe.calibration else { throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs a calibration section") }
-            let cache = try Calibration.calibrate(modelDirectory: input, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
+            let cache = try Calibration.calibrate(modelDirectory: input, model: model, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
                                                   output: staging.appendingPathComponent("calib"), grams: grams, overwrite: true, quiet: quiet)
             try Pipeline.saveRouting(cache, to: staging.appendingPathComponent("routing.json"))
             return cache
@@ -178,8 +178,8 @@ public final class Pipeline {
             request.search.seed = recipe.seed
             if let g = int("generations") { request.search.generations = g }
             if let p = int("population") { request.search.population = p }
-            let cache = method.needsCalibration ? try calibrate(grams: false) : nil
             let m = try ModelRegistry.load(directory: input)
+            let cache = method.needsCalibration ? try calibrate(grams: false, model: m) : nil
             var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet)
             plan.parameters["seed"] = "\(recipe.seed)"
             try PlanApplier.apply(plan, model: input, output: out)
@@ -193,9 +193,11 @@ public final class Pipeline {
             var cache: CalibrationCache? = nil
             var importance: [Int: [Double]]? = nil
             if lo.allocation == .importance { importance = try ExpertImportance.plan(in: input).flatMap(ExpertImportance.fromPlan) }
-            if lo.method == .svdllm || (lo.allocation == .importance && importance == nil) { cache = try calibrate(grams: lo.method == .svdllm) }
-            if lo.allocation == .importance && importance == nil, let cache {
-                importance = try ExpertImportance.compute(model: ModelRegistry.load(directory: input), cache: cache, maxTokens: 8192, quiet: quiet)
+            let needsModel = lo.method == .svdllm || (lo.allocation == .importance && importance == nil)
+            let m = needsModel ? try ModelRegistry.load(directory: input) : nil
+            if needsModel { cache = try calibrate(grams: lo.method == .svdllm, model: m) }
+            if lo.allocation == .importance && importance == nil, let cache, let m {
+                importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: 8192, quiet: quiet)
             }
             _ = try LowRank.decompose(model: input, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet)
         case "heal":

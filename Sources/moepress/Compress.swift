@@ -73,15 +73,15 @@ struct Compress: ParsableCommand {
                 return try body()
             }
 
+            let m = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
             let cache = try timed("calibrate") { () -> CalibrationCache in
                 if let calib { return try openCache(calib, for: url) }
-                return try calibrate(model: url.path, calibDir: calibDir!, samples: samples, seqLen: seqLen, seed: seed,
+                return try calibrate(model: url.path, open: m, calibDir: calibDir!, samples: samples, seqLen: seqLen, seed: seed,
                                      output: work.appendingPathComponent("calib"), overwrite: true, quiet: quiet)
             }
             let pruned = work.appendingPathComponent("pruned")
             var plan = try timed("prune (MoE-I² stage 1)") { () -> PruningPlan in
-                let m = try ModelRegistry.load(directory: url)
-                return try MoEI2.plan(model: m, cache: cache, budget: .ratio(pruneRatio), options: search.moei2(seed: seed), modelName: url.path, quiet: quiet)
+                try MoEI2.plan(model: m, cache: cache, budget: .ratio(pruneRatio), options: search.moei2(seed: seed), modelName: url.path, quiet: quiet)
             }
             plan.parameters["ratio"] = "\(pruneRatio)"
             plan.parameters["seed"] = "\(seed)"

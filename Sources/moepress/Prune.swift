@@ -37,10 +37,11 @@ struct Calibrate: ParsableCommand {
     }
 }
 
-func calibrate(model: String, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
+/// Calibrates a model folder (with its model, when the caller has it open: one load, one pass).
+func calibrate(model: String, open: CausalLM? = nil, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
                grams: Bool = false, overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
-    try Calibration.calibrate(modelDirectory: modelURL(model), textDirectory: URL(fileURLWithPath: calibDir), samples: samples, seqLen: seqLen,
-                              seed: seed, output: output, grams: grams, overwrite: overwrite, quiet: quiet)
+    try Calibration.calibrate(modelDirectory: modelURL(model), model: open, textDirectory: URL(fileURLWithPath: calibDir), samples: samples,
+                              seqLen: seqLen, seed: seed, output: output, grams: grams, overwrite: overwrite, quiet: quiet)
 }
 
 struct Prune: ParsableCommand {
@@ -113,7 +114,7 @@ struct Prune: ParsableCommand {
                 let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
                 temp = t
                 cache = try ResourceMonitor.shared.stage("calibrate") {
-                    try calibrate(model: model, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
+                    try calibrate(model: model, open: m, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
                 }
             }
             defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
