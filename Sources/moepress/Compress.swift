@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoECheckpoint
+import MoETensor
 import MoEModels
 import MoECalibration
 import MoECompression
