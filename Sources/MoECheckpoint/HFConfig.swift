@@ -50,6 +50,28 @@ public struct HFConfig: Sendable {
     public func int(_ key: String, default d: Int) throws -> Int { has(key) ? try int(key) : d }
     public func optionalInt(_ key: String) throws -> Int? { has(key) ? try int(key) : nil }
 
+    /// A size or count: an integer in 1...max (default 2²⁴), so nothing is ever allocated or looped over by an
+    /// unchecked number from a file.
+    public func size(_ key: String, default d: Int? = nil, max: Int = 1 << 24) throws -> Int {
+        guard has(key) else {
+            if let d { return d }
+            throw fail(key, "is missing")
+        }
+        let v = try int(key)
+        guard v >= 1 && v <= max else { throw fail(key, "is \(v); it should be an integer from 1 to \(max)") }
+        return v
+    }
+
+    /// A size that may be absent or null.
+    public func optionalSize(_ key: String, max: Int = 1 << 24) throws -> Int? { has(key) ? try size(key, max: max) : nil }
+
+    /// A finite number, positive unless `allowZero`.
+    public func positive(_ key: String, default d: Double, allowZero: Bool = false) throws -> Double {
+        let v = try double(key, default: d)
+        guard v.isFinite, v > 0 || (allowZero && v == 0) else { throw fail(key, "is \(v); it should be a finite number \(allowZero ? "≥" : ">") 0") }
+        return v
+    }
+
     public func double(_ key: String) throws -> Double {
         guard let v = raw[key], !v.isNull else { throw fail(key, "is missing") }
         guard let d = v.double else { throw fail(key, "should be a number") }
@@ -93,12 +115,18 @@ public struct HFConfig: Sendable {
 
     public var modelType: String { get throws { try string("model_type") } }
 
-    /// Token id keys may hold an int, a list of ints (eos), or null.
-    public func tokenIDs(_ key: String) -> [Int] {
+    /// Token id keys may hold an int, a list of ints (eos), or null. Ids outside the vocabulary are kept, as HF
+    /// keeps them (OLMoE's default eos is 50279 whatever the vocabulary); non-integers are refused.
+    public func tokenIDs(_ key: String) throws -> [Int] {
+        let values: [JSONValue]
         switch raw[key] {
-        case .number(let d)?: return [Int(d)]
-        case .array(let a)?: return a.compactMap(\.int)
-        default: return []
+        case nil, .null?: return []
+        case .array(let a)?: values = a
+        case let v?: values = [v]
+        }
+        return try values.map { v in
+            guard let i = v.int else { throw fail(key, "holds \(v); token ids are integers") }
+            return i
         }
     }
 
@@ -123,7 +151,10 @@ public struct HFConfig: Sendable {
         p.type = dict["rope_type"]?.string ?? dict["type"]?.string ?? "default"
         p.theta = try num("rope_theta") ?? optionalDouble("rope_theta") ?? 10000
         p.factor = try num("factor")
-        p.originalMaxPositions = try (num("original_max_position_embeddings") ?? optionalDouble("original_max_position_embeddings")).map { Int($0) }
+        p.originalMaxPositions = try (num("original_max_position_embeddings") ?? optionalDouble("original_max_position_embeddings")).map { v in
+            guard v.rounded() == v, abs(v) < 9.0e15 else { throw fail("original_max_position_embeddings", "should be an integer") }
+            return Int(v)
+        }
         p.attentionFactor = try num("attention_factor")
         p.betaFast = try num("beta_fast")
         p.betaSlow = try num("beta_slow")
@@ -133,6 +164,18 @@ public struct HFConfig: Sendable {
         p.highFreqFactor = try num("high_freq_factor")
         p.truncate = dict["truncate"]?.bool ?? true
         p.partialRotaryFactor = try num("partial_rotary_factor") ?? optionalDouble("partial_rotary_factor") ?? 1
+        guard p.theta.isFinite, p.theta > 0 else { throw fail("rope_theta", "is \(p.theta); it should be a finite number > 0") }
+        guard p.partialRotaryFactor > 0, p.partialRotaryFactor <= 1 else {
+            throw fail("partial_rotary_factor", "is \(p.partialRotaryFactor); it should be in (0, 1]")
+        }
+        for (k, v) in [("factor", p.factor), ("attention_factor", p.attentionFactor), ("beta_fast", p.betaFast), ("beta_slow", p.betaSlow),
+                       ("low_freq_factor", p.lowFreqFactor), ("high_freq_factor", p.highFreqFactor)] {
+            if let v, !(v.isFinite && v > 0) { throw fail("rope_parameters.\(k)", "is \(v); it should be a finite number > 0") }
+        }
+        for (k, v) in [("mscale", p.mscale), ("mscale_all_dim", p.mscaleAllDim)] {
+            if let v, !(v.isFinite && v >= 0) { throw fail("rope_parameters.\(k)", "is \(v); it should be a finite number ≥ 0") }
+        }
+        if let m = p.originalMaxPositions, m < 1 || m > 1 << 24 { throw fail("original_max_position_embeddings", "is \(m); it should be in 1...\(1 << 24)") }
         return p
     }
 }

@@ -34,7 +34,8 @@ public enum JSONValue: Codable, Sendable, Equatable {
 
     public var isNull: Bool { self == .null }
     public var double: Double? { if case .number(let d) = self { return d } else { return nil } }
-    public var int: Int? { if case .number(let d) = self, d.rounded() == d { return Int(d) } else { return nil } }
+    /// An integral number that fits an Int exactly (|x| < 2⁵³); 1.5, 1e300 or true are not.
+    public var int: Int? { if case .number(let d) = self, d.rounded() == d, abs(d) < 9.0e15 { return Int(d) } else { return nil } }
     public var bool: Bool? { if case .bool(let b) = self { return b } else { return nil } }
     public var string: String? { if case .string(let s) = self { return s } else { return nil } }
     public var array: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }

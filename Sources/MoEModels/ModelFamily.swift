@@ -205,27 +205,45 @@ extension HFConfig {
     /// Fields every supported family shares, in either transformers spelling.
     func baseDescription(architectureFallback: String, routing: Routing?, layers: [ModelDescription.Layer],
                          attention: ModelDescription.AttentionKind = .groupedQuery, headDim explicitHeadDim: Int? = nil) throws -> ModelDescription {
-        let hidden = try int("hidden_size")
-        let heads = try int("num_attention_heads")
-        guard heads > 0, hidden > 0 else { throw ModelError.invalidConfig("\(path): hidden_size and num_attention_heads must be positive") }
+        let hidden = try size("hidden_size")
+        let heads = try size("num_attention_heads", max: 1 << 16)
+        let kvHeads = try size("num_key_value_heads", default: heads, max: 1 << 16)
+        guard heads % kvHeads == 0 else { throw ModelError.invalidConfig("\(path): num_attention_heads \(heads) is not a multiple of num_key_value_heads \(kvHeads)") }
+        let headDim = try explicitHeadDim ?? optionalSize("head_dim") ?? hidden / heads
+        guard headDim >= 1 else { throw ModelError.invalidConfig("\(path): hidden_size \(hidden) gives no dimension per head for \(heads) heads") }
+        guard headDim % 2 == 0 else { throw ModelError.invalidConfig("\(path): the head dimension \(headDim) is odd; RoPE rotates pairs") }
+        let vocab = try size("vocab_size")
         let arch = try stringList("architectures")?.first ?? architectureFallback
+        for (i, l) in layers.enumerated() {
+            for (k, v) in [("expert intermediate size", l.isMoE ? l.expertIntermediate : 1), ("intermediate_size", l.denseIntermediate ?? 1),
+                           ("shared expert intermediate size", l.sharedExpertIntermediate ?? 1), ("experts", l.experts ?? 1)] where v < 1 || v > 1 << 24 {
+                throw ModelError.invalidConfig("\(path): layer \(i) has \(k) \(v); it should be from 1 to \(1 << 24)")
+            }
+        }
+        if let r = routing {
+            guard r.topK >= 1 else { throw ModelError.invalidConfig("\(path): num_experts_per_tok is \(r.topK); it should be at least 1") }
+            guard r.groups >= 1, r.topKGroups >= 1, r.topKGroups <= r.groups else {
+                throw ModelError.invalidConfig("\(path): n_group \(r.groups) and topk_group \(r.topKGroups) should satisfy 1 ≤ topk_group ≤ n_group")
+            }
+            guard r.scalingFactor.isFinite, r.scalingFactor > 0 else { throw ModelError.invalidConfig("\(path): routed_scaling_factor should be a finite number > 0") }
+        }
         var d = ModelDescription(
             modelType: try modelType,
             architecture: arch,
-            vocabSize: try int("vocab_size"),
+            vocabSize: vocab,
             hiddenSize: hidden,
             heads: heads,
-            kvHeads: try int("num_key_value_heads", default: heads),
-            headDim: try explicitHeadDim ?? optionalInt("head_dim") ?? hidden / heads,
+            kvHeads: kvHeads,
+            headDim: headDim,
             attention: attention,
-            maxPositions: try int("max_position_embeddings", default: 4096),
+            maxPositions: try size("max_position_embeddings", default: 4096),
             tieWordEmbeddings: try bool("tie_word_embeddings", default: false),
             activation: try Activation(hfName: string("hidden_act", default: "silu")),
-            rmsNormEps: Float(try double("rms_norm_eps", default: 1e-6)),
+            rmsNormEps: Float(try positive("rms_norm_eps", default: 1e-6)),
             routing: routing,
             layers: layers,
-            bosTokenIDs: tokenIDs("bos_token_id"),
-            eosTokenIDs: tokenIDs("eos_token_id"))
+            bosTokenIDs: try tokenIDs("bos_token_id"),
+            eosTokenIDs: try tokenIDs("eos_token_id"))
         try applyExpertCounts(&d)
         if let r = routing {
             for (i, l) in d.layers.enumerated() {
@@ -255,7 +273,17 @@ extension HFConfig {
     }
 
     /// Routed expert count in any spelling.
-    var routedExperts: Int { get throws { try int(anyOf: ["num_local_experts", "num_experts", "n_routed_experts"]) } }
+    var routedExperts: Int {
+        get throws {
+            guard let key = ["num_local_experts", "num_experts", "n_routed_experts"].first(where: has) else {
+                throw CheckpointError(file: path, "none of the keys \"num_local_experts\", \"num_experts\", \"n_routed_experts\" is present")
+            }
+            return try size(key, max: 1 << 16)
+        }
+    }
+
+    /// The decoder layer count.
+    var layerCount: Int { get throws { try size("num_hidden_layers", max: 100_000) } }
 }
 
 /// The pre-norm decoder stack every family shares: embedding, layers (norms from the table, attention from

@@ -199,7 +199,8 @@ final class Scratch {
 
     @Test func tokenIDsAndTypeErrors() throws {
         let c = try config(#"{"bos_token_id": null, "eos_token_id": [1, 2], "pad_token_id": 0, "hidden_size": "big"}"#)
-        #expect(c.tokenIDs("bos_token_id") == [] && c.tokenIDs("eos_token_id") == [1, 2] && c.tokenIDs("pad_token_id") == [0])
+        #expect(try c.tokenIDs("bos_token_id") == [] && c.tokenIDs("eos_token_id") == [1, 2] && c.tokenIDs("pad_token_id") == [0])
+        #expect(throws: CheckpointError.self) { try c.tokenIDs("hidden_size") }
         do {
             _ = try c.int("hidden_size")
             Issue.record("accepted a string")

@@ -11,13 +11,13 @@ public enum DeepseekV2: ModelFamily {
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
         let method = try c.string("topk_method", default: "greedy")
-        var routing = Routing(topK: try c.int("num_experts_per_tok"), normalizeTopK: false,
+        var routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: false,
                               scalingFactor: Float(try c.double("routed_scaling_factor", default: 1)))
         switch method {
         case "greedy": break
         case "group_limited_greedy":
-            routing.groups = try c.int("n_group")
-            routing.topKGroups = try c.int("topk_group")
+            routing.groups = try c.size("n_group")
+            routing.topKGroups = try c.size("topk_group")
             routing.groupScore = .max
         default:
             throw ModelError.invalidConfig("\(c.path): topk_method \"\(method)\" (DeepSeek-V2 supports greedy, group_limited_greedy)")
@@ -39,12 +39,14 @@ public enum DeepseekV2: ModelFamily {
 func deepseekDescription(_ c: HFConfig, routing: Routing, fallback: String) throws -> ModelDescription {
     let experts = try c.routedExperts
     let firstDense = try c.int("first_k_dense_replace", default: 0)
-    let moeInter = try c.int("moe_intermediate_size")
+    guard firstDense >= 0 else { throw ModelError.invalidConfig("\(c.path): first_k_dense_replace is \(firstDense); it should be ≥ 0") }
+    let moeInter = try c.size("moe_intermediate_size")
     let shared = try c.int("n_shared_experts", default: 0)
-    let layers = try (0..<c.int("num_hidden_layers")).map { i -> ModelDescription.Layer in
+    guard shared >= 0, shared <= 1024 else { throw ModelError.invalidConfig("\(c.path): n_shared_experts is \(shared); it should be in 0...1024") }
+    let layers = try (0..<c.layerCount).map { i -> ModelDescription.Layer in
         let moe = i >= firstDense
         return ModelDescription.Layer(experts: moe ? experts : nil, expertIntermediate: moeInter,
-                                      denseIntermediate: moe ? nil : try c.int("intermediate_size"),
+                                      denseIntermediate: moe ? nil : try c.size("intermediate_size"),
                                       sharedExpertIntermediate: moe && shared > 0 ? moeInter * shared : nil, sharedExpertGated: false)
     }
     if routing.groups > 1 && experts % routing.groups != 0 {
@@ -52,7 +54,7 @@ func deepseekDescription(_ c: HFConfig, routing: Routing, fallback: String) thro
     }
     // RoPE acts on the qk_rope_head_dim slice only; HF sets head_dim to it.
     return try c.baseDescription(architectureFallback: fallback, routing: routing, layers: layers,
-                                 attention: .latent, headDim: try c.int("qk_rope_head_dim"))
+                                 attention: .latent, headDim: try c.size("qk_rope_head_dim"))
 }
 
 /// DeepSeek's table: MLA projections (q_proj, or q_a_proj + q_a_layernorm + q_b_proj; kv_a_proj_with_mqa,
@@ -60,8 +62,8 @@ func deepseekDescription(_ c: HFConfig, routing: Routing, fallback: String) thro
 /// (`correctionBias`: true always, nil when the file has it).
 func deepseekNames(_ c: HFConfig, _ d: ModelDescription, has: @escaping (String) -> Bool, correctionBias: Bool?) throws -> CheckpointNames {
     var b = NameTableBuilder(description: d, has: has)
-    let nope = try c.int("qk_nope_head_dim"), ropeDim = try c.int("qk_rope_head_dim"), vDim = try c.int("v_head_dim")
-    let kvRank = try c.int("kv_lora_rank"), qRank = try c.optionalInt("q_lora_rank")
+    let nope = try c.size("qk_nope_head_dim"), ropeDim = try c.size("qk_rope_head_dim"), vDim = try c.size("v_head_dim")
+    let kvRank = try c.size("kv_lora_rank"), qRank = try c.optionalSize("q_lora_rank")
     let bias = try c.bool("attention_bias", default: false)
     let h = d.hiddenSize, nh = d.heads, qk = nope + ropeDim
     for l in 0..<d.numLayers {
@@ -88,8 +90,8 @@ func deepseekNames(_ c: HFConfig, _ d: ModelDescription, has: @escaping (String)
 func buildDeepseek(_ c: HFConfig, weights w: WeightReader, description d: ModelDescription, ropeInterleaved: Bool) throws -> CausalLM {
     let rp = try c.ropeParameters()
     let rope = try RoPE(rp, headDim: d.headDim, maxPositions: d.maxPositions, interleaved: ropeInterleaved)
-    let nope = try c.int("qk_nope_head_dim"), ropeDim = try c.int("qk_rope_head_dim"), vDim = try c.int("v_head_dim")
-    let kvRank = try c.int("kv_lora_rank")
+    let nope = try c.size("qk_nope_head_dim"), ropeDim = try c.size("qk_rope_head_dim"), vDim = try c.size("v_head_dim")
+    let kvRank = try c.size("kv_lora_rank")
     let nh = d.heads, qk = nope + ropeDim
     // Softmax scale: qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)² for scaled RoPE (HF `yarn_apply_mscale`).
     var scale = 1 / Double(qk).squareRoot()

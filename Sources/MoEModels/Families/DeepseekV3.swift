@@ -10,10 +10,10 @@ public enum DeepseekV3: ModelFamily {
     public static let modelTypes = ["deepseek_v3"]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let routing = Routing(scoring: .sigmoid, topK: try c.int("num_experts_per_tok"),
+        let routing = Routing(scoring: .sigmoid, topK: try c.size("num_experts_per_tok"),
                               normalizeTopK: try c.bool("norm_topk_prob", default: true), normalizationEpsilon: 1e-20,
                               scalingFactor: Float(try c.double("routed_scaling_factor", default: 1)),
-                              groups: try c.int("n_group", default: 1), topKGroups: try c.int("topk_group", default: 1),
+                              groups: try c.size("n_group", default: 1), topKGroups: try c.size("topk_group", default: 1),
                               groupScore: .top2Sum)
         return try deepseekDescription(c, routing: routing, fallback: "DeepseekV3ForCausalLM")
     }

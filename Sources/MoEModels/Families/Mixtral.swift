@@ -9,11 +9,11 @@ public enum Mixtral: ModelFamily {
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
         let experts = try c.routedExperts
-        let layer = ModelDescription.Layer(experts: experts, expertIntermediate: try c.int("intermediate_size"),
+        let layer = ModelDescription.Layer(experts: experts, expertIntermediate: try c.size("intermediate_size"),
                                            denseIntermediate: nil, sharedExpertIntermediate: nil, sharedExpertGated: false)
-        let routing = Routing(topK: try c.int("num_experts_per_tok", default: 2), normalizeTopK: true)
+        let routing = Routing(topK: try c.size("num_experts_per_tok", default: 2), normalizeTopK: true)
         return try c.baseDescription(architectureFallback: "MixtralForCausalLM", routing: routing,
-                                     layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
+                                     layers: Array(repeating: layer, count: try c.layerCount))
     }
 
     /// v4 (and what `save_pretrained` writes) names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
@@ -32,7 +32,7 @@ public enum Mixtral: ModelFamily {
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
-        let window = try c.optionalInt("sliding_window")
+        let window = try c.optionalSize("sliding_window")
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: window) }
     }
 }

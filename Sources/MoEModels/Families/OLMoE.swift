@@ -8,11 +8,11 @@ public enum OLMoE: ModelFamily {
     public static let modelTypes = ["olmoe"]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let layer = ModelDescription.Layer(experts: try c.routedExperts, expertIntermediate: try c.int("intermediate_size"),
+        let layer = ModelDescription.Layer(experts: try c.routedExperts, expertIntermediate: try c.size("intermediate_size"),
                                            denseIntermediate: nil, sharedExpertIntermediate: nil, sharedExpertGated: false)
-        let routing = Routing(topK: try c.int("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
+        let routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
         return try c.baseDescription(architectureFallback: "OlmoeForCausalLM", routing: routing,
-                                     layers: Array(repeating: layer, count: try c.int("num_hidden_layers")))
+                                     layers: Array(repeating: layer, count: try c.layerCount))
     }
 
     /// HF sizes k_norm as (hidden / heads) · kv_heads, whatever head_dim says; `attention_bias` covers q, k, v and o.

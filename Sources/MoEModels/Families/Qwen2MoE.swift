@@ -10,18 +10,21 @@ public enum Qwen2MoE: ModelFamily {
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
         let experts = try c.routedExperts
-        let step = try c.int("decoder_sparse_step", default: 1)
+        let step = try c.size("decoder_sparse_step", default: 1)
         let mlpOnly = Set(try c.intList("mlp_only_layers"))
         let shared = try c.int("shared_expert_intermediate_size", default: 0)
-        let n = try c.int("num_hidden_layers")
+        guard shared >= 0, shared <= 1 << 24 else {
+            throw ModelError.invalidConfig("\(c.path): shared_expert_intermediate_size is \(shared); it should be in 0...\(1 << 24)")
+        }
+        let n = try c.layerCount
         let layers = try (0..<n).map { i -> ModelDescription.Layer in
             let moe = !mlpOnly.contains(i) && experts > 0 && (i + 1) % max(step, 1) == 0
             return ModelDescription.Layer(
-                experts: moe ? experts : nil, expertIntermediate: try c.int("moe_intermediate_size"),
-                denseIntermediate: moe ? nil : try c.int("intermediate_size"),
+                experts: moe ? experts : nil, expertIntermediate: try c.size("moe_intermediate_size"),
+                denseIntermediate: moe ? nil : try c.size("intermediate_size"),
                 sharedExpertIntermediate: moe && shared > 0 ? shared : nil, sharedExpertGated: moe && shared > 0)
         }
-        let routing = Routing(topK: try c.int("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
+        let routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
         return try c.baseDescription(architectureFallback: "Qwen2MoeForCausalLM", routing: routing, layers: layers)
     }
 
@@ -47,7 +50,7 @@ public enum Qwen2MoE: ModelFamily {
     /// Qwen's sliding window applies only with `use_sliding_window`, to the layers `layer_types` marks
     /// "sliding_attention" (v5) or, without that list, to layers below `max_window_layers` (v4).
     static func slidingWindows(_ c: HFConfig, layers n: Int) throws -> [Int?] {
-        guard try c.bool("use_sliding_window", default: false), let w = try c.optionalInt("sliding_window"), w > 0 else {
+        guard try c.bool("use_sliding_window", default: false), let w = try c.optionalSize("sliding_window"), w > 0 else {
             return Array(repeating: nil, count: n)
         }
         if let types = try c.stringList("layer_types") {

@@ -9,15 +9,15 @@ public enum Qwen3MoE: ModelFamily {
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
         let experts = try c.routedExperts
-        let step = try c.int("decoder_sparse_step", default: 1)
+        let step = try c.size("decoder_sparse_step", default: 1)
         let mlpOnly = Set(try c.intList("mlp_only_layers"))
-        let layers = try (0..<c.int("num_hidden_layers")).map { i -> ModelDescription.Layer in
+        let layers = try (0..<c.layerCount).map { i -> ModelDescription.Layer in
             let moe = !mlpOnly.contains(i) && experts > 0 && (i + 1) % max(step, 1) == 0
-            return ModelDescription.Layer(experts: moe ? experts : nil, expertIntermediate: try c.int("moe_intermediate_size"),
-                                          denseIntermediate: moe ? nil : try c.int("intermediate_size"),
+            return ModelDescription.Layer(experts: moe ? experts : nil, expertIntermediate: try c.size("moe_intermediate_size"),
+                                          denseIntermediate: moe ? nil : try c.size("intermediate_size"),
                                           sharedExpertIntermediate: nil, sharedExpertGated: false)
         }
-        let routing = Routing(topK: try c.int("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
+        let routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
         return try c.baseDescription(architectureFallback: "Qwen3MoeForCausalLM", routing: routing, layers: layers)
     }
 
@@ -35,7 +35,7 @@ public enum Qwen3MoE: ModelFamily {
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
-        let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalInt("sliding_window") : nil
+        let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalSize("sliding_window") : nil
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .perHead, slidingWindow: window) }
     }
 }
