@@ -186,18 +186,21 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Pointer to the tensor's bytes inside the mapping (valid while this file lives).
     public func bytes(_ info: TensorInfo) -> UnsafeRawPointer { mapping.base + dataOffset + info.begin }
 
-    /// A 2-D floating-point tensor in its stored dtype: a zero-copy view for F32, F16 and BF16 (F32 as an f32
-    /// `Tensor` view when aligned, so training can update it in place), a converted f32 copy for F64 or
-    /// misaligned F32.
+    /// A floating-point tensor of rank ≥ 2 as a matrix [product of the leading dimensions, last dimension] (a
+    /// fused [E, rows, cols] expert tensor is [E·rows, cols]), in its stored dtype: a zero-copy view for F32,
+    /// F16 and BF16 (F32 as an f32 `Tensor` view when aligned, so training can update it in place), a converted
+    /// f32 copy for F64 or misaligned F32.
     public func weight(_ name: String) throws -> WeightMatrix {
         guard let info = info(name) else { throw CheckpointError(file: path, tensor: name, "not in this file") }
-        guard info.shape.count == 2 else { throw CheckpointError(file: path, tensor: name, "shape \(info.shape) is not a matrix") }
+        guard info.shape.count >= 2 else { throw CheckpointError(file: path, tensor: name, "shape \(info.shape) is not a matrix") }
+        let cols = info.shape.last!, rows = info.shape.dropLast().reduce(1, *)
         let p = bytes(info)
         switch info.dtype {
         case .bf16, .f16:
-            return WeightMatrix(viewing: p, dtype: info.dtype, rows: info.shape[0], cols: info.shape[1], owner: mapping)
+            return WeightMatrix(viewing: p, dtype: info.dtype, rows: rows, cols: cols, owner: mapping)
         case .f32, .f64:
-            return WeightMatrix(try tensor(name))
+            let t = try tensor(name)
+            return WeightMatrix(info.shape.count == 2 ? t : t.reshaped([rows, cols]))
         default:
             throw CheckpointError(file: path, tensor: name, "dtype \(info.dtype.rawValue) cannot be read as floating point")
         }

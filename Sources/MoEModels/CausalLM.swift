@@ -103,18 +103,11 @@ public final class CausalLM: @unchecked Sendable {
                        observe: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
         precondition(caches == nil || caches!.count == batch.count, "one cache per sequence")
         let x = embed(batch.flatMap { $0 })
-        var bounds: [Range<Int>] = []
-        var start = 0
-        for s in batch { bounds.append(start..<(start + s.count)); start += s.count }
-        // Read-ahead pays only when the pass does enough work per layer to hide it (not for a decode step).
-        let hint = start >= 16
-        if hint { pager?.prefetch(layer: 0) }
-        for (li, layer) in layers.enumerated() {
-            if hint, li + 1 < layers.count { pager?.prefetch(layer: li + 1) }
+        let bounds = Self.bounds(batch.map(\.count))
+        forEachLayer(tokens: x.rows, evict: evict) { li, layer in
             let layerCaches = caches?.map { $0.layers[li] } ?? batch.map { _ in KVCache.Layer(for: layer.attention) }
-            let segments = zip(bounds, layerCaches).map { AttentionSegment(rows: $0, cache: $1) }
-            layer.forward(x, segments: segments, observe: observe.map { f in { f(li, $0, $1) } })
-            if evict { pager?.evict(layer: li) }
+            layer.forward(x, segments: zip(bounds, layerCaches).map { AttentionSegment(rows: $0, cache: $1) },
+                          observe: observe.map { f in { f(li, $0, $1) } })
         }
         return norm(x)
     }
@@ -125,25 +118,36 @@ public final class CausalLM: @unchecked Sendable {
     /// states of the prefixes [Σ prefix tokens, hidden] and of the continuations [Σ continuation tokens, hidden].
     public func hidden(prefixes: [[Int]], continuations: [(prefix: Int, ids: [Int])], evict: Bool = false) -> (prefixes: Tensor, continuations: Tensor) {
         let xp = embed(prefixes.flatMap { $0 }), xc = embed(continuations.flatMap(\.ids))
-        func bounds(_ lengths: [Int]) -> [Range<Int>] {
-            var out: [Range<Int>] = [], start = 0
-            for n in lengths { out.append(start..<(start + n)); start += n }
-            return out
-        }
-        let pb = bounds(prefixes.map(\.count)), cb = bounds(continuations.map(\.ids.count))
-        let hint = xp.rows + xc.rows >= 16
-        if hint { pager?.prefetch(layer: 0) }
-        for (li, layer) in layers.enumerated() {
-            if hint, li + 1 < layers.count { pager?.prefetch(layer: li + 1) }
+        let pb = Self.bounds(prefixes.map(\.count)), cb = Self.bounds(continuations.map(\.ids.count))
+        forEachLayer(tokens: xp.rows + xc.rows, evict: evict) { _, layer in
             let caches = prefixes.map { _ in KVCache.Layer(for: layer.attention) }
             layer.forward(xp, segments: zip(pb, caches).map { AttentionSegment(rows: $0, cache: $1) })
             if !continuations.isEmpty {
                 let copies = continuations.map { caches[$0.prefix].copy() }
                 layer.forward(xc, segments: zip(cb, copies).map { AttentionSegment(rows: $0, cache: $1) })
             }
-            if evict { pager?.evict(layer: li) }
         }
         return (norm(xp), continuations.isEmpty ? xc : norm(xc))
+    }
+
+    /// Runs `body` on every decoder layer in order, with the page hints of a layer-major pass: the next
+    /// layer read ahead (when the pass does enough work per layer to hide it, not for a decode step), and with
+    /// `evict` each finished layer dropped.
+    func forEachLayer(tokens: Int, evict: Bool, _ body: (Int, DecoderLayer) -> Void) {
+        let hint = tokens >= 16
+        if hint { pager?.prefetch(layer: 0) }
+        for (li, layer) in layers.enumerated() {
+            if hint, li + 1 < layers.count { pager?.prefetch(layer: li + 1) }
+            body(li, layer)
+            if evict { pager?.evict(layer: li) }
+        }
+    }
+
+    /// Consecutive row ranges of sequences of these lengths.
+    static func bounds(_ lengths: [Int]) -> [Range<Int>] {
+        var out: [Range<Int>] = [], start = 0
+        for n in lengths { out.append(start..<(start + n)); start += n }
+        return out
     }
 
     public func logits(_ hidden: Tensor) -> Tensor { Profiler.measure("lm-head") { lmHead(hidden) } }

@@ -86,7 +86,7 @@ public struct MemoryPlan: Sendable {
         let need = bytes(lengths: [lengths.max() ?? 0])
         guard need <= budget.bytes else {
             throw ModelError.invalidInput(String(format: "--max-memory %@ is too small: one layer (%@), the embedding and head (%@) and the activations of one sequence need at least %@",
-                                                 Self.human(budget.bytes), Self.human(layerBytes), Self.human(endsBytes), Self.human(need)))
+                                                 formatBytes(budget.bytes), formatBytes(layerBytes), formatBytes(endsBytes), formatBytes(need)))
         }
         var out: [Range<Int>] = []
         var start = 0
@@ -101,11 +101,5 @@ public struct MemoryPlan: Sendable {
             start = end
         }
         return out
-    }
-
-    public static func human(_ n: Int) -> String {
-        let v = Double(n)
-        if v >= Double(1 << 30) { return String(format: "%.2f GiB", v / Double(1 << 30)) }
-        return String(format: "%.0f MiB", v / Double(1 << 20))
     }
 }

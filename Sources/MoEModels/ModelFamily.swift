@@ -117,7 +117,8 @@ public struct WeightReader {
 
     public func matrix(_ logical: String) throws -> WeightMatrix {
         let loc = try location(logical)
-        if let rows = loc.rows, let full = loc.fusedShape { return try fused(loc.name, full).rowSlice(rows) }
+        // A fused [E, rows, cols] tensor reads as [E·rows, cols]; the parameter is a block of its rows.
+        if let rows = loc.rows, let full = loc.fusedShape { return try ckpt.weight(loc.name, shape: full).rowSlice(rows) }
         return try ckpt.weight(loc.name, shape: loc.shape)
     }
 
@@ -158,21 +159,6 @@ public struct WeightReader {
 
     /// `count` routed experts `<logical>.<e>`.
     public func experts(_ logical: String, count: Int) throws -> [GatedMLP] { try (0..<count).map { try mlp("\(logical).\($0)") } }
-
-    /// A 3-D tensor [E, rows, cols] as one matrix [E·rows, cols], in its stored dtype.
-    func fused(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
-        guard let info = ckpt.info(name), let loc = ckpt.location(of: name) else {
-            throw CheckpointError(file: ckpt.directory.path, tensor: name, "missing from the checkpoint")
-        }
-        guard info.shape == shape else { throw CheckpointError(file: loc.file.path, tensor: name, "shape \(info.shape), expected \(shape)") }
-        switch info.dtype {
-        case .bf16, .f16:
-            return WeightMatrix(viewing: loc.file.mapping.base + loc.offset, dtype: info.dtype, rows: shape[0] * shape[1], cols: shape[2],
-                                owner: loc.file.mapping)
-        default:
-            return WeightMatrix(try ckpt.tensor(name).reshaped([shape[0] * shape[1], shape[2]]))
-        }
-    }
 
     public func lmHead() throws -> any LinearLayer {
         description.tieWordEmbeddings ? DenseLinear(weight: try embedding()) : try linear("lm_head")

@@ -38,21 +38,20 @@ public func linear(_ x: Tensor, _ w: Tensor, bias: Tensor? = nil) -> Tensor {
     return y
 }
 
-/// Raw form of `linear`: y[m, n] (row stride ldy) = x[m, k] · w[n, k]ᵀ (w's rows `ldw` apart, default k).
+/// Raw form of `linear`: y[m, n] (row stride ldy) = x[m, k] · w[n, k]ᵀ.
 public func linear(
     _ x: UnsafePointer<Float>, rows m: Int, in k: Int, weight w: UnsafePointer<Float>, out n: Int,
-    into y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false, ldw: Int? = nil
+    into y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false
 ) {
     let flops = m * n * k
     let beta: Float = accumulate ? 1 : 0
-    let ldw = ldw ?? k
     if flops < 1 << 18 || Compute.threads <= 1 || n < 32 {
-        BLAS.gemm(transB: true, m: m, n: n, k: k, a: x, lda: k, b: w, ldb: ldw, beta: beta, c: y, ldc: ldy)
+        BLAS.gemm(transB: true, m: m, n: n, k: k, a: x, lda: k, b: w, ldb: k, beta: beta, c: y, ldc: ldy)
         return
     }
     let ys = SendablePointer(y)
     parallelChunks(n, align: 16) { r in
-        BLAS.gemm(transB: true, m: m, n: r.count, k: k, a: x, lda: k, b: w + r.lowerBound * ldw, ldb: ldw,
+        BLAS.gemm(transB: true, m: m, n: r.count, k: k, a: x, lda: k, b: w + r.lowerBound * k, ldb: k,
                   beta: beta, c: ys + r.lowerBound, ldc: ldy)
     }
 }

@@ -48,3 +48,11 @@ public final class StageProgress: @unchecked Sendable {
         FileHandle.standardError.write(Data(text.utf8))
     }
 }
+
+/// A byte count for people: GiB, MiB or KiB (powers of 1024).
+public func formatBytes(_ n: Int) -> String {
+    let v = Double(n)
+    if v >= Double(1 << 30) { return String(format: "%.2f GiB", v / Double(1 << 30)) }
+    if v >= Double(1 << 20) { return String(format: "%.1f MiB", v / Double(1 << 20)) }
+    return String(format: "%.1f KiB", v / 1024)
+}

@@ -25,18 +25,6 @@ func accumulateWeightGradient(_ gw: Tensor, dy: UnsafePointer<Float>, x: UnsafeP
     if big { parallelChunks(n, align: 16, body) } else { body(0..<n) }
 }
 
-/// dx[rows, in] (+)= dy[rows, out] · w[out, in].
-func inputGradient(dy: UnsafePointer<Float>, w: UnsafePointer<Float>, rows: Int, out: Int, in n: Int, into dx: UnsafeMutablePointer<Float>,
-                   accumulate: Bool = false, alpha: Float = 1, parallel: Bool) {
-    let c = SendablePointer(dx)
-    let big = parallel && rows * out * n >= 1 << 18 && n >= 64
-    let body: (Range<Int>) -> Void = { r in
-        BLAS.gemm(m: rows, n: r.count, k: out, alpha: alpha, a: dy, lda: out, b: w + r.lowerBound, ldb: n,
-                  beta: accumulate ? 1 : 0, c: c + r.lowerBound, ldc: n)
-    }
-    if big { parallelChunks(n, align: 16, body) } else { body(0..<n) }
-}
-
 // MARK: - Linear layers (dense, low-rank, LoRA)
 
 final class LinearTape {
@@ -90,10 +78,10 @@ func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g:
         let mid = tape.mid!
         if let ga = g[r.a] { accumulateWeightGradient(ga, dy: dy.data, x: mid.data, rows: rows, out: r.outFeatures, in: r.rank, parallel: parallel) }
         let dmid = Tensor(zeros: [rows, r.rank])
-        inputGradient(dy: dy.data, w: r.a.data, rows: rows, out: r.outFeatures, in: r.rank, into: dmid.data, parallel: parallel)
+        WeightMatrix(r.a).multiplyTransposed(dy.data, m: rows, into: dmid.data, ldx: r.rank, parallel: parallel)
         if let gb = g[r.b] { accumulateWeightGradient(gb, dy: dmid.data, x: x.data, rows: rows, out: r.rank, in: r.inFeatures, parallel: parallel) }
         let dx = Tensor(zeros: [rows, r.inFeatures])
-        inputGradient(dy: dmid.data, w: r.b.data, rows: rows, out: r.rank, in: r.inFeatures, into: dx.data, parallel: parallel)
+        WeightMatrix(r.b).multiplyTransposed(dmid.data, m: rows, into: dx.data, ldx: r.inFeatures, parallel: parallel)
         return dx
     case let a as LoRALinear:
         let dx = linearBackward(a.base, tape.base!, dy, g, parallel: parallel)
@@ -106,7 +94,7 @@ func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g:
         BLAS.gemm(m: rows, n: a.rank, k: a.outFeatures, alpha: a.scale, a: dy.data, lda: a.outFeatures, b: a.b.data, ldb: a.rank, c: dmid.data, ldc: a.rank)
         if let ga = g[a.a] { accumulateWeightGradient(ga, dy: dmid.data, x: xd.data, rows: rows, out: a.rank, in: a.inFeatures, parallel: parallel) }
         let dxd = Tensor(zeros: [rows, a.inFeatures])
-        inputGradient(dy: dmid.data, w: a.a.data, rows: rows, out: a.rank, in: a.inFeatures, into: dxd.data, parallel: parallel)
+        WeightMatrix(a.a).multiplyTransposed(dmid.data, m: rows, into: dxd.data, ldx: a.inFeatures, parallel: parallel)
         if let mask = tape.mask { for i in 0..<dxd.count { dxd.data[i] *= mask[i] } }
         dx.add(dxd)
         return dx

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoETensor
 import MoECheckpoint
 import MoEModels
 
@@ -97,12 +98,6 @@ struct Inspect: ParsableCommand {
             if v >= 1e3 { return String(format: "%.1fK", v / 1e3) }
             return "\(n)"
         }
-        func bytes(_ n: Int) -> String {
-            let v = Double(n)
-            if v >= Double(1 << 30) { return String(format: "%.2f GiB", v / Double(1 << 30)) }
-            if v >= Double(1 << 20) { return String(format: "%.1f MiB", v / Double(1 << 20)) }
-            return String(format: "%.1f KiB", v / 1024)
-        }
         let experts = Set(r.expertsPerLayer.compactMap { $0 }).sorted().map(String.init).joined(separator: "/")
         var routing = "-"
         if let ro = r.routing {
@@ -120,7 +115,7 @@ struct Inspect: ParsableCommand {
             ("routing", routing),
             ("shared expert", r.sharedExpertIntermediate.map { "intermediate \($0)\(r.sharedExpertGated ? ", sigmoid-gated" : "")" } ?? "none"),
             ("parameters", "\(human(r.totalParameters)) total, \(human(r.activeParameters)) active per token, \(human(r.expertParameters)) in routed experts"),
-            ("on disk", "\(bytes(r.bytesOnDisk)) in \(r.files) file(s), \(r.tensors) tensors, mostly \(r.dtype)"),
+            ("on disk", "\(formatBytes(r.bytesOnDisk)) in \(r.files) file(s), \(r.tensors) tensors, mostly \(r.dtype)"),
         ]
         let w = rows.map(\.0.count).max()!
         return rows.map { $0.0.padding(toLength: w, withPad: " ", startingAt: 0) + "  " + $0.1 }.joined(separator: "\n")

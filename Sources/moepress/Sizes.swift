@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoETensor
 import MoECheckpoint
 import MoEModels
 
@@ -20,14 +21,8 @@ struct ByteSize: ExpressibleByArgument, CustomStringConvertible, Sendable {
         bytes = Int(v * scale)
     }
 
-    var description: String { ByteSize.human(bytes) }
+    var description: String { formatBytes(bytes) }
 
-    static func human(_ n: Int) -> String {
-        let v = Double(n)
-        if v >= Double(1 << 30) { return String(format: "%.2f GiB", v / Double(1 << 30)) }
-        if v >= Double(1 << 20) { return String(format: "%.1f MiB", v / Double(1 << 20)) }
-        return String(format: "%.1f KiB", v / 1024)
-    }
 }
 
 /// How a command that writes a checkpoint lays out its weights.

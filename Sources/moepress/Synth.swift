@@ -36,7 +36,7 @@ struct Synth: ParsableCommand {
                                                shardSize: out.shardSize.bytes, tokenizerFrom: tokenizerFrom.map(modelURL), overwrite: overwrite,
                                                quiet: quiet)
             let t = Date().timeIntervalSince(start)
-            log(String(format: "synth: %d tensors, %@ in %d file(s), %.1f s (%.0f MB/s) → %@", s.tensors, ByteSize.human(s.bytes),
+            log(String(format: "synth: %d tensors, %@ in %d file(s), %.1f s (%.0f MB/s) → %@", s.tensors, formatBytes(s.bytes),
                        s.files.filter { $0.hasSuffix(".safetensors") }.count, t, Double(s.bytes) / max(t, 1e-9) / 1e6, dest.path))
         }
     }
