@@ -7,7 +7,9 @@ import MoETokenizer
 /// What a calibration cache was made from; a cache whose manifest does not match the model and data at
 /// hand is refused instead of silently used.
 public struct CalibrationManifest: Codable, Sendable, Equatable {
-    public var version = 1
+    /// 2: activations in `activations` dtype, no Gram matrices (SVD-LLM computes them per expert from `moe_in`).
+    public static let currentVersion = 2
+    public var version = Self.currentVersion
     public var modelHash: String
     public var dataHash: String
     public var seed: UInt64
@@ -20,12 +22,24 @@ public struct CalibrationManifest: Codable, Sendable, Equatable {
     public var expertsPerLayer: [Int]
     public var numLayers: Int
     public var files: [String]
+    /// The dtype of the cached activations (`hidden_in`, `moe_in`, `moe_out`): F32, or F16/BF16 for half the disk.
+    public var activations: String = DType.f32.rawValue
 
     public init(modelHash: String, dataHash: String, seed: UInt64, samples: Int, seqLen: Int, tokens: Int, hiddenSize: Int,
-                moeLayers: [Int], expertsPerLayer: [Int], numLayers: Int, files: [String]) {
+                moeLayers: [Int], expertsPerLayer: [Int], numLayers: Int, files: [String], activations: DType = .f32) {
         self.modelHash = modelHash; self.dataHash = dataHash; self.seed = seed; self.samples = samples; self.seqLen = seqLen
         self.tokens = tokens; self.hiddenSize = hiddenSize; self.moeLayers = moeLayers; self.expertsPerLayer = expertsPerLayer
-        self.numLayers = numLayers; self.files = files
+        self.numLayers = numLayers; self.files = files; self.activations = activations.rawValue
+    }
+
+    public var activationDType: DType { DType(rawValue: activations) ?? .f32 }
+
+    /// Bytes the cache takes on disk: per layer its input, per MoE layer the block input and output, the
+    /// router logits and four statistics per expert.
+    public var diskBytes: Int {
+        let act = tokens * hiddenSize * activationDType.byteSize
+        return numLayers * act + zip(moeLayers, expertsPerLayer).reduce(0) { $0 + 2 * act + tokens * $1.1 * 4 + 4 * $1.1 * 4 + 2 * tokens * 8 * 4 }
+            + numLayers * 4096
     }
 }
 
@@ -101,21 +115,12 @@ public enum Calibration {
         return (windows, Fingerprint.hex(h))
     }
 
-    /// Runs the model layer by layer over the windows and writes the cache folder atomically:
-    /// `manifest.json` and one `layer_<i>.safetensors` per decoder layer holding `hidden_in` (the decoder-
-    /// layer input, for block-wise evaluation) and, for MoE layers, `moe_in` (the post-attention-norm MoE
-    /// input), `moe_out` (the full block's output), `router_logits` and the expert statistics.
-    /// Only the activations of the current layer are held besides the residual stream.
-    /// With `grams`, each MoE layer also stores per-expert Gram matrices Σ x xᵀ over the tokens routed to
-    /// the expert, accumulated in f64 and stored as F64: `gram_in` [E, H, H] of the block input (what gate
-    /// and up see) and `gram_mid` [E, I, I] of the expert's intermediate activation (what down sees), for
-    /// SVD-LLM whitening. They cost E·(H² + I²)·8 bytes per layer (for Mixtral-8x7B about 14 GB per layer:
-    /// turn them off there).
     /// The whole calibration of a model folder: sample windows from the `.txt` files of `textDirectory`, run
     /// the model over them (`run`) and open the resulting cache. `model`, when the caller already has the
     /// folder's model open, is used instead of loading it a second time.
     public static func calibrate(modelDirectory url: URL, model open: CausalLM? = nil, textDirectory: URL, samples: Int, seqLen: Int, seed: UInt64,
-                                 output: URL, grams: Bool = false, overwrite: Bool = false, quiet: Bool = false) throws -> CalibrationCache {
+                                 output: URL, activations: DType = .f32, budget: MemoryBudget = .default, overwrite: Bool = false,
+                                 quiet: Bool = false) throws -> CalibrationCache {
         let m = try open ?? ModelRegistry.load(directory: url)
         let tok = try Tokenizer(modelDirectory: url)
         let files = try Calibration.files(in: textDirectory)
@@ -126,119 +131,172 @@ public enum Calibration {
             modelHash: try Fingerprint.model(url, checkpoint: Checkpoint(directory: url)), dataHash: dataHash, seed: seed,
             samples: samples, seqLen: seqLen, tokens: samples * seqLen, hiddenSize: d.hiddenSize, moeLayers: d.moeLayerIndices,
             expertsPerLayer: d.moeLayerIndices.map { d.layers[$0].experts! }, numLayers: d.numLayers,
-            files: files.map(\.lastPathComponent))
-        try run(model: m, windows: windows, manifest: manifest, output: output, grams: grams, quiet: quiet, overwrite: overwrite)
+            files: files.map(\.lastPathComponent), activations: activations)
+        try run(model: m, windows: windows, manifest: manifest, output: output, budget: budget, quiet: quiet, overwrite: overwrite)
         return try CalibrationCache(directory: output)
     }
 
-    public static func run(model: CausalLM, windows: [[Int]], manifest: CalibrationManifest, output: URL,
-                           chunk: Int = 16, grams: Bool = true, quiet: Bool = false, overwrite: Bool = false) throws {
-        let n = windows.count, l = windows.first?.count ?? 0, h = model.hiddenSize
-        try AtomicDirectory.write(output, overwrite: overwrite) { dir in
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(manifest).write(to: dir.url("manifest.json"))
-            var x = model.embed(windows.flatMap { $0 })
-            let progress = StageProgress("calibrate", total: model.layers.count, unit: "layers", quiet: quiet)
-            for (li, layer) in model.layers.enumerated() {
-                let next = x.copy()
-                let moeIn = Tensor(zeros: [n * l, h]), moeOut = Tensor(zeros: [n * l, h])
-                var start = 0
-                while start < n {
-                    let count = min(chunk, n - start)
-                    let rows = (start * l)..<((start + count) * l)
-                    let xs = next.rowSlice(rows)
-                    let segments = (0..<count).map { AttentionSegment(rows: ($0 * l)..<(($0 + 1) * l), cache: KVCache.Layer(for: layer.attention)) }
-                    layer.forward(xs, segments: segments) { input, output in
-                        (moeIn.data + rows.lowerBound * h).update(from: input.data, count: input.count)
-                        (moeOut.data + rows.lowerBound * h).update(from: output.data, count: output.count)
-                    }
-                    start += count
-                }
-                var entries: [SafeTensorsWriter.Entry] = [.init("hidden_in", x)]
-                if let block = layer.feedForward.moe {
-                    let decision = block.router.route(moeIn)
-                    let stats = statistics(block, moeIn, decision)
-                    entries += [
-                        .init("moe_in", moeIn), .init("moe_out", moeOut), .init("router_logits", decision.logits),
-                        .init("frequency", Tensor(shape: [stats.frequency.count], values: stats.frequency.map(Float.init))),
-                        .init("gate_mass", Tensor(shape: [stats.gateMass.count], values: stats.gateMass.map(Float.init))),
-                        .init("reap", Tensor(shape: [stats.reap.count], values: stats.reap.map(Float.init))),
-                        .init("token_counts", Tensor(shape: [stats.tokenCounts.count], values: stats.tokenCounts.map(Float.init))),
-                    ]
-                    if grams { entries += gramMatrices(block, moeIn, decision) }
-                }
-                try SafeTensorsWriter.write(entries, metadata: ["layer": "\(li)"], to: dir.url(String(format: "layer_%03d.safetensors", li)))
-                x = next
-                progress.advance()
-            }
-        }
+    /// What a calibration run will take, printed before it starts and checked against the disk and budget.
+    public struct Estimate: Sendable {
+        public var diskBytes: Int
+        public var freeDiskBytes: Int?
+        /// The residual stream of every calibration token (held for the whole run).
+        public var residualBytes: Int
+        /// Peak anonymous memory: the residual stream and the activations of one chunk of sequences.
+        public var memoryBytes: Int
+        public var chunks: Int
+        public var streams: Bool
     }
 
-    /// Per-expert Gram matrices of the expert inputs and intermediate activations (f64 accumulation via dgemm-free
-    /// blocked sums in Double).
-    static func gramMatrices(_ block: MoEBlock, _ x: Tensor, _ d: Router.Decision) -> [SafeTensorsWriter.Entry] {
-        let e = block.numExperts, h = x.cols
-        let inter = block.experts.first?.intermediateSize ?? 0
-        let lists = block.assignments(d)
-        var gin = [Double](repeating: 0, count: e * h * h), gmid = [Double](repeating: 0, count: e * inter * inter)
-        gin.withUnsafeMutableBufferPointer { gi in
-            gmid.withUnsafeMutableBufferPointer { gm in
-                let pi = SendablePointer(gi.baseAddress!), pm = SendablePointer(gm.baseAddress!)
-                parallelFor(e) { ex in
-                    let tokens = lists[ex].map(\.token)
-                    guard !tokens.isEmpty else { return }
-                    let xe = Tensor(zeros: [tokens.count, h])
-                    for (r, t) in tokens.enumerated() { (xe.data + r * h).update(from: x.data + t * h, count: h) }
-                    let mlp = block.experts[ex]
-                    let g = mlp.gate(xe, parallel: false), u = mlp.up(xe, parallel: false)
-                    let act = Tensor(zeros: [tokens.count, inter])
-                    gatedActivation(mlp.activation, gate: g.data, up: u.data, into: act.data, count: act.count)
-                    accumulateGram(xe, into: pi.raw + ex * h * h)
-                    accumulateGram(act, into: pm.raw + ex * inter * inter)
-                }
-            }
+    public static func estimate(model: CausalLM, windows: [[Int]], manifest: CalibrationManifest, output: URL,
+                                budget: MemoryBudget) throws -> (Estimate, [Range<Int>]) {
+        let plan = MemoryPlan(model)
+        let residual = manifest.tokens * manifest.hiddenSize * 4
+        let lengths = windows.map(\.count)
+        guard budget.bytes > residual else {
+            throw CalibrationError.invalid("--max-memory \(formatBytes(budget.bytes)) is too small: the residual stream of \(manifest.tokens) calibration tokens alone takes \(formatBytes(residual)); use fewer --samples or a shorter --seq-len")
         }
-        func f64(_ name: String, _ v: [Double], _ shape: [Int]) -> SafeTensorsWriter.Entry {
-            .init(name, raw: v.withUnsafeBytes { Data($0) }, dtype: .f64, shape: shape)
+        let chunks = try plan.chunks(lengths: lengths, budget: MemoryBudget(bytes: budget.bytes - residual))
+        let largest = chunks.map { plan.bytes(lengths: Array(lengths[$0])) }.max() ?? 0
+        var st = statvfs()
+        let parent = output.standardizedFileURL.deletingLastPathComponent().path
+        let free = statvfs(parent, &st) == 0 ? Int(st.f_bavail) * Int(st.f_frsize) : nil
+        let e = Estimate(diskBytes: manifest.diskBytes, freeDiskBytes: free, residualBytes: residual,
+                         memoryBytes: residual + largest - plan.layerBytes - plan.endsBytes, chunks: chunks.count, streams: plan.streams(under: budget))
+        if let free, e.diskBytes > free {
+            throw CalibrationError.invalid("\(parent) has \(formatBytes(free)) free; the calibration cache needs \(formatBytes(e.diskBytes))\(manifest.activationDType == .f32 ? " (--cache-dtype f16 halves it)" : "")")
         }
-        return [f64("gram_in", gin, [e, h, h]), f64("gram_mid", gmid, [e, inter, inter])]
+        return (e, chunks)
     }
 
-    /// g += Σ_rows x xᵀ, in f64.
-    static func accumulateGram(_ x: Tensor, into g: UnsafeMutablePointer<Double>) {
+    /// Runs the model layer-major over the windows and writes the cache folder: `manifest.json` and one
+    /// `layer_<i>.safetensors` per decoder layer holding `hidden_in` (the decoder-layer input, for block-wise
+    /// evaluation) and, for MoE layers, `moe_in` (the post-attention-norm MoE input), `moe_out` (the full
+    /// block's output), `router_logits` and the expert statistics, all computed in the one forward pass.
+    ///
+    /// Memory: the residual stream of all tokens, plus one chunk of sequences (as many as `budget` allows)
+    /// going through the current layer; the activations are written straight into the layer's file through a
+    /// shared mapping. When the model is larger than the budget, each layer's pages are dropped after it.
+    ///
+    /// Resumable: the cache is built in `.<name>.partial` beside `output`, a layer file at a time (each renamed
+    /// into place when complete). Run again with the same model, data and settings after a kill, it continues
+    /// after the last finished layer (recomputing that layer's output from its cached input) and gives
+    /// byte-identical files. `stopAfter` stops after that layer, as a kill would (for tests).
+    public static func run(model: CausalLM, windows: [[Int]], manifest: CalibrationManifest, output: URL, budget: MemoryBudget = .default,
+                           quiet: Bool = false, overwrite: Bool = false, stopAfter: Int? = nil) throws {
+        let fm = FileManager.default
+        let final = output.standardizedFileURL
+        if fm.fileExists(atPath: final.path) && !overwrite {
+            throw CalibrationError.invalid("\(final.path) already exists (pass --overwrite to replace it)")
+        }
+        let (est, chunks) = try estimate(model: model, windows: windows, manifest: manifest, output: final, budget: budget)
+        if !quiet {
+            Console.note(String(format: "calibrate: %d × %d tokens through %d layers in %d chunk(s); cache %@ on disk%@; memory ≈ %@ (residual stream %@)%@",
+                       manifest.samples, manifest.seqLen, manifest.numLayers, est.chunks, formatBytes(est.diskBytes),
+                       est.freeDiskBytes.map { " (\(formatBytes($0)) free)" } ?? "", formatBytes(est.memoryBytes), formatBytes(est.residualBytes),
+                       est.streams ? "; streaming the weights (model larger than --max-memory)" : ""))
+        }
+        let staging = final.deletingLastPathComponent().appendingPathComponent(".\(final.lastPathComponent).partial")
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let manifestData = try enc.encode(manifest)
+        var first = 0
+        if let old = fm.contents(atPath: staging.appendingPathComponent("manifest.json").path), old == manifestData {
+            while first < manifest.numLayers, fm.fileExists(atPath: staging.appendingPathComponent(layerFile(first)).path) { first += 1 }
+            for name in (try? fm.contentsOfDirectory(atPath: staging.path)) ?? [] where name.hasPrefix(".") { try? fm.removeItem(at: staging.appendingPathComponent(name)) }
+            if !quiet && first > 0 { Console.note("calibrate: resuming \(staging.path) after layer \(first - 1)") }
+        } else {
+            try? fm.removeItem(at: staging)
+            try fm.createDirectory(at: staging, withIntermediateDirectories: true)
+            try manifestData.write(to: staging.appendingPathComponent("manifest.json"))
+        }
+        let n = windows.count, l = manifest.seqLen, h = model.hiddenSize
+        let act = manifest.activationDType
+        // Each chunk's sequences: rows of the residual stream and fresh per-layer keys and values.
+        func run(_ layer: DecoderLayer, _ x: Tensor, observer: (Int) -> LayerObserver?) {
+            for c in chunks {
+                let rows = (c.lowerBound * l)..<(c.upperBound * l)
+                let segments = (0..<c.count).map { AttentionSegment(rows: ($0 * l)..<(($0 + 1) * l), cache: KVCache.Layer(for: layer.attention)) }
+                layer.forward(x.rowSlice(rows), segments: segments, observer: observer(rows.lowerBound))
+            }
+        }
+        let x: Tensor
+        if first == 0 {
+            x = model.embed(windows.flatMap { $0 })
+        } else {
+            // The input of the first layer to do is the output of the last one done: recompute it from its cached input.
+            let f = try SafeTensorsFile(path: staging.appendingPathComponent(layerFile(first - 1)).path)
+            x = try f.weight("hidden_in").float()
+            guard x.shape == [n * l, h] else { throw CalibrationError.invalid("\(f.path): hidden_in is \(x.shape), expected \([n * l, h])") }
+            run(model.layers[first - 1], x) { _ in nil }
+        }
+        let progress = StageProgress("calibrate", total: model.layers.count, unit: "layers", quiet: quiet)
+        progress.advance(by: first)
+        try model.forEachLayer(tokens: x.rows, evict: est.streams, from: first) { li, layer in
+            var tensors: [(name: String, dtype: DType, shape: [Int])] = [("hidden_in", act, [n * l, h])]
+            let block = layer.feedForward.moe
+            let e = block?.numExperts ?? 0
+            if block != nil {
+                let k = block!.topK
+                tensors += [("moe_in", act, [n * l, h]), ("moe_out", act, [n * l, h]), ("router_logits", .f32, [n * l, e]),
+                            ("router_experts", .f32, [n * l, k]), ("router_weights", .f32, [n * l, k])]
+                tensors += ["frequency", "gate_mass", "reap", "token_counts"].map { ($0, DType.f32, [e]) }
+            }
+            let out = try MappedSafeTensorsOutput(staging.appendingPathComponent(layerFile(li)), tensors: tensors, metadata: ["layer": "\(li)"])
+            out.write("hidden_in", x)
+            // Statistics accumulated in token order within each expert, whatever the chunking.
+            var counts = [Int](repeating: 0, count: e)
+            var mass = [Double](repeating: 0, count: e), saliency = mass
+            run(layer, x) { row0 in
+                guard block != nil else { return nil }
+                return LayerObserver(
+                    feedForward: { input, output in
+                        out.write("moe_in", row: row0, input)
+                        out.write("moe_out", row: row0, output)
+                    },
+                    routing: { d in
+                        out.write("router_logits", row: row0, d.logits)
+                        out.write("router_experts", row: row0, Tensor(shape: [d.experts.count], values: d.experts.map(Float.init)))
+                        out.write("router_weights", row: row0, Tensor(shape: [d.weights.count], values: d.weights))
+                    },
+                    expert: { ex, tokens, weights, outputs in
+                        counts[ex] += tokens.count
+                        for (k, w) in weights.enumerated() {
+                            var norm = 0.0
+                            let r = outputs.data + k * h
+                            for j in 0..<h { norm += Double(r[j]) * Double(r[j]) }
+                            saliency[ex] += Double(w) * norm.squareRoot()
+                            mass[ex] += Double(w)
+                        }
+                    })
+            }
+            if block != nil {
+                let t = Double(n * l)
+                func vector(_ v: [Double]) -> Tensor { Tensor(shape: [e], values: v.map(Float.init)) }
+                out.write("frequency", vector(counts.map { Double($0) / t }))
+                out.write("gate_mass", vector(mass.map { $0 / t }))
+                out.write("reap", vector((0..<e).map { counts[$0] > 0 ? saliency[$0] / Double(counts[$0]) : 0 }))
+                out.write("token_counts", vector(counts.map(Double.init)))
+            }
+            try out.commit()
+            progress.advance()
+            if let stopAfter, li >= stopAfter { throw CalibrationError.interrupted(li) }
+        }
+        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        guard rename(staging.path, final.path) == 0 else { throw CalibrationError.invalid("\(final.path): cannot move the finished cache into place") }
+    }
+
+    static func layerFile(_ i: Int) -> String { String(format: "layer_%03d.safetensors", i) }
+
+    /// Per-expert Gram matrices Σ x xᵀ, in f64, over the rows of `x` (row-major [n, c]) into `g` [c, c]
+    /// (both triangles), with OpenBLAS's dsyrk.
+    public static func gram(_ x: Tensor, into g: UnsafeMutablePointer<Double>) {
         let n = x.rows, c = x.cols
-        var row = [Double](repeating: 0, count: c)
-        for r in 0..<n {
-            for j in 0..<c { row[j] = Double(x.data[r * c + j]) }
-            for i in 0..<c {
-                let a = row[i]
-                if a == 0 { continue }
-                let gi = g + i * c
-                for j in 0..<c { gi[j] += a * row[j] }
-            }
+        let wide = [Double](unsafeUninitializedCapacity: n * c) { buf, count in
+            for i in 0..<(n * c) { buf[i] = Double(x.data[i]) }
+            count = n * c
         }
-    }
-
-    static func statistics(_ block: MoEBlock, _ x: Tensor, _ d: Router.Decision) -> ExpertStatistics {
-        let e = block.numExperts, t = x.rows, hd = x.cols
-        var freq = [Double](repeating: 0, count: e), mass = freq, reap = freq
-        var counts = [Int](repeating: 0, count: e)
-        for (expert, r) in block.expertOutputs(x, decision: d) {
-            counts[expert] = r.tokens.count
-            var s = 0.0
-            for (k, w) in r.weights.enumerated() {
-                var norm = 0.0
-                let row = r.outputs.data + k * hd
-                for j in 0..<hd { norm += Double(row[j]) * Double(row[j]) }
-                s += Double(w) * norm.squareRoot()
-                mass[expert] += Double(w)
-            }
-            reap[expert] = s / Double(r.tokens.count)
-            freq[expert] = Double(r.tokens.count) / Double(t)
-        }
-        for i in 0..<e { mass[i] /= Double(t) }
-        return ExpertStatistics(frequency: freq, gateMass: mass, reap: reap, tokenCounts: counts)
+        wide.withUnsafeBufferPointer { w in BLAS.syrk(n: c, k: n, a: w.baseAddress!, into: g) }
     }
 }
 
@@ -256,6 +314,9 @@ public final class CalibrationCache: @unchecked Sendable {
         do { manifest = try JSONDecoder().decode(CalibrationManifest.self, from: data) } catch {
             throw CalibrationError.invalid("\(m.path): malformed manifest (\(error))")
         }
+        guard manifest.version == CalibrationManifest.currentVersion else {
+            throw CalibrationError.invalid("\(directory.path) was made by another version of MoEPress (cache version \(manifest.version), this one reads \(CalibrationManifest.currentVersion)); recalibrate")
+        }
     }
 
     /// Refuses a cache made from another model (or another version of it).
@@ -266,18 +327,24 @@ public final class CalibrationCache: @unchecked Sendable {
     }
 
     public func file(_ layer: Int) throws -> SafeTensorsFile {
-        try SafeTensorsFile(path: directory.appendingPathComponent(String(format: "layer_%03d.safetensors", layer)).path)
+        try SafeTensorsFile(path: directory.appendingPathComponent(Calibration.layerFile(layer)).path)
     }
 
-    public func tensor(_ layer: Int, _ name: String) throws -> Tensor { try file(layer).tensor(name).copy() }
-
-    /// Expert `expert`'s Gram matrix ("gram_in" or "gram_mid") in f64, or nil when the cache has none.
-    public func gram(_ layer: Int, _ name: String, expert: Int) throws -> [Double]? {
+    /// Rows `range` (all when nil) of a cached tensor, widened to f32.
+    public func tensor(_ layer: Int, _ name: String, rows range: Range<Int>? = nil) throws -> Tensor {
         let f = try file(layer)
-        guard let info = f.info(name), info.dtype == .f64, info.shape.count == 3, expert < info.shape[0] else { return nil }
-        let n = info.shape[1] * info.shape[2]
-        let base = f.bytes(info) + expert * n * 8
-        return (0..<n).map { base.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) }
+        let w = try f.weight(name)
+        guard let range else { return w.float() }
+        guard range.lowerBound >= 0, range.upperBound <= w.rows else {
+            throw CalibrationError.invalid("\(f.path): \(name) has \(w.rows) rows, \(range) asked")
+        }
+        return w.rowSlice(range).float()
+    }
+
+    /// The routing decision cached for a MoE layer: per token its top-k experts (torch.topk order) and weights.
+    public func routing(_ layer: Int) throws -> (experts: [Int32], weights: [Float], topK: Int) {
+        let e = try tensor(layer, "router_experts"), w = try tensor(layer, "router_weights")
+        return (e.array.map { Int32($0) }, w.array, e.cols)
     }
 
     public func statistics(_ layer: Int) throws -> ExpertStatistics {
@@ -290,5 +357,12 @@ public final class CalibrationCache: @unchecked Sendable {
 
 public enum CalibrationError: Error, CustomStringConvertible, Equatable {
     case invalid(String)
-    public var description: String { if case .invalid(let s) = self { return s } else { return "" } }
+    /// A run stopped after this layer (`stopAfter`), as if killed; run again to resume.
+    case interrupted(Int)
+    public var description: String {
+        switch self {
+        case .invalid(let s): return s
+        case .interrupted(let l): return "calibration stopped after layer \(l); run again to resume"
+        }
+    }
 }

@@ -78,12 +78,7 @@ public enum SafeTensorsWriter {
     public static func write(_ entries: [Entry], metadata: [String: String] = ["format": "pt"], to url: URL,
                              progress: ((Int) -> Void)? = nil) throws {
         let sorted = entries.sorted { naturalOrder($0.name, $1.name) }
-        var header: [String: Any] = [:]
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
-        var offset = 0
-        var seen = Set<String>()
         for e in sorted {
-            guard seen.insert(e.name).inserted else { throw CheckpointError(file: url.path, tensor: e.name, "written twice") }
             switch e.source {
             case .tensor, .matrix:
                 guard e.dtype == .f32 || e.dtype == .f16 || e.dtype == .bf16 else {
@@ -91,12 +86,8 @@ public enum SafeTensorsWriter {
                 }
             default: break
             }
-            let n = e.byteCount
-            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + n]] as [String: Any]
-            offset += n
         }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while (json.count + 8) % 8 != 0 { json.append(0x20) }  // pad with spaces, as the reference writer does
+        let (json, _) = try header(sorted.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata, file: url.path)
 
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
@@ -124,6 +115,26 @@ public enum SafeTensorsWriter {
             try? FileManager.default.removeItem(at: tmp)
             throw error
         }
+    }
+
+    /// The header of a file holding `tensors` in this order (padded with spaces to 8 bytes, as the reference
+    /// writer does), and each tensor's data offset.
+    static func header(_ tensors: [(name: String, dtype: DType, shape: [Int])], metadata: [String: String], file: String) throws -> (Data, [Int]) {
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        var offsets: [Int] = []
+        var seen = Set<String>()
+        for e in tensors {
+            guard seen.insert(e.name).inserted else { throw CheckpointError(file: file, tensor: e.name, "written twice") }
+            let n = e.shape.reduce(1, *) * e.dtype.byteSize
+            header[e.name] = ["dtype": e.dtype.rawValue, "shape": e.shape, "data_offsets": [offset, offset + n]] as [String: Any]
+            offsets.append(offset)
+            offset += n
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while (json.count + 8) % 8 != 0 { json.append(0x20) }
+        return (json, offsets)
     }
 
     static func writeData(_ e: Entry, to out: FileOutput, buffer: UnsafeMutableRawBufferPointer) throws {

@@ -7,12 +7,14 @@ import MoECalibration
 /// alone is removed, on the calibration tokens. Stage 2 allocates ranks by it.
 public enum ExpertImportance {
     /// Computed on `model` from its calibration cache, MoE layer → one value per expert.
-    public static func compute(model: CausalLM, cache: CalibrationCache, maxTokens: Int, quiet: Bool = false) throws -> [Int: [Double]] {
+    public static func compute(model: CausalLM, cache: CalibrationCache, maxTokens: Int, memory: MemoryBudget = .default,
+                               quiet: Bool = false) throws -> [Int: [Double]] {
         var out: [Int: [Double]] = [:]
         let moe = model.description.moeLayerIndices
         let progress = StageProgress("expert importance", total: moe.count, unit: "layers", quiet: quiet)
         for l in moe {
-            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: maxTokens)
+            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: maxTokens, remove: 1,
+                                       storeLimit: memory.bytes / 2)
             out[l] = fit.errors((0..<fit.numExperts).map { [$0] })
             progress.advance()
         }

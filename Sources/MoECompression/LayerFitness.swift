@@ -4,45 +4,78 @@ import MoEModels
 import MoECalibration
 
 /// ‖Y − MoE_S(X)‖_F for one MoE layer and a set S of pruned experts, on cached calibration tokens: the
-/// layer-output reconstruction error NAEE and MoE-I² minimise. Every expert's output on the tokens is
-/// computed once, so a candidate costs only its masked routing and weighted sums. Y is the full block's
-/// output; the shared expert (identical on both sides) is added to keep Y exact.
+/// layer-output reconstruction error NAEE and MoE-I² minimise. Expert outputs on the tokens are computed
+/// once, so a candidate costs only its masked routing and weighted sums. Y is the full block's output; the
+/// shared expert (identical on both sides) is added to keep Y exact.
+///
+/// Only the outputs a candidate can use are stored: removing at most `remove` experts, a token's new top-k
+/// lies within its original top-(k + remove) by the router's choice order (softmax or sigmoid scores, without
+/// group limits), so per token those experts' outputs are kept, not all E. A choice outside them (a tie
+/// broken the other way after renormalisation) is computed on the spot, so the error is always exact. The
+/// store goes to an unlinked scratch file when it exceeds `storeLimit` bytes: results never depend on memory.
 public final class LayerFitness: @unchecked Sendable {
     public let layer: Int
     public let numExperts: Int
     let block: MoEBlock
+    let x: Tensor
     let y: Tensor
     let logits: Tensor
-    let expertOut: [Tensor]     // [E] × [T, H]
+    /// Per token, the experts whose outputs are stored ([tokens × depth]) and the outputs ([tokens × depth, H]).
+    let depth: Int
+    let slots: [Int32]
+    let outputs: Tensor
+    public let spilled: Bool
     let shared: Tensor?
-    let tokens: Int
+    public let tokens: Int
     let hidden: Int
     private var memo: [[Int]: Double] = [:]
     private let lock = NSLock()
 
-    /// Uses the first `maxTokens` cached tokens of the layer.
-    public init(block: MoEBlock, cache: CalibrationCache, layer: Int, maxTokens: Int) throws {
+    /// Uses the first `maxTokens` cached tokens of the layer; candidates remove at most `remove` experts.
+    public init(block: MoEBlock, cache: CalibrationCache, layer: Int, maxTokens: Int, remove: Int,
+                storeLimit: Int = MemoryBudget.default.bytes / 2) throws {
         self.layer = layer
         self.block = block
-        let x0 = try cache.tensor(layer, "moe_in"), y0 = try cache.tensor(layer, "moe_out")
-        let t = min(maxTokens, x0.rows)
-        let x = x0.rowSlice(0..<t).copy()
-        y = y0.rowSlice(0..<t).copy()
+        let t = min(maxTokens, cache.manifest.tokens)
+        x = try cache.tensor(layer, "moe_in", rows: 0..<t)
+        y = try cache.tensor(layer, "moe_out", rows: 0..<t)
         tokens = t
         hidden = x.cols
-        numExperts = block.numExperts
+        let e = block.numExperts, h = hidden
+        numExperts = e
         logits = block.router.linear.callAsFunction(x)
-        var outs = [Tensor?](repeating: nil, count: block.numExperts)
-        outs.withUnsafeMutableBufferPointer { buf in
-            let o = SendablePointer(buf.baseAddress!)
-            parallelFor(block.numExperts) { e in
-                let out = Tensor(zeros: [t, x.cols])
-                block.experts[e].apply(x.data, rows: t, into: out.data, parallel: false)
-                o[e] = out
-            }
+        // Group-limited routing (or a bias added to softmax scores) can move a token's choice anywhere: store all.
+        let r = block.routing
+        let bounded = r.groups <= 1 && (block.router.correctionBias == nil || r.scoring == .sigmoid)
+        depth = bounded ? min(e, block.topK + max(remove, 0)) : e
+        var slots = [Int32](repeating: 0, count: t * depth)
+        if depth == e {
+            for i in 0..<t { for s in 0..<e { slots[i * e + s] = Int32(s) } }
+        } else {
+            var wide = block.router
+            wide.routing.topK = depth
+            slots = wide.decide(logits: logits).experts
         }
-        expertOut = outs.map { $0! }
+        self.slots = slots
+        (outputs, spilled) = try ScratchFile.tensor([t * depth, h], inMemory: storeLimit)
+        var lists = [[Int]](repeating: [], count: e)   // rows of `outputs` per expert, in token order
+        for (row, ex) in slots.enumerated() { lists[Int(ex)].append(row) }
+        let (xs, out, d) = (x, outputs, depth)
+        parallelFor(e) { ex in
+            let rows = lists[ex]
+            guard !rows.isEmpty else { return }
+            let xe = Tensor(zeros: [rows.count, h]), ye = Tensor(zeros: [rows.count, h])
+            for (i, row) in rows.enumerated() { (xe.data + i * h).update(from: xs.data + (row / d) * h, count: h) }
+            block.experts[ex].apply(xe.data, rows: rows.count, into: ye.data, parallel: false)
+            for (i, row) in rows.enumerated() { (out.data + row * h).update(from: ye.data + i * h, count: h) }
+        }
         shared = block.sharedOutput(x)
+    }
+
+    /// Bytes the expert-output store takes for `tokens` tokens of a layer with `experts` experts of width
+    /// `hidden` when candidates remove up to `remove` (the figure a plan can be budgeted with).
+    public static func storeBytes(tokens: Int, hidden: Int, experts: Int, topK: Int, remove: Int) -> Int {
+        tokens * min(experts, topK + remove) * hidden * 4
     }
 
     /// Error with the experts in `pruned` removed (memoised; safe to call from several threads).
@@ -57,11 +90,22 @@ public final class LayerFitness: @unchecked Sendable {
         let h = hidden
         var total = 0.0
         var row = [Float](repeating: 0, count: h)
+        var missing: Tensor? = nil
         for t in 0..<tokens {
             if let shared { for j in 0..<h { row[j] = shared.data[t * h + j] } } else { for j in 0..<h { row[j] = 0 } }
             for s in 0..<d.topK {
-                let e = Int(d.experts[t * d.topK + s]), w = d.weights[t * d.topK + s]
-                let src = expertOut[e].data + t * h
+                let e = d.experts[t * d.topK + s], w = d.weights[t * d.topK + s]
+                var src: UnsafeMutablePointer<Float>
+                if depth == numExperts {
+                    src = outputs.data + (t * depth + Int(e)) * h
+                } else if let slot = (0..<depth).first(where: { slots[t * depth + $0] == e }) {
+                    src = outputs.data + (t * depth + slot) * h
+                } else {
+                    let m = missing ?? Tensor(zeros: [1, h])
+                    missing = m
+                    block.experts[Int(e)].apply(x.data + t * h, rows: 1, into: m.data, parallel: false)
+                    src = m.data
+                }
                 for j in 0..<h { row[j] += w * src[j] }
             }
             let yr = y.data + t * h
@@ -117,7 +161,7 @@ public enum NAEE {
     public static let maxCombinations = 20_000
 
     public static func plan(model: CausalLM, cache: CalibrationCache, budget: PruningBudget, modelName: String,
-                            maxTokens: Int = 8192, quiet: Bool = false) throws -> PruningPlan {
+                            maxTokens: Int = 8192, memory: MemoryBudget = .default, quiet: Bool = false) throws -> PruningPlan {
         let d = model.description
         guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
         var layers: [PruningPlan.Layer] = []
@@ -130,7 +174,7 @@ public enum NAEE {
             guard count <= Double(maxCombinations) else {
                 throw PruningError.invalid("naee would enumerate C(\(e), \(keep)) = \(Int(count)) subsets in layer \(l) (limit \(maxCombinations)); use --method moei2, whose genetic search handles many experts")
             }
-            let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: maxTokens)
+            let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: maxTokens, remove: e - keep, storeLimit: memory.bytes / 2)
             let sets = combinations(e, e - keep)
             let errs = fit.errors(sets)
             var best = 0

@@ -113,26 +113,18 @@ public enum LowRank {
             try LinearAlgebra.cholesky64(&s, n: n)
             jittered = true
         }
-        // W·S in f64, then SVD in f32.
+        // W·S in f64 (S lower triangular), then SVD in f32.
         let ws = Tensor(zeros: [m, n])
-        for i in 0..<m {
-            for j in 0..<n {
-                var acc = 0.0
-                for k in j..<n { acc += Double(w.data[i * n + k]) * s[k * n + j] }   // S lower: S[k, j] = 0 for k < j
-                ws.data[i * n + j] = Float(acc)
-            }
-        }
+        var wide = (0..<(m * n)).map { Double(w.data[$0]) }
+        BLAS.lowerRightMultiply(m: m, n: n, a: &wide, lower: s)
+        for i in 0..<(m * n) { ws.data[i] = Float(wide[i]) }
         let (a, bw) = try svdFactors(ws, rank: r)      // A = U√Σ, bw = √Σ Vᵀ
         var sinv = s
         try LinearAlgebra.invertLower64(&sinv, n: n)
+        var bwide = (0..<(r * n)).map { Double(bw.data[$0]) }
+        BLAS.lowerRightMultiply(m: r, n: n, a: &bwide, lower: sinv)   // S⁻¹ lower too
         let b = Tensor(zeros: [r, n])
-        for i in 0..<r {
-            for j in 0..<n {
-                var acc = 0.0
-                for k in j..<n { acc += Double(bw.data[i * n + k]) * sinv[k * n + j] }   // S⁻¹ lower too
-                b.data[i * n + j] = Float(acc)
-            }
-        }
+        for i in 0..<(r * n) { b.data[i] = Float(bwide[i]) }
         return (a, b, jittered)
     }
 
@@ -184,13 +176,13 @@ public enum LowRank {
         if ckpt.names.contains(where: { $0.hasSuffix(".lowrank_a") }) {
             throw PruningError.invalid("\(dir.path) is already decomposed (it has .lowrank_a factors); decompose the undecomposed model")
         }
-        // Original tensor name → what replaces it (fused tensors expand to every expert's entries).
+        // The ranks, shapes and parameter counts are known before any factor is computed; the factors themselves
+        // are computed when the streaming writer reaches their entries (an expert at a time, its Gram matrices
+        // made then from the cached block inputs routed to it), so memory holds one expert's work, not the model's.
+        let work = FactorWork(method: o.method, cache: cache, model: o.method == .svdllm ? try ModelRegistry.load(directory: dir) : nil)
         var replace: [String: [SafeTensorsWriter.Entry]] = [:]
         var before = 0, after = 0, count = 0
-        var errSum: [String: Double] = [:], errN: [String: Int] = [:]
-        var jittered = 0
-        var layerReports: [Report.Layer] = []
-        let progress = StageProgress("decompose \(o.method.rawValue)", total: d.moeLayerIndices.count, unit: "layers", quiet: quiet)
+        var layerRanks: [(layer: Int, importance: [Double]?, ranks: [String: [Int]])] = []
         for l in d.moeLayerIndices {
             let experts = ExpertMatrices(reader: reader, output: perExpert, layer: l, count: d.layers[l].experts!,
                                          intermediate: d.layers[l].expertIntermediate, hidden: d.hiddenSize)
@@ -200,35 +192,22 @@ public enum LowRank {
                     throw PruningError.invalid("no stage-1 importance for the \(experts.count) experts of layer \(l) (importance allocation)")
                 }
             }
-            var layerReport = Report.Layer(layer: l, importance: o.allocation == .importance ? imp : nil, ranks: [:], relativeError: [:])
+            var ranksOf: [String: [Int]] = [:]
             for kind in ["gate", "up", "down"] {
                 let (m, n) = kind == "down" ? (d.hiddenSize, experts.intermediate) : (experts.intermediate, d.hiddenSize)
                 let targeted = o.targets.contains(kind)
                 let ranks = targeted ? Self.ranks(o, importance: imp, count: experts.count, m: m, n: n) : []
-                if targeted { layerReport.ranks[kind] = ranks }
+                if targeted { ranksOf[kind] = ranks }
                 for e in 0..<experts.count {
                     let base = experts.name(e, kind)
                     var out: [SafeTensorsWriter.Entry]
                     if targeted {
-                        let w = try experts.matrix(e, kind)
-                        let (a, b): (Tensor, Tensor)
-                        if let cache {
-                            guard let g = try cache.gram(l, kind == "down" ? "gram_mid" : "gram_in", expert: e), g.count == n * n else {
-                                throw PruningError.invalid("\(cache.directory.path) has no Gram matrices for layer \(l) expert \(e) (calibrate this model without --no-grams)")
-                            }
-                            let f = try svdLLMFactors(w, gram: g, rank: ranks[e])
-                            (a, b) = (f.a, f.b)
-                            if f.jittered { jittered += 1 }
-                        } else {
-                            (a, b) = try svdFactors(w, rank: ranks[e])
-                        }
-                        let err = relativeError(w, a, b)
-                        layerReport.relativeError[kind, default: []].append(err)
-                        errSum[kind, default: 0] += err
-                        errN[kind, default: 0] += 1
-                        out = [.init("\(base).lowrank_a", a, dtype: experts.dtype(kind)), .init("\(base).lowrank_b", b, dtype: experts.dtype(kind))]
-                        before += w.count
-                        after += a.count + b.count
+                        let r = ranks[e], dtype = experts.dtype(kind)
+                        let job = FactorWork.Job(layer: l, expert: e, kind: kind, rank: r, dtype: dtype, matrices: experts)
+                        out = [.init("\(base).lowrank_a", dtype: dtype, shape: [m, r]) { work.fill(job, b: false, offset: $0, into: $1) },
+                               .init("\(base).lowrank_b", dtype: dtype, shape: [r, n]) { work.fill(job, b: true, offset: $0, into: $1) }]
+                        before += m * n
+                        after += (m + n) * r
                         count += 1
                     } else if experts.fused {
                         out = [.init("\(base).weight", try experts.stored(e, kind))]
@@ -238,33 +217,52 @@ public enum LowRank {
                     replace[experts.source(e, kind), default: []].append(contentsOf: out)
                 }
             }
-            layerReports.append(layerReport)
-            progress.advance()
+            layerRanks.append((l, o.allocation == .importance ? imp : nil, ranksOf))
         }
         var entries: [SafeTensorsWriter.Entry] = []
         for name in ckpt.names {
             if let r = replace[name] { entries.append(contentsOf: r) } else { entries.append(try ckpt.rawEntry(name)) }
         }
-        var report = Report(method: o.method.rawValue, allocation: o.allocation.rawValue, matrices: count, parametersBefore: before, parametersAfter: after,
-                            relativeError: Dictionary(uniqueKeysWithValues: errSum.map { ($0.key, $0.value / Double(max(1, errN[$0.key] ?? 1))) }),
-                            jitteredCholesky: jittered, layers: layerReports)
         var section = "{\"method\": \"\(o.method.rawValue)\", \"allocation\": \"\(o.allocation.rawValue)\""
         switch o.target {
-        case .keep(let rho): report.keep = rho; section += ", \"keep\": \(rho)"
-        case .rank(let r): report.rank = r; section += ", \"rank\": \(r)"
+        case .keep(let rho): section += ", \"keep\": \(rho)"
+        case .rank(let r): section += ", \"rank\": \(r)"
         }
-        if o.allocation == .importance { report.alpha = o.alpha; section += ", \"alpha\": \(o.alpha)" }
+        if o.allocation == .importance { section += ", \"alpha\": \(o.alpha)" }
         section += ", \"targets\": [\(o.targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
+        var report: Report? = nil
+        let progress = StageProgress("decompose \(o.method.rawValue)", total: count, unit: "matrices", quiet: quiet)
+        work.progress = { progress.advance() }
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
             try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
+            if let error = work.failure { throw error }
+            // Per layer and projection, the errors in expert order; the report's means in layer, then expert order.
+            var errSum: [String: Double] = [:], errN: [String: Int] = [:]
+            let layers = layerRanks.map { lr -> Report.Layer in
+                var errors: [String: [Double]] = [:]
+                for (kind, ranks) in lr.ranks {
+                    errors[kind] = ranks.indices.map { work.errors[FactorWork.Key(layer: lr.layer, expert: $0, kind: kind)] ?? .nan }
+                }
+                for kind in ["gate", "up", "down"] { for v in errors[kind] ?? [] { errSum[kind, default: 0] += v; errN[kind, default: 0] += 1 } }
+                return Report.Layer(layer: lr.layer, importance: lr.importance, ranks: lr.ranks, relativeError: errors)
+            }
+            var r = Report(method: o.method.rawValue, allocation: o.allocation.rawValue, matrices: count, parametersBefore: before, parametersAfter: after,
+                           relativeError: Dictionary(uniqueKeysWithValues: errSum.map { ($0.key, $0.value / Double(max(1, errN[$0.key] ?? 1))) }),
+                           jitteredCholesky: work.jittered, layers: layers)
+            switch o.target {
+            case .keep(let rho): r.keep = rho
+            case .rank(let k): r.rank = k
+            }
+            if o.allocation == .importance { r.alpha = o.alpha }
+            report = r
             guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
             let withSection = CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
             try HFRemoteCode.settingAutoMap(withSection).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
             try HFRemoteCode.source.write(to: out.url(HFRemoteCode.fileName), atomically: false, encoding: .utf8)
             try CheckpointOutput.copyCompanions(from: dir, to: out)
-            try CheckpointOutput.writeJSON(report, to: out.url("decompose.json"))
+            try CheckpointOutput.writeJSON(r, to: out.url("decompose.json"))
         }
-        return report
+        return report!
     }
 
     static func relativeError(_ w: Tensor, _ a: Tensor, _ b: Tensor) -> Double {
@@ -338,4 +336,103 @@ struct ExpertMatrices {
 
     /// Expert `e`'s `kind` projection widened to f32.
     func matrix(_ e: Int, _ kind: String) throws -> Tensor { try stored(e, kind).float() }
+}
+
+/// The factors of a decomposition, computed on demand as the writer reaches them: one expert's Gram matrices
+/// (SVD-LLM) and one matrix's factors are kept until both factor entries are written, nothing more.
+final class FactorWork: @unchecked Sendable {
+    struct Key: Hashable { let layer: Int, expert: Int, kind: String }
+    struct Job: @unchecked Sendable {
+        let layer: Int, expert: Int, kind: String, rank: Int, dtype: DType
+        let matrices: ExpertMatrices
+    }
+    let method: LowRank.Method
+    let cache: CalibrationCache?
+    let model: CausalLM?
+    let lock = NSLock()
+    var progress: (() -> Void)?
+    private(set) var failure: (any Error)?
+    private(set) var errors: [Key: Double] = [:]
+    private(set) var jittered = 0
+    private var factors: (key: Key, a: Data, b: Data)?
+    private var grams: (layer: Int, expert: Int, input: [Double], mid: [Double])?
+    private var routed: (layer: Int, tokens: [[Int]])?
+
+    init(method: LowRank.Method, cache: CalibrationCache?, model: CausalLM?) {
+        self.method = method
+        self.cache = cache
+        self.model = model
+    }
+
+    /// Writes bytes `offset…` of factor A (or B) of `job` into `buffer`.
+    func fill(_ job: Job, b: Bool, offset: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        lock.lock()
+        defer { lock.unlock() }
+        let key = Key(layer: job.layer, expert: job.expert, kind: job.kind)
+        if factors?.key != key {
+            factors = nil
+            if failure == nil {
+                do { factors = try compute(job, key) } catch { failure = error }
+            }
+        }
+        guard let f = factors else { buffer.initializeMemory(as: UInt8.self, repeating: 0); return }
+        let data = b ? f.b : f.a
+        data.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[offset..<(offset + buffer.count)])) }
+    }
+
+    private func compute(_ job: Job, _ key: Key) throws -> (key: Key, a: Data, b: Data) {
+        let w = try job.matrices.matrix(job.expert, job.kind)
+        let (a, bm): (Tensor, Tensor)
+        if method == .svdllm {
+            let g = try gram(job.layer, job.expert, mid: job.kind == "down")
+            let f = try LowRank.svdLLMFactors(w, gram: g, rank: job.rank)
+            (a, bm) = (f.a, f.b)
+            if f.jittered { jittered += 1 }
+        } else {
+            (a, bm) = try LowRank.svdFactors(w, rank: job.rank)
+        }
+        errors[key] = LowRank.relativeError(w, a, bm)
+        progress?()
+        func bytes(_ t: Tensor) -> Data {
+            var d = Data(count: t.count * job.dtype.byteSize)
+            d.withUnsafeMutableBytes { Convert.fromFloat(t.data, count: t.count, dtype: job.dtype, into: $0.baseAddress!) }
+            return d
+        }
+        return (key, bytes(a), bytes(bm))
+    }
+
+    /// Expert `expert`'s Gram matrix of its inputs (gate and up see them) or of its intermediate activation
+    /// (down sees it), over the cached calibration tokens routed to it, in f64.
+    private func gram(_ layer: Int, _ expert: Int, mid: Bool) throws -> [Double] {
+        guard let cache, let model else { throw PruningError.invalid("svdllm needs a calibration cache of this model") }
+        if let g = grams, g.layer == layer, g.expert == expert { return mid ? g.mid : g.input }
+        grams = nil
+        if routed?.layer != layer {
+            let r = try cache.routing(layer)
+            var lists = [[Int]](repeating: [], count: cache.manifest.expertsPerLayer[cache.manifest.moeLayers.firstIndex(of: layer) ?? 0])
+            for (i, e) in r.experts.enumerated() where Int(e) < lists.count { lists[Int(e)].append(i / r.topK) }
+            routed = (layer, lists)
+        }
+        let tokens = routed!.tokens[expert]
+        guard let block = model.layers[layer].feedForward.moe, expert < block.numExperts else {
+            throw PruningError.invalid("\(cache.directory.path) does not match the model's MoE layer \(layer)")
+        }
+        let mlp = block.experts[expert]
+        let h = mlp.hiddenSize, inter = mlp.intermediateSize
+        // The expert's input rows, read from the cache a run of consecutive tokens at a time.
+        let xe = Tensor(zeros: [tokens.count, h])
+        let file = try cache.file(layer)
+        let moeIn = try file.weight("moe_in")
+        for (r, t) in tokens.enumerated() { moeIn.widenRow(t, into: xe.data + r * h) }
+        var gin = [Double](repeating: 0, count: h * h), gmid = [Double](repeating: 0, count: inter * inter)
+        if !tokens.isEmpty {
+            let g = mlp.gate(xe), u = mlp.up(xe)
+            let act = Tensor(zeros: [tokens.count, inter])
+            gatedActivation(mlp.activation, gate: g.data, up: u.data, into: act.data, count: act.count)
+            gin.withUnsafeMutableBufferPointer { Calibration.gram(xe, into: $0.baseAddress!) }
+            gmid.withUnsafeMutableBufferPointer { Calibration.gram(act, into: $0.baseAddress!) }
+        }
+        grams = (layer, expert, gin, gmid)
+        return mid ? gmid : gin
+    }
 }

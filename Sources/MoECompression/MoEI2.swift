@@ -103,7 +103,7 @@ public enum MoEI2 {
     }
 
     public static func plan(model: CausalLM, cache: CalibrationCache, budget: PruningBudget, options o: Options,
-                            modelName: String, quiet: Bool = false) throws -> PruningPlan {
+                            modelName: String, memory: MemoryBudget = .default, quiet: Bool = false) throws -> PruningPlan {
         let d = model.description
         guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
         let moe = d.moeLayerIndices
@@ -112,14 +112,15 @@ public enum MoEI2 {
 
         // 1b importance, then 1d genetic search, one layer at a time: a layer's fitness cache (every expert's
         // output on the fitness tokens) is rebuilt for its search rather than kept, so memory stays near one layer.
-        let importance = try ExpertImportance.compute(model: model, cache: cache, maxTokens: o.fitnessTokens, quiet: quiet)
+        let importance = try ExpertImportance.compute(model: model, cache: cache, maxTokens: o.fitnessTokens, memory: memory, quiet: quiet)
         let expertImportance = moe.map { importance[$0]! }
         let layerImportance = expertImportance.map { $0.reduce(0, +) }
         let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
         var candidates: [[(set: [Int], error: Double)]] = []
         let p2 = StageProgress("moei2 genetic search", total: moe.count, unit: "layers", quiet: quiet)
         for (i, l) in moe.enumerated() {
-            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens)
+            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens,
+                                       remove: counts[i], storeLimit: memory.bytes / 2)
             candidates.append(geneticSearch(fit, remove: counts[i], options: o))
             p2.advance()
         }
@@ -134,7 +135,7 @@ public enum MoEI2 {
         while b < moe.count {
             let block = Array(b..<min(b + o.blockSize, moe.count))
             let first = moe[block.first!], last = moe[block.last!]
-            let input = try cache.tensor(first, "hidden_in").rowSlice(0..<(seqs * seqLen)).copy()
+            let input = try cache.tensor(first, "hidden_in", rows: 0..<(seqs * seqLen))
             func run(_ masks: [Int: [Bool]]) -> Tensor {
                 let x = input.copy()
                 for li in first...last {
@@ -143,8 +144,7 @@ public enum MoEI2 {
                         blk.expertMask = m
                         layer.feedForward = .moe(blk)
                     }
-                    let caches = (0..<seqs).map { _ in KVCache(for: model) }
-                    let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: caches[$0].layers[li]) }
+                    let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: KVCache.Layer(for: layer.attention)) }
                     layer.forward(x, segments: segments)
                 }
                 return x

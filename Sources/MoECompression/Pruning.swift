@@ -20,6 +20,8 @@ public struct PruningRequest: Sendable {
     public var search = MoEI2.Options()
     /// NAEE / MoE-I² / reconstruction-error tokens per layer.
     public var fitnessTokens = 8192
+    /// What fitness caches may hold in memory (half of it; the rest spills to a scratch file, same results).
+    public var memory: MemoryBudget = .default
 
     public init(method: PruningMethod, budget: PruningBudget?) {
         self.method = method
@@ -42,16 +44,18 @@ public enum Pruning {
             guard let budget = request.budget else { throw PruningError.invalid("\(request.method.rawValue) needs a ratio or keep budget") }
             switch request.method {
             case .naee:
-                plan = try NAEE.plan(model: model, cache: cache, budget: budget, modelName: modelName, maxTokens: request.fitnessTokens, quiet: quiet)
+                plan = try NAEE.plan(model: model, cache: cache, budget: budget, modelName: modelName, maxTokens: request.fitnessTokens,
+                                     memory: request.memory, quiet: quiet)
             case .moei2:
-                plan = try MoEI2.plan(model: model, cache: cache, budget: budget, options: request.search, modelName: modelName, quiet: quiet)
+                plan = try MoEI2.plan(model: model, cache: cache, budget: budget, options: request.search, modelName: modelName,
+                                      memory: request.memory, quiet: quiet)
             default:
                 plan = try ScorePruning.plan(request.method == .frequency ? .frequency : .reap, description: model.description, cache: cache,
                                              budget: budget, modelName: modelName)
             }
             plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
         }
-        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens) }
+        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens, memory: request.memory) }
         switch request.budget {
         case .ratio(let r)?: plan.parameters["ratio"] = "\(r)"
         case .keep(let k)?: plan.parameters["keep"] = "\(k)"
@@ -63,12 +67,15 @@ public enum Pruning {
 
     /// Adds each layer's layer-output reconstruction error of the kept subset (masked routing, first
     /// `maxTokens` calibration tokens) to the plan, and their sum to its parameters.
-    public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int) throws {
+    public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int,
+                                                  memory: MemoryBudget = .default) throws {
         var sum = 0.0
         for i in plan.layers.indices {
             let l = plan.layers[i]
-            let fit = try LayerFitness(block: model.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: maxTokens)
-            let err = fit.error(pruned: (0..<l.experts).filter { !l.kept.contains($0) })
+            let pruned = (0..<l.experts).filter { !l.kept.contains($0) }
+            let fit = try LayerFitness(block: model.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: maxTokens,
+                                       remove: pruned.count, storeLimit: memory.bytes / 2)
+            let err = fit.error(pruned: pruned)
             plan.layers[i].scores["reconstruction_error"] = [err]
             sum += err
         }

@@ -18,15 +18,32 @@ public struct DecoderLayer: Sendable {
         inputNorm.dim + attention.parameterCount + postAttentionNorm.dim + feedForward.parameterCount
     }
 
-    /// Runs the layer in place on the residual stream `x`. `observe`, when given, receives the
-    /// feed-forward input (post-attention-norm hidden states) and output, for calibration.
-    public func forward(_ x: Tensor, segments: [AttentionSegment], observe: ((Tensor, Tensor) -> Void)? = nil) {
+    /// Runs the layer in place on the residual stream `x`. `observer`, when given, sees what calibration
+    /// records while the layer computes it (nothing is computed twice).
+    public func forward(_ x: Tensor, segments: [AttentionSegment], observer: LayerObserver? = nil) {
         let a = Profiler.measure("attention") { attention.forward(inputNorm(x), segments: segments) }
         x.add(a)
         let h = postAttentionNorm(x)
-        let f = Profiler.measure("feed-forward") { feedForward(h) }
-        observe?(h, f)
+        let f = Profiler.measure("feed-forward") { feedForward(h, observer: observer) }
+        observer?.feedForward?(h, f)
         x.add(f)
+    }
+}
+
+/// What a decoder layer shows while it runs (rows are those of the tensor the layer was given).
+public struct LayerObserver {
+    /// The feed-forward input (post-attention-norm hidden states) and output.
+    public var feedForward: ((_ input: Tensor, _ output: Tensor) -> Void)?
+    /// An MoE block's routing decision.
+    public var routing: ((Router.Decision) -> Void)?
+    /// Each routed expert's tokens, routing weights and unweighted outputs, in ascending expert order.
+    public var expert: ((_ expert: Int, _ tokens: [Int], _ weights: [Float], _ outputs: Tensor) -> Void)?
+
+    public init(feedForward: ((Tensor, Tensor) -> Void)? = nil, routing: ((Router.Decision) -> Void)? = nil,
+                expert: ((Int, [Int], [Float], Tensor) -> Void)? = nil) {
+        self.feedForward = feedForward
+        self.routing = routing
+        self.expert = expert
     }
 }
 
@@ -100,14 +117,13 @@ public final class CausalLM: @unchecked Sendable {
     /// only while that layer runs. `evict` (a streaming pass over a model larger than RAM) drops each layer's
     /// pages once it is done.
     public func hidden(_ batch: [[Int]], caches: [KVCache]? = nil, evict: Bool = false,
-                       observe: ((Int, Tensor, Tensor) -> Void)? = nil) -> Tensor {
+) -> Tensor {
         precondition(caches == nil || caches!.count == batch.count, "one cache per sequence")
         let x = embed(batch.flatMap { $0 })
         let bounds = Self.bounds(batch.map(\.count))
         forEachLayer(tokens: x.rows, evict: evict) { li, layer in
             let layerCaches = caches?.map { $0.layers[li] } ?? batch.map { _ in KVCache.Layer(for: layer.attention) }
-            layer.forward(x, segments: zip(bounds, layerCaches).map { AttentionSegment(rows: $0, cache: $1) },
-                          observe: observe.map { f in { f(li, $0, $1) } })
+            layer.forward(x, segments: zip(bounds, layerCaches).map { AttentionSegment(rows: $0, cache: $1) })
         }
         return norm(x)
     }
@@ -133,12 +149,13 @@ public final class CausalLM: @unchecked Sendable {
     /// Runs `body` on every decoder layer in order, with the page hints of a layer-major pass: the next
     /// layer read ahead (when the pass does enough work per layer to hide it, not for a decode step), and with
     /// `evict` each finished layer dropped.
-    func forEachLayer(tokens: Int, evict: Bool, _ body: (Int, DecoderLayer) -> Void) {
+    public func forEachLayer(tokens: Int, evict: Bool, from first: Int = 0, _ body: (Int, DecoderLayer) throws -> Void) rethrows {
         let hint = tokens >= 16
-        if hint { pager?.prefetch(layer: 0) }
-        for (li, layer) in layers.enumerated() {
+        guard first < layers.count else { return }
+        if hint { pager?.prefetch(layer: first) }
+        for li in first..<layers.count {
             if hint, li + 1 < layers.count { pager?.prefetch(layer: li + 1) }
-            body(li, layer)
+            try body(li, layers[li])
             if evict { pager?.evict(layer: li) }
         }
     }

@@ -51,8 +51,13 @@ public struct MoEBlock: Sendable {
         return router.linear.weightBytes + runExperts * meanExpert + (sharedExpert?.weightBytes ?? 0) + (sharedExpertGate?.weightBytes ?? 0)
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
-        forward(x, decision: Profiler.measure("router") { route(x) })
+    public func callAsFunction(_ x: Tensor) -> Tensor { forward(x, observer: nil) }
+
+    /// The block output, with `observer` shown the routing and every expert's outputs as they are computed.
+    public func forward(_ x: Tensor, observer: LayerObserver?) -> Tensor {
+        let d = Profiler.measure("router") { route(x) }
+        observer?.routing?(d)
+        return forward(x, decision: d, expert: observer?.expert)
     }
 
     /// Routing with `expertMask` applied.
@@ -62,8 +67,9 @@ public struct MoEBlock: Sendable {
     }
 
     /// The block output for a given routing decision.
-    public func forward(_ x: Tensor, decision: Router.Decision) -> Tensor {
-        let out = Profiler.measure("experts") { routedOutput(x, decision: decision) }
+    public func forward(_ x: Tensor, decision: Router.Decision,
+                        expert: ((_ expert: Int, _ tokens: [Int], _ weights: [Float], _ outputs: Tensor) -> Void)? = nil) -> Tensor {
+        let out = Profiler.measure("experts") { routedOutput(x, decision: decision, expert: expert) }
         if let s = sharedOutput(x) {
             ResourceMonitor.shared.notePeak()
             out.add(s)
@@ -162,10 +168,12 @@ public struct MoEBlock: Sendable {
     /// Σ over chosen experts of weight × expert(x), summed in expert order (as HF's index_add_ does), so
     /// the result is deterministic whatever the thread count, and a token's sum does not depend on the
     /// other tokens of the batch.
-    public func routedOutput(_ x: Tensor, decision d: Router.Decision) -> Tensor {
+    public func routedOutput(_ x: Tensor, decision d: Router.Decision,
+                             expert observe: ((_ expert: Int, _ tokens: [Int], _ weights: [Float], _ outputs: Tensor) -> Void)? = nil) -> Tensor {
         let h = hiddenSize
         let out = Tensor(zeros: x.shape)
-        forEachExpertOutput(x, decision: d) { _, tokens, weights, ye in
+        forEachExpertOutput(x, decision: d) { e, tokens, weights, ye in
+            observe?(e, tokens, weights, ye)
             for (r, t) in tokens.enumerated() { axpy(weights[r], ye.data + r * h, out.data + t * h, count: h) }
         }
         return out
@@ -177,10 +185,10 @@ public enum FeedForward: Sendable {
     case dense(GatedMLP)
     case moe(MoEBlock)
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor, observer: LayerObserver? = nil) -> Tensor {
         switch self {
         case .dense(let mlp): return mlp(x)
-        case .moe(let block): return block(x)
+        case .moe(let block): return block.forward(x, observer: observer)
         }
     }
 

@@ -66,9 +66,12 @@ public final class Pipeline {
     public let runDir: URL
     public let resume: Bool
     public let quiet: Bool
+    /// What a stage's layer-major passes and fitness caches may use.
+    public let memory: MemoryBudget
 
-    public init(recipe: Recipe, runDir: URL, resume: Bool, quiet: Bool) {
+    public init(recipe: Recipe, runDir: URL, resume: Bool, quiet: Bool, memory: MemoryBudget = .default) {
         self.recipe = recipe
+        self.memory = memory
         self.runDir = runDir.standardizedFileURL
         self.resume = resume
         self.quiet = quiet
@@ -98,7 +101,7 @@ public final class Pipeline {
                 let folder = String(format: "%@%02d-%@", prefix, si + 1, stage.kind)
                 say("== stage \(done)/\(total): \(recipe.branches.count > 1 ? "[\(branch.name)] " : "")\(stage.kind) \(describe(stage.options))")
                 let t0 = Date()
-                let (model, skipped) = try runStage(stage, folder: folder, input: current)
+                let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: stage.kind, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 if skipped { say("   unchanged since the last run: skipped") }
                 current = model
@@ -107,14 +110,14 @@ public final class Pipeline {
                 let folder = "\(prefix)export-\(recipe.export)"
                 let stage = Recipe.Stage(kind: "export", options: ["form": .string(recipe.export)], line: 0)
                 let t0 = Date()
-                let (model, skipped) = try runStage(stage, folder: folder, input: current)
+                let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: "export", folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 current = model
             }
             finals.append((recipe.branches.count > 1 ? branch.name : "compressed", current))
         }
         say("== evaluation")
-        var models = try finals.map { try summarize(label: $0.label, model: $0.model) }
+        var models = try ResourceMonitor.shared.stage("evaluate") { try finals.map { try summarize(label: $0.label, model: $0.model) } }
         if recipe.speed {
             let loaded = try finals.map { try ModelRegistry.load(directory: $0.model) }
             let speeds = Speed.measure(loaded, repeats: 3)
@@ -161,10 +164,10 @@ public final class Pipeline {
         let out = staging.appendingPathComponent("model")
         let o = stage.options
         let (int, double, string) = (o.int, o.double, o.string)
-        func calibrate(grams: Bool, model: CausalLM? = nil) throws -> CalibrationCache {
+        func calibrate(model: CausalLM? = nil) throws -> CalibrationCache {
             guard let c = recipe.calibration else { throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs a calibration section") }
             let cache = try Calibration.calibrate(modelDirectory: input, model: model, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
-                                                  output: staging.appendingPathComponent("calib"), grams: grams, overwrite: true, quiet: quiet)
+                                                  output: staging.appendingPathComponent("calib"), budget: memory, overwrite: true, quiet: quiet)
             try Pipeline.saveRouting(cache, to: staging.appendingPathComponent("routing.json"))
             return cache
         }
@@ -179,7 +182,8 @@ public final class Pipeline {
             if let g = int("generations") { request.search.generations = g }
             if let p = int("population") { request.search.population = p }
             let m = try ModelRegistry.load(directory: input)
-            let cache = method.needsCalibration ? try calibrate(grams: false, model: m) : nil
+            let cache = method.needsCalibration ? try calibrate(model: m) : nil
+            request.memory = memory
             var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet)
             plan.parameters["seed"] = "\(recipe.seed)"
             try PlanApplier.apply(plan, model: input, output: out)
@@ -195,9 +199,9 @@ public final class Pipeline {
             if lo.allocation == .importance { importance = try ExpertImportance.plan(in: input).flatMap(ExpertImportance.fromPlan) }
             let needsModel = lo.method == .svdllm || (lo.allocation == .importance && importance == nil)
             let m = needsModel ? try ModelRegistry.load(directory: input) : nil
-            if needsModel { cache = try calibrate(grams: lo.method == .svdllm, model: m) }
+            if needsModel { cache = try calibrate(model: m) }
             if lo.allocation == .importance && importance == nil, let cache, let m {
-                importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: 8192, quiet: quiet)
+                importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: 8192, memory: memory, quiet: quiet)
             }
             _ = try LowRank.decompose(model: input, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet)
         case "heal":
@@ -318,13 +322,13 @@ public final class Pipeline {
                              expertsPerLayer: m.description.moeLayerIndices.map { m.layers[$0].feedForward.moe!.numExperts })
         let tok = try Tokenizer(modelDirectory: url)
         if !recipe.perplexityFiles.isEmpty {
-            let r = try Perplexity.evaluate(model: m, tokenizer: tok, files: recipe.perplexityFiles, quiet: quiet)
+            let r = try Perplexity.evaluate(model: m, tokenizer: tok, files: recipe.perplexityFiles, budget: memory, quiet: quiet)
             s.perplexity = r.files.mapValues(\.perplexity)
             s.perplexityAll = r.perplexity
         }
         if let t = recipe.tasks {
             let items = try MultipleChoice.load(t, limit: recipe.taskLimit)
-            let r = MultipleChoice.report(try MultipleChoice.score(model: m, tokenizer: tok, items: items, quiet: quiet))
+            let r = MultipleChoice.report(try MultipleChoice.score(model: m, tokenizer: tok, items: items, budget: memory, quiet: quiet))
             s.taskAccuracy = r.acc
             s.taskAccuracyNorm = r.acc_norm
         }

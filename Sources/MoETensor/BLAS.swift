@@ -19,6 +19,25 @@ public enum BLAS {
             CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
+
+    /// A ← A·L in f64 for row-major A [m, n] and lower-triangular L [n, n] (dtrmm).
+    public static func lowerRightMultiply(m: Int, n: Int, a: inout [Double], lower: [Double]) {
+        guard m > 0, n > 0 else { return }
+        lower.withUnsafeBufferPointer { l in
+            a.withUnsafeMutableBufferPointer { x in
+                cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1,
+                            l.baseAddress!, Int32(n), x.baseAddress!, Int32(n))
+            }
+        }
+    }
+
+    /// G = Aᵀ·A in f64 for row-major A [k, n] (a Gram matrix Σ rows xxᵀ), both triangles filled; G is n×n.
+    public static func syrk(n: Int, k: Int, a: UnsafePointer<Double>, into g: UnsafeMutablePointer<Double>) {
+        g.update(repeating: 0, count: n * n)
+        guard n > 0, k > 0 else { return }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1, a, Int32(n), 0, g, Int32(n))
+        for i in 0..<n { for j in 0..<i { g[i * n + j] = g[j * n + i] } }
+    }
 }
 
 /// y = x · Wᵀ (+ bias), the torch `F.linear`: x is [..., in], w is [out, in], y is [..., out].

@@ -56,3 +56,8 @@ public func formatBytes(_ n: Int) -> String {
     if v >= Double(1 << 20) { return String(format: "%.1f MiB", v / Double(1 << 20)) }
     return String(format: "%.1f KiB", v / 1024)
 }
+
+/// One line of information for the user on stderr (stdout stays for results).
+public enum Console {
+    public static func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+}

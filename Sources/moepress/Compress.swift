@@ -40,6 +40,7 @@ struct Compress: ParsableCommand {
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var out: OutputOptions
+    @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -78,20 +79,22 @@ struct Compress: ParsableCommand {
             let cache = try timed("calibrate") { () -> CalibrationCache in
                 if let calib { return try openCache(calib, for: url) }
                 return try calibrate(model: url.path, open: m, calibDir: calibDir!, samples: samples, seqLen: seqLen, seed: seed,
-                                     output: work.appendingPathComponent("calib"), overwrite: true, quiet: quiet)
+                                     output: work.appendingPathComponent("calib"), budget: memory.budget, overwrite: true, quiet: quiet)
             }
             let pruned = work.appendingPathComponent("pruned")
             var plan = try timed("prune (MoE-I² stage 1)") { () -> PruningPlan in
-                try MoEI2.plan(model: m, cache: cache, budget: .ratio(pruneRatio), options: search.moei2(seed: seed), modelName: url.path, quiet: quiet)
+                try MoEI2.plan(model: m, cache: cache, budget: .ratio(pruneRatio), options: search.moei2(seed: seed), modelName: url.path,
+                               memory: memory.budget, quiet: quiet)
             }
             plan.parameters["ratio"] = "\(pruneRatio)"
             plan.parameters["seed"] = "\(seed)"
-            try PlanApplier.apply(plan, model: url, output: pruned)
+            try PlanApplier.apply(plan, model: url, output: pruned, shardSize: self.out.shardSize.bytes)
             var whitening: CalibrationCache? = nil
             if method == .svdllm {
-                whitening = try timed("calibrate the pruned model (Gram matrices)") {
+                whitening = try timed("calibrate the pruned model (its experts' inputs)") {
                     try calibrate(model: pruned.path, calibDir: calibDir!, samples: cache.manifest.samples, seqLen: cache.manifest.seqLen,
-                                  seed: cache.manifest.seed, output: work.appendingPathComponent("calib-pruned"), grams: true, overwrite: true, quiet: quiet)
+                                  seed: cache.manifest.seed, output: work.appendingPathComponent("calib-pruned"), budget: memory.budget,
+                                  overwrite: true, quiet: quiet)
                 }
             }
             var o = LowRank.Options()

@@ -4,6 +4,7 @@ import MoECompression
 import MoECalibration
 import MoECheckpoint
 import MoEModels
+import MoETensor
 
 extension LowRank.Method: ExpressibleByArgument {}
 extension LowRank.Allocation: ExpressibleByArgument {}
@@ -18,12 +19,14 @@ struct Decompose: ParsableCommand {
         (I + ε)^α with I the stage-1 importance (single-expert-removal error), capped at min(m, n), summing to \
         the budget. I comes from the plan.json of a model pruned by `moepress prune --method moei2`, otherwise \
         it is computed from --calib. --method svdllm whitens each matrix with the Gram matrix of the tokens \
-        routed to its expert (--calib made by `moepress calibrate` on THIS model, without --no-grams); an \
+        routed to its expert, made per expert from the cached block inputs (--calib made by `moepress calibrate` \
+        on THIS model); an \
         expert with too few tokens gets eigenvalue jitter, one with none falls back to plain SVD. \
         Factors are stored as <name>.lowrank_a [m, r] and .lowrank_b [r, n] in the source dtype, with a \
         "moepress.low_rank" section in config.json and a modeling_moepress.py so HF transformers loads the \
         folder with trust_remote_code=True; `moepress export --dense` multiplies them back for other tools. \
-        decompose.json records ranks and errors per expert.
+        decompose.json records ranks and errors per expert. Factors are computed as the writer reaches them, one \
+        expert at a time, so memory holds one expert's matrices and Gram matrices whatever the model's size.
         """)
 
     @Option(help: "A Hugging Face model folder (original or pruned).") var model: String
@@ -39,6 +42,7 @@ struct Decompose: ParsableCommand {
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var out: OutputOptions
+    @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -63,13 +67,14 @@ struct Decompose: ParsableCommand {
                 if importance != nil {
                     if !quiet { log("importance: stage-1 values from \(url.appendingPathComponent("plan.json").path)") }
                 } else if let cache {
-                    importance = try ExpertImportance.compute(model: ModelRegistry.load(directory: url), cache: cache, maxTokens: importanceTokens, quiet: quiet)
+                    importance = try ExpertImportance.compute(model: ModelRegistry.load(directory: url), cache: cache, maxTokens: importanceTokens,
+                                                                    memory: memory.budget, quiet: quiet)
                 } else {
                     throw CLIError("--rank-alloc importance needs --calib CACHE, or a model pruned by moei2 (its plan.json holds the importance)")
                 }
             }
-            let r = try LowRank.decompose(model: url, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
-                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes)
+            let r = try ResourceMonitor.shared.stage("decompose") { try LowRank.decompose(model: url, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
+                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes) }
             if !quiet { log(decomposeSummary(r, output: output)) }
         }
     }

@@ -65,9 +65,7 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-func log(_ s: String) {
-    FileHandle.standardError.write(Data((s + "\n").utf8))
-}
+func log(_ s: String) { Console.note(s) }
 
 /// Runs `body`, turning any thrown error into a one-line message and exit code 1.
 func reportingErrors<T>(_ body: () throws -> T) throws -> T {

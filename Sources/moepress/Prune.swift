@@ -13,9 +13,13 @@ struct Calibrate: ParsableCommand {
         discussion: """
         Samples --samples windows of --seq-len tokens (seeded) from the .txt files of --calib-dir, then stores per \
         decoder layer the layer input and, for MoE layers, the true MoE-block input (post-attention norm), the \
-        full block output, router logits and per-expert statistics (routing frequency, gate mass, REAP \
-        saliency, token counts). The cache's manifest.json records the model and data hashes, seed, N and L. \
-        Defaults suit the small shared models; for real models use --samples 128 --seq-len 2048.
+        full block output, router logits and decisions, and per-expert statistics (routing frequency, gate mass, \
+        REAP saliency, token counts), all from one layer-major pass within --max-memory: the weights stream \
+        from disk when the model is larger than that. The estimated disk and memory are printed first, and a \
+        disk too small for the cache is refused. A killed run, started again with the same arguments, resumes \
+        after its last finished layer (the work is in .<output>.partial) and gives the same bytes. The cache's \
+        manifest.json records the model and data hashes, seed, N and L. Defaults suit the small shared models; \
+        for real models use e.g. --samples 128 --seq-len 2048, or --cache-dtype f16 to halve the disk.
         """)
 
     @Option(help: "A Hugging Face model folder (with tokenizer.json).") var model: String
@@ -24,24 +28,34 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Tokens per window.") var seqLen = 256
     @Option(help: "Seed of the window sampler.") var seed: UInt64 = 0
     @Option(help: "The cache folder to write.") var output: String
-    @Flag(help: "Skip the per-expert Gram matrices (E·(H² + I²)·8 bytes per layer; needed only by SVD-LLM).") var noGrams = false
+    @Option(help: "Dtype of the cached activations: f32 (exact), f16 or bf16 (half the disk).") var cacheDtype: String = "f32"
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard samples > 0, seqLen >= 2 else { throw ValidationError("--samples must be positive and --seq-len at least 2") }
+        guard Self.dtype(cacheDtype) != nil else { throw ValidationError("--cache-dtype takes f32, f16 or bf16") }
+    }
+
+    static func dtype(_ s: String) -> DType? { ["f32": DType.f32, "f16": .f16, "bf16": .bf16][s.lowercased()] }
 
     func run() throws {
         try compute.run {
-            _ = try calibrate(model: model, calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed,
-                              output: URL(fileURLWithPath: output), grams: !noGrams, overwrite: overwrite, quiet: quiet)
+            _ = try ResourceMonitor.shared.stage("calibrate") {
+                try calibrate(model: model, calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed, output: URL(fileURLWithPath: output),
+                              activations: Self.dtype(cacheDtype)!, budget: memory.budget, overwrite: overwrite, quiet: quiet)
+            }
         }
     }
 }
 
 /// Calibrates a model folder (with its model, when the caller has it open: one load, one pass).
 func calibrate(model: String, open: CausalLM? = nil, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
-               grams: Bool = false, overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
+               activations: DType = .f32, budget: MemoryBudget = .default, overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
     try Calibration.calibrate(modelDirectory: modelURL(model), model: open, textDirectory: URL(fileURLWithPath: calibDir), samples: samples,
-                              seqLen: seqLen, seed: seed, output: output, grams: grams, overwrite: overwrite, quiet: quiet)
+                              seqLen: seqLen, seed: seed, output: output, activations: activations, budget: budget, overwrite: overwrite, quiet: quiet)
 }
 
 struct Prune: ParsableCommand {
@@ -75,6 +89,7 @@ struct Prune: ParsableCommand {
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var out: OutputOptions
+    @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -106,6 +121,7 @@ struct Prune: ParsableCommand {
             }
             request.search = search.moei2(seed: seed)
             request.fitnessTokens = search.fitnessTokens
+            request.memory = memory.budget
             var cache: CalibrationCache? = nil
             var temp: URL? = nil
             if let calib {
@@ -114,7 +130,8 @@ struct Prune: ParsableCommand {
                 let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
                 temp = t
                 cache = try ResourceMonitor.shared.stage("calibrate") {
-                    try calibrate(model: model, open: m, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, overwrite: true, quiet: quiet)
+                    try calibrate(model: model, open: m, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, budget: memory.budget,
+                                  overwrite: true, quiet: quiet)
                 }
             }
             defer { if let temp { try? FileManager.default.removeItem(at: temp) } }

@@ -19,13 +19,14 @@ struct Run: ParsableCommand {
     @Option(help: "The run folder (default: runs/<recipe name>).") var output: String?
     @Flag(help: "Continue an earlier run in the same folder, skipping finished stages.") var resume = false
     @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
         try compute.run {
             let r = try Recipe(file: URL(fileURLWithPath: recipe))
             let dir = URL(fileURLWithPath: output ?? "runs/" + URL(fileURLWithPath: recipe).deletingPathExtension().lastPathComponent)
-            let summary = try Pipeline(recipe: r, runDir: dir, resume: resume, quiet: quiet).run()
+            let summary = try Pipeline(recipe: r, runDir: dir, resume: resume, quiet: quiet, memory: memory.budget).run()
             print(Pipeline.table(summary))
             if !quiet { log("run: \(dir.path)/run.json; `moepress report \(dir.path)` writes report.html") }
         }

@@ -99,9 +99,9 @@ struct Heal: ParsableCommand {
             var lora = LoRA.Settings()
             lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
             lora.targets = targets.split(separator: ",").map(String.init)
-            let record = try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(), output: out,
+            let record = try ResourceMonitor.shared.stage("heal") { try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(), output: out,
                                                merge: merge, mergeDType: mergeDType, stateDir: training.stateDir(for: out), resume: training.resume,
-                                               quiet: training.quiet, shardSize: self.out.shardSize.bytes)
+                                               quiet: training.quiet, shardSize: self.out.shardSize.bytes) }
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "heal: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
@@ -146,10 +146,10 @@ struct CompressExperts: ParsableCommand {
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: mainExperts, plainTopK: noCe)
             var settings = training.settings()
             settings.ceLearningRate = ceLr
-            let record = try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
+            let record = try ResourceMonitor.shared.stage("compress-experts") { try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
                                                           plainTopK: noCe, settings: settings, output: out, stateDir: training.stateDir(for: out),
                                                           resume: training.resume, quiet: training.quiet, configEdit: ce.edit,
-                                                          extraFiles: ce.files, shardSize: self.out.shardSize.bytes)
+                                                          extraFiles: ce.files, shardSize: self.out.shardSize.bytes) }
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }

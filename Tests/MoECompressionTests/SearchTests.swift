@@ -39,9 +39,16 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
             defer { try? FileManager.default.removeItem(at: dir) }
             let l = m.description.moeLayerIndices[0]
             var block = m.layers[l].feedForward.moe!
-            let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000)
+            let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000, remove: 2)
+            // Every expert's outputs stored, or the store spilled to a scratch file: the same errors to the bit.
+            let dense = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000, remove: block.numExperts)
+            let spilled = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000, remove: 2, storeLimit: 0)
+            #expect(!fit.spilled && spilled.spilled)
             let x = try cache.tensor(l, "moe_in"), y = try cache.tensor(l, "moe_out")
             let e = block.numExperts, keep = e - 2
+            for s in combinations(e, 2) + combinations(e, 1) + [[]] {
+                #expect(fit.error(pruned: s) == dense.error(pruned: s) && fit.error(pruned: s) == spilled.error(pruned: s), "\(name) \(s)")
+            }
             var runtimeErrors: [Double] = []
             for s in combinations(e, 2) {
                 block.expertMask = (0..<e).map { !s.contains($0) }
@@ -74,7 +81,7 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
         #expect(a == b)
         #expect(a.removed == 3)
         #expect(a.layers.allSatisfy { $0.kept.count >= 2 })
-        let fit = try LayerFitness(block: m.layers[0].feedForward.moe!, cache: cache, layer: 0, maxTokens: 1000)
+        let fit = try LayerFitness(block: m.layers[0].feedForward.moe!, cache: cache, layer: 0, maxTokens: 1000, remove: 2)
         let ga = MoEI2.geneticSearch(fit, remove: 2, options: o)
         let all = combinations(6, 2).map { fit.error(pruned: $0) }
         #expect(abs(ga[0].error - all.min()!) < 1e-12)
