@@ -158,9 +158,8 @@ public enum Calibration {
         }
         let chunks = try plan.chunks(lengths: lengths, budget: MemoryBudget(bytes: budget.bytes - residual))
         let largest = chunks.map { plan.bytes(lengths: Array(lengths[$0])) }.max() ?? 0
-        var st = statvfs()
         let parent = output.standardizedFileURL.deletingLastPathComponent().path
-        let free = statvfs(parent, &st) == 0 ? Int(st.f_bavail) * Int(st.f_frsize) : nil
+        let free = DiskSpace.available(at: output)
         let e = Estimate(diskBytes: manifest.diskBytes, freeDiskBytes: free, residualBytes: residual,
                          memoryBytes: residual + largest - plan.layerBytes - plan.endsBytes, chunks: chunks.count, streams: plan.streams(under: budget))
         if let free, e.diskBytes > free {

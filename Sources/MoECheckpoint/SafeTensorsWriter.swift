@@ -244,6 +244,7 @@ public enum CheckpointWriter {
         precondition(shardSize > 0)
         let sorted = entries.sorted { SafeTensorsWriter.naturalOrder($0.name, $1.name) }
         let total = sorted.reduce(0) { $0 + $1.byteCount }
+        try DiskSpace.require(total, in: dir, for: "the checkpoint's weights")
         var shards: [[SafeTensorsWriter.Entry]] = [[]]
         var size = 0
         for e in sorted {
@@ -316,5 +317,22 @@ public struct AtomicDirectory {
             d.abandon()
             throw error
         }
+    }
+}
+
+/// Free space where outputs go, checked before writing starts so a long run does not fail at its end.
+public enum DiskSpace {
+    /// Bytes available to this user on the file system holding `url` (or its nearest existing parent).
+    public static func available(at url: URL) -> Int? {
+        var dir = url.standardizedFileURL
+        while !FileManager.default.fileExists(atPath: dir.path) && dir.path != "/" { dir = dir.deletingLastPathComponent() }
+        var st = statvfs()
+        return statvfs(dir.path, &st) == 0 ? Int(st.f_bavail) * Int(st.f_frsize) : nil
+    }
+
+    /// Refuses (naming the folder, what is needed and what is free) when `bytes` more would not fit.
+    public static func require(_ bytes: Int, in url: URL, for what: String) throws {
+        guard let free = available(at: url), bytes > free else { return }
+        throw CheckpointError(file: url.path, "not enough disk: \(what) need \(formatBytes(bytes)), \(formatBytes(free)) free")
     }
 }

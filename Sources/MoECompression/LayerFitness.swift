@@ -89,10 +89,11 @@ public final class LayerFitness: @unchecked Sendable {
         let d = block.router.decide(logits: logits, allowed: allowed)
         let h = hidden
         var total = 0.0
-        var row = [Float](repeating: 0, count: h)
+        let buffer = Tensor(zeros: [h])
+        let row = buffer.data
         var missing: Tensor? = nil
         for t in 0..<tokens {
-            if let shared { for j in 0..<h { row[j] = shared.data[t * h + j] } } else { for j in 0..<h { row[j] = 0 } }
+            if let shared { row.update(from: shared.data + t * h, count: h) } else { row.update(repeating: 0, count: h) }
             for s in 0..<d.topK {
                 let e = d.experts[t * d.topK + s], w = d.weights[t * d.topK + s]
                 var src: UnsafeMutablePointer<Float>

@@ -155,8 +155,9 @@ public enum LowRank {
     /// atomically, with `modeling_moepress.py` so HF transformers loads it with `trust_remote_code=True`;
     /// every other tensor is copied byte for byte. Fused expert tensors (`experts.gate_up_proj`,
     /// `experts.down_proj`) are written per expert. `importance` (MoE layer → one value per expert) is
-    /// needed by the importance allocation; `cache` (Gram matrices of this model) by SVD-LLM.
-    public static func decompose(model dir: URL, options o: Options, whitening cache: CalibrationCache? = nil,
+    /// needed by the importance allocation; `cache` (a calibration cache of this model) by SVD-LLM, which
+    /// runs the experts of `open` (the folder's model, when the caller has it open) to make Gram matrices.
+    public static func decompose(model dir: URL, open: CausalLM? = nil, options o: Options, whitening cache: CalibrationCache? = nil,
                                  importance: [Int: [Double]]? = nil,
                                  output: URL, overwrite: Bool = false, quiet: Bool = false,
                                  shardSize: Int = CheckpointWriter.defaultShardSize) throws -> Report {
@@ -179,7 +180,7 @@ public enum LowRank {
         // The ranks, shapes and parameter counts are known before any factor is computed; the factors themselves
         // are computed when the streaming writer reaches their entries (an expert at a time, its Gram matrices
         // made then from the cached block inputs routed to it), so memory holds one expert's work, not the model's.
-        let work = FactorWork(method: o.method, cache: cache, model: o.method == .svdllm ? try ModelRegistry.load(directory: dir) : nil)
+        let work = FactorWork(method: o.method, cache: cache, model: o.method == .svdllm ? try open ?? ModelRegistry.load(directory: dir) : nil)
         var replace: [String: [SafeTensorsWriter.Entry]] = [:]
         var before = 0, after = 0, count = 0
         var layerRanks: [(layer: Int, importance: [Double]?, ranks: [String: [Int]])] = []

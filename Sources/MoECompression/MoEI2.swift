@@ -136,35 +136,43 @@ public enum MoEI2 {
             let block = Array(b..<min(b + o.blockSize, moe.count))
             let first = moe[block.first!], last = moe[block.last!]
             let input = try cache.tensor(first, "hidden_in", rows: 0..<(seqs * seqLen))
-            func run(_ masks: [Int: [Bool]]) -> Tensor {
-                let x = input.copy()
-                for li in first...last {
-                    var layer = model.layers[li]
-                    if let m = masks[li], var blk = layer.feedForward.moe {
-                        blk.expertMask = m
-                        layer.feedForward = .moe(blk)
-                    }
-                    let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: KVCache.Layer(for: layer.attention)) }
-                    layer.forward(x, segments: segments)
+            // Decoder layer `li` on `x` in place, with `pruned` masked out of its MoE block.
+            func forward(_ li: Int, _ x: Tensor, pruned: [Int]?) {
+                var layer = model.layers[li]
+                if let pruned, var blk = layer.feedForward.moe {
+                    blk.expertMask = (0..<blk.numExperts).map { !pruned.contains($0) }
+                    layer.feedForward = .moe(blk)
                 }
-                return x
+                let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: KVCache.Layer(for: layer.attention)) }
+                layer.forward(x, segments: segments)
             }
-            let reference = run([:])
-            var combos: [[Int]] = [[]]
-            for i in block { combos = combos.flatMap { c in candidates[i].indices.map { c + [$0] } } }
-            var bestCombo = combos[0], bestErr = Double.infinity
-            for combo in combos {
-                var masks: [Int: [Bool]] = [:]
-                for (pos, i) in block.enumerated() {
-                    let pruned = Set(candidates[i][combo[pos]].set)
-                    masks[moe[i]] = (0..<experts[i]).map { !pruned.contains($0) }
+            let reference = input.copy()
+            for li in first...last { forward(li, reference, pruned: nil) }
+            // Every K^T combination, in lexicographic order, sharing prefixes: a layer's output under a choice
+            // of candidates for the layers before it is computed once (3 + 9 + 27 layer passes for K = T = 3,
+            // not 3 · 27), and is exactly what running the whole combination from the block input gives.
+            var bestCombo = block.map { _ in 0 }, bestErr = Double.infinity
+            func descend(_ li: Int, _ x: Tensor, _ combo: [Int]) {
+                if li > last {
+                    var err = 0.0
+                    for j in 0..<x.count { let diff = Double(x.data[j] - reference.data[j]); err += diff * diff }
+                    err = err.squareRoot()
+                    if err < bestErr { bestErr = err; bestCombo = combo }
+                    return
                 }
-                let out = run(masks)
-                var err = 0.0
-                for j in 0..<out.count { let diff = Double(out.data[j] - reference.data[j]); err += diff * diff }
-                err = err.squareRoot()
-                if err < bestErr { bestErr = err; bestCombo = combo }
+                guard let pos = block.firstIndex(where: { moe[$0] == li }) else {
+                    forward(li, x, pruned: nil)
+                    descend(li + 1, x, combo)
+                    return
+                }
+                let options = candidates[block[pos]]
+                for (c, candidate) in options.enumerated() {
+                    let y = c == options.count - 1 ? x : x.copy()
+                    forward(li, y, pruned: candidate.set)
+                    descend(li + 1, y, combo + [c])
+                }
             }
+            descend(first, input, [])
             for (pos, i) in block.enumerated() { chosen[i] = bestCombo[pos]; fieldErrors[i] = bestErr }
             p3.advance()
             b += o.blockSize
@@ -176,7 +184,8 @@ public enum MoEI2 {
             layers.append(.init(layer: l, experts: experts[i], kept: (0..<experts[i]).filter { !pruned.contains($0) },
                                 scores: ["expert_importance": expertImportance[i], "layer_importance": [layerImportance[i]],
                                          "candidate_errors": candidates[i].map(\.error), "chosen_candidate": [Double(chosen[i])],
-                                         "block_output_error": [fieldErrors[i]]]))
+                                         "block_output_error": [fieldErrors[i]],
+                                         "reconstruction_error": [candidates[i][chosen[i]].error]]))
         }
         let params = ["population": "\(o.population)", "generations": "\(o.generations)", "K": "\(o.candidates)", "T": "\(o.blockSize)",
                       "fitness_tokens": "\(o.fitnessTokens)", "field_sequences": "\(seqs)", "removed": "\(total)"]

@@ -66,17 +66,28 @@ public enum Pruning {
     }
 
     /// Adds each layer's layer-output reconstruction error of the kept subset (masked routing, first
-    /// `maxTokens` calibration tokens) to the plan, and their sum to its parameters.
+    /// `maxTokens` calibration tokens) to the plan, and their sum to its parameters. Methods that searched by
+    /// this error (NAEE, MoE-I²) already recorded it for their choice; the others get it from one masked pass
+    /// of the block over the tokens (each token runs only its top-k experts).
     public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int,
                                                   memory: MemoryBudget = .default) throws {
         var sum = 0.0
         for i in plan.layers.indices {
             let l = plan.layers[i]
-            let pruned = (0..<l.experts).filter { !l.kept.contains($0) }
-            let fit = try LayerFitness(block: model.layers[l.layer].feedForward.moe!, cache: cache, layer: l.layer, maxTokens: maxTokens,
-                                       remove: pruned.count, storeLimit: memory.bytes / 2)
-            let err = fit.error(pruned: pruned)
-            plan.layers[i].scores["reconstruction_error"] = [err]
+            let err: Double
+            if let known = l.scores["reconstruction_error"]?.first {
+                err = known
+            } else {
+                var block = model.layers[l.layer].feedForward.moe!
+                let t = min(maxTokens, cache.manifest.tokens)
+                let x = try cache.tensor(l.layer, "moe_in", rows: 0..<t), y = try cache.tensor(l.layer, "moe_out", rows: 0..<t)
+                block.expertMask = (0..<l.experts).map { l.kept.contains($0) }
+                let out = block(x)
+                var sq = 0.0
+                for j in 0..<out.count { let d = Double(y.data[j] - out.data[j]); sq += d * d }
+                err = sq.squareRoot()
+                plan.layers[i].scores["reconstruction_error"] = [err]
+            }
             sum += err
         }
         plan.parameters["reconstruction_error_sum"] = String(format: "%.6g", sum)

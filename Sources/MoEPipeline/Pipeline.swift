@@ -203,7 +203,7 @@ public final class Pipeline {
             if lo.allocation == .importance && importance == nil, let cache, let m {
                 importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: 8192, memory: memory, quiet: quiet)
             }
-            _ = try LowRank.decompose(model: input, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet)
+            _ = try LowRank.decompose(model: input, open: m, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet)
         case "heal":
             var lora = LoRA.Settings()
             if let r = int("lora_rank") { lora.rank = r }

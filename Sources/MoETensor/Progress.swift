@@ -42,7 +42,7 @@ public final class StageProgress: @unchecked Sendable {
         let t = elapsed
         let rate = t > 0 ? Double(done) / t : 0
         var line = "\(stage): \(done)/\(total) \(unit)" + (note.isEmpty ? "" : ", \(note)")
-        if rate > 0 { line += String(format: " (%.1f %@/s", rate, unit) }
+        if rate >= 1 { line += String(format: " (%.1f %@/s", rate, unit) } else if rate > 0 { line += String(format: " (%.1f s each", 1 / rate) }
         if !final, rate > 0 { line += String(format: ", ETA %.0f s)", Double(total - done) / rate) } else if rate > 0 { line += String(format: ", %.1f s)", t) }
         let text = interactive ? "\r" + line + (final ? "\n" : "") : line + "\n"
         FileHandle.standardError.write(Data(text.utf8))

@@ -93,7 +93,14 @@ public enum TrainingRuns {
         }
         let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
         let ceTrainedAlone = ceOnly && !plainTopK
-        if !ceTrainedAlone { m.makeTrainable() }
+        if !ceTrainedAlone {
+            // Training every weight needs it in f32 with its gradient and two Adam moments: 16 bytes a parameter.
+            let need = m.parameterCount * 16, budget = MemoryBudget.default.bytes
+            guard need <= budget else {
+                throw TrainingError.invalid("training all \(m.parameterCount) parameters of \(url.path) needs about \(formatBytes(need)) (f32 weights, gradients and Adam state), more than the \(formatBytes(budget)) available; train the compressed-expert vectors alone (--train ce-only), which keeps the frozen weights in their stored dtype")
+            }
+            m.makeTrainable()
+        }
         let trainable = TrainableParameters.tensors(m) { !ceTrainedAlone || $0.contains(".ce_") }
         let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
         try train(trainer, stateDir: stateDir, resume: resume, quiet: quiet)

@@ -90,9 +90,10 @@ struct Compress: ParsableCommand {
             plan.parameters["seed"] = "\(seed)"
             try PlanApplier.apply(plan, model: url, output: pruned, shardSize: self.out.shardSize.bytes)
             var whitening: CalibrationCache? = nil
+            let prunedModel = method == .svdllm ? try ModelRegistry.load(directory: pruned) : nil
             if method == .svdllm {
                 whitening = try timed("calibrate the pruned model (its experts' inputs)") {
-                    try calibrate(model: pruned.path, calibDir: calibDir!, samples: cache.manifest.samples, seqLen: cache.manifest.seqLen,
+                    try calibrate(model: pruned.path, open: prunedModel, calibDir: calibDir!, samples: cache.manifest.samples, seqLen: cache.manifest.seqLen,
                                   seed: cache.manifest.seed, output: work.appendingPathComponent("calib-pruned"), budget: memory.budget,
                                   overwrite: true, quiet: quiet)
                 }
@@ -105,7 +106,7 @@ struct Compress: ParsableCommand {
             o.targets = Set(targets.split(separator: ",").map { String($0) })
             let staged = work.appendingPathComponent("final")
             let report = try timed("decompose (MoE-I² stage 2)") {
-                try LowRank.decompose(model: pruned, options: o, whitening: whitening, importance: ExpertImportance.fromPlan(plan),
+                try LowRank.decompose(model: pruned, open: prunedModel, options: o, whitening: whitening, importance: ExpertImportance.fromPlan(plan),
                                       output: staged, quiet: quiet, shardSize: self.out.shardSize.bytes)
             }
             let summary = Summary(recipe: recipe.rawValue, pruneRatio: pruneRatio, keepParams: keepParams, method: method.rawValue,

@@ -62,18 +62,25 @@ struct Decompose: ParsableCommand {
             let cache = try calib.map { try openCache($0, for: url) }
             if method == .svdllm && cache == nil { throw CLIError("svdllm needs --calib CACHE (from moepress calibrate on this model)") }
             var importance: [Int: [Double]]? = nil
+            var open: CausalLM? = nil
+            func loadedModel() throws -> CausalLM {
+                if let open { return open }
+                let m = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
+                open = m
+                return m
+            }
             if rankAlloc == .importance {
                 importance = try ExpertImportance.plan(in: url).flatMap(ExpertImportance.fromPlan)
                 if importance != nil {
                     if !quiet { log("importance: stage-1 values from \(url.appendingPathComponent("plan.json").path)") }
                 } else if let cache {
-                    importance = try ExpertImportance.compute(model: ModelRegistry.load(directory: url), cache: cache, maxTokens: importanceTokens,
+                    importance = try ExpertImportance.compute(model: loadedModel(), cache: cache, maxTokens: importanceTokens,
                                                                     memory: memory.budget, quiet: quiet)
                 } else {
                     throw CLIError("--rank-alloc importance needs --calib CACHE, or a model pruned by moei2 (its plan.json holds the importance)")
                 }
             }
-            let r = try ResourceMonitor.shared.stage("decompose") { try LowRank.decompose(model: url, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
+            let r = try ResourceMonitor.shared.stage("decompose") { try LowRank.decompose(model: url, open: method == .svdllm ? loadedModel() : nil, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
                                           output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes) }
             if !quiet { log(decomposeSummary(r, output: output)) }
         }

@@ -74,4 +74,42 @@ import MoETensor
         let names = ["model.layers.10.a", "model.layers.2.b", "lm_head.weight", "model.layers.2.a", "model.layers.02.a"]
         #expect(names.sorted(by: SafeTensorsWriter.naturalOrder) == ["lm_head.weight", "model.layers.2.a", "model.layers.2.b", "model.layers.02.a", "model.layers.10.a"])
     }
+
+    /// A checkpoint larger than the free disk is refused before any byte is written, naming the folder.
+    @Test func tooLittleDiskIsRefusedUpFront() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-disk-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let free = try #require(DiskSpace.available(at: dir))
+        let huge = SafeTensorsWriter.Entry("w", dtype: .bf16, shape: [free / 2 + 1, 2]) { _, b in b.initializeMemory(as: UInt8.self, repeating: 0) }
+        do {
+            try CheckpointWriter.write([huge], into: dir)
+            Issue.record("a checkpoint larger than the free disk was not refused")
+        } catch {
+            #expect("\(error)".contains("not enough disk") && "\(error)".contains(dir.lastPathComponent))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    /// An in-place output is written row block by row block and appears under its name only when committed.
+    @Test func mappedOutputCommitsOrLeavesNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-mapped-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("a.safetensors")
+        do {
+            let out = try MappedSafeTensorsOutput(url, tensors: [("x", .f32, [3, 2]), ("h", .f16, [3, 2])])
+            out.write("x", row: 1, Tensor(shape: [2, 2], values: [1, 2, 3, 4]))
+            _ = out   // dropped without commit
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+        let out = try MappedSafeTensorsOutput(url, tensors: [("x", .f32, [3, 2]), ("h", .f16, [3, 2])], metadata: ["layer": "1"])
+        out.write("x", row: 1, Tensor(shape: [2, 2], values: [1, 2, 3, 4]))
+        out.write("h", Tensor(shape: [3, 2], values: [0.5, 1, 1.5, 2, 2.5, 3]))
+        try out.commit()
+        let f = try SafeTensorsFile(path: url.path)
+        #expect(try f.tensor("x").array == [0, 0, 1, 2, 3, 4])
+        #expect(try f.tensor("h").array == [0.5, 1, 1.5, 2, 2.5, 3])
+        #expect(f.info("h")?.dtype == .f16)
+    }
 }

@@ -9,12 +9,12 @@ echo "| model | experts × matrix size | numpy s/layer | moepress s/layer | rati
 echo "|---|---|---:|---:|---:|---:|"
 for m in mixtral-ref qwen-moe-ref; do
   python3 tools/moeits_reference.py ../shared/models/$m 0 > "$tmp/ref.json"
-  line=$(.build/release/moepress prune --model ../shared/models/$m --method moeits --keep 6 --output "$tmp/out-$m" 2>&1 | grep "layers/s" | tail -1)
+  line=$(.build/release/moepress prune --model ../shared/models/$m --method moeits --keep 6 --output "$tmp/out-$m" 2>&1 | grep -E "layers/s|s each" | tail -1)
   python3 - "$m" "$tmp/ref.json" "$tmp/out-$m/plan.json" "$line" <<'PY'
 import json, re, sys
 m, ref, plan, line = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3])), sys.argv[4]
-rate = float(re.search(r"\(([0-9.]+) layers/s", line).group(1))
-ours = 1 / rate
+fast = re.search(r"\(([0-9.]+) layers/s", line)
+ours = 1 / float(fast.group(1)) if fast else float(re.search(r"\(([0-9.]+) s each", line).group(1))
 d = max(abs(a - b) for a, b in zip(plan["layers"][0]["scores"]["nmi_row_mean"], ref["row_mean"]))
 size = {"mixtral-ref": "8 × 3 × 512·256", "qwen-moe-ref": "32 × 3 × 128·256"}[m]
 print(f"| {m} | {size} | {ref['seconds']:.3f} | {ours:.3f} | **{ref['seconds'] / ours:.0f}×** | {d:.1e} |")

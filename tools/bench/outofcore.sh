@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Every compression stage on a random-weight checkpoint with a real model's shapes (memory, time and I/O only:
+# the weights are random, so quality numbers mean nothing). Each command runs alone with --report; the table
+# gives its wall time, peak RssAnon and bytes read/written (from the report's stages).
+#   tools/bench/outofcore.sh CONFIG.json [STEP ...]
+# Steps (default: all, in this order):
+#   calibrate  32 × 512 tokens of ../shared/data/calib
+#   frequency reap moei2   prune 25% with that cache (frequency/reap outputs deleted after measuring)
+#   moeits     prune at τ = 1.25 (data-free)
+#   decompose  calibrate the moei2 output (f16 activations), SVD-LLM keeping 60% with importance ranks
+#   recipe     `moepress run`: prune (frequency 25%) → decompose (SVD-LLM 60%) → heal (LoRA on attention, 4 steps
+#              of 1 × 512 tokens) → evaluate (perplexity on 4 × 512 tokens)
+#   ce         compressed-experts training (ce-only, 4 steps of 1 × 512 tokens)
+#   hf         a 2-layer cut of the same shapes pruned uniformly: stock HF transformers loads its shards with
+#              the logits of `moepress logits` (needs scripts/setup.sh --oracle)
+# Env: SCRATCH (/work/scratch), THREADS (2), MAX_MEMORY (unset: the default 3/4 of MemAvailable).
+# Needs free disk for the model, its pruned copy and one cache (Qwen1.5-MoE shape: ~70 GB at the peak).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+config=$1; shift
+steps=${*:-calibrate frequency reap moei2 moeits decompose recipe ce hf}
+SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}
+name=$(basename "$config" .json)
+model=$SCRATCH/models/$name; W=$SCRATCH/outofcore/$name; OUT=${OUT:-$SCRATCH/bench/outofcore-$name}
+mkdir -p "$W" "$OUT" "$SCRATCH/models"
+swift build -c release --product moepress >&2
+B=$PWD/.build/release/moepress
+mem=(); [ -n "${MAX_MEMORY:-}" ] && mem=(--max-memory "$MAX_MEMORY")
+[ -d "$model" ] || $B synth --config "$config" --output "$model" --tokenizer-from ../shared/models/qwen-moe-ref --quiet
+has() { [[ " $steps " == *" $1 "* ]]; }
+# run STAGE moepress-args...: progress to STAGE.log, report to STAGE.json
+run() { local s=$1; shift; echo "== $s: moepress $*" >&2; $B "$@" --threads "$THREADS" --report "$OUT/$s.json" 2> "$OUT/$s.log"; }
+calib=$W/calib
+
+if has calibrate; then
+  run calibrate calibrate --model "$model" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --output "$calib" --overwrite "${mem[@]}"
+fi
+for m in frequency reap moei2; do
+  has $m || continue
+  run $m prune --model "$model" --method $m --calib "$calib" --ratio 0.25 --output "$W/p-$m" --overwrite "${mem[@]}"
+  [ $m = moei2 ] || rm -rf "$W/p-$m"
+done
+if has moeits; then
+  run moeits prune --model "$model" --method moeits --tau 1.25 --output "$W/p-moeits" --overwrite "${mem[@]}" || true
+  rm -rf "$W/p-moeits"
+fi
+if has decompose; then
+  rm -rf "$calib"
+  run calibrate-pruned calibrate --model "$W/p-moei2" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --cache-dtype f16 \
+    --output "$W/calib-pruned" --overwrite "${mem[@]}"
+  run decompose decompose --model "$W/p-moei2" --method svdllm --ratio 0.6 --rank-alloc importance --calib "$W/calib-pruned" \
+    --output "$W/decomposed" --overwrite "${mem[@]}"
+  rm -rf "$W/decomposed" "$W/calib-pruned"
+fi
+if has recipe; then
+  rm -rf "$W/p-moei2" "$calib"
+  head -c 12000 ../shared/data/dev/austen.txt > "$W/ppl.txt"
+  cat > "$W/recipe.yaml" <<EOF
+model: $model
+seed: 0
+calibration:
+  data: $PWD/../shared/data/calib
+  samples: 32
+  seq_len: 512
+stages:
+  - prune: {method: frequency, ratio: 0.25}
+  - decompose: {method: svdllm, ratio: 0.6}
+  - heal: {steps: 4, batch: 1, seq_len: 512, lora_rank: 16, lora_alpha: 32, targets: [q, k, v, o]}
+evaluation:
+  perplexity: [$W/ppl.txt]
+export: none
+EOF
+  run recipe run "$W/recipe.yaml" --output "$W/run" "${mem[@]}"
+  rm -rf "$W/run"
+fi
+if has ce; then
+  k=$(python3 -c "import json; c=json.load(open('$model/config.json')); print(c.get('num_experts_per_tok', 2) // 2)")
+  run ce compress-experts --model "$model" --main-experts "$k" --train ce-only --data ../shared/data/calib --steps 4 --batch 1 --seq-len 512 \
+    --output "$W/ce" --overwrite
+  rm -rf "$W/ce"
+fi
+if has hf; then
+  cut=$SCRATCH/models/$name-2l
+  [ -d "$cut" ] || $B synth --config "$config" --layers 2 --output "$cut" --tokenizer-from ../shared/models/qwen-moe-ref --quiet
+  $B calibrate --model "$cut" --calib-dir ../shared/data/calib --samples 4 --seq-len 128 --output "$W/cut-calib" --overwrite --quiet
+  $B prune --model "$cut" --method frequency --calib "$W/cut-calib" --ratio 0.25 --output "$W/cut-pruned" --overwrite --quiet --shard-size 500MB
+  python3 -c "import json, random; random.seed(0); json.dump([random.randrange(4096) for _ in range(16)], open('$W/ids.json', 'w'))"
+  python3 tools/oracle/check_hf_parity.py "$W/cut-pruned" "$W/ids.json" "$B" | tee "$OUT/hf.json"
+  rm -rf "$W/cut-calib" "$W/cut-pruned"
+fi
+
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print("| command | stage | wall s | peak RssAnon MiB | read MiB | written MiB |")
+print("|---|---|---:|---:|---:|---:|")
+for s in ["calibrate", "frequency", "reap", "moei2", "moeits", "calibrate-pruned", "decompose", "recipe", "ce"]:
+    p = os.path.join(out, s + ".json")
+    if not os.path.exists(p): continue
+    r = json.load(open(p))
+    for st in r["stages"]:
+        print(f"| {s} | {st['name']} | {st['wall_seconds']:.1f} | {st['peak_rss_anon_mib']:.0f} | {st['read_mib']:.0f} | {st['written_mib']:.0f} |")
+    print(f"| **{s}** | all | **{r['wall_seconds']:.1f}** | **{r['peak_rss_anon_mib']:.0f}** | {r['read_mib']:.0f} | {r['written_mib']:.0f} |")
+PY
