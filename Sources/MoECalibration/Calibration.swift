@@ -219,15 +219,27 @@ public enum Calibration {
                 layer.forward(x.rowSlice(rows), segments: segments, observer: observer(rows.lowerBound))
             }
         }
-        let x: Tensor
-        if first == 0 {
-            x = model.embed(windows.flatMap { $0 })
-        } else {
-            // The input of the first layer to do is the output of the last one done: recompute it from its cached input.
-            let f = try SafeTensorsFile(path: staging.appendingPathComponent(layerFile(first - 1)).path)
-            x = try f.weight("hidden_in").float()
-            guard x.shape == [n * l, h] else { throw CalibrationError.invalid("\(f.path): hidden_in is \(x.shape), expected \([n * l, h])") }
-            run(model.layers[first - 1], x) { _ in nil }
+        // The exact (f32) input of a layer: its cached `hidden_in` when the cache keeps f32, otherwise the
+        // `residual.safetensors` the run writes before each layer (the only way to resume to the same bits).
+        let residualURL = staging.appendingPathComponent("residual.safetensors")
+        func exactInput() throws -> (layer: Int, x: Tensor)? {
+            if act == .f32 {
+                guard first > 0 else { return nil }
+                let f = try SafeTensorsFile(path: staging.appendingPathComponent(layerFile(first - 1)).path)
+                return (first - 1, try f.weight("hidden_in").float())
+            }
+            guard fm.fileExists(atPath: residualURL.path) else { return nil }
+            let f = try SafeTensorsFile(path: residualURL.path)
+            guard let layer = f.metadata["layer"].flatMap({ Int($0) }), layer <= first else { return nil }
+            return (layer, try f.weight("residual").float())
+        }
+        var x = model.embed(windows.flatMap { $0 })
+        if first > 0 {
+            guard let (r, input) = try exactInput(), input.shape == [n * l, h] else {
+                throw CalibrationError.invalid("\(staging.path): cannot resume (no exact input for layer \(first)); delete it to start over")
+            }
+            x = input
+            for li in r..<first { run(model.layers[li], x) { _ in nil } }
         }
         let progress = StageProgress("calibrate", total: model.layers.count, unit: "layers", quiet: quiet)
         progress.advance(by: first)
@@ -242,6 +254,7 @@ public enum Calibration {
                 tensors += ["frequency", "gate_mass", "reap", "token_counts"].map { ($0, DType.f32, [e]) }
             }
             let out = try MappedSafeTensorsOutput(staging.appendingPathComponent(layerFile(li)), tensors: tensors, metadata: ["layer": "\(li)"])
+            if act != .f32 { try SafeTensorsWriter.write([.init("residual", x)], metadata: ["layer": "\(li)"], to: residualURL) }
             out.write("hidden_in", x)
             // Statistics accumulated in token order within each expert, whatever the chunking.
             var counts = [Int](repeating: 0, count: e)
@@ -281,6 +294,7 @@ public enum Calibration {
             progress.advance()
             if let stopAfter, li >= stopAfter { throw CalibrationError.interrupted(li) }
         }
+        try? fm.removeItem(at: residualURL)
         if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
         guard rename(staging.path, final.path) == 0 else { throw CalibrationError.invalid("\(final.path): cannot move the finished cache into place") }
     }

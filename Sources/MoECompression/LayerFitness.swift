@@ -107,18 +107,31 @@ public final class LayerFitness: @unchecked Sendable {
                     block.experts[Int(e)].apply(x.data + t * h, rows: 1, into: m.data, parallel: false)
                     src = m.data
                 }
-                for j in 0..<h { row[j] += w * src[j] }
+                axpy(w, src, row, count: h)
             }
-            let yr = y.data + t * h
-            var acc: Float = 0
-            for j in 0..<h { let diff = yr[j] - row[j]; acc += diff * diff }
-            total += Double(acc)
+            total += Double(Self.squaredDistance(y.data + t * h, row, count: h))
         }
         let v = total.squareRoot()
         lock.lock()
         memo[key] = v
         lock.unlock()
         return v
+    }
+
+    /// Σ (a − b)² in f32 over 16 lanes (lane i sums elements i, i + 16, …), lanes added in a fixed order:
+    /// the same bits on every machine, and no serial chain of `count` dependent additions.
+    @inline(__always)
+    static func squaredDistance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = SIMD16<Float>()
+        var j = 0
+        while j + 16 <= count {
+            let d = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(b + j).loadUnaligned(as: SIMD16<Float>.self)
+            lanes += d * d
+            j += 16
+        }
+        var acc = lanes.sum()
+        while j < count { let d = a[j] - b[j]; acc += d * d; j += 1 }
+        return acc
     }
 
     /// Errors of many candidate sets, spread over the cores.

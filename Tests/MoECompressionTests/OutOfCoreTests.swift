@@ -119,6 +119,13 @@ import MoECalibration
             var m16 = manifest
             m16.activations = DType.f16.rawValue
             try Calibration.run(model: m, windows: w, manifest: m16, output: half, quiet: true)
+            // Resuming an f16 cache continues from the f32 residual stream it saved, not the rounded input.
+            let half2 = parent.appendingPathComponent("half2")
+            #expect(throws: CalibrationError.interrupted(2)) {
+                try Calibration.run(model: m, windows: w, manifest: m16, output: half2, quiet: true, stopAfter: 2)
+            }
+            try Calibration.run(model: m, windows: w, manifest: m16, output: half2, quiet: true)
+            #expect(try Self.files(half) == Self.files(half2), "\(fixture) f16")
             let l = d.moeLayerIndices[0]
             let a = try CalibrationCache(directory: whole).tensor(l, "moe_in"), b = try CalibrationCache(directory: half).tensor(l, "moe_in")
             #expect(a.maxAbsDifference(b) <= 1e-3 * max(1, a.array.map(abs).max()!))
