@@ -4,78 +4,110 @@ import MoEModels
 import MoECalibration
 
 /// ‖Y − MoE_S(X)‖_F for one MoE layer and a set S of pruned experts, on cached calibration tokens: the
-/// layer-output reconstruction error NAEE and MoE-I² minimise. Expert outputs on the tokens are computed
-/// once, so a candidate costs only its masked routing and weighted sums. Y is the full block's output; the
-/// shared expert (identical on both sides) is added to keep Y exact.
+/// layer-output reconstruction error NAEE and MoE-I² minimise. Y is the full block's output; the shared
+/// expert (identical on both sides) is subtracted from it, leaving r = Y − shared.
 ///
-/// Only the outputs a candidate can use are stored: removing at most `remove` experts, a token's new top-k
-/// lies within its original top-(k + remove) by the router's choice order (softmax or sigmoid scores, without
-/// group limits), so per token those experts' outputs are kept, not all E. A choice outside them (a tie
-/// broken the other way after renormalisation) is computed on the spot, so the error is always exact. The
-/// store goes to an unlinked scratch file when it exceeds `storeLimit` bytes: results never depend on memory.
+/// A candidate's error per token is ‖r − Σ_s w_s o_s‖² over the experts o_s it routes the token to, which
+/// expands to ⟨r,r⟩ − 2 Σ w_s ⟨r,o_s⟩ + Σ w_s w_s' ⟨o_s,o_s'⟩. So the expert outputs are computed once and
+/// reduced, per token, to the Gram matrix (in f64) of r and the outputs a candidate can use; a candidate
+/// then costs its masked routing and k² products per token instead of reading k·H floats, and the outputs
+/// themselves are never stored. Removing at most `remove` experts, a token's new top-k lies within its
+/// original top-(k + remove) by the router's choice order (softmax or sigmoid scores, without group limits),
+/// so those are the experts kept per token; group-limited routing keeps all. A choice outside them (a tie
+/// broken the other way after renormalisation) is computed directly for that token, so the error is exact to
+/// f64 rounding of the expansion. The Gram store goes to an unlinked scratch file beyond `storeLimit` bytes;
+/// results never depend on memory.
 public final class LayerFitness: @unchecked Sendable {
     public let layer: Int
     public let numExperts: Int
     let block: MoEBlock
-    let x: Tensor
-    let y: Tensor
+    let cache: CalibrationCache
     let logits: Tensor
-    /// Per token, the experts whose outputs are stored ([tokens × depth]) and the outputs ([tokens × depth, H]).
+    /// Per token: the experts kept ([tokens × depth], in choice order) and the Gram matrix of r and their
+    /// outputs ([tokens × (depth + 1)²] f64, index 0 is r).
     let depth: Int
     let slots: [Int32]
-    let outputs: Tensor
+    let gram: UnsafeMutablePointer<Double>
+    let gramOwner: AnyObject
     public let spilled: Bool
-    let shared: Tensor?
     public let tokens: Int
     let hidden: Int
     private var memo: [[Int]: Double] = [:]
     private let lock = NSLock()
+
+    /// Tokens whose expert outputs are computed together while the Gram matrices are made.
+    static let tokenBlock = 256
 
     /// Uses the first `maxTokens` cached tokens of the layer; candidates remove at most `remove` experts.
     public init(block: MoEBlock, cache: CalibrationCache, layer: Int, maxTokens: Int, remove: Int,
                 storeLimit: Int = MemoryBudget.default.bytes / 2) throws {
         self.layer = layer
         self.block = block
+        self.cache = cache
         let t = min(maxTokens, cache.manifest.tokens)
-        x = try cache.tensor(layer, "moe_in", rows: 0..<t)
-        y = try cache.tensor(layer, "moe_out", rows: 0..<t)
         tokens = t
-        hidden = x.cols
-        let e = block.numExperts, h = hidden
+        let h = cache.manifest.hiddenSize, e = block.numExperts
+        hidden = h
         numExperts = e
-        logits = block.router.linear.callAsFunction(x)
-        // Group-limited routing (or a bias added to softmax scores) can move a token's choice anywhere: store all.
         let r = block.routing
         let bounded = r.groups <= 1 && (block.router.correctionBias == nil || r.scoring == .sigmoid)
-        depth = bounded ? min(e, block.topK + max(remove, 0)) : e
-        var slots = [Int32](repeating: 0, count: t * depth)
-        if depth == e {
-            for i in 0..<t { for s in 0..<e { slots[i * e + s] = Int32(s) } }
-        } else {
-            var wide = block.router
-            wide.routing.topK = depth
-            slots = wide.decide(logits: logits).experts
+        let d = bounded ? min(e, block.topK + max(remove, 0)) : e
+        depth = d
+        let g = d + 1
+        // The Gram store holds f64s: the scratch helper's f32 tensor (two floats a double) is its raw storage.
+        let (store, spill) = try ScratchFile.tensor([max(2, t * g * g * 2)], inMemory: storeLimit)
+        gramOwner = store
+        gram = UnsafeMutableRawPointer(store.data).bindMemory(to: Double.self, capacity: max(1, t * g * g))
+        spilled = spill
+        let logitsAll = Tensor(zeros: [t, e])
+        var slotsAll = [Int32](repeating: 0, count: t * d)
+        let file = try cache.file(layer)
+        let moeIn = try file.weight("moe_in"), moeOut = try file.weight("moe_out")
+        guard moeIn.cols == h, moeIn.rows >= t, moeOut.rows >= t else {
+            throw PruningError.invalid("\(file.path): moe_in/moe_out do not hold \(t) tokens of width \(h)")
         }
-        self.slots = slots
-        (outputs, spilled) = try ScratchFile.tensor([t * depth, h], inMemory: storeLimit)
-        var lists = [[Int]](repeating: [], count: e)   // rows of `outputs` per expert, in token order
-        for (row, ex) in slots.enumerated() { lists[Int(ex)].append(row) }
-        let (xs, out, d) = (x, outputs, depth)
-        parallelFor(e) { ex in
-            let rows = lists[ex]
-            guard !rows.isEmpty else { return }
-            let xe = Tensor(zeros: [rows.count, h]), ye = Tensor(zeros: [rows.count, h])
-            for (i, row) in rows.enumerated() { (xe.data + i * h).update(from: xs.data + (row / d) * h, count: h) }
-            block.experts[ex].apply(xe.data, rows: rows.count, into: ye.data, parallel: false)
-            for (i, row) in rows.enumerated() { (out.data + row * h).update(from: ye.data + i * h, count: h) }
+        var wide = block.router
+        wide.routing.topK = d
+        var t0 = 0
+        while t0 < t {
+            let n = min(Self.tokenBlock, t - t0)
+            let x = moeIn.rowSlice(t0..<(t0 + n)).float(), y = moeOut.rowSlice(t0..<(t0 + n)).float()
+            if let s = block.sharedOutput(x) { for i in 0..<y.count { y.data[i] -= s.data[i] } }   // r = Y − shared
+            let lg = block.router.linear.callAsFunction(x)
+            (logitsAll.data + t0 * e).update(from: lg.data, count: n * e)
+            let slots: [Int32] = d == e ? (0..<(n * e)).map { Int32($0 % e) } : wide.decide(logits: lg).experts
+            for i in 0..<(n * d) { slotsAll[t0 * d + i] = slots[i] }
+            // Every kept (token, expert) output of the block, grouped by expert.
+            let outputs = Tensor(zeros: [n * d, h])
+            var lists = [[Int]](repeating: [], count: e)
+            for (row, ex) in slots.enumerated() { lists[Int(ex)].append(row) }
+            parallelFor(e) { ex in
+                let rows = lists[ex]
+                guard !rows.isEmpty else { return }
+                let xe = Tensor(zeros: [rows.count, h]), ye = Tensor(zeros: [rows.count, h])
+                for (i, row) in rows.enumerated() { (xe.data + i * h).update(from: x.data + (row / d) * h, count: h) }
+                block.experts[ex].apply(xe.data, rows: rows.count, into: ye.data, parallel: false)
+                for (i, row) in rows.enumerated() { (outputs.data + row * h).update(from: ye.data + i * h, count: h) }
+            }
+            // Per token, G = M Mᵀ in f64 for M = [r; o_1; …; o_d].
+            let gp = SendablePointer(gram + t0 * g * g)
+            parallelFor(n) { i in
+                var m = [Double](repeating: 0, count: g * h)
+                for j in 0..<h { m[j] = Double(y.data[i * h + j]) }
+                for a in 0..<d { for j in 0..<h { m[(a + 1) * h + j] = Double(outputs.data[(i * d + a) * h + j]) } }
+                m.withUnsafeBufferPointer { BLAS.syrk(n: g, k: h, a: $0.baseAddress!, transposed: true, into: gp.raw + i * g * g) }
+            }
+            t0 += n
         }
-        shared = block.sharedOutput(x)
+        logits = logitsAll
+        slots = slotsAll
     }
 
-    /// Bytes the expert-output store takes for `tokens` tokens of a layer with `experts` experts of width
-    /// `hidden` when candidates remove up to `remove` (the figure a plan can be budgeted with).
+    /// Bytes the Gram store takes for `tokens` tokens of a layer with `experts` experts when candidates remove
+    /// up to `remove` (the figure a plan can be budgeted with).
     public static func storeBytes(tokens: Int, hidden: Int, experts: Int, topK: Int, remove: Int) -> Int {
-        tokens * min(experts, topK + remove) * hidden * 4
+        let g = min(experts, topK + remove) + 1
+        return tokens * g * g * 8
     }
 
     /// Error with the experts in `pruned` removed (memoised; safe to call from several threads).
@@ -87,29 +119,33 @@ public final class LayerFitness: @unchecked Sendable {
         var allowed = [Bool](repeating: true, count: numExperts)
         for p in key { allowed[p] = false }
         let d = block.router.decide(logits: logits, allowed: allowed)
-        let h = hidden
+        let k = d.topK, g = depth + 1
         var total = 0.0
-        let buffer = Tensor(zeros: [h])
-        let row = buffer.data
-        var missing: Tensor? = nil
+        var at = [Int](repeating: 0, count: k)
         for t in 0..<tokens {
-            if let shared { row.update(from: shared.data + t * h, count: h) } else { row.update(repeating: 0, count: h) }
-            for s in 0..<d.topK {
-                let e = d.experts[t * d.topK + s], w = d.weights[t * d.topK + s]
-                var src: UnsafeMutablePointer<Float>
+            var found = true
+            for s in 0..<k {
+                let e = d.experts[t * k + s]
                 if depth == numExperts {
-                    src = outputs.data + (t * depth + Int(e)) * h
+                    at[s] = Int(e) + 1
                 } else if let slot = (0..<depth).first(where: { slots[t * depth + $0] == e }) {
-                    src = outputs.data + (t * depth + slot) * h
+                    at[s] = slot + 1
                 } else {
-                    let m = missing ?? Tensor(zeros: [1, h])
-                    missing = m
-                    block.experts[Int(e)].apply(x.data + t * h, rows: 1, into: m.data, parallel: false)
-                    src = m.data
+                    found = false
                 }
-                axpy(w, src, row, count: h)
             }
-            total += Double(Self.squaredDistance(y.data + t * h, row, count: h))
+            guard found else {
+                total += direct(token: t, experts: (0..<k).map { Int(d.experts[t * k + $0]) }, weights: (0..<k).map { d.weights[t * k + $0] })
+                continue
+            }
+            let gt = gram + t * g * g
+            var sq = gt[0]
+            for s in 0..<k {
+                let ws = Double(d.weights[t * k + s]), row = gt + at[s] * g
+                sq -= 2 * ws * row[0]
+                for s2 in 0..<k { sq += ws * Double(d.weights[t * k + s2]) * row[at[s2]] }
+            }
+            total += max(sq, 0)
         }
         let v = total.squareRoot()
         lock.lock()
@@ -118,20 +154,21 @@ public final class LayerFitness: @unchecked Sendable {
         return v
     }
 
-    /// Σ (a − b)² in f32 over 16 lanes (lane i sums elements i, i + 16, …), lanes added in a fixed order:
-    /// the same bits on every machine, and no serial chain of `count` dependent additions.
-    @inline(__always)
-    static func squaredDistance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-        var lanes = SIMD16<Float>()
-        var j = 0
-        while j + 16 <= count {
-            let d = UnsafeRawPointer(a + j).loadUnaligned(as: SIMD16<Float>.self) - UnsafeRawPointer(b + j).loadUnaligned(as: SIMD16<Float>.self)
-            lanes += d * d
-            j += 16
+    /// ‖r − Σ w o‖² of one token, from its cached input (a choice outside the kept experts).
+    func direct(token t: Int, experts: [Int], weights: [Float]) -> Double {
+        guard let x = try? cache.tensor(layer, "moe_in", rows: t..<(t + 1)), let y = try? cache.tensor(layer, "moe_out", rows: t..<(t + 1)) else {
+            return .nan
         }
-        var acc = lanes.sum()
-        while j < count { let d = a[j] - b[j]; acc += d * d; j += 1 }
-        return acc
+        if let s = block.sharedOutput(x) { for j in 0..<hidden { y.data[j] -= s.data[j] } }
+        let o = Tensor(zeros: [1, hidden])
+        var sum = [Double](repeating: 0, count: hidden)
+        for (e, w) in zip(experts, weights) {
+            block.experts[e].apply(x.data, rows: 1, into: o.data, parallel: false)
+            for j in 0..<hidden { sum[j] += Double(w) * Double(o.data[j]) }
+        }
+        var sq = 0.0
+        for j in 0..<hidden { let diff = Double(y.data[j]) - sum[j]; sq += diff * diff }
+        return sq
     }
 
     /// Errors of many candidate sets, spread over the cores.

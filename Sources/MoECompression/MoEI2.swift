@@ -117,6 +117,11 @@ public enum MoEI2 {
         let layerImportance = expertImportance.map { $0.reduce(0, +) }
         let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
         var candidates: [[(set: [Int], error: Double)]] = []
+        if !quiet {
+            let tokens = min(o.fitnessTokens, cache.manifest.tokens)
+            let largest = moe.indices.map { LayerFitness.storeBytes(tokens: tokens, hidden: d.hiddenSize, experts: experts[$0], topK: k, remove: counts[$0]) }.max() ?? 0
+            Console.note("moei2: removing \(counts.map(String.init).joined(separator: " ")) experts per MoE layer; fitness caches of up to \(formatBytes(largest)) a layer (\(tokens) tokens), \(largest <= memory.bytes / 2 ? "in memory" : "in scratch files (over half of --max-memory)")")
+        }
         let p2 = StageProgress("moei2 genetic search", total: moe.count, unit: "layers", quiet: quiet)
         for (i, l) in moe.enumerated() {
             let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens,

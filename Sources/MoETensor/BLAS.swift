@@ -31,11 +31,13 @@ public enum BLAS {
         }
     }
 
-    /// G = Aᵀ·A in f64 for row-major A [k, n] (a Gram matrix Σ rows xxᵀ), both triangles filled; G is n×n.
-    public static func syrk(n: Int, k: Int, a: UnsafePointer<Double>, into g: UnsafeMutablePointer<Double>) {
+    /// G = Aᵀ·A in f64 for row-major A [k, n] (a Gram matrix Σ rows xxᵀ), or with `transposed` G = A·Aᵀ for
+    /// A [n, k] (the Gram matrix of A's rows); both triangles filled, G is n×n.
+    public static func syrk(n: Int, k: Int, a: UnsafePointer<Double>, transposed: Bool = false, into g: UnsafeMutablePointer<Double>) {
         g.update(repeating: 0, count: n * n)
         guard n > 0, k > 0 else { return }
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1, a, Int32(n), 0, g, Int32(n))
+        cblas_dsyrk(CblasRowMajor, CblasUpper, transposed ? CblasNoTrans : CblasTrans, Int32(n), Int32(k), 1, a,
+                    Int32(transposed ? k : n), 0, g, Int32(n))
         for i in 0..<n { for j in 0..<i { g[i * n + j] = g[j * n + i] } }
     }
 }

@@ -40,14 +40,16 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
             let l = m.description.moeLayerIndices[0]
             var block = m.layers[l].feedForward.moe!
             let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000, remove: 2)
-            // Every expert's outputs stored, or the store spilled to a scratch file: the same errors to the bit.
+            // Every expert's outputs kept (f64 rounding of another Gram product), or the store spilled to a scratch
+            // file (the same bits).
             let dense = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000, remove: block.numExperts)
             let spilled = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: 10_000, remove: 2, storeLimit: 0)
             #expect(!fit.spilled && spilled.spilled)
             let x = try cache.tensor(l, "moe_in"), y = try cache.tensor(l, "moe_out")
             let e = block.numExperts, keep = e - 2
             for s in combinations(e, 2) + combinations(e, 1) + [[]] {
-                #expect(fit.error(pruned: s) == dense.error(pruned: s) && fit.error(pruned: s) == spilled.error(pruned: s), "\(name) \(s)")
+                #expect(abs(fit.error(pruned: s) - dense.error(pruned: s)) <= 1e-9 * max(1e3, fit.error(pruned: s)) && fit.error(pruned: s) == spilled.error(pruned: s),
+                        "\(name) \(s) \(fit.error(pruned: s)) \(dense.error(pruned: s))")
             }
             var runtimeErrors: [Double] = []
             for s in combinations(e, 2) {

@@ -8,8 +8,8 @@
 #   frequency reap moei2   prune 25% with that cache (frequency/reap outputs deleted after measuring)
 #   moeits     prune at τ = 1.25 (data-free)
 #   decompose  calibrate the moei2 output (f16 activations), SVD-LLM keeping 60% with importance ranks
-#   recipe     `moepress run`: prune (frequency 25%) → decompose (SVD-LLM 60%) → heal (LoRA on attention, 4 steps
-#              of 1 × 512 tokens) → evaluate (perplexity on 4 × 512 tokens)
+#   recipe     `moepress run`, calibrating on 8 × 512 tokens: prune (frequency 25%) → decompose (SVD-LLM 60%) →
+#              heal (LoRA on attention, 4 steps of 1 × 512 tokens) → evaluate (perplexity on ~3,000 tokens)
 #   ce         compressed-experts training (ce-only, 4 steps of 1 × 512 tokens)
 #   hf         a 2-layer cut of the same shapes pruned uniformly: stock HF transformers loads its shards with
 #              the logits of `moepress logits` (needs scripts/setup.sh --oracle)
@@ -60,7 +60,7 @@ model: $model
 seed: 0
 calibration:
   data: $PWD/../shared/data/calib
-  samples: 32
+  samples: 8
   seq_len: 512
 stages:
   - prune: {method: frequency, ratio: 0.25}
