@@ -44,6 +44,7 @@ public final class LayerFitness: @unchecked Sendable {
         self.layer = layer
         self.block = block
         self.cache = cache
+        guard maxTokens >= 1 else { throw PruningError.invalid("the fitness needs at least one calibration token (--fitness-tokens)") }
         let t = min(maxTokens, cache.manifest.tokens)
         tokens = t
         let h = cache.manifest.hiddenSize, e = block.numExperts

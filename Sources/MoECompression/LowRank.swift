@@ -205,6 +205,7 @@ public enum LowRank {
                     if targeted {
                         let r = ranks[e], dtype = experts.dtype(kind)
                         let job = FactorWork.Job(layer: l, expert: e, kind: kind, rank: r, dtype: dtype, matrices: experts)
+                        work.add(job)
                         out = [.init("\(base).lowrank_a", dtype: dtype, shape: [m, r]) { work.fill(job, b: false, offset: $0, into: $1) },
                                .init("\(base).lowrank_b", dtype: dtype, shape: [r, n]) { work.fill(job, b: true, offset: $0, into: $1) }]
                         before += m * n
@@ -339,13 +340,16 @@ struct ExpertMatrices {
     func matrix(_ e: Int, _ kind: String) throws -> Tensor { try stored(e, kind).float() }
 }
 
-/// The factors of a decomposition, computed on demand as the writer reaches them: one expert's Gram matrices
-/// (SVD-LLM) and one matrix's factors are kept until both factor entries are written, nothing more.
+/// The factors of a decomposition, computed on demand as the writer reaches them. A miss computes the
+/// missing expert and the next ones of its layer together, one per core (each with its own Gram matrices,
+/// SVD-LLM), and keeps their factors until both entries of each are written: memory holds a core's worth of
+/// experts' work, nothing more.
 final class FactorWork: @unchecked Sendable {
     struct Key: Hashable { let layer: Int, expert: Int, kind: String }
     struct Job: @unchecked Sendable {
         let layer: Int, expert: Int, kind: String, rank: Int, dtype: DType
         let matrices: ExpertMatrices
+        var key: Key { Key(layer: layer, expert: expert, kind: kind) }
     }
     let method: LowRank.Method
     let cache: CalibrationCache?
@@ -355,8 +359,9 @@ final class FactorWork: @unchecked Sendable {
     private(set) var failure: (any Error)?
     private(set) var errors: [Key: Double] = [:]
     private(set) var jittered = 0
-    private var factors: (key: Key, a: Data, b: Data)?
-    private var grams: (layer: Int, expert: Int, input: [Double], mid: [Double])?
+    /// Jobs per (layer, expert), and each layer's experts in order.
+    private var jobs: [Int: [Int: [Job]]] = [:]
+    private var ready: [Key: (a: Data, b: Data, aDone: Bool, bDone: Bool)] = [:]
     private var routed: (layer: Int, tokens: [[Int]])?
 
     init(method: LowRank.Method, cache: CalibrationCache?, model: CausalLM?) {
@@ -365,75 +370,101 @@ final class FactorWork: @unchecked Sendable {
         self.model = model
     }
 
+    func add(_ job: Job) { jobs[job.layer, default: [:]][job.expert, default: []].append(job) }
+
     /// Writes bytes `offset…` of factor A (or B) of `job` into `buffer`.
     func fill(_ job: Job, b: Bool, offset: Int, into buffer: UnsafeMutableRawBufferPointer) {
         lock.lock()
         defer { lock.unlock() }
-        let key = Key(layer: job.layer, expert: job.expert, kind: job.kind)
-        if factors?.key != key {
-            factors = nil
-            if failure == nil {
-                do { factors = try compute(job, key) } catch { failure = error }
-            }
+        let key = job.key
+        if ready[key] == nil && failure == nil {
+            do { try computeBatch(from: job) } catch { failure = error }
         }
-        guard let f = factors else { buffer.initializeMemory(as: UInt8.self, repeating: 0); return }
+        guard var f = ready[key] else { buffer.initializeMemory(as: UInt8.self, repeating: 0); return }
         let data = b ? f.b : f.a
         data.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[offset..<(offset + buffer.count)])) }
+        if offset + buffer.count == data.count { if b { f.bDone = true } else { f.aDone = true } }
+        ready[key] = f.aDone && f.bDone ? nil : f
     }
 
-    private func compute(_ job: Job, _ key: Key) throws -> (key: Key, a: Data, b: Data) {
-        let w = try job.matrices.matrix(job.expert, job.kind)
-        let (a, bm): (Tensor, Tensor)
-        if method == .svdllm {
-            let g = try gram(job.layer, job.expert, mid: job.kind == "down")
-            let f = try LowRank.svdLLMFactors(w, gram: g, rank: job.rank)
-            (a, bm) = (f.a, f.b)
-            if f.jittered { jittered += 1 }
-        } else {
-            (a, bm) = try LowRank.svdFactors(w, rank: job.rank)
+    /// The factors of `job`'s expert and of the next experts of its layer not yet done, one per core.
+    private func computeBatch(from job: Job) throws {
+        guard let layer = jobs[job.layer] else { return }
+        let batch = layer.keys.sorted().filter { $0 >= job.expert && !(layer[$0]!.allSatisfy { ready[$0.key] != nil || errors[$0.key] != nil }) }
+            .prefix(max(1, Compute.threads))
+        let lists = method == .svdllm ? try routing(job.layer) : []
+        var results = [Result<[(Key, Data, Data, Double, Bool)], any Error>?](repeating: nil, count: batch.count)
+        let experts = Array(batch)
+        results.withUnsafeMutableBufferPointer { buf in
+            let out = SendablePointer(buf.baseAddress!)
+            parallelFor(experts.count) { i in
+                out[i] = Result { try self.factors(of: layer[experts[i]]!, tokens: lists.isEmpty ? [] : lists[experts[i]]) }
+            }
         }
-        errors[key] = LowRank.relativeError(w, a, bm)
-        progress?()
-        func bytes(_ t: Tensor) -> Data {
-            var d = Data(count: t.count * job.dtype.byteSize)
-            d.withUnsafeMutableBytes { Convert.fromFloat(t.data, count: t.count, dtype: job.dtype, into: $0.baseAddress!) }
-            return d
+        for r in results {
+            for (key, a, b, err, jit) in try r!.get() {
+                ready[key] = (a, b, false, false)
+                errors[key] = err
+                if jit { jittered += 1 }
+                progress?()
+            }
         }
-        return (key, bytes(a), bytes(bm))
     }
 
-    /// Expert `expert`'s Gram matrix of its inputs (gate and up see them) or of its intermediate activation
-    /// (down sees it), over the cached calibration tokens routed to it, in f64.
-    private func gram(_ layer: Int, _ expert: Int, mid: Bool) throws -> [Double] {
+    /// One expert's factors for each of its jobs (its Gram matrices made once, SVD-LLM).
+    private func factors(of jobs: [Job], tokens: [Int]) throws -> [(Key, Data, Data, Double, Bool)] {
+        var grams: (input: [Double], mid: [Double])? = nil
+        return try jobs.map { job in
+            let w = try job.matrices.matrix(job.expert, job.kind)
+            let (a, bm): (Tensor, Tensor)
+            var jit = false
+            if method == .svdllm {
+                if grams == nil { grams = try gram(job.layer, job.expert, tokens: tokens) }
+                let f = try LowRank.svdLLMFactors(w, gram: job.kind == "down" ? grams!.mid : grams!.input, rank: job.rank)
+                (a, bm, jit) = (f.a, f.b, f.jittered)
+            } else {
+                (a, bm) = try LowRank.svdFactors(w, rank: job.rank)
+            }
+            func bytes(_ t: Tensor) -> Data {
+                var d = Data(count: t.count * job.dtype.byteSize)
+                d.withUnsafeMutableBytes { Convert.fromFloat(t.data, count: t.count, dtype: job.dtype, into: $0.baseAddress!) }
+                return d
+            }
+            return (job.key, bytes(a), bytes(bm), LowRank.relativeError(w, a, bm), jit)
+        }
+    }
+
+    /// Per expert of a MoE layer, the cached calibration tokens the router sent it (in token order).
+    private func routing(_ layer: Int) throws -> [[Int]] {
+        if let r = routed, r.layer == layer { return r.tokens }
+        guard let cache else { throw PruningError.invalid("svdllm needs a calibration cache of this model") }
+        let r = try cache.routing(layer)
+        var lists = [[Int]](repeating: [], count: cache.manifest.expertsPerLayer[cache.manifest.moeLayers.firstIndex(of: layer) ?? 0])
+        for (i, e) in r.experts.enumerated() where Int(e) < lists.count { lists[Int(e)].append(i / r.topK) }
+        routed = (layer, lists)
+        return lists
+    }
+
+    /// Expert `expert`'s Gram matrices, in f64, over the cached calibration tokens routed to it: of its inputs
+    /// (what gate and up see) and of its intermediate activation (what down sees).
+    private func gram(_ layer: Int, _ expert: Int, tokens: [Int]) throws -> (input: [Double], mid: [Double]) {
         guard let cache, let model else { throw PruningError.invalid("svdllm needs a calibration cache of this model") }
-        if let g = grams, g.layer == layer, g.expert == expert { return mid ? g.mid : g.input }
-        grams = nil
-        if routed?.layer != layer {
-            let r = try cache.routing(layer)
-            var lists = [[Int]](repeating: [], count: cache.manifest.expertsPerLayer[cache.manifest.moeLayers.firstIndex(of: layer) ?? 0])
-            for (i, e) in r.experts.enumerated() where Int(e) < lists.count { lists[Int(e)].append(i / r.topK) }
-            routed = (layer, lists)
-        }
-        let tokens = routed!.tokens[expert]
         guard let block = model.layers[layer].feedForward.moe, expert < block.numExperts else {
             throw PruningError.invalid("\(cache.directory.path) does not match the model's MoE layer \(layer)")
         }
         let mlp = block.experts[expert]
         let h = mlp.hiddenSize, inter = mlp.intermediateSize
-        // The expert's input rows, read from the cache a run of consecutive tokens at a time.
         let xe = Tensor(zeros: [tokens.count, h])
-        let file = try cache.file(layer)
-        let moeIn = try file.weight("moe_in")
+        let moeIn = try cache.file(layer).weight("moe_in")
         for (r, t) in tokens.enumerated() { moeIn.widenRow(t, into: xe.data + r * h) }
         var gin = [Double](repeating: 0, count: h * h), gmid = [Double](repeating: 0, count: inter * inter)
         if !tokens.isEmpty {
-            let g = mlp.gate(xe), u = mlp.up(xe)
+            let g = mlp.gate(xe, parallel: false), u = mlp.up(xe, parallel: false)
             let act = Tensor(zeros: [tokens.count, inter])
             gatedActivation(mlp.activation, gate: g.data, up: u.data, into: act.data, count: act.count)
             gin.withUnsafeMutableBufferPointer { Calibration.gram(xe, into: $0.baseAddress!) }
             gmid.withUnsafeMutableBufferPointer { Calibration.gram(act, into: $0.baseAddress!) }
         }
-        grams = (layer, expert, gin, gmid)
-        return mid ? gmid : gin
+        return (gin, gmid)
     }
 }

@@ -25,6 +25,21 @@ public enum MoEI2 {
         public var seed: UInt64 = 0
         public var epsilon = 1e-8
         public init() {}
+
+        /// Refuses settings the search cannot run with (before any work).
+        public func validate() throws {
+            func check(_ ok: Bool, _ what: String) throws { if !ok { throw PruningError.invalid("moei2: \(what)") } }
+            try check(population >= 2, "--population must be at least 2 (two parents), got \(population)")
+            try check(generations >= 0, "--generations must be 0 or more, got \(generations)")
+            try check(eliteFraction > 0 && eliteFraction <= 1, "the elite fraction must be in (0, 1], got \(eliteFraction)")
+            try check(mutationProbability >= 0 && mutationProbability <= 1, "the mutation probability must be in [0, 1], got \(mutationProbability)")
+            try check(mutationMax >= 1, "at least one mutation per child, got \(mutationMax)")
+            try check(candidates >= 1, "--candidates (K) must be at least 1, got \(candidates)")
+            try check(blockSize >= 1, "--block-size (T) must be at least 1, got \(blockSize)")
+            try check(fitnessTokens >= 1, "--fitness-tokens must be at least 1, got \(fitnessTokens)")
+            try check(fieldSequences >= 1, "--field-sequences must be at least 1, got \(fieldSequences)")
+            try check(epsilon.isFinite && epsilon >= 0, "epsilon must be finite and non-negative")
+        }
     }
 
     /// Per-layer prune counts: total = round(P·Σe) removals spread by inverse layer importance, floored,
@@ -106,6 +121,7 @@ public enum MoEI2 {
                             modelName: String, memory: MemoryBudget = .default, quiet: Bool = false) throws -> PruningPlan {
         let d = model.description
         guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
+        try o.validate()
         let moe = d.moeLayerIndices
         let experts = moe.map { d.layers[$0].experts! }
         let total = try budget.totalRemoved(experts: experts, topK: k)

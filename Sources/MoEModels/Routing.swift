@@ -80,6 +80,8 @@ public struct Router: Sendable {
         var weights = [Float](repeating: 0, count: t * k)
         var scores = [Float](repeating: 0, count: e)
         var choice = [Float](repeating: 0, count: e)
+        let slots = max(k, routing.topKGroups, 2)
+        var topIndex = [Int32](repeating: 0, count: slots), topValue = [Float](repeating: 0, count: slots)
         for i in 0..<t {
             let row = logits.data + i * e
             switch routing.scoring {
@@ -97,22 +99,26 @@ public struct Router: Sendable {
                 let per = e / routing.groups
                 var groupScores = [Float](repeating: 0, count: routing.groups)
                 for g in 0..<routing.groups {
-                    choice.withUnsafeBufferPointer { c in
-                        let top = topK(c.baseAddress! + g * per, count: per, k: routing.groupScore == .top2Sum ? min(2, per) : 1)
-                        groupScores[g] = top.reduce(0) { $0 + $1.value }
+                    let n = choice.withUnsafeBufferPointer { c in
+                        topK(c.baseAddress! + g * per, count: per, k: routing.groupScore == .top2Sum ? min(2, per) : 1,
+                             indices: &topIndex, values: &topValue)
                     }
+                    groupScores[g] = topValue[0..<n].reduce(0, +)
                 }
-                let keep = groupScores.withUnsafeBufferPointer { topK($0.baseAddress!, count: routing.groups, k: routing.topKGroups) }
+                let n = groupScores.withUnsafeBufferPointer {
+                    topK($0.baseAddress!, count: routing.groups, k: routing.topKGroups, indices: &topIndex, values: &topValue)
+                }
                 var kept = [Bool](repeating: false, count: routing.groups)
-                for g in keep { kept[g.index] = true }
+                for g in 0..<n { kept[Int(topIndex[g])] = true }
                 for j in 0..<e where !kept[j / per] { choice[j] = -.infinity }
             }
-            let top = choice.withUnsafeBufferPointer { topK($0.baseAddress!, count: e, k: k) }
+            let n = choice.withUnsafeBufferPointer { topK($0.baseAddress!, count: e, k: k, indices: &topIndex, values: &topValue) }
             var sum: Float = 0
-            for (slot, c) in top.enumerated() {
-                experts[i * k + slot] = Int32(c.index)
-                weights[i * k + slot] = scores[c.index]
-                sum += scores[c.index]
+            for slot in 0..<n {
+                let c = Int(topIndex[slot])
+                experts[i * k + slot] = Int32(c)
+                weights[i * k + slot] = scores[c]
+                sum += scores[c]
             }
             if routing.normalizeTopK {
                 let denom = sum + routing.normalizationEpsilon

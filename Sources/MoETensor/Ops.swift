@@ -127,17 +127,31 @@ public enum Activation: String, Sendable, Codable {
 /// (torch.topk's CPU order for distinct values; exact ties are measure-zero in practice).
 public func topK(_ x: UnsafePointer<Float>, count: Int, k: Int) -> [(index: Int, value: Float)] {
     precondition(k <= count, "topK: k=\(k) > \(count)")
-    var best: [(index: Int, value: Float)] = []
-    best.reserveCapacity(k + 1)
+    var indices = [Int32](repeating: 0, count: max(k, 1)), values = [Float](repeating: 0, count: max(k, 1))
+    let n = indices.withUnsafeMutableBufferPointer { i in values.withUnsafeMutableBufferPointer { v in topK(x, count: count, k: k, indices: i.baseAddress!, values: v.baseAddress!) } }
+    return (0..<n).map { (Int(indices[$0]), values[$0]) }
+}
+
+/// `topK` into caller-owned buffers of k slots (no allocation: routers call it once per token); returns
+/// how many were filled (k, or fewer when count < k).
+@inlinable
+public func topK(_ x: UnsafePointer<Float>, count: Int, k: Int, indices: UnsafeMutablePointer<Int32>, values: UnsafeMutablePointer<Float>) -> Int {
+    guard k > 0 else { return 0 }
+    var n = 0
     for i in 0..<count {
         let v = x[i]
-        if best.count == k, let last = best.last, !(v > last.value) { continue }
-        var pos = best.count
-        while pos > 0 && v > best[pos - 1].value { pos -= 1 }
-        best.insert((i, v), at: pos)
-        if best.count > k { best.removeLast() }
+        if n == k && !(v > values[k - 1]) { continue }
+        var pos = n == k ? k - 1 : n
+        while pos > 0 && v > values[pos - 1] {
+            values[pos] = values[pos - 1]
+            indices[pos] = indices[pos - 1]
+            pos -= 1
+        }
+        values[pos] = v
+        indices[pos] = Int32(i)
+        if n < k { n += 1 }
     }
-    return best
+    return n
 }
 
 public enum TensorError: Error, CustomStringConvertible, Equatable {

@@ -160,6 +160,10 @@ struct SearchOptions: ParsableArguments {
     @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates.") var fitnessTokens = 8192
     @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
 
+    func validate() throws {
+        do { try moei2(seed: 0).validate() } catch { throw ValidationError("\(error)") }
+    }
+
     func moei2(seed: UInt64) -> MoEI2.Options {
         var o = MoEI2.Options()
         o.population = population; o.generations = generations; o.candidates = candidates; o.blockSize = blockSize

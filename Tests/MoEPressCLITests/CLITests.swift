@@ -142,6 +142,17 @@ final class TempDir {
         #expect((obj["written_mib"] as! Double) >= 0)
     }
 
+    /// MoE-I² settings the search cannot run with are refused before anything is read or written.
+    @Test func searchSettingsAreRefusedBeforeAnyWork() throws {
+        let t = TempDir()
+        for bad in [["--population", "0"], ["--block-size", "0"], ["--candidates", "0"], ["--fitness-tokens", "0"], ["--field-sequences", "-1"]] {
+            let r = try CLI.run(["prune", "--model", CLI.fixture("qwen2_moe"), "--method", "moei2", "--calib-dir", t.path("none"), "--ratio", "0.25",
+                                 "--output", t.path("o")] + bad)
+            #expect(r.status != 0 && r.stderr.contains(bad[0]), "\(bad) \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: t.path("o")))
+        }
+    }
+
     @Test func unknownInstructionSetIsRefused() throws {
         let p = Process()
         p.executableURL = CLI.binary

@@ -5,21 +5,23 @@
 #   tools/bench/outofcore.sh CONFIG.json [STEP ...]
 # Steps (default: all, in this order):
 #   calibrate  32 × 512 tokens of ../shared/data/calib
-#   frequency reap moei2   prune 25% with that cache (frequency/reap outputs deleted after measuring)
-#   moeits     prune at τ = 1.25 (data-free)
+#   frequency reap moei2   prune 25% with that cache (frequency/reap outputs deleted after measuring; moei2 with
+#              population 100, 50 generations, 8192 fitness tokens, K = T = 3, FIELD field sequences)
+#   moeits     data-free NMI pruning, 25% (τ = 1.25 is refused on random weights: it would keep fewer than top-k)
 #   decompose  calibrate the moei2 output (f16 activations), SVD-LLM keeping 60% with importance ranks
 #   recipe     `moepress run`, calibrating on 8 × 512 tokens: prune (frequency 25%) → decompose (SVD-LLM 60%) →
 #              heal (LoRA on attention, 4 steps of 1 × 512 tokens) → evaluate (perplexity on ~3,000 tokens)
 #   ce         compressed-experts training (ce-only, 4 steps of 1 × 512 tokens)
 #   hf         a 2-layer cut of the same shapes pruned uniformly: stock HF transformers loads its shards with
 #              the logits of `moepress logits` (needs scripts/setup.sh --oracle)
-# Env: SCRATCH (/work/scratch), THREADS (2), MAX_MEMORY (unset: the default 3/4 of MemAvailable).
+# Env: SCRATCH (/work/scratch), THREADS (2), MAX_MEMORY (unset: the default 3/4 of MemAvailable), FIELD (4: MoE-I²'s
+# reception-field sequences of 512 tokens; the default 16 costs 4× the field's time, 27 combinations per block).
 # Needs free disk for the model, its pruned copy and one cache (Qwen1.5-MoE shape: ~70 GB at the peak).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 config=$1; shift
 steps=${*:-calibrate frequency reap moei2 moeits decompose recipe ce hf}
-SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}
+SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}; FIELD=${FIELD:-4}
 name=$(basename "$config" .json)
 model=$SCRATCH/models/$name; W=$SCRATCH/outofcore/$name; OUT=${OUT:-$SCRATCH/bench/outofcore-$name}
 mkdir -p "$W" "$OUT" "$SCRATCH/models"
@@ -37,23 +39,25 @@ if has calibrate; then
 fi
 for m in frequency reap moei2; do
   has $m || continue
-  run $m prune --model "$model" --method $m --calib "$calib" --ratio 0.25 --output "$W/p-$m" --overwrite "${mem[@]}"
+  extra=(); [ $m = moei2 ] && extra=(--field-sequences "$FIELD")
+  run $m prune --model "$model" --method $m --calib "$calib" --ratio 0.25 --output "$W/p-$m" --overwrite "${mem[@]}" "${extra[@]}"
   [ $m = moei2 ] || rm -rf "$W/p-$m"
 done
 if has moeits; then
-  run moeits prune --model "$model" --method moeits --tau 1.25 --output "$W/p-moeits" --overwrite "${mem[@]}" || true
+  # τ = 1.25 on random weights leaves fewer than top-k experts (refused); the same NMI work with a fixed count:
+  run moeits prune --model "$model" --method moeits --ratio 0.25 --output "$W/p-moeits" --overwrite "${mem[@]}"
   rm -rf "$W/p-moeits"
 fi
 if has decompose; then
   rm -rf "$calib"
-  run calibrate-pruned calibrate --model "$W/p-moei2" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --cache-dtype f16 \
+  [ -d "$W/calib-pruned" ] || run calibrate-pruned calibrate --model "$W/p-moei2" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --cache-dtype f16 \
     --output "$W/calib-pruned" --overwrite "${mem[@]}"
   run decompose decompose --model "$W/p-moei2" --method svdllm --ratio 0.6 --rank-alloc importance --calib "$W/calib-pruned" \
     --output "$W/decomposed" --overwrite "${mem[@]}"
-  rm -rf "$W/decomposed" "$W/calib-pruned"
+  rm -rf "$W/decomposed"
 fi
 if has recipe; then
-  rm -rf "$W/p-moei2" "$calib"
+  rm -rf "$W/p-moei2" "$calib" "$W/calib-pruned"
   head -c 12000 ../shared/data/dev/austen.txt > "$W/ppl.txt"
   cat > "$W/recipe.yaml" <<EOF
 model: $model
