@@ -100,32 +100,50 @@ public enum LowRank {
     /// Fallback: when Cholesky fails (G singular, e.g. an expert that saw fewer tokens than dimensions, or
     /// none), G gets (−λ_min + 1e-6)·I added; with no tokens at all that is 1e-6·I and the result is plain SVD's.
     public static func svdLLMFactors(_ w: Tensor, gram: [Double], rank r: Int) throws -> (a: Tensor, b: Tensor, jittered: Bool) {
-        let m = w.shape[0], n = w.shape[1]
+        let white = try whitening(gram: gram, n: w.shape[1])
+        let (a, b) = try svdLLMFactors(w, whitening: white, rank: r)
+        return (a, b, white.jittered)
+    }
+
+    /// The Cholesky factor S of a Gram matrix (lower, f64), jittered when G is singular; one per expert input,
+    /// shared by the matrices that read it (gate and up).
+    public struct Whitening: Sendable {
+        public let lower: [Double]
+        public let n: Int
+        public let jittered: Bool
+    }
+
+    public static func whitening(gram: [Double], n: Int) throws -> Whitening {
         precondition(gram.count == n * n, "Gram \(gram.count) for \(n) inputs")
         var s = gram
-        var jittered = false
         do {
             try LinearAlgebra.cholesky64(&s, n: n)
+            return Whitening(lower: s, n: n, jittered: false)
         } catch {
             let lmin = try LinearAlgebra.symmetricEigenvalues64(gram, n: n).first ?? 0
             s = gram
             for i in 0..<n { s[i * n + i] += -min(lmin, 0) + 1e-6 }
             try LinearAlgebra.cholesky64(&s, n: n)
-            jittered = true
+            return Whitening(lower: s, n: n, jittered: true)
         }
+    }
+
+    /// SVD-LLM's factors of W [m, n] for a whitening S of its inputs: the truncated SVD of W·S gives A = U_r√Σ_r,
+    /// and B = √Σ_r V_rᵀ S⁻¹ is solved from B·S = √Σ_r V_rᵀ (no inverse formed).
+    public static func svdLLMFactors(_ w: Tensor, whitening white: Whitening, rank r: Int) throws -> (a: Tensor, b: Tensor) {
+        let m = w.shape[0], n = w.shape[1]
+        precondition(white.n == n, "whitening of \(white.n) inputs for a matrix of \(n)")
         // W·S in f64 (S lower triangular), then SVD in f32.
         let ws = Tensor(zeros: [m, n])
         var wide = (0..<(m * n)).map { Double(w.data[$0]) }
-        BLAS.lowerRightMultiply(m: m, n: n, a: &wide, lower: s)
+        BLAS.lowerRightMultiply(m: m, n: n, a: &wide, lower: white.lower)
         for i in 0..<(m * n) { ws.data[i] = Float(wide[i]) }
         let (a, bw) = try svdFactors(ws, rank: r)      // A = U√Σ, bw = √Σ Vᵀ
-        var sinv = s
-        try LinearAlgebra.invertLower64(&sinv, n: n)
         var bwide = (0..<(r * n)).map { Double(bw.data[$0]) }
-        BLAS.lowerRightMultiply(m: r, n: n, a: &bwide, lower: sinv)   // S⁻¹ lower too
+        BLAS.lowerRightSolve(m: r, n: n, a: &bwide, lower: white.lower)
         let b = Tensor(zeros: [r, n])
         for i in 0..<(r * n) { b.data[i] = Float(bwide[i]) }
-        return (a, b, jittered)
+        return (a, b)
     }
 
     public struct Report: Codable, Sendable {
@@ -414,14 +432,18 @@ final class FactorWork: @unchecked Sendable {
     /// One expert's factors for each of its jobs (its Gram matrices made once, SVD-LLM).
     private func factors(of jobs: [Job], tokens: [Int]) throws -> [(Key, Data, Data, Double, Bool)] {
         var grams: (input: [Double], mid: [Double])? = nil
+        var whitenings: [Bool: LowRank.Whitening] = [:]   // keyed by "is the intermediate activation"
         return try jobs.map { job in
             let w = try job.matrices.matrix(job.expert, job.kind)
             let (a, bm): (Tensor, Tensor)
             var jit = false
             if method == .svdllm {
                 if grams == nil { grams = try gram(job.layer, job.expert, tokens: tokens) }
-                let f = try LowRank.svdLLMFactors(w, gram: job.kind == "down" ? grams!.mid : grams!.input, rank: job.rank)
-                (a, bm, jit) = (f.a, f.b, f.jittered)
+                let mid = job.kind == "down"
+                let white = try whitenings[mid] ?? LowRank.whitening(gram: mid ? grams!.mid : grams!.input, n: w.shape[1])
+                whitenings[mid] = white
+                (a, bm) = try LowRank.svdLLMFactors(w, whitening: white, rank: job.rank)
+                jit = white.jittered
             } else {
                 (a, bm) = try LowRank.svdFactors(w, rank: job.rank)
             }

@@ -31,6 +31,17 @@ public enum BLAS {
         }
     }
 
+    /// A ← A·L⁻¹ in f64 for row-major A [m, n] and lower-triangular L [n, n] (dtrsm: no inverse is formed).
+    public static func lowerRightSolve(m: Int, n: Int, a: inout [Double], lower: [Double]) {
+        guard m > 0, n > 0 else { return }
+        lower.withUnsafeBufferPointer { l in
+            a.withUnsafeMutableBufferPointer { x in
+                cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1,
+                            l.baseAddress!, Int32(n), x.baseAddress!, Int32(n))
+            }
+        }
+    }
+
     /// G = Aᵀ·A in f64 for row-major A [k, n] (a Gram matrix Σ rows xxᵀ), or with `transposed` G = A·Aᵀ for
     /// A [n, k] (the Gram matrix of A's rows); both triangles filled, G is n×n.
     public static func syrk(n: Int, k: Int, a: UnsafePointer<Double>, transposed: Bool = false, into g: UnsafeMutablePointer<Double>) {
