@@ -61,15 +61,19 @@ public final class ResourceMonitor: Sendable {
             return s.running
         }
         if already { return }
-        let t = Thread { [self] in
+        // A plain pthread: it must run however busy the compute threads keep the cores.
+        Self.interval = intervalMicroseconds
+        var thread = pthread_t()
+        let ok = pthread_create(&thread, nil, { _ in
             while true {
-                sample()
-                usleep(intervalMicroseconds)
+                ResourceMonitor.shared.sample()
+                usleep(ResourceMonitor.interval)
             }
-        }
-        t.stackSize = 1 << 16
-        t.start()
+        }, nil)
+        if ok == 0 { pthread_detach(thread) }
     }
+
+    nonisolated(unsafe) static var interval: UInt32 = 5000
 
     /// Records the current RssAnon and RSS into the peaks.
     public func sample() {
