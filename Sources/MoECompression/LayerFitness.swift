@@ -55,11 +55,10 @@ public final class LayerFitness: @unchecked Sendable {
         let d = bounded ? min(e, block.topK + max(remove, 0)) : e
         depth = d
         let g = d + 1
-        // The Gram store holds f64s: the scratch helper's f32 tensor (two floats a double) is its raw storage.
-        let (store, spill) = try ScratchFile.tensor([max(2, t * g * g * 2)], inMemory: storeLimit)
-        gramOwner = store
-        gram = UnsafeMutableRawPointer(store.data).bindMemory(to: Double.self, capacity: max(1, t * g * g))
-        spilled = spill
+        let store = try ScratchFile.storage(bytes: max(1, t * g * g) * 8, inMemory: storeLimit)
+        gramOwner = store.owner
+        gram = store.pointer.bindMemory(to: Double.self, capacity: max(1, t * g * g))
+        spilled = store.spilled
         let logitsAll = Tensor(zeros: [t, e])
         var slotsAll = [Int32](repeating: 0, count: t * d)
         let file = try cache.file(layer)

@@ -136,11 +136,11 @@ public enum LowRank {
         // W·S in f64 (S lower triangular), then SVD in f32.
         let ws = Tensor(zeros: [m, n])
         var wide = (0..<(m * n)).map { Double(w.data[$0]) }
-        BLAS.lowerRightMultiply(m: m, n: n, a: &wide, lower: white.lower)
+        BLAS.lowerRight(m: m, n: n, a: &wide, lower: white.lower)
         for i in 0..<(m * n) { ws.data[i] = Float(wide[i]) }
         let (a, bw) = try svdFactors(ws, rank: r)      // A = U√Σ, bw = √Σ Vᵀ
         var bwide = (0..<(r * n)).map { Double(bw.data[$0]) }
-        BLAS.lowerRightSolve(m: r, n: n, a: &bwide, lower: white.lower)
+        BLAS.lowerRight(m: r, n: n, a: &bwide, lower: white.lower, solve: true)
         let b = Tensor(zeros: [r, n])
         for i in 0..<(r * n) { b.data[i] = Float(bwide[i]) }
         return (a, b)

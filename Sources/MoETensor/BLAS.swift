@@ -20,24 +20,15 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// A ← A·L in f64 for row-major A [m, n] and lower-triangular L [n, n] (dtrmm).
-    public static func lowerRightMultiply(m: Int, n: Int, a: inout [Double], lower: [Double]) {
+    /// A ← A·L, or with `solve` A ← A·L⁻¹ (no inverse formed), in f64 for row-major A [m, n] and
+    /// lower-triangular L [n, n] (dtrmm / dtrsm).
+    public static func lowerRight(m: Int, n: Int, a: inout [Double], lower: [Double], solve: Bool = false) {
         guard m > 0, n > 0 else { return }
         lower.withUnsafeBufferPointer { l in
             a.withUnsafeMutableBufferPointer { x in
-                cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1,
-                            l.baseAddress!, Int32(n), x.baseAddress!, Int32(n))
-            }
-        }
-    }
-
-    /// A ← A·L⁻¹ in f64 for row-major A [m, n] and lower-triangular L [n, n] (dtrsm: no inverse is formed).
-    public static func lowerRightSolve(m: Int, n: Int, a: inout [Double], lower: [Double]) {
-        guard m > 0, n > 0 else { return }
-        lower.withUnsafeBufferPointer { l in
-            a.withUnsafeMutableBufferPointer { x in
-                cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1,
-                            l.baseAddress!, Int32(n), x.baseAddress!, Int32(n))
+                let f = solve ? cblas_dtrsm : cblas_dtrmm
+                f(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, Int32(m), Int32(n), 1,
+                  l.baseAddress!, Int32(n), x.baseAddress!, Int32(n))
             }
         }
     }

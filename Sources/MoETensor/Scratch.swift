@@ -3,8 +3,8 @@ import Foundation
 import Glibc
 #endif
 
-/// Working memory backed by a file instead of anonymous memory: an f32 tensor too large for the memory
-/// budget (a fitness cache of every expert's outputs) lives in a shared mapping of a temporary file that is
+/// Working memory backed by a file instead of anonymous memory: a store too large for the memory budget
+/// (a layer's fitness cache) lives in a shared mapping of a temporary file that is
 /// unlinked as soon as it is created, so the kernel pages it to disk under pressure, it never counts as
 /// anonymous memory, and nothing is left behind whatever way the process ends.
 public final class ScratchFile: @unchecked Sendable {
@@ -28,18 +28,15 @@ public final class ScratchFile: @unchecked Sendable {
 
     deinit { munmap(base, bytes) }
 
-    /// An f32 tensor over the file's bytes from `byteOffset` (zero-filled, as a new file is).
-    public func tensor(_ shape: [Int], byteOffset: Int = 0) -> Tensor {
-        let n = shape.reduce(1, *)
-        precondition(byteOffset % 64 == 0 && byteOffset + n * 4 <= bytes, "scratch tensor out of range")
-        return Tensor(viewing: (base + byteOffset).bindMemory(to: Float.self, capacity: max(n, 1)), shape: shape, owner: self)
-    }
-
-    /// A zero-filled tensor in anonymous memory when it takes at most `inMemory` bytes, else in a scratch file.
-    public static func tensor(_ shape: [Int], inMemory: Int, directory: String? = nil) throws -> (Tensor, spilled: Bool) {
-        let n = shape.reduce(1, *) * 4
-        if n <= inMemory { return (Tensor(zeros: shape), false) }
-        return (try ScratchFile(bytes: n, directory: directory).tensor(shape), true)
+    /// `bytes` of zero-filled storage: anonymous memory when that is at most `inMemory`, else a scratch file.
+    /// The pointer lives as long as `owner`.
+    public static func storage(bytes: Int, inMemory: Int, directory: String? = nil) throws -> (pointer: UnsafeMutableRawPointer, owner: AnyObject, spilled: Bool) {
+        if bytes <= inMemory {
+            let t = Tensor(zeros: [(max(bytes, 4) + 3) / 4])
+            return (UnsafeMutableRawPointer(t.data), t, false)
+        }
+        let f = try ScratchFile(bytes: bytes, directory: directory)
+        return (f.base, f, true)
     }
 }
 
