@@ -74,9 +74,14 @@ public enum SafeTensorsWriter {
     /// Bytes converted or generated per block.
     static let blockBytes = 8 << 20
 
-    /// Writes one file with `entries` in `order` (the data follow the header in the same order).
+    /// Writes one file with `entries` in natural name order (the data follow the header in the same order).
+    ///
+    /// With a recording `journal`, the file is resumable: it is built as `.<name>.tmp`, and at each decoder-layer
+    /// boundary the data so far are flushed, `onDurable` records the caller's state, then the length is
+    /// journaled. Run again with the same entries after a kill, the writer keeps those bytes and goes on from
+    /// the next layer's first tensor (earlier entries are never asked for their bytes).
     public static func write(_ entries: [Entry], metadata: [String: String] = ["format": "pt"], to url: URL,
-                             progress: ((Int) -> Void)? = nil) throws {
+                             progress: ((Int) -> Void)? = nil, journal: Journal = .none, onDurable: (() throws -> Void)? = nil) throws {
         let sorted = entries.sorted { naturalOrder($0.name, $1.name) }
         for e in sorted {
             switch e.source {
@@ -88,20 +93,47 @@ public enum SafeTensorsWriter {
             }
         }
         let (json, _) = try header(sorted.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata, file: url.path)
-
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let resumable = journal.directory != nil
+        let record = "written-\(url.lastPathComponent)"
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(resumable ? ".\(url.lastPathComponent).tmp" : ".\(url.lastPathComponent).tmp-\(getpid())")
+        // Data bytes an interrupted run left durable in `tmp` under this same header.
+        var durable = 0
+        if resumable, let n: Int = journal.load(record), n > 0, hasHeader(json, at: tmp, minimumSize: 8 + json.count + n) { durable = n }
+        let fd = open(tmp.path, durable > 0 ? O_WRONLY : (O_WRONLY | O_CREAT | O_TRUNC), 0o644)
         guard fd >= 0 else { throw CheckpointError(file: tmp.path, "cannot create (\(String(cString: strerror(errno))))") }
         var closed = false
         do {
             let out = FileOutput(fd: fd, path: url.path)
-            var len = UInt64(json.count).littleEndian
-            try withUnsafeBytes(of: &len) { try out.write($0) }
-            try json.withUnsafeBytes { try out.write($0) }
+            if durable > 0 {
+                guard ftruncate(fd, off_t(8 + json.count + durable)) == 0, lseek(fd, 0, SEEK_END) >= 0 else {
+                    throw CheckpointError(file: tmp.path, "cannot resume (\(String(cString: strerror(errno))))")
+                }
+            } else {
+                var len = UInt64(json.count).littleEndian
+                try withUnsafeBytes(of: &len) { try out.write($0) }
+                try json.withUnsafeBytes { try out.write($0) }
+            }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 64)
             defer { buffer.deallocate() }
+            var offset = 0
+            var previousLayer: Int? = nil
             for e in sorted {
+                let layer = layerNumber(e.name)
+                if offset + e.byteCount <= durable {
+                    offset += e.byteCount
+                    previousLayer = layer
+                    progress?(e.byteCount)
+                    continue
+                }
+                if resumable && offset > durable && layer != previousLayer {
+                    guard fdatasync(fd) == 0 else { throw CheckpointError(file: url.path, "cannot flush (\(String(cString: strerror(errno))))") }
+                    try onDurable?()
+                    try journal.save(record, offset)
+                    durable = offset
+                }
                 try writeData(e, to: out, buffer: buffer)
+                offset += e.byteCount
+                previousLayer = layer
                 progress?(e.byteCount)
             }
             guard fsync(fd) == 0 else { throw CheckpointError(file: url.path, "cannot flush (\(String(cString: strerror(errno))))") }
@@ -112,9 +144,36 @@ public enum SafeTensorsWriter {
             }
         } catch {
             if !closed { close(fd) }
-            try? FileManager.default.removeItem(at: tmp)
+            // A resumable file keeps its durable part for the next run.
+            if !resumable { try? FileManager.default.removeItem(at: tmp) }
             throw error
         }
+    }
+
+    /// Whether the file at `url` exists, is at least `minimumSize` bytes and starts with the header `json`.
+    static func hasHeader(_ json: Data, at url: URL, minimumSize: Int) -> Bool {
+        guard let h = FileHandle(forReadingAtPath: url.path) else { return false }
+        defer { try? h.close() }
+        guard let size = try? h.seekToEnd(), Int(size) >= minimumSize else { return false }
+        try? h.seek(toOffset: 0)
+        guard let head = try? h.read(upToCount: 8 + json.count), head.count == 8 + json.count else { return false }
+        return head.prefix(8) == withUnsafeBytes(of: UInt64(json.count).littleEndian) { Data($0) } && head.dropFirst(8) == json
+    }
+
+    /// Whether `url` is a finished file of exactly these entries (a shard an interrupted run completed).
+    static func isFinished(_ url: URL, _ entries: [Entry], metadata: [String: String]) -> Bool {
+        let sorted = entries.sorted { naturalOrder($0.name, $1.name) }
+        guard let (json, _) = try? header(sorted.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata, file: url.path) else { return false }
+        let size = 8 + json.count + sorted.reduce(0) { $0 + $1.byteCount }
+        guard let attrs = try? FileManager.default.attributesOfItem(atPath: url.path), (attrs[.size] as? Int) == size else { return false }
+        return hasHeader(json, at: url, minimumSize: size)
+    }
+
+    /// The decoder layer a tensor name belongs to (`….layers.N.…`), if any.
+    static func layerNumber(_ name: String) -> Int? {
+        guard let r = name.range(of: "layers.") else { return nil }
+        let digits = name[r.upperBound...].prefix { $0.isNumber }
+        return Int(digits)
     }
 
     /// The header of a file holding `tensors` in this order (padded with spaces to 8 bytes, as the reference
@@ -239,12 +298,16 @@ public enum CheckpointWriter {
 
     /// Returns the file names written; `onBytes` hears of each tensor's bytes as they are written.
     @discardableResult
+    /// With a recording `journal` (a resumable output folder's), shards an interrupted run finished are kept
+    /// and the one it was writing resumes after its last durable layer (see `SafeTensorsWriter.write`).
     public static func write(_ entries: [SafeTensorsWriter.Entry], into dir: URL, shardSize: Int = defaultShardSize,
-                             onBytes: ((Int) -> Void)? = nil) throws -> [String] {
+                             onBytes: ((Int) -> Void)? = nil, journal: Journal = .none, onDurable: (() throws -> Void)? = nil) throws -> [String] {
         precondition(shardSize > 0)
         let sorted = entries.sorted { SafeTensorsWriter.naturalOrder($0.name, $1.name) }
         let total = sorted.reduce(0) { $0 + $1.byteCount }
-        try DiskSpace.require(total, in: dir, for: "the checkpoint's weights")
+        let present = ((try? FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: [.fileSizeKey])) ?? [])
+            .reduce(0) { $0 + ((try? $1.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? 0) }
+        try DiskSpace.require(max(0, total - present), in: dir, for: "the checkpoint's weights")
         var shards: [[SafeTensorsWriter.Entry]] = [[]]
         var size = 0
         for e in sorted {
@@ -256,15 +319,23 @@ public enum CheckpointWriter {
             size += e.byteCount
         }
         let report: (Int) -> Void = { onBytes?($0) }
+        func writeShard(_ shard: [SafeTensorsWriter.Entry], _ name: String) throws {
+            let url = dir.appendingPathComponent(name)
+            if journal.directory != nil && SafeTensorsWriter.isFinished(url, shard, metadata: ["format": "pt"]) {
+                for e in shard { report(e.byteCount) }
+                return
+            }
+            try SafeTensorsWriter.write(shard, to: url, progress: report, journal: journal, onDurable: onDurable)
+        }
         if shards.count == 1 {
-            try SafeTensorsWriter.write(sorted, to: dir.appendingPathComponent("model.safetensors"), progress: report)
+            try writeShard(sorted, "model.safetensors")
             return ["model.safetensors"]
         }
         var names: [String] = []
         var weightMap: [String: String] = [:]
         for (i, shard) in shards.enumerated() {
             let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
-            try SafeTensorsWriter.write(shard, to: dir.appendingPathComponent(name), progress: report)
+            try writeShard(shard, name)
             for e in shard { weightMap[e.name] = name }
             names.append(name)
         }
@@ -272,51 +343,6 @@ public enum CheckpointWriter {
         let json = try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
         try json.write(to: dir.appendingPathComponent("model.safetensors.index.json"))
         return names + ["model.safetensors.index.json"]
-    }
-}
-
-/// An output folder built under a temporary name and renamed into place when complete. Inputs are
-/// never touched; if the work fails the temporary folder is removed and nothing appears.
-public struct AtomicDirectory {
-    public let final: URL
-    public let staging: URL
-
-    public init(_ final: URL, overwrite: Bool = false) throws {
-        self.final = final.standardizedFileURL
-        let fm = FileManager.default
-        if fm.fileExists(atPath: self.final.path) && !overwrite {
-            throw CheckpointError(file: self.final.path, "already exists (pass --overwrite to replace it)")
-        }
-        let parent = self.final.deletingLastPathComponent()
-        try fm.createDirectory(at: parent, withIntermediateDirectories: true)
-        staging = parent.appendingPathComponent(".\(self.final.lastPathComponent).partial-\(getpid())")
-        try? fm.removeItem(at: staging)
-        try fm.createDirectory(at: staging, withIntermediateDirectories: false)
-    }
-
-    public func url(_ name: String) -> URL { staging.appendingPathComponent(name) }
-
-    /// Moves the staging folder to its final name (replacing an older one when allowed).
-    public func commit() throws {
-        let fm = FileManager.default
-        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
-        guard rename(staging.path, final.path) == 0 else {
-            throw CheckpointError(file: final.path, "cannot move the finished output into place")
-        }
-    }
-
-    public func abandon() { try? FileManager.default.removeItem(at: staging) }
-
-    /// Runs `body` in the staging folder, then commits; abandons on error.
-    public static func write(_ final: URL, overwrite: Bool = false, _ body: (AtomicDirectory) throws -> Void) throws {
-        let d = try AtomicDirectory(final, overwrite: overwrite)
-        do {
-            try body(d)
-            try d.commit()
-        } catch {
-            d.abandon()
-            throw error
-        }
     }
 }
 

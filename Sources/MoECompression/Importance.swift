@@ -2,20 +2,23 @@ import Foundation
 import MoETensor
 import MoEModels
 import MoECalibration
+import MoECheckpoint
 
 /// MoE-I² stage-1 expert importance (methods.md §3.3): the layer-output reconstruction error when one expert
 /// alone is removed, on the calibration tokens. Stage 2 allocates ranks by it.
 public enum ExpertImportance {
     /// Computed on `model` from its calibration cache, MoE layer → one value per expert.
     public static func compute(model: CausalLM, cache: CalibrationCache, maxTokens: Int, memory: MemoryBudget = .default,
-                               quiet: Bool = false) throws -> [Int: [Double]] {
+                               quiet: Bool = false, journal: Journal = .none) throws -> [Int: [Double]] {
         var out: [Int: [Double]] = [:]
         let moe = model.description.moeLayerIndices
         let progress = StageProgress("expert importance", total: moe.count, unit: "layers", quiet: quiet)
         for l in moe {
-            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: maxTokens, remove: 1,
-                                       storeLimit: memory.bytes / 2)
-            out[l] = fit.errors((0..<fit.numExperts).map { [$0] })
+            out[l] = try journal.record("importance-\(l)") {
+                let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: maxTokens, remove: 1,
+                                           storeLimit: memory.bytes / 2)
+                return fit.errors((0..<fit.numExperts).map { [$0] })
+            }
             progress.advance()
         }
         return out

@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import MoEModels
+import MoECheckpoint
 import MoECalibration
 
 /// ‖Y − MoE_S(X)‖_F for one MoE layer and a set S of pruned experts, on cached calibration tokens: the
@@ -212,7 +213,7 @@ public enum NAEE {
     public static let maxCombinations = 20_000
 
     public static func plan(model: CausalLM, cache: CalibrationCache, budget: PruningBudget, modelName: String,
-                            maxTokens: Int = 8192, memory: MemoryBudget = .default, quiet: Bool = false) throws -> PruningPlan {
+                            maxTokens: Int = 8192, memory: MemoryBudget = .default, quiet: Bool = false, journal: Journal = .none) throws -> PruningPlan {
         let d = model.description
         guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
         var layers: [PruningPlan.Layer] = []
@@ -225,13 +226,15 @@ public enum NAEE {
             guard count <= Double(maxCombinations) else {
                 throw PruningError.invalid("naee would enumerate C(\(e), \(keep)) = \(Int(count)) subsets in layer \(l) (limit \(maxCombinations)); use --method moei2, whose genetic search handles many experts")
             }
-            let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: maxTokens, remove: e - keep, storeLimit: memory.bytes / 2)
-            let sets = combinations(e, e - keep)
-            let errs = fit.errors(sets)
-            var best = 0
-            for i in 1..<max(errs.count, 1) where errs[i] < errs[best] { best = i }
-            let kept = (0..<e).filter { !sets[best].contains($0) }
-            layers.append(.init(layer: l, experts: e, kept: kept, scores: ["reconstruction_error": [errs[best]]]))
+            layers.append(try journal.record("naee-\(l)") {
+                let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: maxTokens, remove: e - keep, storeLimit: memory.bytes / 2)
+                let sets = combinations(e, e - keep)
+                let errs = fit.errors(sets)
+                var best = 0
+                for i in 1..<max(errs.count, 1) where errs[i] < errs[best] { best = i }
+                let kept = (0..<e).filter { !sets[best].contains($0) }
+                return PruningPlan.Layer(layer: l, experts: e, kept: kept, scores: ["reconstruction_error": [errs[best]]])
+            })
             progress.advance()
         }
         return PruningPlan(method: "naee", model: modelName, parameters: ["fitness_tokens": "\(maxTokens)"], layers: layers)

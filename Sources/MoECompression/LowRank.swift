@@ -178,7 +178,7 @@ public enum LowRank {
     public static func decompose(model dir: URL, open: CausalLM? = nil, options o: Options, whitening cache: CalibrationCache? = nil,
                                  importance: [Int: [Double]]? = nil,
                                  output: URL, overwrite: Bool = false, quiet: Bool = false,
-                                 shardSize: Int = CheckpointWriter.defaultShardSize) throws -> Report {
+                                 shardSize: Int = CheckpointWriter.defaultShardSize, resumable: Bool = false) throws -> Report {
         if case .keep(let rho) = o.target, !(rho > 0 && rho <= 1) {
             throw PruningError.invalid("--ratio (fraction of expert parameters kept) must be in (0, 1]")
         }
@@ -253,8 +253,23 @@ public enum LowRank {
         var report: Report? = nil
         let progress = StageProgress("decompose \(o.method.rawValue)", total: count, unit: "matrices", quiet: quiet)
         work.progress = { progress.advance() }
-        try AtomicDirectory.write(output, overwrite: overwrite) { out in
-            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
+        // Resumable: the settings and inputs make the key; the factors' errors are journaled with each durable
+        // layer of the output, so a resumed run reports the experts it does not compute again.
+        var key: String? = nil
+        if resumable {
+            var k = "decompose \(o.method) \(o.target) \(o.allocation) \(o.alpha) \(o.epsilon) \(o.targets.sorted())\nmodel \(try Fingerprint.model(dir, checkpoint: ckpt))"
+            if let m = cache?.manifest { k += "\ncalibration \(m.modelHash) \(m.dataHash) \(m.seed) \(m.samples)x\(m.seqLen) \(m.activationDType)" }
+            if let importance { k += "\nimportance \(importance.keys.sorted().map { "\($0): \(importance[$0]!)" })" }
+            key = k
+        }
+        let out = try AtomicDirectory(output, overwrite: overwrite, resumeKey: key)
+        if out.resuming {
+            if let done: [FactorWork.Done] = out.journal.load("factors") { work.restore(done) }
+            if !quiet { Console.note("decompose: resuming \(out.staging.path)") }
+        }
+        try out.finish { out in
+            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize, journal: out.journal,
+                                       onDurable: { try out.journal.save("factors", work.done) })
             if let error = work.failure { throw error }
             // Per layer and projection, the errors in expert order; the report's means in layer, then expert order.
             var errSum: [String: Double] = [:], errN: [String: Int] = [:]
@@ -376,7 +391,28 @@ final class FactorWork: @unchecked Sendable {
     var progress: (() -> Void)?
     private(set) var failure: (any Error)?
     private(set) var errors: [Key: Double] = [:]
-    private(set) var jittered = 0
+    /// Factors whose Cholesky needed jitter.
+    private var jitteredKeys = Set<Key>()
+    var jittered: Int { jitteredKeys.count }
+    /// Factors fully handed to the writer.
+    private var written = Set<Key>()
+
+    /// A computed factor's record in a resumable output's journal.
+    struct Done: Codable { let layer: Int, expert: Int, kind: String, error: Double, jittered: Bool }
+    var done: [Done] {
+        lock.lock()
+        defer { lock.unlock() }
+        return errors.keys.sorted { ($0.layer, $0.expert, $0.kind) < ($1.layer, $1.expert, $1.kind) }
+            .map { Done(layer: $0.layer, expert: $0.expert, kind: $0.kind, error: errors[$0]!, jittered: jitteredKeys.contains($0)) }
+    }
+    /// Takes the records of an interrupted run (factors it computed, not necessarily written).
+    func restore(_ records: [Done]) {
+        for r in records {
+            let key = Key(layer: r.layer, expert: r.expert, kind: r.kind)
+            errors[key] = r.error
+            if r.jittered { jitteredKeys.insert(key) }
+        }
+    }
     /// Jobs per (layer, expert), and each layer's experts in order.
     private var jobs: [Int: [Int: [Job]]] = [:]
     private var ready: [Key: (a: Data, b: Data, aDone: Bool, bDone: Bool)] = [:]
@@ -402,13 +438,14 @@ final class FactorWork: @unchecked Sendable {
         let data = b ? f.b : f.a
         data.withUnsafeBytes { src in buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[offset..<(offset + buffer.count)])) }
         if offset + buffer.count == data.count { if b { f.bDone = true } else { f.aDone = true } }
+        if f.aDone && f.bDone { written.insert(key) }
         ready[key] = f.aDone && f.bDone ? nil : f
     }
 
     /// The factors of `job`'s expert and of the next experts of its layer not yet done, one per core.
     private func computeBatch(from job: Job) throws {
         guard let layer = jobs[job.layer] else { return }
-        let batch = layer.keys.sorted().filter { $0 >= job.expert && !(layer[$0]!.allSatisfy { ready[$0.key] != nil || errors[$0.key] != nil }) }
+        let batch = layer.keys.sorted().filter { $0 >= job.expert && !(layer[$0]!.allSatisfy { ready[$0.key] != nil || written.contains($0.key) }) }
             .prefix(max(1, Compute.threads))
         let lists = method == .svdllm ? try routing(job.layer) : []
         var results = [Result<[(Key, Data, Data, Double, Bool)], any Error>?](repeating: nil, count: batch.count)
@@ -423,7 +460,7 @@ final class FactorWork: @unchecked Sendable {
             for (key, a, b, err, jit) in try r!.get() {
                 ready[key] = (a, b, false, false)
                 errors[key] = err
-                if jit { jittered += 1 }
+                if jit { jitteredKeys.insert(key) } else { jitteredKeys.remove(key) }
                 progress?()
             }
         }

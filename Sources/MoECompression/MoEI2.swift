@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import MoEModels
 import MoECalibration
+import MoECheckpoint
 
 /// MoE-I² stage 1 (methods.md §3.3–3.6): expert importance by single-expert removal, layer importance,
 /// non-uniform per-layer prune counts, a seeded layer-wise genetic search keeping the K best prune sets per
@@ -41,6 +42,9 @@ public enum MoEI2 {
             try check(epsilon.isFinite && epsilon >= 0, "epsilon must be finite and non-negative")
         }
     }
+
+    /// A journaled result: a layer's prune set (or a block's choice of candidates) and its error.
+    struct Candidate: Codable { var set: [Int]; var error: Double }
 
     /// Per-layer prune counts: total = round(P·Σe) removals spread by inverse layer importance, floored,
     /// capped at e − k, remainders by largest fractional part (skipping capped layers, cycling).
@@ -118,7 +122,7 @@ public enum MoEI2 {
     }
 
     public static func plan(model: CausalLM, cache: CalibrationCache, budget: PruningBudget, options o: Options,
-                            modelName: String, memory: MemoryBudget = .default, quiet: Bool = false) throws -> PruningPlan {
+                            modelName: String, memory: MemoryBudget = .default, quiet: Bool = false, journal: Journal = .none) throws -> PruningPlan {
         let d = model.description
         guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
         try o.validate()
@@ -128,7 +132,8 @@ public enum MoEI2 {
 
         // 1b importance, then 1d genetic search, one layer at a time: a layer's fitness cache (every expert's
         // output on the fitness tokens) is rebuilt for its search rather than kept, so memory stays near one layer.
-        let importance = try ExpertImportance.compute(model: model, cache: cache, maxTokens: o.fitnessTokens, memory: memory, quiet: quiet)
+        let importance = try ExpertImportance.compute(model: model, cache: cache, maxTokens: o.fitnessTokens, memory: memory, quiet: quiet,
+                                                      journal: journal)
         let expertImportance = moe.map { importance[$0]! }
         let layerImportance = expertImportance.map { $0.reduce(0, +) }
         let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
@@ -140,9 +145,12 @@ public enum MoEI2 {
         }
         let p2 = StageProgress("moei2 genetic search", total: moe.count, unit: "layers", quiet: quiet)
         for (i, l) in moe.enumerated() {
-            let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens,
-                                       remove: counts[i], storeLimit: memory.bytes / 2)
-            candidates.append(geneticSearch(fit, remove: counts[i], options: o))
+            let found = try journal.record("search-\(l)") {
+                let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens,
+                                           remove: counts[i], storeLimit: memory.bytes / 2)
+                return geneticSearch(fit, remove: counts[i], options: o).map { Candidate(set: $0.set, error: $0.error) }
+            }
+            candidates.append(found.map { ($0.set, $0.error) })
             p2.advance()
         }
 
@@ -156,6 +164,12 @@ public enum MoEI2 {
         while b < moe.count {
             let block = Array(b..<min(b + o.blockSize, moe.count))
             let first = moe[block.first!], last = moe[block.last!]
+            if let done: Candidate = journal.load("field-\(first)") {
+                for (pos, i) in block.enumerated() { chosen[i] = done.set[pos]; fieldErrors[i] = done.error }
+                p3.advance()
+                b += o.blockSize
+                continue
+            }
             let input = try cache.tensor(first, "hidden_in", rows: 0..<(seqs * seqLen))
             // Decoder layer `li` on `x` in place, with `pruned` masked out of its MoE block.
             func forward(_ li: Int, _ x: Tensor, pruned: [Int]?) {
@@ -195,6 +209,7 @@ public enum MoEI2 {
             }
             descend(first, input, [])
             for (pos, i) in block.enumerated() { chosen[i] = bestCombo[pos]; fieldErrors[i] = bestErr }
+            try journal.save("field-\(first)", Candidate(set: bestCombo, error: bestErr))
             p3.advance()
             b += o.blockSize
         }

@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import MoEModels
+import MoECheckpoint
 
 /// MoEITS (methods.md §2): data-free expert pruning by the normalised mutual information of co-located
 /// expert weights. Each expert matrix is binned once (numpy `bins='auto'` edges, marginal entropy); a
@@ -185,27 +186,29 @@ public enum MoEITS {
     }
 
     public static func plan(model: CausalLM, modelName: String, tau: Double?, budget: PruningBudget?, rule: BinRule,
-                            weights: [Double]?, quiet: Bool = false) throws -> PruningPlan {
+                            weights: [Double]?, quiet: Bool = false, journal: Journal = .none) throws -> PruningPlan {
         let d = model.description
         guard let k = d.routing?.topK else { throw PruningError.invalid("the model has no MoE layers") }
         guard (tau == nil) != (budget == nil) else { throw PruningError.invalid("MoEITS takes either --tau or --ratio/--keep") }
         let progress = StageProgress("moeits NMI", total: d.moeLayerIndices.count, unit: "layers", quiet: quiet)
         var layers: [PruningPlan.Layer] = []
         for l in d.moeLayerIndices {
-            let block = model.layers[l].feedForward.moe!
-            let c = weights ?? defaultWeights(for: block)
-            let m = matrix(block, weights: c, rule: rule)
-            var kept: [Int]
-            if let tau {
-                kept = simplify(m, tau: tau)
-                if kept.count < k {
-                    throw PruningError.invalid("τ = \(tau) leaves \(kept.count) experts in layer \(l), fewer than top-k = \(k); raise τ")
+            layers.append(try journal.record("moeits-\(l)") {
+                let block = model.layers[l].feedForward.moe!
+                let c = weights ?? defaultWeights(for: block)
+                let m = matrix(block, weights: c, rule: rule)
+                var kept: [Int]
+                if let tau {
+                    kept = simplify(m, tau: tau)
+                    if kept.count < k {
+                        throw PruningError.invalid("τ = \(tau) leaves \(kept.count) experts in layer \(l), fewer than top-k = \(k); raise τ")
+                    }
+                } else {
+                    kept = simplify(m, keep: try budget!.keep(experts: block.numExperts, topK: k))
                 }
-            } else {
-                kept = simplify(m, keep: try budget!.keep(experts: block.numExperts, topK: k))
-            }
-            let rowMean = m.map { $0.reduce(0, +) / Double($0.count) }
-            layers.append(.init(layer: l, experts: block.numExperts, kept: kept.sorted(), scores: ["nmi_row_mean": rowMean]))
+                let rowMean = m.map { $0.reduce(0, +) / Double($0.count) }
+                return PruningPlan.Layer(layer: l, experts: block.numExperts, kept: kept.sorted(), scores: ["nmi_row_mean": rowMean])
+            })
             progress.advance()
         }
         var params = ["bin_rule": rule.rawValue]

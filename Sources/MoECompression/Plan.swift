@@ -69,6 +69,13 @@ public enum PruningBudget: Sendable, Equatable {
 public enum PlanApplier {
     public static func apply(_ plan: PruningPlan, model dir: URL, output: URL, overwrite: Bool = false,
                              shardSize: Int = CheckpointWriter.defaultShardSize) throws {
+        try AtomicDirectory(output, overwrite: overwrite).finish { try apply(plan, model: dir, into: $0, shardSize: shardSize) }
+    }
+
+    /// Writes the pruned checkpoint into `out`'s staging folder (resuming its shards when `out` is resumable);
+    /// the caller commits.
+    public static func apply(_ plan: PruningPlan, model dir: URL, into out: AtomicDirectory,
+                             shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: dir)
         let family = try ModelRegistry.family(for: config)
         let d = try family.describe(config)
@@ -122,12 +129,10 @@ public enum PlanApplier {
             }
             if !handled { entries.append(try ckpt.rawEntry(name)) }
         }
-        try AtomicDirectory.write(output, overwrite: overwrite) { out in
-            try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
-            try CheckpointOutput.copyCompanions(from: dir, to: out)
-            try writeConfig(config, description: d, keptByLayer: keptByLayer, to: out.url("config.json"))
-            try CheckpointOutput.writeJSON(plan, to: out.url("plan.json"))
-        }
+        try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize, journal: out.journal)
+        try CheckpointOutput.copyCompanions(from: dir, to: out)
+        try writeConfig(config, description: d, keptByLayer: keptByLayer, to: out.url("config.json"))
+        try CheckpointOutput.writeJSON(plan, to: out.url("plan.json"))
     }
 
     static func sliceRows(_ name: String, _ info: TensorInfo, _ ckpt: Checkpoint, _ kept: [Int], expected e: Int) throws -> SafeTensorsWriter.Entry {

@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import MoEModels
 import MoECalibration
+import MoECheckpoint
 
 public enum PruningMethod: String, CaseIterable, Sendable, Codable {
     case frequency, reap, naee, moei2, moeits
@@ -27,35 +28,45 @@ public struct PruningRequest: Sendable {
         self.method = method
         self.budget = budget
     }
+
+    /// Everything that decides the plan (not the memory budget, which never changes it): an interrupted
+    /// run's journal is reused only under the same fingerprint.
+    public var fingerprint: String {
+        "method \(method.rawValue) budget \(String(describing: budget)) tau \(String(describing: tau)) bins \(binRule.rawValue) " +
+            "weights \(String(describing: nmiWeights)) search \(search) fitness \(fitnessTokens)"
+    }
 }
 
 public enum Pruning {
     /// The plan of `request` for `model`; `cache` (of this model) is required by every method but MoEITS.
     /// With a cache, each layer's reconstruction error of the chosen subset is recorded in the plan.
-    public static func plan(_ request: PruningRequest, model: CausalLM, modelName: String, cache: CalibrationCache?, quiet: Bool = false) throws -> PruningPlan {
+    /// Per-layer results are recorded in `journal` (a resumable output's) as they are found, and taken from it
+    /// when an interrupted run already found them.
+    public static func plan(_ request: PruningRequest, model: CausalLM, modelName: String, cache: CalibrationCache?, quiet: Bool = false,
+                            journal: Journal = .none) throws -> PruningPlan {
         var plan: PruningPlan
         switch request.method {
         case .moeits:
             guard request.tau != nil || request.budget != nil else { throw PruningError.invalid("moeits needs tau, or a ratio/keep budget") }
             plan = try MoEITS.plan(model: model, modelName: modelName, tau: request.tau, budget: request.budget, rule: request.binRule,
-                                   weights: request.nmiWeights, quiet: quiet)
+                                   weights: request.nmiWeights, quiet: quiet, journal: journal)
         case .frequency, .reap, .naee, .moei2:
             guard let cache else { throw PruningError.invalid("\(request.method.rawValue) needs a calibration cache") }
             guard let budget = request.budget else { throw PruningError.invalid("\(request.method.rawValue) needs a ratio or keep budget") }
             switch request.method {
             case .naee:
                 plan = try NAEE.plan(model: model, cache: cache, budget: budget, modelName: modelName, maxTokens: request.fitnessTokens,
-                                     memory: request.memory, quiet: quiet)
+                                     memory: request.memory, quiet: quiet, journal: journal)
             case .moei2:
                 plan = try MoEI2.plan(model: model, cache: cache, budget: budget, options: request.search, modelName: modelName,
-                                      memory: request.memory, quiet: quiet)
+                                      memory: request.memory, quiet: quiet, journal: journal)
             default:
                 plan = try ScorePruning.plan(request.method == .frequency ? .frequency : .reap, description: model.description, cache: cache,
                                              budget: budget, modelName: modelName)
             }
             plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
         }
-        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens, memory: request.memory) }
+        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens, memory: request.memory, journal: journal) }
         switch request.budget {
         case .ratio(let r)?: plan.parameters["ratio"] = "\(r)"
         case .keep(let k)?: plan.parameters["keep"] = "\(k)"
@@ -70,7 +81,7 @@ public enum Pruning {
     /// this error (NAEE, MoE-I²) already recorded it for their choice; the others get it from one masked pass
     /// of the block over the tokens (each token runs only its top-k experts).
     public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int,
-                                                  memory: MemoryBudget = .default) throws {
+                                                  memory: MemoryBudget = .default, journal: Journal = .none) throws {
         var sum = 0.0
         for i in plan.layers.indices {
             let l = plan.layers[i]
@@ -78,14 +89,16 @@ public enum Pruning {
             if let known = l.scores["reconstruction_error"]?.first {
                 err = known
             } else {
-                var block = model.layers[l.layer].feedForward.moe!
-                let t = min(maxTokens, cache.manifest.tokens)
-                let x = try cache.tensor(l.layer, "moe_in", rows: 0..<t), y = try cache.tensor(l.layer, "moe_out", rows: 0..<t)
-                block.expertMask = (0..<l.experts).map { l.kept.contains($0) }
-                let out = block(x)
-                var sq = 0.0
-                for j in 0..<out.count { let d = Double(y.data[j] - out.data[j]); sq += d * d }
-                err = sq.squareRoot()
+                err = try journal.record("reconstruction-\(l.layer)") {
+                    var block = model.layers[l.layer].feedForward.moe!
+                    let t = min(maxTokens, cache.manifest.tokens)
+                    let x = try cache.tensor(l.layer, "moe_in", rows: 0..<t), y = try cache.tensor(l.layer, "moe_out", rows: 0..<t)
+                    block.expertMask = (0..<l.experts).map { l.kept.contains($0) }
+                    let out = block(x)
+                    var sq = 0.0
+                    for j in 0..<out.count { let d = Double(y.data[j] - out.data[j]); sq += d * d }
+                    return sq.squareRoot()
+                }
                 plan.layers[i].scores["reconstruction_error"] = [err]
             }
             sum += err

@@ -84,8 +84,7 @@ public final class Pipeline {
         if fm.fileExists(atPath: runDir.path) {
             let items = try fm.contentsOfDirectory(atPath: runDir.path)
             if !resume && !items.isEmpty { throw RecipeError(runDir.path, nil, "the run folder is not empty; pass --resume to continue it or choose another --output") }
-            // A stage interrupted in the middle left only its staging folder: it is redone.
-            for i in items where i.hasSuffix(".partial") { try fm.removeItem(at: runDir.appendingPathComponent(i)) }
+            // A stage interrupted in the middle left its staging folder: `runStage` continues it when it is the same work.
         } else {
             try fm.createDirectory(at: runDir, withIntermediateDirectories: true)
         }
@@ -116,6 +115,8 @@ public final class Pipeline {
             }
             finals.append((recipe.branches.count > 1 ? branch.name : "compressed", current))
         }
+        // Staging folders of stages no longer in the recipe.
+        for i in try fm.contentsOfDirectory(atPath: runDir.path) where i.hasSuffix(".partial") { try? fm.removeItem(at: runDir.appendingPathComponent(i)) }
         say("== evaluation")
         var models = try ResourceMonitor.shared.stage("evaluate") { try finals.map { try summarize(label: $0.label, model: $0.model) } }
         if recipe.speed {
@@ -146,7 +147,9 @@ public final class Pipeline {
     }
 
     /// Runs (or skips) one stage into runDir/folder, atomically: the work happens in folder.partial, which is
-    /// renamed when complete. Returns the stage's output model folder.
+    /// renamed when complete. Returns the stage's output model folder. With `resume`, a stage interrupted in the
+    /// middle continues: folder.partial is kept when it was started for the same work (`job`), and its calibration,
+    /// pruning journal and output layers are taken up where they stopped.
     func runStage(_ stage: Recipe.Stage, folder: String, input: URL) throws -> (URL, Bool) {
         let fm = FileManager.default
         let dir = runDir.appendingPathComponent(folder)
@@ -159,19 +162,31 @@ public final class Pipeline {
         }
         try? fm.removeItem(at: dir)
         let staging = runDir.appendingPathComponent(folder + ".partial")
-        try? fm.removeItem(at: staging)
-        try fm.createDirectory(at: staging, withIntermediateDirectories: true)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let job = try enc.encode(manifest)
+        let jobURL = staging.appendingPathComponent("job.json")
+        if resume, fm.contents(atPath: jobURL.path) == job {
+            say("   resuming the interrupted stage in \(staging.path)")
+        } else {
+            try? fm.removeItem(at: staging)
+            try fm.createDirectory(at: staging, withIntermediateDirectories: true)
+            try job.write(to: jobURL)
+        }
+        let jobKey = String(decoding: job, as: UTF8.self)
         let out = staging.appendingPathComponent("model")
         let o = stage.options
         let (int, double, string) = (o.int, o.double, o.string)
         func calibrate(model: CausalLM? = nil) throws -> CalibrationCache {
             guard let c = recipe.calibration else { throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs a calibration section") }
-            let cache = try Calibration.calibrate(modelDirectory: input, model: model, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
-                                                  output: staging.appendingPathComponent("calib"), budget: memory, overwrite: true, quiet: quiet)
+            let url = staging.appendingPathComponent("calib")
+            // A finished cache of this same job (an interrupted run's) is used as it is.
+            let cache = try fm.fileExists(atPath: url.appendingPathComponent("manifest.json").path) ? CalibrationCache(directory: url)
+                : Calibration.calibrate(modelDirectory: input, model: model, textDirectory: c.data, samples: c.samples, seqLen: c.seqLen, seed: recipe.seed,
+                                        output: url, budget: memory, overwrite: true, quiet: quiet)
             try Pipeline.saveRouting(cache, to: staging.appendingPathComponent("routing.json"))
             return cache
         }
-        defer { try? fm.removeItem(at: staging.appendingPathComponent("calib")) }
         switch stage.kind {
         case "prune":
             let method = PruningMethod(rawValue: string("method")!)!
@@ -184,9 +199,12 @@ public final class Pipeline {
             let m = try ModelRegistry.load(directory: input)
             let cache = method.needsCalibration ? try calibrate(model: m) : nil
             request.memory = memory
-            var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet)
-            plan.parameters["seed"] = "\(recipe.seed)"
-            try PlanApplier.apply(plan, model: input, output: out)
+            let target = try AtomicDirectory(out, overwrite: true, resumeKey: jobKey)
+            try target.finish { target in
+                var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet, journal: target.journal)
+                plan.parameters["seed"] = "\(recipe.seed)"
+                try PlanApplier.apply(plan, model: input, into: target)
+            }
         case "decompose":
             var lo = LowRank.Options()
             lo.method = LowRank.Method(rawValue: string("method") ?? "svdllm")!
@@ -203,7 +221,8 @@ public final class Pipeline {
             if lo.allocation == .importance && importance == nil, let cache, let m {
                 importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: 8192, memory: memory, quiet: quiet)
             }
-            _ = try LowRank.decompose(model: input, open: m, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet)
+            _ = try LowRank.decompose(model: input, open: m, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet,
+                                       resumable: true)
         case "heal":
             var lora = LoRA.Settings()
             if let r = int("lora_rank") { lora.rank = r }
@@ -240,9 +259,10 @@ public final class Pipeline {
         default:
             throw RecipeError(recipe.path.path, stage.line, "unknown stage \(stage.kind)")
         }
+        // The calibration cache was the stage's working data, not its result.
+        try? fm.removeItem(at: staging.appendingPathComponent("calib"))
+        try? fm.removeItem(at: jobURL)
         manifest.outputs = try Pipeline.fileHashes(staging)
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try enc.encode(manifest).write(to: staging.appendingPathComponent("manifest.json"))
         try fm.moveItem(at: staging, to: dir)
         return (dir.appendingPathComponent("model"), false)
@@ -292,7 +312,7 @@ public final class Pipeline {
     }
 
     /// Files whose content is timing, not result.
-    static let timingFiles: Set<String> = ["training_log.json", "compress.json", "manifest.json"]
+    static let timingFiles: Set<String> = ["training_log.json", "compress.json", "manifest.json", "job.json"]
 
     static func fnv(_ url: URL) throws -> String {
         Fingerprint.hex(Fingerprint.fnv(try Data(contentsOf: url, options: .alwaysMapped)))

@@ -26,7 +26,9 @@ struct Decompose: ParsableCommand {
         "moepress.low_rank" section in config.json and a modeling_moepress.py so HF transformers loads the \
         folder with trust_remote_code=True; `moepress export --dense` multiplies them back for other tools. \
         decompose.json records ranks and errors per expert. Factors are computed as the writer reaches them, one \
-        expert at a time, so memory holds one expert's matrices and Gram matrices whatever the model's size.
+        expert at a time, so memory holds one expert's matrices and Gram matrices whatever the model's size. \
+        The output is built in .<output>.partial beside it; after a kill, the same command keeps the layers already \
+        written and resumes after them (same bytes); delete that folder to start over.
         """)
 
     @Option(help: "A Hugging Face model folder (original or pruned).") var model: String
@@ -81,7 +83,8 @@ struct Decompose: ParsableCommand {
                 }
             }
             let r = try ResourceMonitor.shared.stage("decompose") { try LowRank.decompose(model: url, open: method == .svdllm ? loadedModel() : nil, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
-                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes) }
+                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes,
+                                          resumable: true) }
             if !quiet { log(decomposeSummary(r, output: output)) }
         }
     }

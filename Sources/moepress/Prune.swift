@@ -69,7 +69,9 @@ struct Prune: ParsableCommand {
         --tau T for the paper's threshold rule, or --ratio/--keep for a fixed count). --ratio R removes \
         round(R × experts) (per layer for uniform methods, overall for moei2); --keep K keeps K per layer. A layer never keeps fewer experts than \
         top-k. Equal counts in every layer give a standard checkpoint that stock HF transformers loads; \
-        unequal counts add a "moepress" section (experts_per_layer) to config.json, which MoEPress loads.
+        unequal counts add a "moepress" section (experts_per_layer) to config.json, which MoEPress loads. \
+        The output is built in .<output>.partial beside it, which journals each layer's search as it ends: after a \
+        kill, the same command resumes there (same bytes); delete that folder to start over.
         """)
 
     enum Method: String, ExpressibleByArgument, CaseIterable { case frequency, reap, naee, moei2, moeits }
@@ -122,24 +124,38 @@ struct Prune: ParsableCommand {
             request.search = search.moei2(seed: seed)
             request.fitnessTokens = search.fitnessTokens
             request.memory = memory.budget
+            var summary: PruningPlan? = nil
+            // The output is resumable: its staging folder journals each layer's search as it finishes (and holds an
+            // on-the-fly calibration), so the same command after a kill continues where it stopped.
+            var key = "prune \(request.fingerprint) seed \(seed)\nmodel \(try Fingerprint.model(url, checkpoint: Checkpoint(directory: url)))"
             var cache: CalibrationCache? = nil
-            var temp: URL? = nil
             if let calib {
                 cache = try openCache(calib, for: url)
-            } else if let calibDir, request.method.needsCalibration {
-                let t = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-calib-\(getpid())")
-                temp = t
-                cache = try ResourceMonitor.shared.stage("calibrate") {
-                    try calibrate(model: model, open: m, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t, budget: memory.budget,
-                                  overwrite: true, quiet: quiet)
+                key += "\ncalibration \(cache!.manifest.modelHash) \(cache!.manifest.dataHash) \(cache!.manifest.seed) \(cache!.manifest.samples)x\(cache!.manifest.seqLen)"
+            } else if let calibDir {
+                key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) 128x256"
+            }
+            let target = try AtomicDirectory(dest, overwrite: overwrite, resumeKey: key)
+            if target.resuming && !quiet { Console.note("prune: resuming \(target.staging.path)") }
+            try target.finish { target in
+                if cache == nil, let calibDir, request.method.needsCalibration, let dir = target.journal.directory {
+                    let t = dir.appendingPathComponent("calibration")
+                    cache = try ResourceMonitor.shared.stage("calibrate") {
+                        if FileManager.default.fileExists(atPath: t.path) { return try openCache(t.path, for: url) }
+                        return try calibrate(model: model, open: m, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t,
+                                             budget: memory.budget, overwrite: true, quiet: quiet)
+                    }
                 }
+                var plan = try ResourceMonitor.shared.stage("plan") {
+                    try Pruning.plan(request, model: m, modelName: url.path, cache: cache, quiet: quiet, journal: target.journal)
+                }
+                plan.parameters["seed"] = "\(seed)"
+                try ResourceMonitor.shared.stage("write") {
+                    try PlanApplier.apply(plan, model: url, into: target, shardSize: self.out.shardSize.bytes)
+                }
+                summary = plan
             }
-            defer { if let temp { try? FileManager.default.removeItem(at: temp) } }
-            var plan = try ResourceMonitor.shared.stage("plan") { try Pruning.plan(request, model: m, modelName: url.path, cache: cache, quiet: quiet) }
-            plan.parameters["seed"] = "\(seed)"
-            try ResourceMonitor.shared.stage("write") {
-                try PlanApplier.apply(plan, model: url, output: dest, overwrite: overwrite, shardSize: self.out.shardSize.bytes)
-            }
+            let plan = summary!
             let kept = plan.layers.map { "\($0.kept.count)/\($0.experts)" }.joined(separator: " ")
             if let e = plan.parameters["reconstruction_error_sum"], !quiet { log("summed layer reconstruction error: \(e)") }
             if !quiet {

@@ -112,4 +112,32 @@ import MoETensor
         #expect(try f.tensor("h").array == [0.5, 1, 1.5, 2, 2.5, 3])
         #expect(f.info("h")?.dtype == .f16)
     }
+
+    /// A resumable output: one writer at a time, its journal kept for the same key, started over for another.
+    @Test func resumableOutputLocksAndKeysItsJournal() throws {
+        let s = Scratch()
+        let out = s.url.appendingPathComponent("o")
+        do {
+            let a = try AtomicDirectory(out, resumeKey: "job 1")
+            #expect(!a.resuming && a.staging.lastPathComponent == ".o.partial")
+            #expect(throws: CheckpointError.self) { try AtomicDirectory(out, resumeKey: "job 1") }   // locked
+            try a.journal.save("x", [1.5, -0.0, Double.infinity, 1e-300])
+            #expect(a.journal.load("x", as: [Double].self) == [1.5, -0.0, .infinity, 1e-300])
+            #expect(a.journal.load("x", as: [Double].self)?[1].sign == .minus)
+            let bits: Double = 0.1 + 0.2
+            try a.journal.save("y", bits)
+            #expect(a.journal.load("y", as: Double.self)?.bitPattern == bits.bitPattern)
+        }
+        do {
+            let b = try AtomicDirectory(out, resumeKey: "job 1")
+            #expect(b.resuming && b.journal.load("x", as: [Double].self) != nil)
+        }
+        let c = try AtomicDirectory(out, resumeKey: "job 2")
+        #expect(!c.resuming && c.journal.load("x", as: [Double].self) == nil)
+        try "done".write(to: c.url("a.txt"), atomically: false, encoding: .utf8)
+        try c.commit()
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("a.txt").path))
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent(".journal").path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.url.path) == ["o"])
+    }
 }

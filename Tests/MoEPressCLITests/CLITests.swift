@@ -27,10 +27,12 @@ struct CLI {
         return dir.appendingPathComponent("moepress")
     }
 
-    static func run(_ args: [String]) throws -> Result {
+    /// Runs moepress with `args`, adding `env` to this process's environment.
+    static func run(_ args: [String], env: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = binary
         p.arguments = args
+        if !env.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
 
-/// `moepress run` end to end on the shared Mixtral-style model: a run killed (SIGKILL) during the prune
-/// stage and resumed gives byte-identical stage outputs to an uninterrupted run, nothing half-written is
+/// `moepress run` end to end on the shared Mixtral-style model: a run killed during the prune stage, resumed
+/// and killed again during the decompose stage, then resumed, gives byte-identical stage outputs to an
+/// uninterrupted run, nothing half-written is
 /// left, and `moepress report` renders a non-blank page in headless Chromium.
 @Suite(.serialized) struct PipelineCLITests {
     func recipe(_ dir: TempDir) throws -> String {
@@ -42,25 +43,25 @@ import Testing
         let whole = try CLI.run(["run", r, "--output", dir.path("whole"), "--quiet"])
         #expect(whole.status == 0, "\(whole.stderr)")
         #expect(whole.stdout.contains("| original |") && whole.stdout.contains("| compressed |"))
-        // A run killed inside the prune stage.
-        let p = Process()
-        p.executableURL = CLI.binary
-        p.arguments = ["run", r, "--output", dir.path("killed"), "--quiet"]
-        try p.run()
+        // A run killed (as by SIGKILL: MOEPRESS_KILL_AFTER_RECORDS exits after that many journal records) inside the
+        // prune stage's genetic search, then, resumed, killed again while the decompose stage writes its factors.
+        let killed = try CLI.run(["run", r, "--output", dir.path("killed"), "--quiet"], env: ["MOEPRESS_KILL_AFTER_RECORDS": "10"])
+        #expect(killed.status == 137, "the run was not killed: \(killed.stderr)")
         let partial = dir.path("killed/01-prune.partial")
-        var waited = 0.0
-        while !FileManager.default.fileExists(atPath: partial + "/calib/manifest.json") && waited < 60 { Thread.sleep(forTimeInterval: 0.05); waited += 0.05 }
-        Thread.sleep(forTimeInterval: 0.5)   // well inside the genetic search
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        #expect(p.terminationReason == .uncaughtSignal, "the run finished before it could be killed")
+        #expect(FileManager.default.fileExists(atPath: partial + "/calib/manifest.json"))
         #expect(!FileManager.default.fileExists(atPath: dir.path("killed/01-prune")), "a killed stage must leave nothing final")
-        // Without --resume the folder is refused; with it, the run completes.
+        // Without --resume the folder is refused; with it, the run continues inside the interrupted stage.
         let refused = try CLI.run(["run", r, "--output", dir.path("killed"), "--quiet"])
         #expect(refused.status != 0 && refused.stderr.contains("--resume"))
-        let resumed = try CLI.run(["run", r, "--output", dir.path("killed"), "--resume", "--quiet"])
+        let second = try CLI.run(["run", r, "--output", dir.path("killed"), "--resume"], env: ["MOEPRESS_KILL_AFTER_RECORDS": "14"])
+        #expect(second.status == 137 && second.stderr.contains("resuming the interrupted stage"), "\(second.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.path("killed/01-prune")) && FileManager.default.fileExists(atPath: dir.path("killed/02-decompose.partial")))
+        let resumed = try CLI.run(["run", r, "--output", dir.path("killed"), "--resume"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
+        #expect(resumed.stderr.contains("resuming the interrupted stage") && resumed.stderr.contains("decompose: resuming"), "\(resumed.stderr)")
         #expect(!FileManager.default.fileExists(atPath: partial))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path("killed")).filter { $0.hasSuffix(".partial") || $0.hasSuffix(".lock") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
         let a = files(dir.path("whole")), b = files(dir.path("killed"))
         #expect(a.count >= 8 && Set(a.keys) == Set(b.keys))
         for (k, v) in a { #expect(b[k] == v, "\(k) differs") }
