@@ -101,7 +101,7 @@ public enum Calibration {
             }
             h = Fingerprint.fnv(Array(f.lastPathComponent.utf8), h)
             h = Fingerprint.fnv(data, h)
-            stream += tokenizer.encode(text)
+            stream += try tokenizer.encode(text)
         }
         guard stream.count >= seqLen else {
             throw CalibrationError.invalid("the calibration text has \(stream.count) tokens, fewer than one window of \(seqLen)")

@@ -50,7 +50,7 @@ public enum Generation {
     public static func generate(model: CausalLM, tokenizer: Tokenizer, prompt: String, maxTokens: Int,
                                 sampling: Sampling = Sampling(), addSpecialTokens: Bool = true,
                                 onText: (String) -> Void = { _ in }) throws -> (ids: [Int], timeToFirstToken: Double, decodeTokensPerSecond: Double) {
-        var ids = tokenizer.encode(prompt, addSpecialTokens: addSpecialTokens)
+        var ids = try tokenizer.encode(prompt, addSpecialTokens: addSpecialTokens)
         guard !ids.isEmpty else { throw EvalError.invalid("the prompt encodes to no tokens") }
         try model.validate(tokens: [ids])
         let eos = Set(model.description.eosTokenIDs)
@@ -62,10 +62,10 @@ public enum Generation {
         // Text is decoded together with the last few prompt tokens, so decoders that treat the first token
         // specially (Metaspace strips its leading space) see the new tokens in context.
         let anchor = Array(ids.suffix(8))
-        let anchorText = tokenizer.decode(anchor, skipSpecialTokens: true)
-        func newText() -> String {
-            let full = tokenizer.decode(anchor + generated, skipSpecialTokens: true)
-            return full.hasPrefix(anchorText) ? String(full.dropFirst(anchorText.count)) : tokenizer.decode(generated, skipSpecialTokens: true)
+        let anchorText = try tokenizer.decode(anchor, skipSpecialTokens: true)
+        func newText() throws -> String {
+            let full = try tokenizer.decode(anchor + generated, skipSpecialTokens: true)
+            return full.hasPrefix(anchorText) ? String(full.dropFirst(anchorText.count)) : try tokenizer.decode(generated, skipSpecialTokens: true)
         }
         var shown = ""
         var ttft = 0.0
@@ -76,14 +76,14 @@ public enum Generation {
             if eos.contains(next) { break }
             generated.append(next)
             ids.append(next)
-            let text = newText()
+            let text = try newText()
             if text.hasPrefix(shown), !text.hasSuffix("\u{FFFD}") {
                 onText(String(text.dropFirst(shown.count)))
                 shown = text
             }
             if step + 1 < maxTokens { logits = model.forward([[next]], caches: [cache]) }
         }
-        let final = newText()
+        let final = try newText()
         if final.hasPrefix(shown), final.count > shown.count { onText(String(final.dropFirst(shown.count))) }
         let rate = generated.count > 1 ? Double(generated.count - 1) / Date().timeIntervalSince(decodeStart) : 0
         return (generated, ttft, rate)

@@ -85,8 +85,8 @@ public enum MultipleChoice {
         let maxLen = model.description.maxPositions
         var contexts: [[Int]] = [], choiceIDs: [[[Int]]] = []
         for item in items {
-            var ctx = tokenizer.encode(item.context, addSpecialTokens: contextSpecialTokens)
-            let ch = item.choices.map { tokenizer.encode($0) }
+            var ctx = try tokenizer.encode(item.context, addSpecialTokens: contextSpecialTokens)
+            let ch = try item.choices.map { try tokenizer.encode($0) }
             if let bad = ch.firstIndex(where: { $0.isEmpty }) {
                 throw EvalError.invalid("item \(item.id): choice \(bad) encodes to no tokens")
             }

@@ -68,7 +68,7 @@ public enum Perplexity {
         var prepared: [(String, [[Int]])] = []
         for f in files {
             let text = try readText(f)
-            let ids = tokenizer.encode(text)
+            let ids = try tokenizer.encode(text)
             try model.validate(tokens: [ids])
             prepared.append((f.lastPathComponent, windows(ids, seqLen: seqLen)))
         }

@@ -3,16 +3,16 @@ import Foundation
 /// tokenizer.json "decoder" stages: each maps the list of token strings to a new list (HF `decode_chain`);
 /// the result is their concatenation.
 protocol TokenDecoder: Sendable {
-    func decode(_ tokens: [String]) -> [String]
+    func decode(_ tokens: [String]) throws -> [String]
 }
 
 struct SequenceDecoder: TokenDecoder {
     let stages: [any TokenDecoder]
-    func decode(_ tokens: [String]) -> [String] { stages.reduce(tokens) { $1.decode($0) } }
+    func decode(_ tokens: [String]) throws -> [String] { try stages.reduce(tokens) { try $1.decode($0) } }
 }
 
 struct ByteLevelDecoder: TokenDecoder {
-    func decode(_ tokens: [String]) -> [String] {
+    func decode(_ tokens: [String]) throws -> [String] {
         var bytes: [UInt8] = []
         for t in tokens {
             for s in t.unicodeScalars {
@@ -26,7 +26,7 @@ struct ByteLevelDecoder: TokenDecoder {
 struct MetaspaceDecoder: TokenDecoder {
     let replacement: String
     let stripLeadingSpace: Bool
-    func decode(_ tokens: [String]) -> [String] {
+    func decode(_ tokens: [String]) throws -> [String] {
         tokens.enumerated().map { i, t in
             var s = t.replacingOccurrences(of: replacement, with: " ")
             if i == 0 && stripLeadingSpace && s.hasPrefix(" ") { s.removeFirst() }
@@ -38,12 +38,12 @@ struct MetaspaceDecoder: TokenDecoder {
 struct ReplaceDecoder: TokenDecoder {
     let pattern: ReplacePattern
     let content: String
-    func decode(_ tokens: [String]) -> [String] { tokens.map { pattern.replace(in: $0, with: content) } }
+    func decode(_ tokens: [String]) throws -> [String] { try tokens.map { try pattern.replace(in: $0, with: content) } }
 }
 
 /// `<0xXX>` tokens become bytes; consecutive ones are decoded together as UTF-8, or one U+FFFD per byte when invalid.
 struct ByteFallbackDecoder: TokenDecoder {
-    func decode(_ tokens: [String]) -> [String] {
+    func decode(_ tokens: [String]) throws -> [String] {
         var out: [String] = []
         var pending: [UInt8] = []
         func flush() {
@@ -66,14 +66,14 @@ struct ByteFallbackDecoder: TokenDecoder {
 }
 
 struct FuseDecoder: TokenDecoder {
-    func decode(_ tokens: [String]) -> [String] { [tokens.joined()] }
+    func decode(_ tokens: [String]) throws -> [String] { [tokens.joined()] }
 }
 
 struct StripDecoder: TokenDecoder {
     let content: Character
     let start: Int
     let stop: Int
-    func decode(_ tokens: [String]) -> [String] {
+    func decode(_ tokens: [String]) throws -> [String] {
         tokens.map { t in
             var chars = Array(t)
             var s = 0

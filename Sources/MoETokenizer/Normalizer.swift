@@ -2,12 +2,12 @@ import Foundation
 
 /// tokenizer.json "normalizer" stages.
 protocol Normalizer: Sendable {
-    func normalize(_ s: String) -> String
+    func normalize(_ s: String) throws -> String
 }
 
 struct SequenceNormalizer: Normalizer {
     let stages: [any Normalizer]
-    func normalize(_ s: String) -> String { stages.reduce(s) { $1.normalize($0) } }
+    func normalize(_ s: String) throws -> String { try stages.reduce(s) { try $1.normalize($0) } }
 }
 
 struct PrependNormalizer: Normalizer {
@@ -18,7 +18,7 @@ struct PrependNormalizer: Normalizer {
 struct ReplaceNormalizer: Normalizer {
     let pattern: ReplacePattern
     let content: String
-    func normalize(_ s: String) -> String { pattern.replace(in: s, with: content) }
+    func normalize(_ s: String) throws -> String { try pattern.replace(in: s, with: content) }
 }
 
 struct UnicodeNormalizer: Normalizer {
@@ -63,7 +63,7 @@ enum ReplacePattern: Sendable {
         }
     }
 
-    func replace(in s: String, with content: String) -> String {
+    func replace(in s: String, with content: String) throws -> String {
         switch self {
         case .literal, .regex:
             // Scalar by scalar: Foundation's replacingOccurrences matches canonically equivalent text too.
@@ -71,7 +71,7 @@ enum ReplacePattern: Sendable {
             let text = PatternRegex.Text(scalars.map(\.value))
             var out = String.UnicodeScalarView()
             var last = 0
-            for m in matches(in: text) where !m.isEmpty {
+            for m in try matches(in: text) where !m.isEmpty {
                 out.append(contentsOf: scalars[last..<m.lowerBound])
                 out.append(contentsOf: content.unicodeScalars)
                 last = m.upperBound
@@ -82,9 +82,9 @@ enum ReplacePattern: Sendable {
     }
 
     /// Literal or regex match ranges over scalars.
-    func matches(in text: PatternRegex.Text) -> [Range<Int>] {
+    func matches(in text: PatternRegex.Text) throws -> [Range<Int>] {
         switch self {
-        case .regex(let re): return re.matches(in: text)
+        case .regex(let re): return try re.matches(in: text)
         case .literal(let p):
             let needle = p.unicodeScalars.map(\.value)
             guard !needle.isEmpty else { return [] }

@@ -5,6 +5,11 @@
 /// `(?=…)` / `(?!…)`, alternation, `? * + {n} {n,} {n,m}` greedy or lazy, anchors `^ $`.
 /// Anything else is a `RegexError` naming the problem. A single-character repetition (`\p{L}+`) runs as one
 /// instruction whose backtracking is a counter, so the common patterns allocate nothing per character.
+///
+/// Bounded like the reference: a loop iteration that matches nothing ends the loop (so `a**` or `(a?)*`
+/// cannot spin), programs are at most `maxProgram` instructions (onig's repeat limit is 100,000), and a match
+/// attempt that backtracks more than `retryLimit` times (onig's default retry-limit-in-match, 10,000,000)
+/// is an error, as it is in HF tokenizers, instead of running for ever on `(a+)+$`.
 public final class PatternRegex: @unchecked Sendable {
     public let pattern: String
 
@@ -50,8 +55,14 @@ public final class PatternRegex: @unchecked Sendable {
         case star(set: Int32, min: Int32, max: Int32, greedy: Bool)  // max -1 = unbounded
         case look(program: Int32, negative: Bool)
         case assertStart, assertEnd
+        case mark(Int32)              // remember the position in slot n (restored on backtracking)
+        case progress(Int32)          // fail when the position is still the one in slot n (an empty iteration)
         case match
     }
+
+    public static let retryLimit = 10_000_000
+    public static let maxProgram = 100_000
+    var slotCount = 0
 
     var sets: [CharSet] = []
     var programs: [[Op]] = []   // programs[0] is the main one; the rest are lookaheads
@@ -64,9 +75,38 @@ public final class PatternRegex: @unchecked Sendable {
         sets = parser.sets.map { var s = $0; s.finish(); return s }
         programs = [[]]
         var main: [Op] = []
+        guard Self.size(node) <= Self.maxProgram else {
+            throw RegexError(pattern: pattern, problem: "too large once its repetitions are expanded (over \(Self.maxProgram) instructions)")
+        }
         compile(node, into: &main)
         main.append(.match)
         programs[0] = main
+    }
+
+    /// Instructions `node` compiles to (saturating), checked before compiling so `(ab){99999}{99999}` is refused.
+    static func size(_ node: Node) -> Int {
+        switch node {
+        case .set, .start, .end: return 1
+        case .concat(let parts): return parts.reduce(0) { min(Int.max / 4, $0 + size($1)) }
+        case .alt(let options): return options.reduce(0) { min(Int.max / 4, $0 + size($1) + 2) }
+        case .look(let body, _): return size(body) + 2
+        case .repetition(let body, let mn, let mx, _):
+            if case .set = body { return 1 }
+            let copies = max(mn, mx ?? (mn + 1))
+            let b = size(body) + 3
+            return copies > (Int.max / 4) / b ? Int.max / 4 : copies * b
+        }
+    }
+
+    /// Whether `node` can match the empty string.
+    static func nullable(_ node: Node) -> Bool {
+        switch node {
+        case .set: return false
+        case .concat(let parts): return parts.allSatisfy(nullable)
+        case .alt(let options): return options.contains(where: nullable)
+        case .repetition(let body, let mn, _, _): return mn == 0 || nullable(body)
+        case .look, .start, .end: return true
+        }
     }
 
     func compile(_ node: Node, into code: inout [Op]) {
@@ -109,7 +149,11 @@ public final class PatternRegex: @unchecked Sendable {
             } else {
                 let loop = code.count
                 code.append(.split(0, 0))
+                // An iteration that matched nothing ends the loop (it would repeat for ever).
+                let slot = Self.nullable(body) ? Int32(slotCount) : nil
+                if let slot { slotCount += 1; code.append(.mark(slot)) }
                 compile(body, into: &code)
+                if let slot { code.append(.progress(slot)) }
                 code.append(.jump(Int32(loop)))
                 code[loop] = greedy ? .split(Int32(loop + 1), Int32(code.count)) : .split(Int32(code.count), Int32(loop + 1))
             }
@@ -144,15 +188,18 @@ public final class PatternRegex: @unchecked Sendable {
         var low: Int32     // for star frames: the smallest position still to try; -1 for plain frames
     }
 
-    /// End of the match starting exactly at `start`, or nil.
-    func match(_ text: Text, at start: Int, program: Int = 0, stack: inout [Frame]) -> Int? {
+    /// Marks a frame that restores slot `pc` to `pos` when popped.
+    static let restoreSlot = Int32.min
+
+    /// End of the match starting exactly at `start`, or nil; `budget` counts backtracking steps down.
+    func match(_ text: Text, at start: Int, program: Int = 0, stack: inout [Frame], slots: inout [Int32], budget: inout Int) throws -> Int? {
         let code = programs[program]
         let n = text.count
         let base = stack.count
         defer { stack.removeSubrange(base...) }
         var pc = 0, pos = start
-        return text.scalars.withUnsafeBufferPointer { sc in
-            text.categories.withUnsafeBufferPointer { ca in
+        return try text.scalars.withUnsafeBufferPointer { sc in
+            try text.categories.withUnsafeBufferPointer { ca in
                 while true {
                     var fail = false
                     switch code[pc] {
@@ -182,20 +229,34 @@ public final class PatternRegex: @unchecked Sendable {
                             pc += 1
                         }
                     case .look(let p, let negative):
-                        let found = match(text, at: pos, program: Int(p), stack: &stack) != nil
+                        let found = try match(text, at: pos, program: Int(p), stack: &stack, slots: &slots, budget: &budget) != nil
                         if found != negative { pc += 1 } else { fail = true }
                     case .assertStart:
                         if pos == 0 { pc += 1 } else { fail = true }
                     case .assertEnd:
                         if pos == n { pc += 1 } else { fail = true }
+                    case .mark(let k):
+                        stack.append(Frame(pc: k, pos: slots[Int(k)], low: Self.restoreSlot))
+                        slots[Int(k)] = Int32(pos)
+                        pc += 1
+                    case .progress(let k):
+                        if Int32(pos) == slots[Int(k)] { fail = true } else { pc += 1 }
                     case .match:
                         return pos
                     }
                     if fail {
                         // Backtrack.
+                        budget -= 1
+                        if budget < 0 {
+                            throw RegexError(pattern: pattern, problem: "backtracked more than \(Self.retryLimit) times in one match attempt (catastrophic backtracking; HF tokenizers stops at the same limit)")
+                        }
                         var resumed = false
                         while stack.count > base {
                             let f = stack.removeLast()
+                            if f.low == Self.restoreSlot {
+                                slots[Int(f.pc)] = f.pos
+                                continue
+                            }
                             if f.low == -1 {
                                 pc = Int(f.pc); pos = Int(f.pos); resumed = true; break
                             } else if f.low >= 0 {
@@ -220,14 +281,16 @@ public final class PatternRegex: @unchecked Sendable {
     }
 
     /// All non-overlapping matches, leftmost-first, as scalar index ranges (onig's find_iter order).
-    public func matches(in text: Text) -> [Range<Int>] {
+    public func matches(in text: Text) throws -> [Range<Int>] {
         var out: [Range<Int>] = []
         var stack: [Frame] = []
         stack.reserveCapacity(64)
+        var slots = [Int32](repeating: -1, count: slotCount)
         var start = 0
         let n = text.count
         while start <= n {
-            if let end = match(text, at: start, stack: &stack) {
+            var budget = Self.retryLimit
+            if let end = try match(text, at: start, stack: &stack, slots: &slots, budget: &budget) {
                 out.append(start..<end)
                 start = end > start ? end : start + 1
             } else {
@@ -238,10 +301,12 @@ public final class PatternRegex: @unchecked Sendable {
     }
 
     /// True when the pattern matches somewhere.
-    public func firstMatch(in text: Text) -> Range<Int>? {
+    public func firstMatch(in text: Text) throws -> Range<Int>? {
         var stack: [Frame] = []
+        var slots = [Int32](repeating: -1, count: slotCount)
         for start in 0...text.count {
-            if let end = match(text, at: start, stack: &stack) { return start..<end }
+            var budget = Self.retryLimit
+            if let end = try match(text, at: start, stack: &stack, slots: &slots, budget: &budget) { return start..<end }
         }
         return nil
     }

@@ -7,7 +7,7 @@ struct Piece {
 
 /// tokenizer.json "pre_tokenizer" stages.
 protocol PreTokenizer: Sendable {
-    func split(_ pieces: [Piece]) -> [Piece]
+    func split(_ pieces: [Piece]) throws -> [Piece]
 }
 
 enum SplitBehavior: String, Sendable {
@@ -66,15 +66,15 @@ func splitPiece(_ p: Piece, matches: [Range<Int>], behavior: SplitBehavior, inve
 
 struct SequencePreTokenizer: PreTokenizer {
     let stages: [any PreTokenizer]
-    func split(_ pieces: [Piece]) -> [Piece] { stages.reduce(pieces) { $1.split($0) } }
+    func split(_ pieces: [Piece]) throws -> [Piece] { try stages.reduce(pieces) { try $1.split($0) } }
 }
 
 struct PatternSplitPreTokenizer: PreTokenizer {
     let pattern: ReplacePattern
     let behavior: SplitBehavior
     let invert: Bool
-    func split(_ pieces: [Piece]) -> [Piece] {
-        pieces.flatMap { p in splitPiece(p, matches: pattern.matches(in: PatternRegex.Text(p.scalars)), behavior: behavior, invert: invert) }
+    func split(_ pieces: [Piece]) throws -> [Piece] {
+        try pieces.flatMap { p in splitPiece(p, matches: try pattern.matches(in: PatternRegex.Text(p.scalars)), behavior: behavior, invert: invert) }
     }
 }
 
@@ -124,12 +124,12 @@ struct ByteLevelPreTokenizer: PreTokenizer {
     let addPrefixSpace: Bool
     let useRegex: Bool
 
-    func split(_ pieces: [Piece]) -> [Piece] {
+    func split(_ pieces: [Piece]) throws -> [Piece] {
         var out: [Piece] = []
         for p in pieces where !p.scalars.isEmpty {
             var q = p
             if addPrefixSpace && q.scalars.first != 0x20 { q.scalars.insert(0x20, at: 0) }
-            let parts = useRegex ? splitPiece(q, matches: Self.gpt2.matches(in: PatternRegex.Text(q.scalars)), behavior: .isolated)
+            let parts = useRegex ? splitPiece(q, matches: try Self.gpt2.matches(in: PatternRegex.Text(q.scalars)), behavior: .isolated)
                                  : (q.scalars.isEmpty ? [] : [q])
             for var part in parts {
                 part.scalars = ByteLevel.encode(part.scalars)

@@ -50,8 +50,11 @@ public final class Tokenizer: @unchecked Sendable {
         var added: [AddedToken] = []
         if !root["added_tokens"].isNull {
             for t in try root["added_tokens"].array() {
+                // HF reads ids as u32: a negative or larger id is refused there too.
+                let id = try t["id"].int()
+                guard id >= 0 && id <= Int(UInt32.max) else { throw t["id"].fail("should be a token id in 0…\(UInt32.max), got \(id)") }
                 added.append(AddedToken(
-                    id: try t["id"].int(), content: try t["content"].string(),
+                    id: id, content: try t["content"].string(),
                     singleWord: try t["single_word"].bool(default: false), lstrip: try t["lstrip"].bool(default: false),
                     rstrip: try t["rstrip"].bool(default: false), normalized: try t["normalized"].bool(default: true),
                     special: try t["special"].bool(default: false)))
@@ -67,7 +70,7 @@ public final class Tokenizer: @unchecked Sendable {
         let norm = ordered.filter(\.normalized)
         let normalizer = self.normalizer
         rawMatcher = AddedTokenMatcher(tokens: raw, patterns: raw.map(\.content))
-        normalizedMatcher = AddedTokenMatcher(tokens: norm, patterns: norm.map { normalizer?.normalize($0.content) ?? $0.content })
+        normalizedMatcher = AddedTokenMatcher(tokens: norm, patterns: try norm.map { try normalizer?.normalize($0.content) ?? $0.content })
         let bpe = model, byContent = addedByContent
         postProcessor = try makePostProcessor(root["post_processor"], tokenID: { byContent[$0] ?? bpe.id(forToken: $0).map(Int.init) })
     }
@@ -86,21 +89,28 @@ public final class Tokenizer: @unchecked Sendable {
     public func isSpecial(_ id: Int) -> Bool { addedByID[id]?.special ?? false }
 
     /// Token ids of `text`. Added and special tokens written in the text are recognised (as HF does);
-    /// `addSpecialTokens` applies the post-processor's template (e.g. a leading BOS).
-    public func encode(_ text: String, addSpecialTokens: Bool = false) -> [Int] {
+    /// `addSpecialTokens` applies the post-processor's template (e.g. a leading BOS). Throws (naming the file)
+    /// only when a pattern of the tokenizer backtracks past the reference's retry limit on this text.
+    public func encode(_ text: String, addSpecialTokens: Bool = false) throws -> [Int] {
+        do { return try encodeChecked(text, addSpecialTokens: addSpecialTokens) } catch let e as RegexError {
+            throw TokenizerError(file: source, e.description)
+        }
+    }
+
+    func encodeChecked(_ text: String, addSpecialTokens: Bool) throws -> [Int] {
         var ids: [Int32] = []
         ids.reserveCapacity(text.utf8.count / 3)
         let bytes = Array(text.utf8)
         for (range, id) in rawMatcher.split(bytes) {
             if let id { ids.append(Int32(id)); continue }
             let piece = String(decoding: bytes[range], as: UTF8.self)
-            let normalized = normalizer?.normalize(piece) ?? piece
+            let normalized = try normalizer?.normalize(piece) ?? piece
             let nb = Array(normalized.utf8)
             for (r2, id2) in normalizedMatcher.split(nb) {
                 if let id2 { ids.append(Int32(id2)); continue }
                 let scalars = String(decoding: nb[r2], as: UTF8.self).unicodeScalars.map(\.value)
                 let p = Piece(scalars: scalars, atOrigin: range.lowerBound == 0 && r2.lowerBound == 0)
-                let words = preTokenizer?.split([p]) ?? (scalars.isEmpty ? [] : [p])
+                let words = try preTokenizer?.split([p]) ?? (scalars.isEmpty ? [] : [p])
                 for w in words { model.tokenize(w.scalars, into: &ids) }
             }
         }
@@ -109,12 +119,12 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// Text of `ids`; unknown ids are skipped. With `skipSpecialTokens`, special added tokens are dropped.
-    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) throws -> String {
         let tokens: [String] = ids.compactMap { id in
             if let a = addedByID[id] { return skipSpecialTokens && a.special ? nil : a.content }
             return token(of: id)
         }
         guard let decoder else { return tokens.joined(separator: " ") }
-        return decoder.decode(tokens).joined()
+        do { return try decoder.decode(tokens).joined() } catch let e as RegexError { throw TokenizerError(file: source, e.description) }
     }
 }

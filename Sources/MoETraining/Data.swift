@@ -37,7 +37,7 @@ public struct TrainingData: Sendable {
                 }
                 fnv(f.lastPathComponent.utf8); fnv(data)
                 if !stream.isEmpty { stream.append(eosToken) }
-                stream += tokenizer.encode(text)
+                stream += try tokenizer.encode(text)
             }
             guard stream.count > seqLen else { throw TrainingError.invalid("the training text has \(stream.count) tokens, not one window of \(seqLen) + 1") }
             kind = .stream(stream)
@@ -57,7 +57,7 @@ public struct TrainingData: Sendable {
                     }
                     let input = (obj["input"] as? String).flatMap { $0.isEmpty ? nil : $0 }
                     let prompt = TrainingData.promptTemplate.replacingOccurrences(of: "{instruction}", with: instruction + (input.map { "\n\n" + $0 } ?? ""))
-                    let p = tokenizer.encode(prompt), r = tokenizer.encode(response) + [eosToken]
+                    let p = try tokenizer.encode(prompt), r = try tokenizer.encode(response) + [eosToken]
                     var ids = Array((p + r).prefix(seqLen + 1))
                     var labels = Array(([Int](repeating: TrainingBatch.ignoreIndex, count: p.count) + r).prefix(seqLen + 1))
                     while ids.count < seqLen + 1 { ids.append(eosToken); labels.append(TrainingBatch.ignoreIndex) }

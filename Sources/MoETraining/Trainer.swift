@@ -50,6 +50,11 @@ public final class Trainer {
             throw TrainingError.invalid("--steps, --batch and --grad-accum must be positive")
         }
         guard !trainable.isEmpty else { throw TrainingError.invalid("nothing to train") }
+        // Every id the tokenizer produced must name a row of this model's embedding.
+        switch data.kind {
+        case .stream(let ids): try model.validate(tokens: [ids])
+        case .examples(let ex): try model.validate(tokens: ex.map(\.ids))
+        }
         self.model = model
         self.parameters = trainable
         self.settings = settings

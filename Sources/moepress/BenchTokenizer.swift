@@ -36,12 +36,12 @@ struct BenchTokenizer: ParsableCommand {
             // Warm-up on a different tokenizer instance would leave the word cache cold; a first pass here is
             // the warm-up (HF's BPE has a word cache too).
             var tokens = 0
-            for t in texts { tokens += tok.encode(t).count }
+            for t in texts { tokens += try tok.encode(t).count }
             var best = Double.infinity
             for _ in 0..<repeats {
                 let s = Date()
                 var n = 0
-                for t in texts { n += tok.encode(t).count }
+                for t in texts { n += try tok.encode(t).count }
                 best = min(best, Date().timeIntervalSince(s))
                 precondition(n == tokens)
             }

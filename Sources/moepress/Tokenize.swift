@@ -54,10 +54,10 @@ struct Tokenize: ParsableCommand {
                 if let bad = ids.first(where: { $0 < 0 || $0 >= tok.vocabSize }) {
                     throw CLIError("token id \(bad) is outside the vocabulary (0..<\(tok.vocabSize))")
                 }
-                print(tok.decode(ids, skipSpecialTokens: skipSpecialTokens), terminator: "")
+                print(try tok.decode(ids, skipSpecialTokens: skipSpecialTokens), terminator: "")
                 return
             }
-            let ids = tok.encode(input, addSpecialTokens: special)
+            let ids = try tok.encode(input, addSpecialTokens: special)
             print("[" + ids.map(String.init).joined(separator: ", ") + "]")
         }
     }

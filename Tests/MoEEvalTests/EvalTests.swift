@@ -155,7 +155,7 @@ struct EvalOracle: Decodable {
         let (model, tok) = try EvalPaths.load("mixtral-ref")
         let g = try Generation.generate(model: model, tokenizer: tok, prompt: "In the beginning", maxTokens: 6)
         // Greedy: each token is the argmax of a full forward over everything before it.
-        var ids = tok.encode("In the beginning", addSpecialTokens: true)
+        var ids = try tok.encode("In the beginning", addSpecialTokens: true)
         for next in g.ids {
             let logits = model.forward([ids])
             let row = logits.data + (logits.rows - 1) * logits.cols

@@ -21,6 +21,8 @@ import Testing
         ("unsupported decoder", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "decoder": {"type": "CTC"}}"#, "unsupported decoder \"CTC\""),
         ("bool of wrong type", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": "yes"}}"#, "$.model.byte_fallback: should be true or false"),
         ("unk token missing from vocab", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "<unk>"}}"#, "unk_token"),
+        ("added token with a negative id", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": [{"id": -5, "content": "x"}]}"#, "added_tokens[0].id: should be a token id"),
+        ("added token id beyond u32", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": [{"id": 5000000000, "content": "x"}]}"#, "added_tokens[0].id: should be a token id"),
         ("added token without id", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": [{"content": "x"}]}"#, "added_tokens[0].id: missing"),
         ("template with unknown special", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}], "special_tokens": {}}}"#, "special token \"<s>\""),
     ]
@@ -41,9 +43,9 @@ import Testing
 
     @Test func minimalTokenizerWorks() throws {
         let t = try Tokenizer(data: Data(Self.base.utf8), source: "tok.json")
-        #expect(t.encode("ab") == [2])
-        #expect(t.encode("aab") == [0, 2])
-        #expect(t.decode([0, 2]) == "a ab")  // no decoder: HF joins tokens with spaces
+        #expect(try t.encode("ab") == [2])
+        #expect(try t.encode("aab") == [0, 2])
+        #expect(try t.decode([0, 2]) == "a ab")  // no decoder: HF joins tokens with spaces
     }
 }
 
@@ -51,7 +53,7 @@ import Testing
     func find(_ pattern: String, _ text: String) throws -> [String] {
         let re = try PatternRegex(pattern)
         let scalars = Array(text.unicodeScalars)
-        return re.matches(in: PatternRegex.Text(scalars.map(\.value))).map { String(String.UnicodeScalarView(scalars[$0])) }
+        return try re.matches(in: PatternRegex.Text(scalars.map(\.value))).map { String(String.UnicodeScalarView(scalars[$0])) }
     }
 
     @Test func gpt2Pattern() throws {
@@ -77,5 +79,33 @@ import Testing
     @Test func lazyQuantifierBacktracks() throws {
         #expect(try find(#"<.+?>"#, "<a><bb>") == ["<a>", "<bb>"])
         #expect(try find(#"x.*?y"#, "x1y2y") == ["x1y"])
+    }
+
+    /// Issue 14's runaway patterns: nested repetitions of what can match nothing end (as in onig: `a**` is
+    /// `a*`), catastrophic backtracking stops at onig's retry limit with an error, huge expansions are refused.
+    @Test func runawayPatternsAreBounded() throws {
+        #expect(try find("a**", "aab aa") == find("a*", "aab aa"))
+        #expect(try find("(a?)*b", "aab b") == ["aab", "b"])
+        #expect(try find("(?:a|)+", "aa") == ["aa", ""])
+        #expect(try find("(a*)*x", "aaax ax") == ["aaax", "ax"])
+        let start = Date()
+        for (pattern, text) in [("(a+)+$", String(repeating: "a", count: 40) + "!"), ("(x+x+)+y", String(repeating: "x", count: 40))] {
+            #expect(throws: RegexError.self) { _ = try find(pattern, text) }
+        }
+        #expect(Date().timeIntervalSince(start) < 60)
+        #expect(throws: RegexError.self) { _ = try PatternRegex("(ab){100000}{100000}") }
+        #expect(throws: RegexError.self) { _ = try PatternRegex("(?:ab|cd){100001}") }
+    }
+
+    @Test func tokenizerWithRunawayPatternFailsNamingTheFile() throws {
+        let json = #"{"model": {"type": "BPE", "vocab": {"a": 0, "!": 1}, "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated"}}"#
+        let t = try Tokenizer(data: Data(json.utf8), source: "tok.json")
+        #expect(try t.encode("aa!") == [0, 0, 1])
+        do {
+            _ = try t.encode(String(repeating: "a", count: 40) + "!")
+            Issue.record("catastrophic backtracking was not stopped")
+        } catch let e as TokenizerError {
+            #expect(e.file == "tok.json" && e.problem.contains("backtracked"), "\(e)")
+        }
     }
 }

@@ -135,7 +135,7 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         try "{\"instruction\": \"Name a colour.\", \"response\": \"Blue.\"}\n\n".write(to: f, atomically: true, encoding: .utf8)
         let d = try TrainingData(files: [f], tokenizer: tok, seqLen: 32, seed: 0)
         let b = d.batch(step: 0, micro: 0, size: 1)
-        let prompt = tok.encode("Instruction:\nName a colour.\n\nResponse:\n"), response = tok.encode("Blue.")
+        let prompt = try tok.encode("Instruction:\nName a colour.\n\nResponse:\n"), response = try tok.encode("Blue.")
         let predicted = b.targets[0].filter { $0 != TrainingBatch.ignoreIndex }
         #expect(predicted == response + [d.eos])
         #expect(Array(b.ids[0].prefix(prompt.count)) == prompt)
