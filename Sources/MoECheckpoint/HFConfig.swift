@@ -31,6 +31,14 @@ public struct HFConfig: Sendable {
         }
     }
 
+    /// This config with `defaults` for the keys it leaves out (keys present, even as null, keep their value), as
+    /// transformers' config classes fill them.
+    public func filling(_ defaults: [String: JSONValue]) -> HFConfig {
+        var r = raw
+        for (k, v) in defaults where r[k] == nil { r[k] = v }
+        return HFConfig(path: path, raw: r)
+    }
+
     public init(modelDirectory: URL) throws {
         try self.init(contentsOf: modelDirectory.appendingPathComponent("config.json"))
     }

@@ -66,7 +66,7 @@ public enum Pruning {
             }
             plan.parameters["calibration"] = "\(cache.manifest.samples)x\(cache.manifest.seqLen) seed \(cache.manifest.seed) data \(cache.manifest.dataHash)"
         }
-        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens, memory: request.memory, journal: journal) }
+        if let cache { try recordReconstructionErrors(&plan, model: model, cache: cache, maxTokens: request.fitnessTokens, memory: request.memory, journal: journal, quiet: quiet) }
         switch request.budget {
         case .ratio(let r)?: plan.parameters["ratio"] = "\(r)"
         case .keep(let k)?: plan.parameters["keep"] = "\(k)"
@@ -81,8 +81,10 @@ public enum Pruning {
     /// this error (NAEE, MoE-I²) already recorded it for their choice; the others get it from one masked pass
     /// of the block over the tokens (each token runs only its top-k experts).
     public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int,
-                                                  memory: MemoryBudget = .default, journal: Journal = .none) throws {
+                                                  memory: MemoryBudget = .default, journal: Journal = .none, quiet: Bool = true) throws {
         var sum = 0.0
+        let missing = plan.layers.filter { $0.scores["reconstruction_error"]?.first == nil }.count
+        let progress = StageProgress("reconstruction error", total: missing, unit: "layers", quiet: quiet || missing == 0)
         for i in plan.layers.indices {
             let l = plan.layers[i]
             let err: Double
@@ -100,6 +102,7 @@ public enum Pruning {
                     return sq.squareRoot()
                 }
                 plan.layers[i].scores["reconstruction_error"] = [err]
+                progress.advance()
             }
             sum += err
         }

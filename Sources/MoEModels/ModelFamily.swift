@@ -13,6 +13,9 @@ public protocol ModelFamily: SendableMetatype {
     static func checkpointNames(_ config: HFConfig, description: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames
     /// Builds the model, reading every weight through `names`.
     static func build(_ config: HFConfig, description: ModelDescription, weights: WeightReader) throws -> CausalLM
+    /// transformers' defaults for keys a config.json may leave out; each of the three functions above reads
+    /// the config through them.
+    static var hfDefaults: [String: JSONValue] { get }
 }
 
 public enum ModelRegistry {

@@ -196,6 +196,10 @@ public final class Pipeline {
             request.search.seed = recipe.seed
             if let g = int("generations") { request.search.generations = g }
             if let p = int("population") { request.search.population = p }
+            if let c = int("candidates") { request.search.candidates = c }
+            if let t = int("block_size") { request.search.blockSize = t }
+            if let f = int("fitness_tokens") { request.search.fitnessTokens = f; request.fitnessTokens = f }
+            if let f = int("field_sequences") { request.search.fieldSequences = f }
             let m = try ModelRegistry.load(directory: input)
             let cache = method.needsCalibration ? try calibrate(model: m) : nil
             request.memory = memory
@@ -239,8 +243,8 @@ public final class Pipeline {
             let k = int("main_experts")!
             let plain = o["no_ce"] == .bool(true)
             var settings = trainerSettings(o, defaultLR: 2e-5)
-            settings.weightDecay = 0
-            settings.warmupRatio = 0.03
+            settings.weightDecay = Float(double("weight_decay") ?? 0)
+            settings.warmupRatio = double("warmup_ratio") ?? 0.03
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: k, plainTopK: plain)
             _ = try TrainingRuns.compressExperts(
                 model: input, files: try trainingFiles(string("data")), mainExperts: k, ceOnly: string("train") == "ce-only", plainTopK: plain,
@@ -276,6 +280,8 @@ public final class Pipeline {
         s.batchSize = int("batch") ?? 8
         s.seqLen = int("seq_len") ?? 256
         s.gradientAccumulation = int("grad_accum") ?? 1
+        if let w = double("warmup_ratio") { s.warmupRatio = w }
+        if let w = double("weight_decay") { s.weightDecay = Float(w) }
         s.seed = recipe.seed
         s.checkpointEvery = max(10, s.steps / 10)
         return s

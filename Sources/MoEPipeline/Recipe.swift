@@ -1,5 +1,7 @@
 import Foundation
 import Yams
+import MoEModels
+import MoETraining
 
 /// A compression recipe (YAML), validated completely before any work: every error names the file and line.
 ///
@@ -47,17 +49,23 @@ public struct Recipe: Sendable {
 
     /// Option types per stage kind: "int", "double", "string", "bool", "strings"; and allowed string values.
     static let schema: [String: [String: String]] = [
-        "prune": ["method": "string", "ratio": "double", "keep": "int", "tau": "double", "generations": "int", "population": "int"],
+        "prune": ["method": "string", "ratio": "double", "keep": "int", "tau": "double", "generations": "int", "population": "int",
+                  "candidates": "int", "block_size": "int", "fitness_tokens": "int", "field_sequences": "int"],
         "decompose": ["method": "string", "ratio": "double", "rank": "int", "rank_alloc": "string", "alpha": "double", "targets": "strings"],
         "heal": ["data": "string", "steps": "int", "lr": "double", "batch": "int", "seq_len": "int", "lora_rank": "int", "lora_alpha": "double",
-                 "lora_dropout": "double", "targets": "strings", "grad_accum": "int"],
+                 "lora_dropout": "double", "targets": "strings", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double"],
         "compress_experts": ["data": "string", "main_experts": "int", "steps": "int", "lr": "double", "batch": "int", "seq_len": "int",
-                             "train": "string", "no_ce": "bool"],
+                             "train": "string", "no_ce": "bool", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double"],
     ]
     static let allowedStrings: [String: [String: [String]]] = [
         "prune": ["method": ["frequency", "reap", "naee", "moei2", "moeits"]],
         "decompose": ["method": ["svd", "svdllm"], "rank_alloc": ["uniform", "importance"]],
         "compress_experts": ["train": ["all", "ce-only"]],
+    ]
+    /// Allowed names of list options.
+    static let allowedLists: [String: [String: [String]]] = [
+        "decompose": ["targets": ["gate", "up", "down"]],
+        "heal": ["targets": LoRA.allTargets],
     ]
     static let required: [String: [String]] = ["prune": ["method"], "decompose": [], "heal": ["steps"], "compress_experts": ["main_experts", "steps"]]
 
@@ -102,12 +110,24 @@ public struct Recipe: Sendable {
             guard let m = c.mapping else { throw fail(c, "calibration must be a mapping {data, samples, seq_len}") }
             for (k, _) in m where !["data", "samples", "seq_len"].contains(k.string ?? "") { throw fail(k, "unknown calibration key \"\(k.string ?? "?")\"") }
             guard let d = m["data"] else { throw fail(c, "calibration needs \"data\" (a folder of .txt files)") }
-            let samples = try m["samples"].map { n -> Int in guard let v = n.int, v > 0 else { throw fail(n, "samples must be a positive integer") }; return v } ?? 64
-            let seqLen = try m["seq_len"].map { n -> Int in guard let v = n.int, v >= 2 else { throw fail(n, "seq_len must be an integer ≥ 2") }; return v } ?? 256
+            func count(_ key: String, _ d: Int) throws -> Int {
+                guard let n = m[key] else { return d }
+                guard let v = n.int else { throw fail(n, "calibration.\(key) must be an integer") }
+                if let p = OptionRules.problem("calibration", key, Double(v)) { throw fail(n, "calibration.\(key) \(p)") }
+                return v
+            }
+            let samples = try count("samples", 64), seqLen = try count("seq_len", 256)
             calibration = (try existing(d, "calibration data"), samples, seqLen)
         }
+        // The model's routing, for the checks that depend on it (experts kept, main experts), done before any work.
+        let described: ModelDescription
+        do { described = try ModelRegistry.describe(directory: model) } catch { throw fail(modelNode, "model \(model.path): \(error)") }
+        let topK = described.routing?.topK
+        let fewestExperts = described.layers.compactMap(\.experts).min()
+        let modelName = model.lastPathComponent
         func stages(_ node: Node) throws -> [Stage] {
             guard let seq = node.sequence else { throw fail(node, "stages must be a list, e.g. - prune: {method: moei2, ratio: 0.25}") }
+            guard !seq.isEmpty else { throw fail(node, "the stage list is empty: give at least one stage") }
             var out: [Stage] = []
             for item in seq {
                 guard let m = item.mapping, m.count == 1, let (kn, vn) = m.first.map({ ($0.key, $0.value) }), let kind = kn.string else {
@@ -126,9 +146,11 @@ public struct Recipe: Sendable {
                     switch type {
                     case "int":
                         guard let v = ov.int else { throw fail(ov, "\(kind).\(key) must be an integer, not \"\(ov.scalar?.string ?? "…")\"") }
+                        if let p = OptionRules.problem(kind, key, Double(v)) { throw fail(ov, "\(kind).\(key) \(p)") }
                         value = .int(v)
                     case "double":
                         guard let v = ov.float, ov.bool == nil else { throw fail(ov, "\(kind).\(key) must be a number, not \"\(ov.scalar?.string ?? "…")\"") }
+                        if let p = OptionRules.problem(kind, key, v) { throw fail(ov, "\(kind).\(key) \(p)") }
                         value = .double(v)
                     case "bool":
                         guard let v = ov.bool else { throw fail(ov, "\(kind).\(key) must be true or false") }
@@ -141,6 +163,12 @@ public struct Recipe: Sendable {
                         } else if let s = ov.scalar?.string {
                             value = .strings(s.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
                         } else { throw fail(ov, "\(kind).\(key) must be a list of names") }
+                        if case .strings(let names) = value, let allowed = Recipe.allowedLists[kind]?[key] {
+                            guard !names.isEmpty else { throw fail(ov, "\(kind).\(key) is empty (known: \(allowed.joined(separator: ", ")))") }
+                            if let bad = names.first(where: { !allowed.contains($0) }) {
+                                throw fail(ov, "unknown \(kind) \(key) entry \"\(bad)\" (known: \(allowed.joined(separator: ", ")))")
+                            }
+                        }
                     default:
                         guard let v = ov.scalar?.string, ov.mapping == nil, ov.sequence == nil else { throw fail(ov, "\(kind).\(key) must be a string") }
                         if let allowed = Recipe.allowedStrings[kind]?[key], !allowed.contains(v) {
@@ -158,6 +186,18 @@ public struct Recipe: Sendable {
                     if options["tau"] != nil && m != "moeits" { throw fail(kn, "tau is for method moeits") }
                 }
                 if kind == "decompose" && (options["ratio"] == nil) == (options["rank"] == nil) { throw fail(kn, "decompose needs exactly one of ratio (kept fraction) or rank") }
+                // Checks against the model (the first stage's input; expert counts only shrink after it).
+                if kind == "prune", let k = topK, let e = fewestExperts {
+                    if let keep = options.int("keep"), keep < k || keep > e {
+                        throw fail(vn.mapping?["keep"] ?? kn, "prune.keep must be between top-k = \(k) and the \(e) experts of \(modelName), got \(keep)")
+                    }
+                    if let r = options.double("ratio"), options.string("method") != "moei2", e - Int((r * Double(e)).rounded()) < k {
+                        throw fail(vn.mapping?["ratio"] ?? kn, "prune.ratio \(r) would keep \(e - Int((r * Double(e)).rounded())) of \(e) experts, fewer than top-k = \(k)")
+                    }
+                }
+                if kind == "compress_experts", let mx = options.int("main_experts") {
+                    guard let k = topK, mx < k else { throw fail(vn.mapping?["main_experts"] ?? kn, "compress_experts.main_experts must be below top-k\(topK.map { " = \($0)" } ?? " (the model has no MoE layers)"), got \(mx)") }
+                }
                 out.append(Stage(kind: kind, options: options, line: kn.mark?.line ?? 0))
             }
             return out
@@ -193,7 +233,8 @@ public struct Recipe: Sendable {
                     perplexityFiles = try nodes.map { try existing($0, "perplexity file") }
                 case "tasks": tasks = try existing(v, "tasks file")
                 case "task_limit":
-                    guard let n = v.int, n > 0 else { throw fail(v, "task_limit must be a positive integer") }
+                    guard let n = v.int else { throw fail(v, "task_limit must be an integer") }
+                    if let p = OptionRules.problem("eval", "task_limit", Double(n)) { throw fail(v, "task_limit \(p)") }
                     taskLimit = n
                 case "speed":
                     guard let b = v.bool else { throw fail(v, "speed must be true or false") }

@@ -44,6 +44,9 @@ struct Compress: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        try checkOptions("prune", [("--prune-ratio", "ratio", pruneRatio)])
+        try checkOptions("decompose", [("--keep-params", "ratio", keepParams), ("--alpha", "alpha", alpha)])
+        try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
         guard calib != nil || calibDir != nil else { throw ValidationError("give --calib-dir DIR (or --calib CACHE with --method svd)") }
         if method == .svdllm && calibDir == nil { throw ValidationError("svdllm calibrates the pruned model: give --calib-dir DIR") }
     }

@@ -48,6 +48,8 @@ struct Decompose: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        try checkOptions("decompose", [("--ratio", "ratio", ratio), ("--rank", "rank", rank.map(Double.init)), ("--alpha", "alpha", alpha),
+                                       ("--importance-tokens", "importance_tokens", Double(importanceTokens))])
         guard (ratio != nil) != (rank != nil) else { throw ValidationError("give exactly one of --ratio (fraction kept) or --rank") }
     }
 

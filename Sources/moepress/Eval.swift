@@ -56,7 +56,7 @@ struct EvalPerplexity: ParsableCommand {
 
     func validate() throws {
         guard !textFiles.isEmpty else { throw ValidationError("give at least one --text-file") }
-        guard seqLen >= 2 else { throw ValidationError("--seq-len must be ≥ 2") }
+        try checkOptions("eval", [("--seq-len", "seq_len", Double(seqLen))])
     }
 
     func run() throws {
@@ -106,6 +106,9 @@ struct EvalTasks: ParsableCommand {
     @Option(help: "Write per-item scores (JSONL) here.")
     var samples: String?
 
+    @Flag(help: "Replace an existing --samples file.")
+    var overwrite = false
+
     @Flag(help: "Encode the context with the tokenizer's special tokens (e.g. BOS), as lm-eval does unless told add_bos_token=False.")
     var addSpecialTokens = false
 
@@ -117,10 +120,13 @@ struct EvalTasks: ParsableCommand {
 
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        try checkOptions("eval", [("--limit", "limit", limit.map(Double.init)), ("--batch", "batch", batch.map(Double.init))])
+    }
+
     func run() throws {
         try compute.run {
-            if let limit, limit < 1 { throw CLIError("--limit must be positive") }
-            if let batch, batch < 1 { throw CLIError("--batch must be positive") }
+            let samplesURL = try samples.map { try newFileOutput($0, overwrite: overwrite) }
             let items = try MultipleChoice.load(URL(fileURLWithPath: tasks), limit: limit)
             let (m, tok) = try loadModelAndTokenizer(model)
             let start = Date()
@@ -129,11 +135,10 @@ struct EvalTasks: ParsableCommand {
                                          contextSpecialTokens: addSpecialTokens, quiet: quiet)
             }
             let seconds = Date().timeIntervalSince(start)
-            if let samples {
+            if let samples, let url = samplesURL {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.sortedKeys]
                 let lines = try scores.map { String(decoding: try enc.encode($0), as: UTF8.self) }
-                let url = URL(fileURLWithPath: samples)
                 let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
                 try (lines.joined(separator: "\n") + "\n").write(to: tmp, atomically: false, encoding: .utf8)
                 guard rename(tmp.path, url.path) == 0 else { throw CLIError("\(samples): cannot write") }
@@ -176,6 +181,11 @@ struct Generate: ParsableCommand {
     var noSpecialTokens = false
 
     @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        try checkOptions("eval", [("--max-tokens", "max_tokens", Double(maxTokens)), ("--temperature", "temperature", Double(temperature)),
+                                  ("--top-p", "top_p", Double(topP))])
+    }
 
     func run() throws {
         try compute.run {

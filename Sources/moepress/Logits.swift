@@ -22,6 +22,9 @@ struct Logits: ParsableCommand {
     @Option(help: "Where to write the logits (.safetensors).")
     var output: String
 
+    @Flag(help: "Replace an existing --output file.")
+    var overwrite = false
+
     @Option(help: "A safetensors file with expected `logits` (e.g. HF's) to compare against; exits non-zero beyond --tolerance.")
     var reference: String?
 
@@ -31,8 +34,11 @@ struct Logits: ParsableCommand {
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws { try checkOptions("eval", [("--tolerance", "tolerance", Double(tolerance))]) }
+
     func run() throws {
         try compute.run {
+            let outURL = try newFileOutput(output, overwrite: overwrite)
             guard let data = FileManager.default.contents(atPath: idsFile) else { throw CLIError("\(idsFile): cannot read") }
             guard let ids = try? JSONDecoder().decode([Int].self, from: data) else {
                 throw CLIError("\(idsFile): expected a JSON array of integer token ids")
@@ -64,7 +70,7 @@ struct Logits: ParsableCommand {
                 }
                 precondition(copied == buffer.count)
             }
-            try ResourceMonitor.shared.stage("write") { try SafeTensorsWriter.write([entry], to: URL(fileURLWithPath: output)) }
+            try ResourceMonitor.shared.stage("write") { try SafeTensorsWriter.write([entry], to: outURL) }
             log("wrote \(output): logits [\(ids.count), \(v)]")
             if let (file, info) = want {
                 guard info.shape == [ids.count, v] else {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoETensor
+import MoEPipeline
 
 @main
 struct MoEPress: ParsableCommand {
@@ -88,4 +89,23 @@ func newOutput(_ path: String, overwrite: Bool) throws -> URL {
     let out = URL(fileURLWithPath: path).standardizedFileURL
     if FileManager.default.fileExists(atPath: out.path) && !overwrite { throw CLIError("\(out.path): already exists (pass --overwrite to replace it)") }
     return out
+}
+
+/// A single-file output: refused when it exists unless `overwrite`, or when its folder does not exist
+/// (checked before any work; the file itself is written under a temporary name and renamed).
+func newFileOutput(_ path: String, overwrite: Bool) throws -> URL {
+    let out = try newOutput(path, overwrite: overwrite)
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: out.deletingLastPathComponent().path, isDirectory: &isDir), isDir.boolValue else {
+        throw CLIError("\(out.path): its folder does not exist")
+    }
+    if FileManager.default.fileExists(atPath: out.path, isDirectory: &isDir), isDir.boolValue { throw CLIError("\(out.path): is a folder") }
+    return out
+}
+
+/// Checks flags against the one rule set recipes use (`OptionRules`): flag, the option's recipe name, its value.
+func checkOptions(_ stage: String, _ values: [(String, String, Double?)]) throws {
+    do { try OptionRules.check(stage, values.map { (flag: $0.0, key: $0.1, value: $0.2) }) } catch let e as OptionError {
+        throw ValidationError(e.message)
+    }
 }

@@ -35,7 +35,7 @@ struct Calibrate: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard samples > 0, seqLen >= 2 else { throw ValidationError("--samples must be positive and --seq-len at least 2") }
+        try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
         guard Self.dtype(cacheDtype) != nil else { throw ValidationError("--cache-dtype takes f32, f16 or bf16") }
     }
 
@@ -95,6 +95,7 @@ struct Prune: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        try checkOptions("prune", [("--ratio", "ratio", ratio), ("--keep", "keep", keep.map(Double.init)), ("--tau", "tau", tau)])
         if method == .moeits {
             guard (tau != nil) != (ratio != nil || keep != nil) else { throw ValidationError("moeits takes --tau, or --ratio/--keep") }
             guard calibDir == nil else { throw ValidationError("moeits is data-free; --calib CACHE only adds reconstruction errors to the plan") }
@@ -177,6 +178,10 @@ struct SearchOptions: ParsableArguments {
     @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
 
     func validate() throws {
+        try checkOptions("prune", [("--population", "population", Double(population)), ("--generations", "generations", Double(generations)),
+                                   ("--candidates", "candidates", Double(candidates)), ("--block-size", "block_size", Double(blockSize)),
+                                   ("--fitness-tokens", "fitness_tokens", Double(fitnessTokens)),
+                                   ("--field-sequences", "field_sequences", Double(fieldSequences))])
         do { try moei2(seed: 0).validate() } catch { throw ValidationError("\(error)") }
     }
 

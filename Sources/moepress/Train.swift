@@ -25,6 +25,14 @@ struct TrainingOptions: ParsableArguments {
     @Flag(help: "Continue from the checkpoint an interrupted run with the same options left next to --output (if there is one).") var resume = false
     @Flag(help: "No progress on stderr.") var quiet = false
 
+    /// Checked against the heal stage's rules (compress-experts shares them).
+    func validate() throws {
+        try checkOptions("heal", [("--steps", "steps", Double(steps)), ("--lr", "lr", Double(lr)), ("--batch", "batch", Double(batch)),
+                                  ("--grad-accum", "grad_accum", Double(gradAccum)), ("--seq-len", "seq_len", Double(seqLen)),
+                                  ("--warmup-ratio", "warmup_ratio", warmupRatio), ("--weight-decay", "weight_decay", Double(weightDecay)),
+                                  ("--max-grad-norm", "max_grad_norm", maxGradNorm), ("--checkpoint-every", "checkpoint_every", Double(checkpointEvery))])
+    }
+
     func settings() -> TrainerSettings {
         var s = TrainerSettings()
         s.steps = steps; s.learningRate = lr; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
@@ -83,6 +91,11 @@ struct Heal: ParsableCommand {
     @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
 
+    func validate() throws {
+        try checkOptions("heal", [("--lora-rank", "lora_rank", Double(loraRank)), ("--lora-alpha", "lora_alpha", Double(loraAlpha)),
+                                  ("--lora-dropout", "lora_dropout", Double(loraDropout))])
+    }
+
     func run() throws {
         try compute.run {
             let url = modelURL(model)
@@ -138,6 +151,10 @@ struct CompressExperts: ParsableCommand {
     @OptionGroup var training: TrainingOptions
     @OptionGroup var out: OutputOptions
     @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        try checkOptions("compress_experts", [("--main-experts", "main_experts", Double(mainExperts)), ("--ce-lr", "ce_lr", ceLr.map(Double.init))])
+    }
 
     func run() throws {
         try compute.run {

@@ -54,3 +54,43 @@ import MoECheckpoint
         }
     }
 }
+
+/// Keys a config.json leaves out take transformers' defaults for that family, as HF's config classes do.
+@Suite struct ConfigDefaultsTests {
+    func withoutKey(_ family: String, _ key: String) throws -> (URL, () -> Void) {
+        let src = Paths.fixture(family)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-defaults-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
+                                                   withDestinationURL: src.appendingPathComponent("model.safetensors"))
+        var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
+        obj.removeValue(forKey: key)
+        try JSONSerialization.data(withJSONObject: obj).write(to: dir.appendingPathComponent("config.json"))
+        return (dir, { try? FileManager.default.removeItem(at: dir) })
+    }
+
+    @Test func missingNormEpsIsTheFamilysDefault() throws {
+        // transformers: MixtralConfig and OlmoeConfig 1e-5, Qwen2MoeConfig 1e-6.
+        for (family, eps) in [("mixtral", Float(1e-5)), ("olmoe", 1e-5), ("qwen2_moe", 1e-6)] {
+            let (dir, clean) = try withoutKey(family, "rms_norm_eps")
+            defer { clean() }
+            #expect(try ModelRegistry.describe(directory: dir).rmsNormEps == eps, "\(family)")
+        }
+    }
+
+    @Test func missingSharedExpertSizeIsNotADroppedExpert() throws {
+        // Qwen2MoeConfig's default is 5632: the fixture's shared expert weights (another size) are then refused by
+        // shape, never silently left out.
+        let (dir, clean) = try withoutKey("qwen2_moe", "shared_expert_intermediate_size")
+        defer { clean() }
+        #expect(try ModelRegistry.describe(directory: dir).layers.compactMap(\.sharedExpertIntermediate).allSatisfy { $0 == 5632 })
+        #expect(throws: (any Error).self) { _ = try ModelRegistry.load(directory: dir) }
+    }
+
+    @Test func presentKeysWinOverDefaults() throws {
+        let c = HFConfig(path: "config.json", raw: ["rms_norm_eps": .number(0.25), "sliding_window": .null])
+        let filled = c.filling(Mixtral.hfDefaults)
+        #expect(filled.raw["rms_norm_eps"] == .number(0.25) && filled.raw["sliding_window"] == .null)
+        #expect(filled.raw["num_key_value_heads"] == .number(8) && c.raw["num_key_value_heads"] == nil)
+    }
+}

@@ -54,6 +54,44 @@ enum Where {
         try check(head + "stages:\n  - prune: {method: moei2, ratio: 0.25\n", line: 6, contains: "not valid YAML")
     }
 
+    /// Issue 14's bad values: refused at parse time, on their own line, by the rule set the CLI uses too.
+    @Test func valuesOutOfRangeAreRefusedBeforeWork() throws {
+        try check(head + "stages:\n  - heal:\n      steps: 4\n      lr: -1\n", line: 7, contains: "heal.lr must be a finite number > 0")
+        try check(head + "stages:\n  - heal: {steps: 4, lora_dropout: 1.5}\n", line: 5, contains: "heal.lora_dropout must be a number in [0, 1)")
+        try check(head + "stages:\n  - heal: {steps: 0}\n", line: 5, contains: "heal.steps must be a positive whole number")
+        try check(head + "stages:\n  - heal: {steps: 4, warmup_ratio: 2}\n", line: 5, contains: "heal.warmup_ratio must be a number in [0, 1]")
+        try check(head + "stages:\n  - prune: {method: moeits, tau: .nan}\n", line: 5, contains: "prune.tau must be a finite number")
+        try check(head + "stages:\n  - prune: {method: reap, ratio: .inf}\n", line: 5, contains: "prune.ratio must be a number in [0, 1)")
+        try check(head + "stages:\n  - prune: {method: moei2, ratio: 0.25, population: 1}\n", line: 5, contains: "prune.population must be a whole number ≥ 2")
+        try check(head + "stages: []\n", line: 4, contains: "the stage list is empty")
+        try check("model: ../../shared/models/mixtral-ref\ncalibration:\n  data: ../../shared/data/calib\n  samples: 0\nstages:\n  - prune: {method: moeits, tau: 1}\n",
+                  line: 4, contains: "calibration.samples must be a positive whole number")
+        try check(head + "stages:\n  - heal: {steps: 4, targets: [q, x]}\n", line: 5, contains: "unknown heal targets entry \"x\"")
+        // Against the model (mixtral-ref: 8 experts, top-2).
+        try check(head + "stages:\n  - prune:\n      method: reap\n      keep: 1\n", line: 7, contains: "prune.keep must be between top-k = 2 and the 8 experts")
+        try check(head + "stages:\n  - prune: {method: frequency, ratio: 0.9}\n", line: 5, contains: "fewer than top-k = 2")
+        try check(head + "stages:\n  - compress_experts: {main_experts: 2, steps: 4}\n", line: 5, contains: "main_experts must be below top-k = 2")
+    }
+
+    /// Every numeric option a stage reads has a rule, and every string option a list of values or a path check.
+    @Test func everyStageOptionHasARule() {
+        for (stage, options) in Recipe.schema {
+            for (key, type) in options {
+                switch type {
+                case "int", "double": #expect(OptionRules.stages[stage]?[key] != nil, "\(stage).\(key) has no rule")
+                case "string": #expect(Recipe.allowedStrings[stage]?[key] != nil || key == "data", "\(stage).\(key) is not checked")
+                case "strings": #expect(Recipe.allowedLists[stage]?[key] != nil, "\(stage).\(key) is not checked")
+                default: #expect(type == "bool", "\(stage).\(key): \(type)")
+                }
+            }
+        }
+        for key in ["samples", "seq_len"] { #expect(OptionRules.stages["calibration"]?[key] != nil) }
+        // The rules themselves: NaN and infinities never pass, ends as declared.
+        #expect(!OptionRule.finite.accepts(.nan) && !OptionRule.finite.accepts(.infinity) && OptionRule.finite.accepts(-3))
+        #expect(OptionRules.fraction.accepts(0) && !OptionRules.fraction.accepts(1) && OptionRules.keptFraction.accepts(1) && !OptionRules.keptFraction.accepts(0))
+        #expect(!OptionRule.count(min: 1).accepts(1.5) && !OptionRule.count(min: 1).accepts(0) && OptionRule.count(min: 0).accepts(0))
+    }
+
     @Test func shippedRecipesAreValid() throws {
         let dir = Where.repo.appendingPathComponent("recipes")
         let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") && !$0.hasPrefix(".") }

@@ -155,6 +155,51 @@ final class TempDir {
         }
     }
 
+    /// Issue 14's bad flags (NaN, out of range, zero counts) are refused by the recipes' rule set before any work.
+    @Test func badNumbersAreRefusedBeforeAnyWork() throws {
+        let t = TempDir()
+        let model = CLI.fixture("qwen2_moe")
+        let cases: [[String]] = [
+            ["prune", "--model", model, "--method", "moeits", "--output", t.path("o"), "--tau", "nan"],
+            ["prune", "--model", model, "--method", "reap", "--calib-dir", t.path("none"), "--output", t.path("o"), "--ratio", "1.5"],
+            ["decompose", "--model", model, "--output", t.path("o"), "--ratio", "0"],
+            ["decompose", "--model", model, "--output", t.path("o"), "--ratio", "0.5", "--alpha", "inf"],
+            ["heal", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--lora-dropout", "1.5"],
+            ["heal", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--warmup-ratio", "2"],
+            ["heal", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--lr", "0"],
+            ["compress-experts", "--model", model, "--main-experts", "0", "--data", t.path("none"), "--output", t.path("o")],
+            ["calibrate", "--model", model, "--calib-dir", t.path("none"), "--output", t.path("o"), "--samples", "0"],
+            ["eval", "tasks", "--model", model, "--tasks", t.path("none"), "--batch", "0"],
+            ["generate", "--model", model, "--prompt", "x", "--top-p", "nan"],
+        ]
+        for args in cases {
+            let flag = args.last(where: { $0.hasPrefix("--") })!
+            let r = try CLI.run(args)
+            #expect(r.status != 0 && r.stderr.contains(flag) && r.stderr.contains("must be"), "\(args) \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: t.path("o")))
+        }
+    }
+
+    /// Single-file outputs are not replaced without --overwrite (and the refusal comes before any work).
+    @Test func singleFileOutputsRefuseToOverwrite() throws {
+        let t = TempDir()
+        try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        try "keep me".write(toFile: t.path("o.safetensors"), atomically: true, encoding: .utf8)
+        let args = ["logits", "--model", CLI.fixture("mixtral"), "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors")]
+        let r = try CLI.run(args)
+        #expect(r.status != 0 && r.stderr.contains("already exists"), "\(r.stderr)")
+        #expect(try String(contentsOfFile: t.path("o.safetensors"), encoding: .utf8) == "keep me")
+        let ok = try CLI.run(args + ["--overwrite"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        let missing = try CLI.run(["logits", "--model", CLI.fixture("mixtral"), "--ids-file", t.path("ids.json"), "--output", t.path("no/such/o.safetensors")])
+        #expect(missing.status != 0 && missing.stderr.contains("folder does not exist"), "\(missing.stderr)")
+        try "keep me".write(toFile: t.path("s.jsonl"), atomically: true, encoding: .utf8)
+        let tasks = CLI.shared.appendingPathComponent("data/tasks/dev.jsonl").path
+        let e = try CLI.run(["eval", "tasks", "--model", CLI.fixture("mixtral"), "--tasks", tasks, "--limit", "2", "--samples", t.path("s.jsonl")])
+        #expect(e.status != 0 && e.stderr.contains("already exists"), "\(e.stderr)")
+        #expect(try String(contentsOfFile: t.path("s.jsonl"), encoding: .utf8) == "keep me")
+    }
+
     @Test func unknownInstructionSetIsRefused() throws {
         let p = Process()
         p.executableURL = CLI.binary

@@ -57,7 +57,7 @@ fi
 prepare
 $B eval perplexity --model "$model" --text-file "$text" --seq-len 512 --threads "$THREADS" --quiet --report "$OUT/ppl.report.json" > "$OUT/ppl.txt"
 prepare
-$B logits --model "$model" --ids-file "$OUT/ids512.json" --output "$OUT/logits.safetensors" --threads "$THREADS" --report "$OUT/logits.report.json" 2>/dev/null
+$B logits --model "$model" --ids-file "$OUT/ids512.json" --output "$OUT/logits.safetensors" --overwrite --threads "$THREADS" --report "$OUT/logits.report.json" 2>/dev/null
 rm -f "$OUT/logits.safetensors"
 if [ $bench = 1 ]; then
   prepare

@@ -9,7 +9,38 @@ import MoECheckpoint
 public enum DeepseekV2: ModelFamily {
     public static let modelTypes = ["deepseek_v2"]
 
+    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    public static let hfDefaults: [String: JSONValue] = [
+        "attention_bias": .bool(false),
+        "bos_token_id": .number(1),
+        "eos_token_id": .number(2),
+        "first_k_dense_replace": .number(0),
+        "hidden_act": .string("silu"),
+        "hidden_size": .number(4096),
+        "intermediate_size": .number(11008),
+        "kv_lora_rank": .number(512),
+        "max_position_embeddings": .number(2048),
+        "moe_intermediate_size": .number(1407),
+        "n_routed_experts": .number(64),
+        "n_shared_experts": .number(2),
+        "norm_topk_prob": .bool(false),
+        "num_attention_heads": .number(32),
+        "num_hidden_layers": .number(32),
+        "num_key_value_heads": .number(32),
+        "q_lora_rank": .number(1536),
+        "qk_nope_head_dim": .number(128),
+        "qk_rope_head_dim": .number(64),
+        "rms_norm_eps": .number(1e-06),
+        "rope_theta": .number(10000.0),
+        "routed_scaling_factor": .number(1.0),
+        "tie_word_embeddings": .bool(false),
+        "topk_method": .string("greedy"),
+        "v_head_dim": .number(128),
+        "vocab_size": .number(102400),
+    ]
+
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let c = c.filling(hfDefaults)
         let method = try c.string("topk_method", default: "greedy")
         var routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: false,
                               scalingFactor: Float(try c.double("routed_scaling_factor", default: 1)))
@@ -27,11 +58,13 @@ public enum DeepseekV2: ModelFamily {
 
     /// V2 checkpoints may carry `e_score_correction_bias` (read when present).
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        try deepseekNames(c, d, has: has, correctionBias: nil)
+        let c = c.filling(hfDefaults)
+        return try deepseekNames(c, d, has: has, correctionBias: nil)
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        try buildDeepseek(c, weights: w, description: d, ropeInterleaved: true)
+        let c = c.filling(hfDefaults)
+        return try buildDeepseek(c, weights: w, description: d, ropeInterleaved: true)
     }
 }
 

@@ -9,7 +9,41 @@ import MoECheckpoint
 public enum DeepseekV3: ModelFamily {
     public static let modelTypes = ["deepseek_v3"]
 
+    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    public static let hfDefaults: [String: JSONValue] = [
+        "attention_bias": .bool(false),
+        "bos_token_id": .number(0),
+        "eos_token_id": .number(1),
+        "first_k_dense_replace": .number(3),
+        "hidden_act": .string("silu"),
+        "hidden_size": .number(7168),
+        "intermediate_size": .number(18432),
+        "kv_lora_rank": .number(512),
+        "max_position_embeddings": .number(4096),
+        "moe_intermediate_size": .number(2048),
+        "n_group": .number(8),
+        "n_routed_experts": .number(256),
+        "n_shared_experts": .number(1),
+        "norm_topk_prob": .bool(true),
+        "num_attention_heads": .number(128),
+        "num_experts_per_tok": .number(8),
+        "num_hidden_layers": .number(61),
+        "num_key_value_heads": .number(128),
+        "q_lora_rank": .number(1536),
+        "qk_nope_head_dim": .number(128),
+        "qk_rope_head_dim": .number(64),
+        "rms_norm_eps": .number(1e-06),
+        "rope_interleave": .bool(true),
+        "rope_theta": .number(10000.0),
+        "routed_scaling_factor": .number(2.5),
+        "tie_word_embeddings": .bool(false),
+        "topk_group": .number(4),
+        "v_head_dim": .number(128),
+        "vocab_size": .number(129280),
+    ]
+
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let c = c.filling(hfDefaults)
         let routing = Routing(scoring: .sigmoid, topK: try c.size("num_experts_per_tok"),
                               normalizeTopK: try c.bool("norm_topk_prob", default: true), normalizationEpsilon: 1e-20,
                               scalingFactor: Float(try c.double("routed_scaling_factor", default: 1)),
@@ -19,10 +53,12 @@ public enum DeepseekV3: ModelFamily {
     }
 
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        try deepseekNames(c, d, has: has, correctionBias: true)
+        let c = c.filling(hfDefaults)
+        return try deepseekNames(c, d, has: has, correctionBias: true)
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        try buildDeepseek(c, weights: w, description: d, ropeInterleaved: try c.bool("rope_interleave", default: true))
+        let c = c.filling(hfDefaults)
+        return try buildDeepseek(c, weights: w, description: d, ropeInterleaved: try c.bool("rope_interleave", default: true))
     }
 }

@@ -7,7 +7,27 @@ import MoECheckpoint
 public enum Mixtral: ModelFamily {
     public static let modelTypes = ["mixtral"]
 
+    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    public static let hfDefaults: [String: JSONValue] = [
+        "bos_token_id": .number(1),
+        "eos_token_id": .number(2),
+        "hidden_act": .string("silu"),
+        "hidden_size": .number(4096),
+        "intermediate_size": .number(14336),
+        "max_position_embeddings": .number(131072),
+        "num_attention_heads": .number(32),
+        "num_experts_per_tok": .number(2),
+        "num_hidden_layers": .number(32),
+        "num_key_value_heads": .number(8),
+        "num_local_experts": .number(8),
+        "rms_norm_eps": .number(1e-05),
+        "rope_theta": .number(1000000.0),
+        "tie_word_embeddings": .bool(false),
+        "vocab_size": .number(32000),
+    ]
+
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let c = c.filling(hfDefaults)
         let experts = try c.routedExperts
         let layer = ModelDescription.Layer(experts: experts, expertIntermediate: try c.size("intermediate_size"),
                                            denseIntermediate: nil, sharedExpertIntermediate: nil, sharedExpertGated: false)
@@ -18,6 +38,7 @@ public enum Mixtral: ModelFamily {
 
     /// v4 (and what `save_pretrained` writes) names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         for l in 0..<d.numLayers {
             let v4 = "model.layers.\(l).block_sparse_moe"
@@ -31,6 +52,7 @@ public enum Mixtral: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
+        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let window = try c.optionalSize("sliding_window")
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: window) }

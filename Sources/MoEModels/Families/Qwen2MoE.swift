@@ -8,7 +8,33 @@ import MoECheckpoint
 public enum Qwen2MoE: ModelFamily {
     public static let modelTypes = ["qwen2_moe"]
 
+    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    public static let hfDefaults: [String: JSONValue] = [
+        "decoder_sparse_step": .number(1),
+        "hidden_act": .string("silu"),
+        "hidden_size": .number(2048),
+        "intermediate_size": .number(5632),
+        "max_position_embeddings": .number(32768),
+        "max_window_layers": .number(28),
+        "moe_intermediate_size": .number(1408),
+        "norm_topk_prob": .bool(false),
+        "num_attention_heads": .number(16),
+        "num_experts": .number(60),
+        "num_experts_per_tok": .number(4),
+        "num_hidden_layers": .number(24),
+        "num_key_value_heads": .number(16),
+        "qkv_bias": .bool(true),
+        "rms_norm_eps": .number(1e-06),
+        "rope_theta": .number(10000.0),
+        "shared_expert_intermediate_size": .number(5632),
+        "sliding_window": .number(0),
+        "tie_word_embeddings": .bool(false),
+        "use_sliding_window": .bool(false),
+        "vocab_size": .number(151936),
+    ]
+
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let c = c.filling(hfDefaults)
         let experts = try c.routedExperts
         let step = try c.size("decoder_sparse_step", default: 1)
         let mlpOnly = Set(try c.intList("mlp_only_layers"))
@@ -30,6 +56,7 @@ public enum Qwen2MoE: ModelFamily {
 
     /// q/k/v carry biases unless `qkv_bias` is false; the shared expert is scaled by `shared_expert_gate`.
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         let bias = try c.bool("qkv_bias", default: true)
         for l in 0..<d.numLayers {
@@ -42,6 +69,7 @@ public enum Qwen2MoE: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
+        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let windows = try slidingWindows(c, layers: d.numLayers)
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: windows[l]) }

@@ -7,7 +7,30 @@ import MoECheckpoint
 public enum Qwen3MoE: ModelFamily {
     public static let modelTypes = ["qwen3_moe"]
 
+    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    public static let hfDefaults: [String: JSONValue] = [
+        "attention_bias": .bool(false),
+        "decoder_sparse_step": .number(1),
+        "hidden_act": .string("silu"),
+        "hidden_size": .number(2048),
+        "intermediate_size": .number(6144),
+        "max_position_embeddings": .number(32768),
+        "moe_intermediate_size": .number(768),
+        "norm_topk_prob": .bool(false),
+        "num_attention_heads": .number(32),
+        "num_experts": .number(128),
+        "num_experts_per_tok": .number(8),
+        "num_hidden_layers": .number(24),
+        "num_key_value_heads": .number(4),
+        "rms_norm_eps": .number(1e-06),
+        "rope_theta": .number(10000.0),
+        "tie_word_embeddings": .bool(false),
+        "use_sliding_window": .bool(false),
+        "vocab_size": .number(151936),
+    ]
+
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
+        let c = c.filling(hfDefaults)
         let experts = try c.routedExperts
         let step = try c.size("decoder_sparse_step", default: 1)
         let mlpOnly = Set(try c.intList("mlp_only_layers"))
@@ -22,6 +45,7 @@ public enum Qwen3MoE: ModelFamily {
     }
 
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
+        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         let bias = try c.bool("attention_bias", default: false)
         for l in 0..<d.numLayers {
@@ -34,6 +58,7 @@ public enum Qwen3MoE: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
+        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalSize("sliding_window") : nil
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .perHead, slidingWindow: window) }
