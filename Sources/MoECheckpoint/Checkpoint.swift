@@ -122,6 +122,41 @@ public final class Checkpoint: @unchecked Sendable {
         contains(name) ? try tensor(name, shape: shape) : nil
     }
 
+    /// The first tensor (in name order) holding a NaN or an infinity, with the flat index of that value; nil
+    /// when every floating-point weight is finite. Reads the stored bits (f32, f16, bf16) without widening,
+    /// one tensor at a time; `progress` hears of each tensor's bytes.
+    public func firstNonFinite(evict: Bool = false, progress: ((Int) -> Void)? = nil) -> (name: String, index: Int)? {
+        for name in names.sorted() {
+            guard let l = location[name] else { continue }
+            let p = files[l.file].bytes(l.info)
+            let n = l.info.elementCount
+            var bad: Int? = nil
+            switch l.info.dtype {
+            case .f32:
+                let u = p.assumingMemoryBound(to: UInt32.self)
+                for i in 0..<n where u[i] & 0x7F80_0000 == 0x7F80_0000 { bad = i; break }
+            case .bf16:
+                let u = p.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<n where u[i] & 0x7F80 == 0x7F80 { bad = i; break }
+            case .f16:
+                let u = p.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<n where u[i] & 0x7C00 == 0x7C00 { bad = i; break }
+            default: break
+            }
+            if evict { advise(.evict, tensors: [name]) }
+            progress?(l.info.byteCount)
+            if let bad { return (name, bad) }
+        }
+        return nil
+    }
+
+    /// Refuses weights holding NaN or infinities, naming the tensor (a model computing on them gives NaN logits).
+    public func requireFinite(evict: Bool = false, progress: ((Int) -> Void)? = nil) throws {
+        if let (name, i) = firstNonFinite(evict: evict, progress: progress) {
+            throw CheckpointError(file: directory.path, tensor: name, "holds a NaN or infinite value (element \(i))")
+        }
+    }
+
     /// Bytes of tensor data on disk (headers excluded).
     public var tensorBytes: Int { location.values.reduce(0) { $0 + $1.info.byteCount } }
     /// Bytes of the safetensors files on disk.

@@ -8,9 +8,12 @@ public enum LogProbs {
         Double(row[target]) - logSumExp(row, count: count)
     }
 
+    /// NaN when any logit is NaN or +∞ (so garbage never passes for a finite score).
     public static func logSumExp(_ row: UnsafePointer<Float>, count n: Int) -> Double {
         var m = -Float.infinity
-        for i in 0..<n { m = max(m, row[i]) }
+        var nan = false
+        for i in 0..<n { m = max(m, row[i]); nan = nan || row[i].isNaN }
+        if nan || m == .infinity { return .nan }
         if m == -.infinity { return -.infinity }
         var s: Double = 0
         var i = 0

@@ -139,6 +139,7 @@ public enum MultipleChoice {
                 }
                 row += c.ids.count
             }
+            guard scores.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw EvalError.nonFinite }
             for i in range {
                 let item = items[i]
                 out.append(ItemScore(id: item.id, task: item.task, label: item.label, scores: scores[i - range.lowerBound],

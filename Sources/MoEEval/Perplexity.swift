@@ -54,6 +54,7 @@ public enum Perplexity {
                 }
                 count += w.count - 1
                 row += w.count
+                guard total.isFinite else { throw EvalError.nonFinite }
             }
             progress?.advance(by: chunk.count)
         }
@@ -86,8 +87,13 @@ public enum Perplexity {
 
 public enum EvalError: Error, CustomStringConvertible, Equatable {
     case invalid(String)
+    /// The model produced NaN or infinite logits: no score is given for them.
+    case nonFinite
     public var description: String {
-        switch self { case .invalid(let s): return s }
+        switch self {
+        case .invalid(let s): return s
+        case .nonFinite: return "the model produced NaN or infinite logits; its weights may hold NaN/Inf (moepress inspect --verify names the tensor)"
+        }
     }
 }
 

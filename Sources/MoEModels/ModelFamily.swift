@@ -50,6 +50,8 @@ public enum ModelRegistry {
         let weights = try Checkpoint(directory: directory)
         let d = try fam.describe(config)
         let names = try fam.checkpointNames(config, description: d, has: weights.contains)
+        // `--check-weights` (any command): scan every weight for NaN/Inf before computing with them.
+        if ProcessInfo.processInfo.environment["MOEPRESS_CHECK_WEIGHTS"] == "1" { try weights.requireFinite() }
         let model = try fam.build(config, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
         try attachCompressedExperts(model, config: config, names: names, weights: weights)
         model.pager = LayerPager(checkpoint: weights, layers: model.layers.count)

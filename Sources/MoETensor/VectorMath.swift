@@ -28,6 +28,8 @@ public enum VectorMath {
         var r = p * unsafeBitCast((bits &+ 127) &<< 23, to: V.self) * (1 + big)
         r.replace(with: 0, where: x .< lo)
         r.replace(with: .infinity, where: x .> hi)
+        // NaN stays NaN (the clamp above would turn it into a finite number and hide garbage input).
+        r.replace(with: x, where: x .!= x)
         return r
     }
 
@@ -38,12 +40,17 @@ public enum VectorMath {
     public static func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         var m = -Float.infinity
         var i = 0
+        var nan = false
         if n >= 8 {
             var mv = V(repeating: -.infinity)
-            while i + 8 <= n { mv = pointwiseMax(mv, load(x + i)); i += 8 }
+            var bad = V.zero
+            while i + 8 <= n { let v = load(x + i); mv = pointwiseMax(mv, v); bad.replace(with: 1, where: v .!= v); i += 8 }
             m = mv.max()
+            nan = bad.max() > 0
         }
-        while i < n { m = Swift.max(m, x[i]); i += 1 }
+        while i < n { m = Swift.max(m, x[i]); nan = nan || x[i].isNaN; i += 1 }
+        // A NaN score makes the whole row NaN (max() skips NaN; a masked row of -inf is zeros).
+        if nan { x.update(repeating: .nan, count: n); return }
         if m == -.infinity { (x).update(repeating: 0, count: n); return }
         var sv = V.zero
         var s: Float = 0

@@ -15,6 +15,9 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
+    @Flag(help: "Also read every weight and refuse NaN/Inf values, naming the tensor (reads the whole model once).")
+    var verify = false
+
     struct Report: Codable {
         var path: String
         var modelType: String
@@ -48,6 +51,16 @@ struct Inspect: ParsableCommand {
             let ckpt = try Checkpoint(directory: url)
             let names = try ModelRegistry.checkpointNames(directory: url, checkpoint: ckpt)
             let r = Self.report(d, ckpt, names: names, path: url.path)
+            if verify {
+                let progress = StageProgress("verify", total: ckpt.tensorBytes >> 20, unit: "MiB")
+                var done = 0
+                try ckpt.requireFinite(evict: true) { n in
+                    let before = done >> 20
+                    done += n
+                    if done >> 20 > before { progress.advance(by: (done >> 20) - before) }
+                }
+                Console.note("verify: all \(ckpt.names.count) tensors are finite")
+            }
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -57,7 +57,10 @@ struct Logits: ParsableCommand {
             let hidden = ResourceMonitor.shared.stage("forward") { m.hidden([ids], evict: plan.streams(under: memory.budget)) }
             log("forward: \(ids.count) tokens in \(String(format: "%.3f", Date().timeIntervalSince(start))) s")
             let v = m.vocabSize, rowBytes = v * 4
-            // Rows are produced on demand for whatever byte range the writer asks for.
+            // Rows are produced on demand for whatever byte range the writer asks for; NaN/Inf logits are noticed
+            // on the way and the file is then not kept.
+            final class Seen: @unchecked Sendable { var nonFinite = false }
+            let seen = Seen()
             let entry = SafeTensorsWriter.Entry("logits", dtype: .f32, shape: [ids.count, v]) { offset, buffer in
                 let r0 = offset / rowBytes, r1 = min(ids.count, (offset + buffer.count + rowBytes - 1) / rowBytes)
                 var copied = 0
@@ -66,11 +69,17 @@ struct Logits: ParsableCommand {
                     let lo = max(blockStart, offset), hi = min(blockEnd, offset + buffer.count)
                     guard hi > lo else { return }
                     (buffer.baseAddress! + (lo - offset)).copyMemory(from: UnsafeRawPointer(block.data) + (lo - blockStart), byteCount: hi - lo)
+                    let values = UnsafeRawPointer(block.data + (lo - blockStart) / 4).assumingMemoryBound(to: Float.self)
+                    if !(0..<((hi - lo) / 4)).allSatisfy({ values[$0].isFinite }) { seen.nonFinite = true }
                     copied += hi - lo
                 }
                 precondition(copied == buffer.count)
             }
             try ResourceMonitor.shared.stage("write") { try SafeTensorsWriter.write([entry], to: outURL) }
+            if seen.nonFinite {
+                try? FileManager.default.removeItem(at: outURL)
+                throw CLIError("the model produced NaN or infinite logits (nothing written); its weights may hold NaN/Inf: moepress inspect --verify names the tensor")
+            }
             log("wrote \(output): logits [\(ids.count), \(v)]")
             if let (file, info) = want {
                 guard info.shape == [ids.count, v] else {

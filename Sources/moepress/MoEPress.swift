@@ -31,6 +31,9 @@ struct ComputeOptions: ParsableArguments {
                                valueName: "file"))
     var report: String?
 
+    @Flag(help: "Scan every weight for NaN/Inf when the model is loaded, and refuse it naming the tensor (reads the whole model once).")
+    var checkWeights = false
+
     /// Runs a command's work: configures the cores and kernels, turns errors into one line and a non-zero exit,
     /// and writes the resource report when asked.
     func run<T>(_ body: () throws -> T) throws -> T {
@@ -51,6 +54,7 @@ struct ComputeOptions: ParsableArguments {
     /// Sets the threads and the kernels' instruction set (`MOEPRESS_ISA`); a bad choice is a clear error.
     func apply() throws {
         ResourceMonitor.shared.start()
+        if checkWeights { setenv("MOEPRESS_CHECK_WEIGHTS", "1", 1) }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         Compute.configure(threads: threads)
         if let problem = KernelISA.configureFromEnvironment() {

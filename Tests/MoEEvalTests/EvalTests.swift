@@ -172,3 +172,18 @@ struct EvalOracle: Decodable {
         #expect(a.ids != c.ids)
     }
 }
+
+/// Non-finite logits never pass for a score (the finite perplexity from NaN weights).
+@Suite struct NonFiniteLogitsTests {
+    @Test func logSumExpOfARowWithNaNOrInfinityIsNaN() {
+        for bad in [Float.nan, .infinity] {
+            var row: [Float] = [0.5, -1, 2, 0.25, 3, 1, 0, -2, 1.5]
+            row[4] = bad
+            #expect(LogProbs.logSumExp(row, count: row.count).isNaN, "\(bad)")
+        }
+        let ok: [Float] = [0, 0]
+        #expect(abs(LogProbs.logSumExp(ok, count: 2) - log(2.0)) < 1e-6)
+        let masked: [Float] = [-.infinity, 0]
+        #expect(abs(LogProbs.logSumExp(masked, count: 2)) < 1e-6)
+    }
+}

@@ -180,6 +180,36 @@ final class TempDir {
         }
     }
 
+    /// A weight holding NaN: `inspect --verify` and `--check-weights` name the tensor, and a command computing
+    /// with it refuses its NaN logits instead of writing them.
+    @Test func nonFiniteWeightsAreNamedAndNeverComputedOn() throws {
+        let t = TempDir()
+        let src = URL(fileURLWithPath: CLI.fixture("mixtral"))
+        let dir = t.url.appendingPathComponent("nan")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: src.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+        var bytes = try Data(contentsOf: src.appendingPathComponent("model.safetensors"))
+        let n = bytes.prefix(8).withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self)) }
+        let header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as! [String: Any]
+        let name = "model.layers.0.self_attn.q_proj.weight"
+        let entry = header[name] as! [String: Any]
+        #expect(entry["dtype"] as? String == "F32")
+        let at = 8 + n + (entry["data_offsets"] as! [Int])[0] + 4 * 5
+        bytes.replaceSubrange(at..<(at + 4), with: withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { Data($0) })
+        try bytes.write(to: dir.appendingPathComponent("model.safetensors"))
+
+        let verify = try CLI.run(["inspect", dir.path, "--verify"])
+        #expect(verify.status != 0 && verify.stderr.contains(name) && verify.stderr.contains("element 5"), "\(verify.stderr)")
+        let clean = try CLI.run(["inspect", src.path, "--verify"])
+        #expect(clean.status == 0 && clean.stderr.contains("finite"), "\(clean.stderr)")
+        try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        let logits = try CLI.run(["logits", "--model", dir.path, "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors")])
+        #expect(logits.status != 0 && logits.stderr.contains("NaN or infinite logits"), "\(logits.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: t.path("o.safetensors")))
+        let checked = try CLI.run(["logits", "--model", dir.path, "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors"), "--check-weights"])
+        #expect(checked.status != 0 && checked.stderr.contains(name), "\(checked.stderr)")
+    }
+
     /// Single-file outputs are not replaced without --overwrite (and the refusal comes before any work).
     @Test func singleFileOutputsRefuseToOverwrite() throws {
         let t = TempDir()
