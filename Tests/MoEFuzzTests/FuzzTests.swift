@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+import MoETensor
+import MoECheckpoint
+import MoEModels
+import MoETokenizer
+import MoEEval
+@testable import MoEPipeline
+
+/// Seeded mutation fuzzing of what users hand MoEPress: safetensors headers and bodies, config.json fields,
+/// tokenizer.json (its regexes too) and recipes. Every case must end in a clean error or a valid result:
+/// a crash fails the run, a case slower than `Fuzz.hangSeconds` is a hang, and a result must be finite
+/// (scores through the same API the CLI uses, which refuses non-finite logits).
+///
+/// `swift test` runs `Fuzz.cases` cases per input kind (a few hundred in all, seconds); set
+/// MOEPRESS_FUZZ_CASES=N for the long run (BENCHMARKS.md: ≥ 2,000 cases) and MOEPRESS_FUZZ_SEED to vary it.
+enum Fuzz {
+    static let env = ProcessInfo.processInfo.environment
+    static let cases = env["MOEPRESS_FUZZ_CASES"].flatMap(Int.init) ?? 150
+    static let seed = env["MOEPRESS_FUZZ_SEED"].flatMap(UInt64.init) ?? 2026
+    static let hangSeconds = 20.0
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static func fixture(_ n: String) -> URL { repo.appendingPathComponent("Tests/MoEModelsTests/Fixtures/\(n)") }
+    static var shared: URL {
+        env["MOEPRESS_SHARED"].map { URL(fileURLWithPath: $0) } ?? repo.deletingLastPathComponent().appendingPathComponent("shared")
+    }
+
+    final class Tally: @unchecked Sendable {
+        var refused = 0, accepted = 0
+        var problems: [String] = []
+    }
+
+    /// Runs one case: `body` returns normally (valid result) or throws (clean refusal); slow cases are hangs.
+    static func run(_ tally: Tally, _ label: String, _ body: () throws -> Void) {
+        let start = Date()
+        do { try body(); tally.accepted += 1 } catch let e as FuzzFailure { tally.problems.append("\(label): \(e.what)") } catch { tally.refused += 1 }
+        let t = Date().timeIntervalSince(start)
+        if t > hangSeconds { tally.problems.append("\(label): took \(Int(t)) s (hang)") }
+    }
+
+    static func report(_ kind: String, _ tally: Tally) {
+        print("fuzz \(kind): \(tally.accepted + tally.refused + tally.problems.count) cases, \(tally.refused) refused cleanly, \(tally.accepted) valid, \(tally.problems.count) problems")
+        for p in tally.problems.prefix(20) { Issue.record("\(p)") }
+    }
+
+    /// A temporary folder removed at the end of the case.
+    static func withTemp<T>(_ body: (URL) throws -> T) rethrows -> T {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-fuzz-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        return try body(dir)
+    }
+
+    /// Loads a model folder and scores a few tokens the way `eval perplexity` does: throws (refusal, including
+    /// non-finite logits) or returns a finite NLL; anything else is garbage.
+    static func loadAndScore(_ dir: URL) throws {
+        let m = try ModelRegistry.load(directory: dir)
+        let ids = [[1, 2, 3, 4, 5].map { $0 % m.vocabSize }]
+        try m.validate(tokens: ids)
+        let (nll, n) = try Perplexity.score(model: m, windows: ids)
+        guard nll.isFinite, n == 4 else { throw FuzzFailure(what: "loaded and scored to \(nll) over \(n) tokens") }
+    }
+}
+
+struct FuzzFailure: Error { let what: String }
+
+extension SeededGenerator {
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
+    mutating func pick<T>(_ a: [T]) -> T { a[below(a.count)] }
+}
+
+@Suite(.serialized) struct FuzzTests {
+    /// Header bytes, the header length, truncation, trailing bytes, body bytes (weights of any bit pattern).
+    @Test func safetensorsFiles() throws {
+        let src = Fuzz.fixture("mixtral")
+        let original = try Data(contentsOf: src.appendingPathComponent("model.safetensors"))
+        let headerLength = original.prefix(8).withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self)) }
+        var rng = SeededGenerator(seed: Fuzz.seed)
+        let tally = Fuzz.Tally()
+        for c in 0..<Fuzz.cases {
+            var bytes = original
+            let kind = rng.below(5)
+            switch kind {
+            case 0:  // flip header bytes
+                for _ in 0...rng.below(3) { let i = 8 + rng.below(headerLength); bytes[i] = UInt8(truncatingIfNeeded: rng.next()) }
+            case 1:  // header length off by a little or a lot
+                let delta = rng.pick([-9, -4, -1, 1, 3, 8, 1 << 20, -headerLength, Int(Int32.max)])
+                let v = UInt64(truncatingIfNeeded: headerLength + delta).littleEndian
+                bytes.replaceSubrange(0..<8, with: withUnsafeBytes(of: v) { Data($0) })
+            case 2: bytes = bytes.prefix(rng.below(bytes.count))
+            case 3: bytes.append(contentsOf: (0..<(1 + rng.below(64))).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
+            default:  // body bytes: any float bit pattern, NaN and Inf included
+                for _ in 0...rng.below(8) { let i = 8 + headerLength + rng.below(bytes.count - 8 - headerLength); bytes[i] = UInt8(truncatingIfNeeded: rng.next()) }
+            }
+            Fuzz.run(tally, "safetensors case \(c) (mutation \(kind))") {
+                try Fuzz.withTemp { dir in
+                    try FileManager.default.copyItem(at: src.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+                    try bytes.write(to: dir.appendingPathComponent("model.safetensors"))
+                    try Fuzz.loadAndScore(dir)
+                }
+            }
+        }
+        Fuzz.report("safetensors", tally)
+    }
+
+    /// config.json fields set to values of every kind (negative, zero, huge, fractional, wrong type, null).
+    @Test func configFields() throws {
+        let values: [Any] = [-1, 0, 1, 2, 3, 7, 0.5, 1e12, 1e300, -1e300, 1e-300, "x", NSNull(), true, [Int](), [String: Int](), [2, 0.5], Int(Int32.max)]
+        var rng = SeededGenerator(seed: Fuzz.seed &+ 1)
+        let tally = Fuzz.Tally()
+        for c in 0..<Fuzz.cases {
+            let family = rng.pick(["mixtral", "qwen2_moe", "olmoe", "deepseek_v2", "qwen3_moe", "deepseek_v3"])
+            let src = Fuzz.fixture(family)
+            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
+            let extra = ["rope_scaling", "sliding_window", "head_dim", "partial_rotary_factor", "moepress", "n_group", "topk_group", "shared_expert_intermediate_size"]
+            let keys = obj.keys.sorted() + extra
+            var changed: [String] = []
+            for _ in 0...rng.below(2) {
+                let key = rng.pick(keys)
+                if rng.below(6) == 0 { obj.removeValue(forKey: key) } else { obj[key] = rng.pick(values) }
+                changed.append(key)
+            }
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .fragmentsAllowed])
+            Fuzz.run(tally, "config case \(c) (\(family): \(changed))") {
+                try Fuzz.withTemp { dir in
+                    try data.write(to: dir.appendingPathComponent("config.json"))
+                    try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
+                                                               withDestinationURL: src.appendingPathComponent("model.safetensors"))
+                    try Fuzz.loadAndScore(dir)
+                }
+            }
+        }
+        Fuzz.report("config", tally)
+    }
+
+    /// tokenizer.json with random regexes (nested repetitions, lookaheads, classes, huge counts) and mutated
+    /// vocabularies, merges and added tokens; encoding random text gives ids of the vocabulary, or an error.
+    @Test func tokenizers() throws {
+        let pieces = ["a", "b", "ab", "(", ")", "(?:", "(?=", "(?!", "(?i)", "*", "+", "?", "*?", "|", "[a-c]", "[^b]", "\\s", "\\S", "\\p{L}", "\\d",
+                      "{2,3}", "{0,}", "{100000}", ".", "^", "$", "\\", "]", "{", "x+x+", "(a+)+"]
+        var rng = SeededGenerator(seed: Fuzz.seed &+ 2)
+        let tally = Fuzz.Tally()
+        for c in 0..<Fuzz.cases {
+            let pattern = (0..<(1 + rng.below(8))).map { _ in rng.pick(pieces) }.joined()
+            var vocab: [String: Any] = ["a": 0, "b": 1, "c": 2, "ab": 3, "Ġ": 4, "x": 5, "!": 6]
+            var merges: [Any] = ["a b"]
+            var added: [[String: Any]] = [["id": 7, "content": "<s>", "special": true]]
+            switch rng.below(5) {
+            case 0: vocab[rng.pick(["a", "zz", "ab"])] = rng.pick([-1, 99, 1 << 40, 0.5] as [Any])
+            case 1: merges.append(rng.pick(["a c", "x", "", "a b c", "ab ab"] as [Any]))
+            case 2: added.append(["id": rng.pick([-5, 1_000_000_000, 3, 7, 1 << 33] as [Any]), "content": rng.pick(["", "ab", "<s>", "\u{0}"])])
+            default: break
+            }
+            let json: [String: Any] = [
+                "model": ["type": "BPE", "vocab": vocab, "merges": merges],
+                "added_tokens": added,
+                "pre_tokenizer": ["type": "Sequence", "pretokenizers": [
+                    ["type": "Split", "pattern": ["Regex": pattern], "behavior": rng.pick(["Isolated", "Removed", "MergedWithPrevious"]), "invert": rng.below(2) == 0],
+                    ["type": "ByteLevel", "add_prefix_space": false, "use_regex": rng.below(2) == 0]]],
+                "decoder": ["type": "ByteLevel"],
+            ]
+            let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
+            let text = String((0..<rng.below(48)).map { _ in rng.pick(Array("aabbbcx! \n<s>é")) })
+            Fuzz.run(tally, "tokenizer case \(c) (pattern \(pattern.debugDescription), text \(text.debugDescription))") {
+                let t = try Tokenizer(data: data, source: "tokenizer.json")
+                let ids = try t.encode(text)
+                let top = t.vocabSize
+                if let bad = ids.first(where: { $0 < 0 || $0 >= top }) { throw FuzzFailure(what: "id \(bad) outside 0..<\(top)") }
+                _ = try t.decode(ids)
+            }
+        }
+        Fuzz.report("tokenizer", tally)
+    }
+
+    /// Recipes with values replaced, lines dropped or repeated: refused at parse time, or every numeric option
+    /// obeys its rule.
+    @Test func recipes() throws {
+        let base = """
+        model: \(Fuzz.shared.path)/models/mixtral-ref
+        seed: 0
+        calibration:
+          data: \(Fuzz.shared.path)/data/calib
+          samples: 8
+          seq_len: 64
+        stages:
+          - prune: {method: moei2, ratio: 0.25, population: 20, generations: 3}
+          - decompose: {method: svdllm, ratio: 0.6, rank_alloc: importance}
+          - heal: {steps: 4, lr: 0.0002, lora_rank: 8, lora_dropout: 0.1, targets: [q, v]}
+        evaluation:
+          task_limit: 20
+        export: none
+        """
+        let values = ["-1", "0", "1", "nan", ".nan", ".inf", "-.inf", "1e300", "0.5", "2", "x", "[]", "{}", "null", "true", "moeits", "99999999999999999999"]
+        var rng = SeededGenerator(seed: Fuzz.seed &+ 3)
+        let tally = Fuzz.Tally()
+        for c in 0..<Fuzz.cases {
+            var lines = base.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            for _ in 0...rng.below(2) {
+                let i = rng.below(lines.count)
+                switch rng.below(4) {
+                case 0: lines.remove(at: i)
+                case 1: lines.insert(lines[i], at: i)
+                default:
+                    // Replace one value (after a ": ") on the line.
+                    let parts = lines[i].components(separatedBy: ": ")
+                    if parts.count > 1 {
+                        let k = 1 + rng.below(parts.count - 1)
+                        var p = parts
+                        let tail = p[k].firstIndex(where: { $0 == "," || $0 == "}" }).map { String(p[k][$0...]) } ?? ""
+                        p[k] = rng.pick(values) + tail
+                        lines[i] = p.joined(separator: ": ")
+                    }
+                }
+            }
+            let text = lines.joined(separator: "\n")
+            Fuzz.run(tally, "recipe case \(c)") {
+                try Fuzz.withTemp { dir in
+                    let f = dir.appendingPathComponent("r.yaml")
+                    try text.write(to: f, atomically: true, encoding: .utf8)
+                    let r = try Recipe(file: f)
+                    for s in r.branches.flatMap(\.stages) {
+                        for (k, v) in s.options {
+                            let x: Double? = switch v { case .int(let i): Double(i); case .double(let d): d; default: nil }
+                            if let x, let rule = OptionRules.stages[s.kind]?[k], !rule.accepts(x) {
+                                throw FuzzFailure(what: "accepted \(s.kind).\(k) = \(x) against \(rule)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Fuzz.report("recipe", tally)
+    }
+}
