@@ -54,6 +54,12 @@ public enum ModelRegistry {
         if ProcessInfo.processInfo.environment["MOEPRESS_CHECK_WEIGHTS"] == "1" { try weights.requireFinite() }
         let model = try fam.build(config, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
         try attachCompressedExperts(model, config: config, names: names, weights: weights)
+        // Tensors no part of the model reads are reported, never silently ignored (HF warns of them too).
+        let unused = weights.names.filter { names.logicalNames(ofTensor: $0).isEmpty }
+        if !unused.isEmpty {
+            Console.note("note: \(directory.path): \(unused.count) tensor(s) in the files are not used by \(try config.modelType): " +
+                         unused.prefix(3).joined(separator: ", ") + (unused.count > 3 ? ", …" : ""))
+        }
         model.pager = LayerPager(checkpoint: weights, layers: model.layers.count)
         return model
     }

@@ -66,6 +66,7 @@ struct Compress: ParsableCommand {
         try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
+            removeStaleWork(beside: out, prefix: ".\(out.lastPathComponent).moepress-work-")
             let work = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-work-\(getpid())")
             try? FileManager.default.removeItem(at: work)
             try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)

@@ -95,6 +95,16 @@ func newOutput(_ path: String, overwrite: Bool) throws -> URL {
     return out
 }
 
+/// Removes work folders `<prefix><pid>` beside `out` left by runs that were killed (their process is gone), so
+/// a killed run's temporary calibration caches do not stay behind once the command is run again.
+func removeStaleWork(beside out: URL, prefix: String) {
+    let parent = out.deletingLastPathComponent()
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? [] where name.hasPrefix(prefix) {
+        guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+        try? FileManager.default.removeItem(at: parent.appendingPathComponent(name))
+    }
+}
+
 /// A single-file output: refused when it exists unless `overwrite`, or when its folder does not exist
 /// (checked before any work; the file itself is written under a temporary name and renamed).
 func newFileOutput(_ path: String, overwrite: Bool) throws -> URL {

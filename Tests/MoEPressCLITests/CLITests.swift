@@ -210,6 +210,23 @@ final class TempDir {
         #expect(checked.status != 0 && checked.stderr.contains(name), "\(checked.stderr)")
     }
 
+    /// A tensor in the files that no part of the model reads is reported (as HF warns), not silently ignored.
+    @Test func unusedTensorsAreReported() throws {
+        let t = TempDir()
+        let src = URL(fileURLWithPath: CLI.fixture("mixtral"))
+        let dir = t.url.appendingPathComponent("m")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: src.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+        let ck = try Checkpoint(directory: src)
+        try SafeTensorsWriter.write(try ck.names.map { try ck.rawEntry($0) } + [.init("model.layers.0.mystery.weight", raw: Data(count: 16), dtype: .f32, shape: [4])],
+                                    to: dir.appendingPathComponent("model.safetensors"))
+        try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        let r = try CLI.run(["logits", "--model", dir.path, "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors")])
+        #expect(r.status == 0 && r.stderr.contains("not used") && r.stderr.contains("model.layers.0.mystery.weight"), "\(r.stderr)")
+        let clean = try CLI.run(["logits", "--model", src.path, "--ids-file", t.path("ids.json"), "--output", t.path("p.safetensors")])
+        #expect(clean.status == 0 && !clean.stderr.contains("not used"), "\(clean.stderr)")
+    }
+
     /// Single-file outputs are not replaced without --overwrite (and the refusal comes before any work).
     @Test func singleFileOutputsRefuseToOverwrite() throws {
         let t = TempDir()
