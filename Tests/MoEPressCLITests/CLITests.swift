@@ -210,6 +210,35 @@ final class TempDir {
         #expect(checked.status != 0 && checked.stderr.contains(name), "\(checked.stderr)")
     }
 
+    /// Seeded fuzzing of numeric flags (the fuzz target's CLI part): every value ends in a clean error or a
+    /// clean start; never a signal, a hang or a usage error without the flag's name.
+    @Test func numericFlagsFuzz() throws {
+        let t = TempDir()
+        let none = t.path("missing")
+        let commands: [(args: [String], flags: [String])] = [
+            (["prune", "--model", none, "--method", "moei2", "--calib", none, "--output", t.path("o")],
+             ["--ratio", "--population", "--generations", "--candidates", "--block-size", "--fitness-tokens", "--field-sequences"]),
+            (["prune", "--model", none, "--method", "moeits", "--output", t.path("o")], ["--tau"]),
+            (["decompose", "--model", none, "--output", t.path("o"), "--ratio", "0.5"], ["--alpha", "--importance-tokens"]),
+            (["heal", "--model", none, "--data", none, "--output", t.path("o")],
+             ["--steps", "--lr", "--batch", "--grad-accum", "--seq-len", "--warmup-ratio", "--weight-decay", "--max-grad-norm", "--lora-rank", "--lora-alpha", "--lora-dropout"]),
+            (["calibrate", "--model", none, "--calib-dir", none, "--output", t.path("o")], ["--samples", "--seq-len"]),
+            (["generate", "--model", none, "--prompt", "x"], ["--max-tokens", "--temperature", "--top-p"]),
+            (["eval", "tasks", "--model", none, "--tasks", none], ["--limit", "--batch"]),
+        ]
+        let values = ["nan", "-nan", "inf", "-inf", "0", "-0", "1", "0.5", "1.5", "2", "1e300", "-1e300", "99999999999999999999", "x", "", "0x10", "1e-320"]
+        var rng = UInt64(2026)
+        func next(_ n: Int) -> Int { rng = rng &* 6364136223846793005 &+ 1442695040888963407; return Int((rng >> 33) % UInt64(n)) }
+        for _ in 0..<40 {
+            let (args, flags) = commands[next(commands.count)]
+            let flag = flags[next(flags.count)], value = values[next(values.count)]
+            let r = try CLI.run(args + ["\(flag)=\(value)"])
+            #expect(r.status == 1 || r.status == 64, "\(args[0]) \(flag)=\(value): status \(r.status) \(r.stderr)")
+            #expect(!r.stderr.isEmpty && r.stderr.split(separator: "\n").count <= 3 || r.stderr.contains("Usage"), "\(flag)=\(value): \(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: t.path("o")))
+        }
+    }
+
     /// A tensor in the files that no part of the model reads is reported (as HF warns), not silently ignored.
     @Test func unusedTensorsAreReported() throws {
         let t = TempDir()
