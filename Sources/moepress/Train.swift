@@ -12,12 +12,12 @@ struct TrainingOptions: ParsableArguments {
     @Option(parsing: .upToNextOption, help: "Training data: .txt files (one token stream), .jsonl files with instruction/response, or folders of them.")
     var data: [String]
     @Option(help: "Optimiser steps.") var steps = 100
-    @Option(help: "Peak learning rate (warm-up then cosine to 0).") var lr: Float = 2e-4
+    @Option(help: "Peak learning rate (warm-up then cosine to 0; default: heal 2e-4 as MoEITS, compress-experts 2e-5 as the paper's OLMoE recipe).") var lr: Float?
     @Option(help: "Sequences per micro-batch.") var batch = 8
     @Option(help: "Micro-batches per optimiser step.") var gradAccum = 1
     @Option(help: "Tokens per sequence.") var seqLen = 256
-    @Option(help: "Warm-up fraction of the steps.") var warmupRatio = 0.05
-    @Option(help: "AdamW decoupled weight decay.") var weightDecay: Float = 0.05
+    @Option(help: "Warm-up fraction of the steps (default: heal 0.05, compress-experts 0.03).") var warmupRatio: Double?
+    @Option(help: "AdamW decoupled weight decay (default: heal 0.05, compress-experts 0).") var weightDecay: Float?
     @Option(help: "Clip the global gradient norm to this (0: no clipping).") var maxGradNorm = 1.0
     @Option(help: "Seed of data sampling, initialisation and dropout.") var seed: UInt64 = 0
     @Flag(help: "Keep every layer's activations instead of recomputing them in the backward pass (faster, more memory).") var noRecompute = false
@@ -27,16 +27,17 @@ struct TrainingOptions: ParsableArguments {
 
     /// Checked against the heal stage's rules (compress-experts shares them).
     func validate() throws {
-        try checkOptions("heal", [("--steps", "steps", Double(steps)), ("--lr", "lr", Double(lr)), ("--batch", "batch", Double(batch)),
+        try checkOptions("heal", [("--steps", "steps", Double(steps)), ("--lr", "lr", lr.map(Double.init)), ("--batch", "batch", Double(batch)),
                                   ("--grad-accum", "grad_accum", Double(gradAccum)), ("--seq-len", "seq_len", Double(seqLen)),
-                                  ("--warmup-ratio", "warmup_ratio", warmupRatio), ("--weight-decay", "weight_decay", Double(weightDecay)),
+                                  ("--warmup-ratio", "warmup_ratio", warmupRatio), ("--weight-decay", "weight_decay", weightDecay.map(Double.init)),
                                   ("--max-grad-norm", "max_grad_norm", maxGradNorm), ("--checkpoint-every", "checkpoint_every", Double(checkpointEvery))])
     }
 
-    func settings() -> TrainerSettings {
+    /// The command's settings, with its method's defaults for what was not given.
+    func settings(defaults d: (lr: Float, warmupRatio: Double, weightDecay: Float)) -> TrainerSettings {
         var s = TrainerSettings()
-        s.steps = steps; s.learningRate = lr; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
-        s.warmupRatio = warmupRatio; s.weightDecay = weightDecay; s.maxGradNorm = maxGradNorm; s.seed = seed
+        s.steps = steps; s.learningRate = lr ?? d.lr; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
+        s.warmupRatio = warmupRatio ?? d.warmupRatio; s.weightDecay = weightDecay ?? d.weightDecay; s.maxGradNorm = maxGradNorm; s.seed = seed
         s.recompute = !noRecompute; s.checkpointEvery = checkpointEvery
         return s
     }
@@ -112,7 +113,7 @@ struct Heal: ParsableCommand {
             var lora = LoRA.Settings()
             lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
             lora.targets = targets.split(separator: ",").map(String.init)
-            let record = try ResourceMonitor.shared.stage("heal") { try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(), output: out,
+            let record = try ResourceMonitor.shared.stage("heal") { try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(defaults: (2e-4, 0.05, 0.05)), output: out,
                                                merge: merge, mergeDType: mergeDType, stateDir: training.stateDir(for: out), resume: training.resume,
                                                quiet: training.quiet, shardSize: self.out.shardSize.bytes) }
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
@@ -161,7 +162,8 @@ struct CompressExperts: ParsableCommand {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: mainExperts, plainTopK: noCe)
-            var settings = training.settings()
+            // The paper's OLMoE recipe (methods.md §4): lr 2e-5, 3% warm-up, no weight decay.
+            var settings = training.settings(defaults: (2e-5, 0.03, 0))
             settings.ceLearningRate = ceLr
             let record = try ResourceMonitor.shared.stage("compress-experts") { try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
                                                           plainTopK: noCe, settings: settings, output: out, stateDir: training.stateDir(for: out),

@@ -118,4 +118,26 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: args.last!), "\(args.last!) written")
         }
     }
+
+    /// Each training command uses its method's published defaults when the flags are not given: heal MoEITS's
+    /// (lr 2e-4, 5% warm-up, weight decay 0.05), compress-experts the paper's OLMoE recipe (2e-5, 3%, none).
+    @Test func eachCommandHasItsPapersDefaults() throws {
+        let dir = TempDir()
+        let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let data = CLI.shared.appendingPathComponent("data/calib").path
+        let common = ["--data", data, "--steps", "1", "--batch", "1", "--seq-len", "32", "--quiet"]
+        let runs: [([String], String, [String: Double])] = [
+            (["heal", "--model", mixtral, "--targets", "q", "--lora-rank", "2", "--output", dir.path("h")] + common, "h",
+             ["learningRate": 2e-4, "warmupRatio": 0.05, "weightDecay": 0.05]),
+            (["compress-experts", "--model", mixtral, "--main-experts", "1", "--train", "ce-only", "--output", dir.path("c")] + common, "c",
+             ["learningRate": 2e-5, "warmupRatio": 0.03, "weightDecay": 0]),
+        ]
+        for (args, out, want) in runs {
+            let r = try CLI.run(args)
+            #expect(r.status == 0, "\(r.stderr)")
+            let log = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.path("\(out)/training_log.json")))) as! [String: Any]
+            let settings = log["settings"] as! [String: Any]
+            for (k, v) in want { #expect(abs((settings[k] as? Double ?? -1) - v) < 1e-9, "\(args[0]) \(k): \(settings[k] ?? "missing")") }
+        }
+    }
 }
