@@ -8,6 +8,7 @@ import MoECompression
 import MoETraining
 import MoEEval
 
+/// The one version string: the CLI's --version, run.json and stage manifests.
 public let moepressVersion = "0.2.0"
 
 /// What a stage folder's manifest.json records; a stage is skipped on --resume when everything but the

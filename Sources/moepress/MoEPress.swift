@@ -18,7 +18,7 @@ struct MoEPress: ParsableCommand {
         Reads Hugging Face checkpoints (config.json + *.safetensors) of the Mixtral, Qwen2-MoE, Qwen3-MoE, \
         OLMoE, DeepSeek-V2 and DeepSeek-V3 families.
         """,
-        version: "0.1.0",
+        version: moepressVersion,
         subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Run.self, ReportCommand.self, Export.self, Bench.self, BenchTokenizer.self, Synth.self])
 }
 
