@@ -155,7 +155,7 @@ public final class Pipeline {
         let fm = FileManager.default
         let dir = runDir.appendingPathComponent(folder)
         let calibrationKey = recipe.calibration.map { "\($0.data.path)|\($0.samples)|\($0.seqLen)" }
-        var manifest = StageManifest(stage: stage.kind, options: stage.options, input: input.path, inputHash: try Pipeline.contentHash(input),
+        var manifest = StageManifest(stage: stage.kind, options: stage.options, input: input.path, inputHash: try Pipeline.inputHash(input),
                                      seed: recipe.seed, calibration: calibrationKey, version: moepressVersion, model: "model")
         let manifestURL = dir.appendingPathComponent("manifest.json")
         if resume, let data = fm.contents(atPath: manifestURL.path), let old = try? JSONDecoder().decode(StageManifest.self, from: data), old.sameWork(as: manifest) {
@@ -334,8 +334,23 @@ public final class Pipeline {
     }
 
     /// One hash over a model folder's result files (what a stage's input is).
-    static func contentHash(_ dir: URL) throws -> String {
-        Fingerprint.hex(Fingerprint.fnv(try fileHashes(dir).sorted { $0.key < $1.key }.flatMap { Array(($0.key + "=" + $0.value + ";").utf8) }))
+    static func contentHash(_ dir: URL) throws -> String { combined(try fileHashes(dir)) }
+
+    static func combined(_ hashes: [String: String]) -> String {
+        Fingerprint.hex(Fingerprint.fnv(hashes.sorted { $0.key < $1.key }.flatMap { Array(($0.key + "=" + $0.value + ";").utf8) }))
+    }
+
+    /// The content hash of a stage's input. An earlier stage's output folder (`<stage>/model`) already has its
+    /// files' hashes in that stage's manifest, so they are not read again (gigabytes on a real model); any other
+    /// folder is read and hashed.
+    static func inputHash(_ input: URL) throws -> String {
+        let manifestURL = input.deletingLastPathComponent().appendingPathComponent("manifest.json")
+        if input.lastPathComponent == "model", let data = FileManager.default.contents(atPath: manifestURL.path),
+           let m = try? JSONDecoder().decode(StageManifest.self, from: data), m.model == "model" {
+            let recorded = Dictionary(uniqueKeysWithValues: m.outputs.compactMap { k, v in k.hasPrefix("model/") ? (String(k.dropFirst(6)), v) : nil })
+            if !recorded.isEmpty { return combined(recorded) }
+        }
+        return try contentHash(input)
     }
 
     // MARK: - Evaluation

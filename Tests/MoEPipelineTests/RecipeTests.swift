@@ -104,3 +104,28 @@ enum Where {
         #expect(compare.branches.map(\.name) == ["frequency", "reap", "naee", "moeits", "moei2"])
     }
 }
+
+/// A stage's input hash: an earlier stage's output is identified by the hashes its manifest recorded (equal to
+/// hashing the files again, without reading gigabytes twice); other folders are hashed from their files.
+@Suite struct StageInputHashTests {
+    @Test func recordedHashesEqualTheFiles() throws {
+        let stage = Where.temp("stage")
+        let model = stage.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: stage) }
+        try Data([1, 2, 3]).write(to: model.appendingPathComponent("model.safetensors"))
+        try "{}".write(to: model.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        try "[]".write(to: stage.appendingPathComponent("routing.json"), atomically: true, encoding: .utf8)
+        var m = StageManifest(stage: "prune", options: [:], input: "x", inputHash: "y", seed: 0, calibration: nil, version: moepressVersion, model: "model")
+        m.outputs = try Pipeline.fileHashes(stage)
+        try JSONEncoder().encode(m).write(to: stage.appendingPathComponent("manifest.json"))
+        let direct = try Pipeline.contentHash(model)
+        #expect(try Pipeline.inputHash(model) == direct)
+        // The recorded hashes are what is used: a later edit of the folder does not make it read the files.
+        try Data([9]).write(to: model.appendingPathComponent("model.safetensors"))
+        #expect(try Pipeline.inputHash(model) == direct && Pipeline.contentHash(model) != direct)
+        // Without a manifest the files are hashed.
+        try FileManager.default.removeItem(at: stage.appendingPathComponent("manifest.json"))
+        #expect(try Pipeline.inputHash(model) == Pipeline.contentHash(model))
+    }
+}
