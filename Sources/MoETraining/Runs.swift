@@ -58,14 +58,20 @@ public enum TrainingRuns {
                                     seconds: Date().timeIntervalSince(start), steps: trainer.log)
         let staging = output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).partial-\(getpid())")
         try? FileManager.default.removeItem(at: staging)
-        try PEFTAdapter.write(m, settings: lora, baseModel: url.path, to: staging)
-        try encoded(record).write(to: staging.appendingPathComponent("training_log.json"))
-        if merge {
-            LoRA.merge(m)
-            try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType, shardSize: shardSize)
+        do {
+            try PEFTAdapter.write(m, settings: lora, baseModel: url.path, to: staging)
+            try encoded(record).write(to: staging.appendingPathComponent("training_log.json"))
+            if merge {
+                LoRA.merge(m)
+                try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType, shardSize: shardSize)
+            }
+            try? FileManager.default.removeItem(at: output)
+            try FileManager.default.moveItem(at: staging, to: output)
+        } catch {
+            // Nothing half written stays (a merge refused for lack of disk left the adapter's staging folder).
+            try? FileManager.default.removeItem(at: staging)
+            throw error
         }
-        try? FileManager.default.removeItem(at: output)
-        try FileManager.default.moveItem(at: staging, to: output)
         try? FileManager.default.removeItem(at: stateDir)
         return record
     }
