@@ -186,10 +186,10 @@ public enum LowRank {
         guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw PruningError.invalid("targets must be gate, up and/or down") }
         guard o.method == .svd || cache != nil else { throw PruningError.invalid("svdllm needs a calibration cache with Gram matrices") }
         let config = try HFConfig(modelDirectory: dir)
-        let family = try ModelRegistry.family(for: config)
-        let d = try family.describe(config)
+        let (family, filled) = try ModelRegistry.resolve(config)
+        let d = try family.describe(filled)
         let ckpt = try Checkpoint(directory: dir)
-        let names = try family.checkpointNames(config, description: d, has: ckpt.contains)
+        let names = try family.checkpointNames(filled, description: d, has: ckpt.contains)
         let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, perExpert: true)
         let reader = WeightReader(ckpt: ckpt, description: d, names: names)
         if ckpt.names.contains(where: { $0.hasSuffix(".lowrank_a") }) {

@@ -77,8 +77,8 @@ public enum PlanApplier {
     public static func apply(_ plan: PruningPlan, model dir: URL, into out: AtomicDirectory,
                              shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: dir)
-        let family = try ModelRegistry.family(for: config)
-        let d = try family.describe(config)
+        let (family, filled) = try ModelRegistry.resolve(config)
+        let d = try family.describe(filled)
         let ckpt = try Checkpoint(directory: dir)
         var keptByLayer: [Int: [Int]] = [:]
         for l in plan.layers {
@@ -96,7 +96,7 @@ public enum PlanApplier {
         // Classify every tensor.
         var entries: [SafeTensorsWriter.Entry] = []
         var prefixes: [Int: String] = [:]
-        let names = try family.checkpointNames(config, description: d, has: ckpt.contains)
+        let names = try family.checkpointNames(filled, description: d, has: ckpt.contains)
         for l in keptByLayer.keys {
             // The block's module: its router is `<prefix>.gate`, its experts `<prefix>.experts.…`.
             guard let router = names.module("layers.\(l).moe.router"), router.hasSuffix(".gate") else {

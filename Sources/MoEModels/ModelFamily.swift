@@ -13,8 +13,8 @@ public protocol ModelFamily: SendableMetatype {
     static func checkpointNames(_ config: HFConfig, description: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames
     /// Builds the model, reading every weight through `names`.
     static func build(_ config: HFConfig, description: ModelDescription, weights: WeightReader) throws -> CausalLM
-    /// transformers' defaults for keys a config.json may leave out; each of the three functions above reads
-    /// the config through them.
+    /// transformers' defaults for keys a config.json may leave out; `ModelRegistry.resolve` fills them in
+    /// before the three functions above read the config.
     static var hfDefaults: [String: JSONValue] { get }
 }
 
@@ -33,26 +33,34 @@ public enum ModelRegistry {
         return f
     }
 
+    /// The config's family and the config with that family's transformers defaults for the keys it leaves out:
+    /// what every caller of `describe`, `checkpointNames` and `build` passes them.
+    public static func resolve(_ config: HFConfig) throws -> (family: any ModelFamily.Type, config: HFConfig) {
+        let f = try family(for: config)
+        return (f, config.filling(f.hfDefaults))
+    }
+
     public static func family(directory: URL) throws -> any ModelFamily.Type {
         try family(for: HFConfig(modelDirectory: directory))
     }
 
     public static func describe(directory: URL) throws -> ModelDescription {
         let config = try HFConfig(modelDirectory: directory)
-        return try family(for: config).describe(config)
+        let (fam, filled) = try resolve(config)
+        return try fam.describe(filled)
     }
 
     /// Opens a model folder (config.json + safetensors): weights stay in the files, mapped, in their stored
     /// dtype (norms, biases and compressed-expert vectors, a few vectors per layer, are widened to f32).
     public static func load(directory: URL) throws -> CausalLM {
         let config = try HFConfig(modelDirectory: directory)
-        let fam = try family(for: config)
+        let (fam, filled) = try resolve(config)
         let weights = try Checkpoint(directory: directory)
-        let d = try fam.describe(config)
-        let names = try fam.checkpointNames(config, description: d, has: weights.contains)
+        let d = try fam.describe(filled)
+        let names = try fam.checkpointNames(filled, description: d, has: weights.contains)
         // `--check-weights` (any command): scan every weight for NaN/Inf before computing with them.
         if ProcessInfo.processInfo.environment["MOEPRESS_CHECK_WEIGHTS"] == "1" { try weights.requireFinite() }
-        let model = try fam.build(config, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
+        let model = try fam.build(filled, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
         try attachCompressedExperts(model, config: config, names: names, weights: weights)
         // Tensors no part of the model reads are reported, never silently ignored (HF warns of them too).
         let unused = weights.names.filter { names.logicalNames(ofTensor: $0).isEmpty }
@@ -68,12 +76,12 @@ public enum ModelRegistry {
     /// the layout MoEPress writes (one module per expert) even where the files fuse experts.
     public static func checkpointNames(directory: URL, checkpoint: Checkpoint, perExpert: Bool = false) throws -> CheckpointNames {
         let config = try HFConfig(modelDirectory: directory)
-        let fam = try family(for: config)
+        let (fam, filled) = try resolve(config)
         let has: (String) -> Bool = { name in
             if perExpert && name.hasSuffix(".gate_up_proj") { return false }
             return checkpoint.contains(name)
         }
-        return try fam.checkpointNames(config, description: fam.describe(config), has: has)
+        return try fam.checkpointNames(filled, description: fam.describe(filled), has: has)
     }
 
     /// `"moepress": {"compressed_experts": {"main_experts": K}}`: every MoE block gets its experts'

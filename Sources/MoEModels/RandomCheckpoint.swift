@@ -39,9 +39,9 @@ public enum RandomCheckpoint {
         defer { try? FileManager.default.removeItem(at: tmpConfig) }
         var config = try HFConfig(contentsOf: tmpConfig)
         config = HFConfig(path: url.path, raw: config.raw)
-        let family = try ModelRegistry.family(for: config)
-        let d = try family.describe(config)
-        let names = try family.checkpointNames(config, description: d, has: { _ in false })
+        let (family, filled) = try ModelRegistry.resolve(config)
+        let d = try family.describe(filled)
+        let names = try family.checkpointNames(filled, description: d, has: { _ in false })
         let std = Float(try config.double("initializer_range", default: 0.02))
         let shapes = names.tensorShapes
         var entries: [SafeTensorsWriter.Entry] = []

@@ -9,7 +9,7 @@ import MoECheckpoint
 public enum DeepseekV2: ModelFamily {
     public static let modelTypes = ["deepseek_v2"]
 
-    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    /// What transformers 5.23's config class uses for a key config.json leaves out (`ModelRegistry.resolve` fills them).
     public static let hfDefaults: [String: JSONValue] = [
         "attention_bias": .bool(false),
         "bos_token_id": .number(1),
@@ -40,7 +40,6 @@ public enum DeepseekV2: ModelFamily {
     ]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let c = c.filling(hfDefaults)
         let method = try c.string("topk_method", default: "greedy")
         var routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: false,
                               scalingFactor: Float(try c.double("routed_scaling_factor", default: 1)))
@@ -58,12 +57,10 @@ public enum DeepseekV2: ModelFamily {
 
     /// V2 checkpoints may carry `e_score_correction_bias` (read when present).
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        let c = c.filling(hfDefaults)
         return try deepseekNames(c, d, has: has, correctionBias: nil)
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let c = c.filling(hfDefaults)
         return try buildDeepseek(c, weights: w, description: d, ropeInterleaved: true)
     }
 }

@@ -9,7 +9,7 @@ import MoECheckpoint
 public enum DeepseekV3: ModelFamily {
     public static let modelTypes = ["deepseek_v3"]
 
-    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    /// What transformers 5.23's config class uses for a key config.json leaves out (`ModelRegistry.resolve` fills them).
     public static let hfDefaults: [String: JSONValue] = [
         "attention_bias": .bool(false),
         "bos_token_id": .number(0),
@@ -43,7 +43,6 @@ public enum DeepseekV3: ModelFamily {
     ]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let c = c.filling(hfDefaults)
         let routing = Routing(scoring: .sigmoid, topK: try c.size("num_experts_per_tok"),
                               normalizeTopK: try c.bool("norm_topk_prob", default: true), normalizationEpsilon: 1e-20,
                               scalingFactor: Float(try c.double("routed_scaling_factor", default: 1)),
@@ -53,12 +52,10 @@ public enum DeepseekV3: ModelFamily {
     }
 
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        let c = c.filling(hfDefaults)
         return try deepseekNames(c, d, has: has, correctionBias: true)
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let c = c.filling(hfDefaults)
         return try buildDeepseek(c, weights: w, description: d, ropeInterleaved: try c.bool("rope_interleave", default: true))
     }
 }

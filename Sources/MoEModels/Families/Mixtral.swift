@@ -7,7 +7,7 @@ import MoECheckpoint
 public enum Mixtral: ModelFamily {
     public static let modelTypes = ["mixtral"]
 
-    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    /// What transformers 5.23's config class uses for a key config.json leaves out (`ModelRegistry.resolve` fills them).
     public static let hfDefaults: [String: JSONValue] = [
         "bos_token_id": .number(1),
         "eos_token_id": .number(2),
@@ -27,7 +27,6 @@ public enum Mixtral: ModelFamily {
     ]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let c = c.filling(hfDefaults)
         let experts = try c.routedExperts
         let layer = ModelDescription.Layer(experts: experts, expertIntermediate: try c.size("intermediate_size"),
                                            denseIntermediate: nil, sharedExpertIntermediate: nil, sharedExpertGated: false)
@@ -38,7 +37,6 @@ public enum Mixtral: ModelFamily {
 
     /// v4 (and what `save_pretrained` writes) names the block `block_sparse_moe`; v5's in-memory name is `mlp`.
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         for l in 0..<d.numLayers {
             let v4 = "model.layers.\(l).block_sparse_moe"
@@ -52,7 +50,6 @@ public enum Mixtral: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let window = try c.optionalSize("sliding_window")
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: window) }

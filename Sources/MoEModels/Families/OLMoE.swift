@@ -7,7 +7,7 @@ import MoECheckpoint
 public enum OLMoE: ModelFamily {
     public static let modelTypes = ["olmoe"]
 
-    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    /// What transformers 5.23's config class uses for a key config.json leaves out (`ModelRegistry.resolve` fills them).
     public static let hfDefaults: [String: JSONValue] = [
         "attention_bias": .bool(false),
         "eos_token_id": .number(50279),
@@ -28,7 +28,6 @@ public enum OLMoE: ModelFamily {
     ]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let c = c.filling(hfDefaults)
         let layer = ModelDescription.Layer(experts: try c.routedExperts, expertIntermediate: try c.size("intermediate_size"),
                                            denseIntermediate: nil, sharedExpertIntermediate: nil, sharedExpertGated: false)
         let routing = Routing(topK: try c.size("num_experts_per_tok"), normalizeTopK: try c.bool("norm_topk_prob", default: false))
@@ -38,7 +37,6 @@ public enum OLMoE: ModelFamily {
 
     /// HF sizes k_norm as (hidden / heads) · kv_heads, whatever head_dim says; `attention_bias` covers q, k, v and o.
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         let bias = try c.bool("attention_bias", default: false)
         for l in 0..<d.numLayers {
@@ -51,7 +49,6 @@ public enum OLMoE: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let clip = try c.optionalDouble("clip_qkv").map { Float($0) }
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .full, clip: clip) }

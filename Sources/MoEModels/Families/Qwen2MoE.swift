@@ -8,7 +8,7 @@ import MoECheckpoint
 public enum Qwen2MoE: ModelFamily {
     public static let modelTypes = ["qwen2_moe"]
 
-    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    /// What transformers 5.23's config class uses for a key config.json leaves out (`ModelRegistry.resolve` fills them).
     public static let hfDefaults: [String: JSONValue] = [
         "decoder_sparse_step": .number(1),
         "hidden_act": .string("silu"),
@@ -34,7 +34,6 @@ public enum Qwen2MoE: ModelFamily {
     ]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let c = c.filling(hfDefaults)
         let experts = try c.routedExperts
         let step = try c.size("decoder_sparse_step", default: 1)
         let mlpOnly = Set(try c.intList("mlp_only_layers"))
@@ -56,7 +55,6 @@ public enum Qwen2MoE: ModelFamily {
 
     /// q/k/v carry biases unless `qkv_bias` is false; the shared expert is scaled by `shared_expert_gate`.
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         let bias = try c.bool("qkv_bias", default: true)
         for l in 0..<d.numLayers {
@@ -69,7 +67,6 @@ public enum Qwen2MoE: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let windows = try slidingWindows(c, layers: d.numLayers)
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: windows[l]) }

@@ -7,7 +7,7 @@ import MoECheckpoint
 public enum Qwen3MoE: ModelFamily {
     public static let modelTypes = ["qwen3_moe"]
 
-    /// What transformers 5.23's config class uses for a key config.json leaves out (filled before any key is read).
+    /// What transformers 5.23's config class uses for a key config.json leaves out (`ModelRegistry.resolve` fills them).
     public static let hfDefaults: [String: JSONValue] = [
         "attention_bias": .bool(false),
         "decoder_sparse_step": .number(1),
@@ -30,7 +30,6 @@ public enum Qwen3MoE: ModelFamily {
     ]
 
     public static func describe(_ c: HFConfig) throws -> ModelDescription {
-        let c = c.filling(hfDefaults)
         let experts = try c.routedExperts
         let step = try c.size("decoder_sparse_step", default: 1)
         let mlpOnly = Set(try c.intList("mlp_only_layers"))
@@ -45,7 +44,6 @@ public enum Qwen3MoE: ModelFamily {
     }
 
     public static func checkpointNames(_ c: HFConfig, description d: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames {
-        let c = c.filling(hfDefaults)
         var b = NameTableBuilder(description: d, has: has)
         let bias = try c.bool("attention_bias", default: false)
         for l in 0..<d.numLayers {
@@ -58,7 +56,6 @@ public enum Qwen3MoE: ModelFamily {
     }
 
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let c = c.filling(hfDefaults)
         let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
         let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalSize("sliding_window") : nil
         return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .perHead, slidingWindow: window) }
