@@ -2,45 +2,53 @@ import MoETensor
 
 /// A linear map stored as two factors, W ≈ A·B with A [out, r] and B [r, in]: applied as two skinny
 /// GEMMs (x·Bᵀ, then ·Aᵀ). What intra-expert low-rank decomposition produces; stored in safetensors as
-/// `<weight name minus .weight>.lowrank_a` and `.lowrank_b`.
+/// `<weight name minus .weight>.lowrank_a` and `.lowrank_b`. Like a dense weight, the factors stay in their
+/// stored dtype (a view of the mapped checkpoint, read in place) until `trainable()` widens them to f32.
 public struct LowRankLinear: LinearLayer {
-    public let a: Tensor
-    public let b: Tensor
+    public let a: WeightMatrix
+    public let b: WeightMatrix
 
-    public init(a: Tensor, b: Tensor) {
-        precondition(a.rank == 2 && b.rank == 2 && a.shape[1] == b.shape[0], "low-rank factors \(a.shape) · \(b.shape) do not chain")
+    public init(a: WeightMatrix, b: WeightMatrix) {
+        precondition(a.cols == b.rows, "low-rank factors \(a.shape) · \(b.shape) do not chain")
         self.a = a
         self.b = b
     }
 
-    public var rank: Int { b.shape[0] }
-    public var inFeatures: Int { b.shape[1] }
-    public var outFeatures: Int { a.shape[0] }
+    /// f32 factors (trainable in place).
+    public init(a: Tensor, b: Tensor) {
+        precondition(a.rank == 2 && b.rank == 2, "low-rank factors \(a.shape) · \(b.shape) must be 2-D")
+        self.init(a: WeightMatrix(a), b: WeightMatrix(b))
+    }
+
+    public var rank: Int { b.rows }
+    public var inFeatures: Int { b.cols }
+    public var outFeatures: Int { a.rows }
     public var parameterCount: Int { a.count + b.count }
-    public var weightBytes: Int { parameterCount * 4 }
+    public var weightBytes: Int { a.byteCount + b.byteCount }
 
     public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool) {
         let mid = Tensor(zeros: [rows, rank])
-        WeightMatrix(b).multiply(x, m: rows, into: mid.data, ldy: rank, parallel: parallel)
-        WeightMatrix(a).multiply(mid.data, m: rows, into: y, ldy: ldy, parallel: parallel)
+        b.multiply(x, m: rows, into: mid.data, ldy: rank, parallel: parallel)
+        a.multiply(mid.data, m: rows, into: y, ldy: ldy, parallel: parallel)
     }
 
     public func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool) {
         let mid = Tensor(zeros: [rows, rank])
-        WeightMatrix(a).multiplyTransposed(dy, m: rows, into: mid.data, ldx: rank, parallel: parallel)
-        WeightMatrix(b).multiplyTransposed(mid.data, m: rows, into: dx, ldx: ldx, accumulate: accumulate, parallel: parallel)
+        a.multiplyTransposed(dy, m: rows, into: mid.data, ldx: rank, parallel: parallel)
+        b.multiplyTransposed(mid.data, m: rows, into: dx, ldx: ldx, accumulate: accumulate, parallel: parallel)
     }
 
     public func forEachParameter(_ body: (String, Parameter) -> Void) {
-        body(".lowrank_a", .tensor(a))
-        body(".lowrank_b", .tensor(b))
+        body(".lowrank_a", a.tensor.map { .tensor($0) } ?? .stored(a))
+        body(".lowrank_b", b.tensor.map { .tensor($0) } ?? .stored(b))
     }
 
-    public func denseWeight() -> Tensor { matmul(a, b) }
+    public func denseWeight() -> Tensor { matmul(a.float(), b.float()) }
 
     /// Exact at rank r + r': A' = [A | s·B_adapter], B' = [B; A_adapter].
     public func adding(_ lb: Tensor, _ la: Tensor, scale: Float) -> any LinearLayer {
         let m = outFeatures, n = inFeatures, r0 = rank, r1 = la.shape[0]
+        let a = a.tensor ?? a.float(), b = b.tensor ?? b.float()
         let newA = Tensor(zeros: [m, r0 + r1]), newB = Tensor(zeros: [r0 + r1, n])
         for i in 0..<m {
             for j in 0..<r0 { newA.data[i * (r0 + r1) + j] = a.data[i * r0 + j] }
@@ -51,5 +59,7 @@ public struct LowRankLinear: LinearLayer {
         return LowRankLinear(a: newA, b: newB)
     }
 
-    public func trainable() -> any LinearLayer { self }
+    public func trainable() -> any LinearLayer {
+        a.tensor != nil && b.tensor != nil ? self : LowRankLinear(a: a.tensor ?? a.float(), b: b.tensor ?? b.float())
+    }
 }

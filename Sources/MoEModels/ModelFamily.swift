@@ -160,7 +160,7 @@ public struct WeightReader {
                     throw CheckpointError(file: ckpt.directory.path, tensor: "\(base).lowrank_a", "should be [\(out), r]")
                 }
                 let r = ia.shape[1]
-                return LowRankLinear(a: try ckpt.tensor("\(base).lowrank_a", shape: [out, r]), b: try ckpt.tensor("\(base).lowrank_b", shape: [r, inF]))
+                return LowRankLinear(a: try ckpt.weight("\(base).lowrank_a", shape: [out, r]), b: try ckpt.weight("\(base).lowrank_b", shape: [r, inF]))
             }
         }
         return DenseLinear(weight: try matrix(logical), bias: try optionalVector("\(logical).bias"))

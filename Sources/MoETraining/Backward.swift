@@ -41,9 +41,9 @@ func linearForward(_ l: any LinearLayer, _ x: Tensor, seed: UInt64, training: Bo
     switch l {
     case let r as LowRankLinear:
         let mid = Tensor(zeros: [x.rows, r.rank])
-        linear(x.data, rows: x.rows, in: r.inFeatures, weight: r.b.data, out: r.rank, into: mid.data, ldy: r.rank)
+        r.b.multiply(x.data, m: x.rows, into: mid.data, ldy: r.rank, parallel: parallel)
         let y = Tensor(zeros: [x.rows, r.outFeatures])
-        linear(mid.data, rows: x.rows, in: r.rank, weight: r.a.data, out: r.outFeatures, into: y.data, ldy: r.outFeatures)
+        r.a.multiply(mid.data, m: x.rows, into: y.data, ldy: r.outFeatures, parallel: parallel)
         tape.mid = mid
         return (y, tape)
     case let a as LoRALinear:
@@ -76,12 +76,12 @@ func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g:
     switch l {
     case let r as LowRankLinear:
         let mid = tape.mid!
-        if let ga = g[r.a] { accumulateWeightGradient(ga, dy: dy.data, x: mid.data, rows: rows, out: r.outFeatures, in: r.rank, parallel: parallel) }
+        if let ta = r.a.tensor, let ga = g[ta] { accumulateWeightGradient(ga, dy: dy.data, x: mid.data, rows: rows, out: r.outFeatures, in: r.rank, parallel: parallel) }
         let dmid = Tensor(zeros: [rows, r.rank])
-        WeightMatrix(r.a).multiplyTransposed(dy.data, m: rows, into: dmid.data, ldx: r.rank, parallel: parallel)
-        if let gb = g[r.b] { accumulateWeightGradient(gb, dy: dmid.data, x: x.data, rows: rows, out: r.rank, in: r.inFeatures, parallel: parallel) }
+        r.a.multiplyTransposed(dy.data, m: rows, into: dmid.data, ldx: r.rank, parallel: parallel)
+        if let tb = r.b.tensor, let gb = g[tb] { accumulateWeightGradient(gb, dy: dmid.data, x: x.data, rows: rows, out: r.rank, in: r.inFeatures, parallel: parallel) }
         let dx = Tensor(zeros: [rows, r.inFeatures])
-        WeightMatrix(r.b).multiplyTransposed(dmid.data, m: rows, into: dx.data, ldx: r.inFeatures, parallel: parallel)
+        r.b.multiplyTransposed(dmid.data, m: rows, into: dx.data, ldx: r.inFeatures, parallel: parallel)
         return dx
     case let a as LoRALinear:
         let dx = linearBackward(a.base, tape.base!, dy, g, parallel: parallel)

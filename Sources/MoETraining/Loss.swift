@@ -36,6 +36,9 @@ public struct LossResult: Sendable {
 /// like one batch). With `recompute`, only each layer's input is kept and its activations are recomputed
 /// during the backward pass (gradient checkpointing); otherwise every layer's tape is kept.
 public enum CausalLMTraining {
+    /// Rows of the LM head's logits (and their gradient) held at once in training.
+    public static let defaultHeadRows = 256
+
     public static func check(_ model: CausalLM) throws {
         for (i, l) in model.layers.enumerated() {
             guard l.attention is GroupedQueryAttention else {
@@ -47,7 +50,8 @@ public enum CausalLMTraining {
     }
 
     public static func lossAndGradients(_ model: CausalLM, batch: TrainingBatch, gradients g: Gradients, normalizer: Double,
-                                        seed: UInt64 = 0, training: Bool = true, recompute: Bool = true) -> LossResult {
+                                        seed: UInt64 = 0, training: Bool = true, recompute: Bool = true,
+                                        headRows: Int = defaultHeadRows) -> LossResult {
         let L = batch.seqLen
         let ids = batch.ids.flatMap { $0 }
         var x = model.embed(ids)
@@ -59,34 +63,44 @@ public enum CausalLMTraining {
             x = y
         }
         let h = model.norm(x)
-        let (logits, headTape) = linearForward(model.lmHead, h, seed: mixSeed(seed, 1 << 20), training: training, parallel: true)
-        let v = logits.cols
         let targets = batch.targets.flatMap { $0 }
-        let dlogits = Tensor(zeros: logits.shape)
+        let dh = Tensor(zeros: h.shape)
         let inv = Float(1 / max(normalizer, 1e-12))
-        // Rows are independent: one loss per row, summed afterwards in row order (thread-count independent).
+        // The head runs on blocks of rows, so the logits and their gradient ([rows, vocab] each: 311 MB apiece
+        // for 512 tokens of a 152k vocabulary) exist for one block at a time. Rows are independent: one loss per
+        // row, summed afterwards in row order (thread-count independent).
         var rowLoss = [Double](repeating: 0, count: targets.count)
-        let (lp, dp) = (SendablePointer(logits.data), SendablePointer(dlogits.data))
-        rowLoss.withUnsafeMutableBufferPointer { buf in
-            let out = SendablePointer(buf.baseAddress!)
-            parallelChunks(targets.count) { range in
-                for r in range {
-                    let tgt = targets[r]
-                    if tgt == TrainingBatch.ignoreIndex { continue }
-                    let row = lp + r * v, drow = dp + r * v
-                    var mx = -Float.infinity
-                    for j in 0..<v { mx = max(mx, row[j]) }
-                    var z = 0.0
-                    for j in 0..<v { z += Double(expf(row[j] - mx)) }
-                    out[r] = (log(z) + Double(mx)) - Double(row[tgt])
-                    for j in 0..<v { drow[j] = Float(Double(expf(row[j] - mx)) / z) * inv }
-                    drow[tgt] -= inv
+        let block = max(1, headRows)
+        for lo in stride(from: 0, to: targets.count, by: block) {
+            let hi = min(lo + block, targets.count)
+            let hb = Tensor(zeros: [hi - lo, h.cols])
+            hb.data.update(from: h.data + lo * h.cols, count: hb.count)
+            let (logits, headTape) = linearForward(model.lmHead, hb, seed: mixSeed(seed, (1 << 20) + UInt64(lo)), training: training, parallel: true)
+            let v = logits.cols
+            let dlogits = Tensor(zeros: logits.shape)
+            let (lp, dp) = (SendablePointer(logits.data), SendablePointer(dlogits.data))
+            rowLoss.withUnsafeMutableBufferPointer { buf in
+                let out = SendablePointer(buf.baseAddress!)
+                parallelChunks(hi - lo) { range in
+                    for r in range {
+                        let tgt = targets[lo + r]
+                        if tgt == TrainingBatch.ignoreIndex { continue }
+                        let row = lp + r * v, drow = dp + r * v
+                        var mx = -Float.infinity
+                        for j in 0..<v { mx = max(mx, row[j]) }
+                        var z = 0.0
+                        for j in 0..<v { z += Double(expf(row[j] - mx)) }
+                        out[lo + r] = (log(z) + Double(mx)) - Double(row[tgt])
+                        for j in 0..<v { drow[j] = Float(Double(expf(row[j] - mx)) / z) * inv }
+                        drow[tgt] -= inv
+                    }
                 }
             }
+            let dhb = linearBackward(model.lmHead, headTape, dlogits, g, parallel: true)
+            (dh.data + lo * h.cols).update(from: dhb.data, count: dhb.count)
         }
         let loss = rowLoss.reduce(0, +)
         let count = targets.filter { $0 != TrainingBatch.ignoreIndex }.count
-        let dh = linearBackward(model.lmHead, headTape, dlogits, g, parallel: true)
         var dx = rmsNormBackward(model.norm, x: x, dy: dh, g: g)
         for i in stride(from: model.layers.count - 1, through: 0, by: -1) {
             let tape = recompute ? layerForward(model.layers[i], inputs[i], seqLen: L, seed: mixSeed(seed, UInt64(i)), training: training).1 : tapes[i]

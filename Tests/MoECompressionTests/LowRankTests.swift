@@ -48,7 +48,7 @@ import MoEModels
                 block.experts = block.experts.map { e in
                     func d(_ x: any LinearLayer) -> any LinearLayer {
                         let lr = x as! LowRankLinear
-                        return DenseLinear(weight: matmul(lr.a, lr.b))
+                        return DenseLinear(weight: lr.denseWeight())
                     }
                     return GatedMLP(gate: d(e.gate), up: d(e.up), down: d(e.down), activation: e.activation)
                 }
