@@ -104,6 +104,7 @@ public final class Pipeline {
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: stage.kind, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 if skipped { say("   unchanged since the last run: skipped") }
+                if !recipe.keepIntermediate && si > 0 { try Pipeline.removeWeights(of: current) }
                 current = model
             }
             if recipe.export != "none" {
@@ -160,6 +161,9 @@ public final class Pipeline {
         let manifestURL = dir.appendingPathComponent("manifest.json")
         if resume, let data = fm.contents(atPath: manifestURL.path), let old = try? JSONDecoder().decode(StageManifest.self, from: data), old.sameWork(as: manifest) {
             return (dir.appendingPathComponent(old.model), true)
+        }
+        if fm.fileExists(atPath: input.appendingPathComponent(Pipeline.weightsRemovedMarker).path) {
+            throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs \(input.path), whose weights were deleted after the next stage used them (keep_intermediate: false); run the recipe again into a new --output (or without keep_intermediate: false)")
         }
         try? fm.removeItem(at: dir)
         let staging = runDir.appendingPathComponent(folder + ".partial")
@@ -304,6 +308,22 @@ public final class Pipeline {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         try enc.encode(out).write(to: url)
+    }
+
+    // MARK: - Intermediate weights
+
+    /// The file left in a stage's model folder whose weights were deleted (keep_intermediate: false).
+    static let weightsRemovedMarker = "WEIGHTS_DELETED"
+
+    /// Deletes the weights (safetensors and their index) of a stage's output folder, keeping its config,
+    /// plan, reports and manifest; the stage's manifest still identifies its content, so later stages resume.
+    static func removeWeights(of model: URL) throws {
+        let fm = FileManager.default
+        let names = try fm.contentsOfDirectory(atPath: model.path).filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".safetensors.index.json") }
+        guard !names.isEmpty else { return }
+        try Data("The weights of this stage were deleted once the next stage had used them (recipe keep_intermediate: false).\n".utf8)
+            .write(to: model.appendingPathComponent(weightsRemovedMarker))
+        for n in names { try fm.removeItem(at: model.appendingPathComponent(n)) }
     }
 
     // MARK: - Identity of folders

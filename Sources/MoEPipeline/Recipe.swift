@@ -14,6 +14,7 @@ import MoETraining
 ///       - heal: {data: ../../shared/data/calib, steps: 60, lora_rank: 16}
 ///     evaluation: {perplexity: [../../shared/data/dev/austen.txt], tasks: ../../shared/data/tasks/dev.jsonl, task_limit: 200, speed: true}
 ///     export: none                                # none, dense or uniform
+///     keep_intermediate: true                     # false: a stage's weights are deleted once the next stage is done
 public struct Recipe: Sendable {
     public struct Stage: Sendable {
         public var kind: String
@@ -46,6 +47,9 @@ public struct Recipe: Sendable {
     public var taskLimit: Int?
     public var speed = false
     public var export = "none"
+    /// Whether each stage's output weights stay on disk after the next stage has used them (false lets a model
+    /// as large as a third of the disk go through prune → decompose → heal).
+    public var keepIntermediate = true
 
     /// Option types per stage kind: "int", "double", "string", "bool", "strings"; and allowed string values.
     static let schema: [String: [String: String]] = [
@@ -93,7 +97,7 @@ public struct Recipe: Sendable {
             return u
         }
         guard let top = root.mapping else { throw fail(root, "the recipe must be a mapping of keys (model, stages, …)") }
-        let known = ["model", "seed", "calibration", "stages", "compare", "evaluation", "export"]
+        let known = ["model", "seed", "calibration", "stages", "compare", "evaluation", "export", "keep_intermediate"]
         for (k, _) in top where !known.contains(k.string ?? "") {
             throw fail(k, "unknown key \"\(k.string ?? "?")\" (known: \(known.joined(separator: ", ")))")
         }
@@ -246,6 +250,10 @@ public struct Recipe: Sendable {
         if let x = top["export"] {
             guard let v = x.string, ["none", "dense", "uniform"].contains(v) else { throw fail(x, "export must be none, dense or uniform") }
             export = v
+        }
+        if let k = top["keep_intermediate"] {
+            guard let b = k.bool else { throw fail(k, "keep_intermediate must be true or false") }
+            keepIntermediate = b
         }
     }
 

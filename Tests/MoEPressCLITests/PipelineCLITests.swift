@@ -97,6 +97,34 @@ import Testing
         let page = try render("file://" + dir.path("whole/report.html"), dir.path("report.png"))
         #expect(blank > 0 && page > 10 * blank, "report.png \(page) bytes vs a blank page's \(blank): the page looks blank")
     }
+
+    /// keep_intermediate: false deletes a stage's weights once the next stage is done; the run still resumes (the
+    /// manifests identify the deleted content), and a changed later stage that would need them is refused clearly.
+    @Test func intermediateWeightsCanBeDeleted() throws {
+        let dir = TempDir()
+        let shared = CLI.shared.path
+        func write(_ ratio: Double) throws {
+            try """
+            model: \(shared)/models/mixtral-ref
+            calibration: {data: \(shared)/data/calib, samples: 4, seq_len: 64}
+            keep_intermediate: false
+            stages:
+              - prune: {method: frequency, ratio: 0.25}
+              - decompose: {method: svd, ratio: \(ratio)}
+            """.write(toFile: dir.path("r.yaml"), atomically: true, encoding: .utf8)
+        }
+        try write(0.5)
+        let run = try CLI.run(["run", dir.path("r.yaml"), "--output", dir.path("out"), "--quiet"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let pruned = try FileManager.default.contentsOfDirectory(atPath: dir.path("out/01-prune/model"))
+        #expect(!pruned.contains { $0.hasSuffix(".safetensors") } && pruned.contains("WEIGHTS_DELETED") && pruned.contains("config.json"), "\(pruned)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path("out/02-decompose/model")).contains { $0.hasSuffix(".safetensors") })
+        let again = try CLI.run(["run", dir.path("r.yaml"), "--output", dir.path("out"), "--resume"])
+        #expect(again.status == 0 && again.stderr.components(separatedBy: "skipped").count == 3, "\(again.stderr)")
+        try write(0.4)
+        let changed = try CLI.run(["run", dir.path("r.yaml"), "--output", dir.path("out"), "--resume"])
+        #expect(changed.status != 0 && changed.stderr.contains("keep_intermediate") && changed.stderr.contains("r.yaml:6"), "\(changed.stderr)")
+    }
 }
 
 /// Training commands refuse what they cannot do with one clear line and a non-zero exit, writing nothing.

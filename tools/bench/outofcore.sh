@@ -9,21 +9,22 @@
 #              population 100, 50 generations, 8192 fitness tokens, K = T = 3, FIELD field sequences)
 #   moeits     data-free NMI pruning, 25% (τ = 1.25 is refused on random weights: it would keep fewer than top-k)
 #   decompose  calibrate the moei2 output (f16 activations), SVD-LLM keeping 60% with importance ranks
-#   recipe     `moepress run`, calibrating on 8 × 512 tokens: prune (frequency 25%) → decompose (SVD-LLM 60%, RECIPE_TARGETS) →
-#              heal (LoRA on attention, 4 steps of 1 × 512 tokens) → evaluate (perplexity on ~3,000 tokens)
+#   recipe     `moepress run`, calibrating on 8 × 512 tokens: prune (RECIPE_PRUNE 25%) → decompose (SVD-LLM 60% with importance
+#              ranks, RECIPE_TARGETS) → heal (LoRA on attention, 4 steps of 1 × 512 tokens) → evaluate (perplexity on ~3,000
+#              tokens); keep_intermediate: false (the pruned weights are deleted once decomposed, so the copies fit the disk)
 #   ce         compressed-experts training (ce-only, 4 steps of 1 × 512 tokens)
 #   hf         a 2-layer cut of the same shapes pruned uniformly: stock HF transformers loads its shards with
 #              the logits of `moepress logits` (needs scripts/setup.sh --oracle)
 # Env: SCRATCH (/work/scratch), THREADS (2), MAX_MEMORY (unset: the default 3/4 of MemAvailable), FIELD (4: MoE-I²'s
 # reception-field sequences of 512 tokens; the default 16 costs 4× the field's time, 27 combinations per block),
 # RECIPE_TARGETS ("gate, up, down": the projections the recipe's decompose stage factorises; "down" does a third of
-# the SVDs, ~1 s each at Qwen1.5-MoE's 1408 × 2048 on one core).
+# the SVDs, ~1 s each at Qwen1.5-MoE's 1408 × 2048 on one core), RECIPE_PRUNE (frequency; moei2 adds MoE-I²'s search).
 # Needs free disk for the model, its pruned copy and one cache (Qwen1.5-MoE shape: ~70 GB at the peak).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 config=$1; shift
 steps=${*:-calibrate frequency reap moei2 moeits decompose recipe ce hf}
-SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}; FIELD=${FIELD:-4}; RECIPE_TARGETS=${RECIPE_TARGETS:-gate, up, down}
+SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}; FIELD=${FIELD:-4}; RECIPE_TARGETS=${RECIPE_TARGETS:-gate, up, down}; RECIPE_PRUNE=${RECIPE_PRUNE:-frequency}
 name=$(basename "$config" .json)
 model=$SCRATCH/models/$name; W=$SCRATCH/outofcore/$name; OUT=${OUT:-$SCRATCH/bench/outofcore-$name}
 mkdir -p "$W" "$OUT" "$SCRATCH/models"
@@ -69,12 +70,13 @@ calibration:
   samples: 8
   seq_len: 512
 stages:
-  - prune: {method: frequency, ratio: 0.25}
-  - decompose: {method: svdllm, ratio: 0.6, targets: [$RECIPE_TARGETS]}
+  - prune: {method: $RECIPE_PRUNE, ratio: 0.25, field_sequences: $FIELD}
+  - decompose: {method: svdllm, ratio: 0.6, rank_alloc: importance, targets: [$RECIPE_TARGETS]}
   - heal: {steps: 4, batch: 1, seq_len: 512, lora_rank: 16, lora_alpha: 32, targets: [q, k, v, o]}
 evaluation:
   perplexity: [$W/ppl.txt]
 export: none
+keep_intermediate: false
 EOF
   run recipe run "$W/recipe.yaml" --output "$W/run" "${mem[@]}"
   rm -rf "$W/run"
