@@ -23,10 +23,12 @@ public enum LowRank {
         }
     }
 
+    /// MoE-I² stage 2 as the paper runs it unless told otherwise: SVD-LLM (whitened by calibration) with ranks
+    /// shared by stage-1 importance. `decompose`, the recipe's decompose stage and `compress` all start from these.
     public struct Options: Sendable {
-        public var method: Method = .svd
+        public var method: Method = .svdllm
         public var target: Target = .keep(0.6)
-        public var allocation: Allocation = .uniform
+        public var allocation: Allocation = .importance
         /// α of the importance allocation: weights (I + ε)^α.
         public var alpha = 0.15
         public var epsilon = 1e-8

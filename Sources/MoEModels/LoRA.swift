@@ -52,3 +52,56 @@ public struct LoRALinear: LinearLayer {
 
     public func trainable() -> any LinearLayer { LoRALinear(base: base.trainable(), a: a, b: b, scale: scale, dropout: dropout) }
 }
+
+/// A low-rank map (`LowRankLinear`, W ≈ A·B) whose factors are themselves adapted, SVD-LLM's parameter update
+/// (Wang et al. 2025, §3.3: LoRA on W_u and on W_v): x → `first` (B [r, in], usually with a LoRA adapter) →
+/// `second` (A [out, r], likewise). Merging each adapter into its own factor keeps the rank r, so a healed
+/// low-rank expert keeps its size (a LoRA on the product W would add r_lora·(in + out) parameters).
+/// Parameters are named after the factor they adapt: `.lowrank_a`, `.lowrank_a.lora_A`, …, `.lowrank_b.lora_B`.
+public struct AdaptedLowRankLinear: LinearLayer {
+    public let first: any LinearLayer
+    public let second: any LinearLayer
+
+    public init(first: any LinearLayer, second: any LinearLayer) {
+        precondition(first.outFeatures == second.inFeatures, "factors \(first.outFeatures) → \(second.inFeatures) do not chain")
+        self.first = first
+        self.second = second
+    }
+
+    public var rank: Int { first.outFeatures }
+    public var inFeatures: Int { first.inFeatures }
+    public var outFeatures: Int { second.outFeatures }
+    public var parameterCount: Int { first.parameterCount + second.parameterCount }
+    public var weightBytes: Int { first.weightBytes + second.weightBytes }
+
+    public func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, parallel: Bool) {
+        let mid = Tensor(zeros: [rows, rank])
+        first.apply(x, rows: rows, into: mid.data, ldy: rank, parallel: parallel)
+        second.apply(mid.data, rows: rows, into: y, ldy: ldy, parallel: parallel)
+    }
+
+    public func applyTransposed(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, ldx: Int, accumulate: Bool, parallel: Bool) {
+        let mid = Tensor(zeros: [rows, rank])
+        second.applyTransposed(dy, rows: rows, into: mid.data, ldx: rank, accumulate: false, parallel: parallel)
+        first.applyTransposed(mid.data, rows: rows, into: dx, ldx: ldx, accumulate: accumulate, parallel: parallel)
+    }
+
+    public func forEachParameter(_ body: (String, Parameter) -> Void) {
+        second.forEachParameter { body(".lowrank_a" + $0, $1) }
+        first.forEachParameter { body(".lowrank_b" + $0, $1) }
+    }
+
+    /// The factors with their adapters merged in: a `LowRankLinear` of the same rank.
+    public func merged() -> LowRankLinear {
+        func factor(_ l: any LinearLayer) -> WeightMatrix {
+            let m = (l as? LoRALinear)?.merged() ?? l
+            if let d = m as? DenseLinear { return d.weight }
+            return WeightMatrix(m.denseWeight())
+        }
+        return LowRankLinear(a: factor(second), b: factor(first))
+    }
+
+    public func denseWeight() -> Tensor { merged().denseWeight() }
+    public func adding(_ lb: Tensor, _ la: Tensor, scale: Float) -> any LinearLayer { merged().adding(lb, la, scale: scale) }
+    public func trainable() -> any LinearLayer { AdaptedLowRankLinear(first: first.trainable(), second: second.trainable()) }
+}

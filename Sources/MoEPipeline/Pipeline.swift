@@ -215,12 +215,7 @@ public final class Pipeline {
                 try PlanApplier.apply(plan, model: input, into: target)
             }
         case "decompose":
-            var lo = LowRank.Options()
-            lo.method = LowRank.Method(rawValue: string("method") ?? "svdllm")!
-            lo.target = double("ratio").map { .keep($0) } ?? .rank(int("rank")!)
-            lo.allocation = LowRank.Allocation(rawValue: string("rank_alloc") ?? "uniform")!
-            if let a = double("alpha") { lo.alpha = a }
-            if case .strings(let t)? = o["targets"] { lo.targets = Set(t) }
+            let lo = StageOptions.decompose(o)
             var cache: CalibrationCache? = nil
             var importance: [Int: [Double]]? = nil
             if lo.allocation == .importance { importance = try ExpertImportance.plan(in: input).flatMap(ExpertImportance.fromPlan) }

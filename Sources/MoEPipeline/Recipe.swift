@@ -221,7 +221,7 @@ public struct Recipe: Sendable {
         }
         let needsCalibration = branches.flatMap(\.stages).contains { s in
             if s.kind == "prune", case .string(let m)? = s.options["method"] { return m != "moeits" }
-            if s.kind == "decompose" { return s.options["method"] == .string("svdllm") || s.options["rank_alloc"] == .string("importance") }
+            if s.kind == "decompose" { let lo = StageOptions.decompose(s.options); return lo.method == .svdllm || lo.allocation == .importance }
             return false
         }
         if needsCalibration && calibration == nil { throw fail(root, "these stages need calibration data: add calibration: {data: FOLDER}") }

@@ -32,7 +32,8 @@ final class LinearTape {
     var mid: Tensor?        // low-rank: x·Bᵀ; LoRA: dropout(x)·Aᵀ
     var dropped: Tensor?    // LoRA: dropout(x)
     var mask: [Float]?      // LoRA: the dropout multipliers (0 or 1/(1 − p))
-    var base: LinearTape?   // LoRA: the base layer's tape
+    var base: LinearTape?   // LoRA: the base layer's tape; adapted low-rank: the first factor's
+    var second: LinearTape? // adapted low-rank: the second factor's tape
     init(_ x: Tensor) { self.x = x }
 }
 
@@ -45,6 +46,11 @@ func linearForward(_ l: any LinearLayer, _ x: Tensor, seed: UInt64, training: Bo
         let y = Tensor(zeros: [x.rows, r.outFeatures])
         r.a.multiply(mid.data, m: x.rows, into: y.data, ldy: r.outFeatures, parallel: parallel)
         tape.mid = mid
+        return (y, tape)
+    case let c as AdaptedLowRankLinear:
+        let (mid, t1) = linearForward(c.first, x, seed: mixSeed(seed, 1), training: training, parallel: parallel)
+        let (y, t2) = linearForward(c.second, mid, seed: mixSeed(seed, 2), training: training, parallel: parallel)
+        tape.base = t1; tape.second = t2
         return (y, tape)
     case let a as LoRALinear:
         let (y, baseTape) = linearForward(a.base, x, seed: seed, training: training, parallel: parallel)
@@ -83,6 +89,9 @@ func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g:
         let dx = Tensor(zeros: [rows, r.inFeatures])
         r.b.multiplyTransposed(dmid.data, m: rows, into: dx.data, ldx: r.inFeatures, parallel: parallel)
         return dx
+    case let c as AdaptedLowRankLinear:
+        let dmid = linearBackward(c.second, tape.second!, dy, g, parallel: parallel)
+        return linearBackward(c.first, tape.base!, dmid, g, parallel: parallel)
     case let a as LoRALinear:
         let dx = linearBackward(a.base, tape.base!, dy, g, parallel: parallel)
         let mid = tape.mid!, xd = tape.dropped!

@@ -17,7 +17,9 @@ public enum LoRA {
         public var scale: Float { alpha / Float(rank) }
     }
 
-    /// Wraps every targeted projection of `model` (the router's too) in a `LoRALinear`. A is
+    /// Wraps every targeted projection of `model` (the router's too) in a `LoRALinear`; a low-rank projection
+    /// (A·B) instead gets one adapter on each factor (`AdaptedLowRankLinear`, SVD-LLM's update), so merging keeps
+    /// its rank. A is
     /// PEFT's default kaiming-uniform(a = √5), i.e. U(±1/√in), from a seeded generator; B is zero, so the
     /// adapted model starts equal to the base. Returns the adapter tensors (A and B of each) in model order.
     @discardableResult
@@ -43,15 +45,23 @@ public enum LoRA {
         model.replaceLinears { name, l in
             let kind = String(name.split(separator: ".").last!)
             guard t.contains(kind), !name.hasPrefix("lm_head") else { return l }
+            let dropout: Float = kind == "router" ? 0 : s.dropout
+            if let lr = l as? LowRankLinear {
+                let (a1, b1) = factors(in: lr.inFeatures, out: lr.rank)
+                let (a2, b2) = factors(in: lr.rank, out: lr.outFeatures)
+                return AdaptedLowRankLinear(first: LoRALinear(base: DenseLinear(weight: lr.b), a: a1, b: b1, scale: s.scale, dropout: dropout),
+                                            second: LoRALinear(base: DenseLinear(weight: lr.a), a: a2, b: b2, scale: s.scale, dropout: dropout))
+            }
             let (a, b) = factors(in: l.inFeatures, out: l.outFeatures)
-            return LoRALinear(base: l, a: a, b: b, scale: s.scale, dropout: kind == "router" ? 0 : s.dropout)
+            return LoRALinear(base: l, a: a, b: b, scale: s.scale, dropout: dropout)
         }
         return created
     }
 
-    /// Replaces every adapter by its merge: W + s·B·A for a dense base; for a low-rank base the factors are
-    /// concatenated (A' = [A_base | s·B], B' = [B_base; A]), exact at rank r_base + r.
+    /// Replaces every adapter by its merge: W + s·B·A for a dense base; each factor's own adapter for a low-rank
+    /// one (same rank). A LoRA wrapped around a low-rank base by hand merges by concatenating factors
+    /// (A' = [A_base | s·B], B' = [B_base; A]), exact at rank r_base + r.
     public static func merge(_ model: CausalLM) {
-        model.replaceLinears { _, l in (l as? LoRALinear)?.merged() ?? l }
+        model.replaceLinears { _, l in (l as? LoRALinear)?.merged() ?? (l as? AdaptedLowRankLinear)?.merged() ?? l }
     }
 }

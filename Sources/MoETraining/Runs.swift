@@ -46,6 +46,11 @@ public enum TrainingRuns {
         let m = try ModelRegistry.load(directory: url)
         try CausalLMTraining.check(m)
         try LoRA.attach(to: m, lora)
+        var factorAdapted = 0
+        m.forEachLinear { _, l in if l is AdaptedLowRankLinear { factorAdapted += 1 } }
+        if factorAdapted > 0 && !merge {
+            throw TrainingError.invalid("\(url.path): \(factorAdapted) targeted projections are low-rank factors, whose adapters (SVD-LLM's update, one per factor) PEFT cannot represent; pass --merge (the merged model keeps its size) or leave gate/up/down out of --targets")
+        }
         let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
         let trainable = TrainableParameters.tensors(m) { $0.contains(".lora_") }
         let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)

@@ -26,9 +26,9 @@ struct Compress: ParsableCommand {
     @Option(help: "Recipe: moei2.") var recipe: Recipe = .moei2
     @Option(help: "Fraction of routed experts to remove (stage 1).") var pruneRatio: Double
     @Option(help: "Fraction of the surviving experts' parameters to KEEP (stage 2).") var keepParams: Double
-    @Option(help: "Stage-2 method: svd or svdllm.") var method: LowRank.Method = .svdllm
-    @Option(help: "Stage-2 rank allocation: uniform or importance.") var rankAlloc: LowRank.Allocation = .importance
-    @Option(help: "Importance exponent α.") var alpha = 0.15
+    @Option(help: "Stage-2 method: svd or svdllm.") var method: LowRank.Method = LowRank.Options().method
+    @Option(help: "Stage-2 rank allocation: uniform or importance.") var rankAlloc: LowRank.Allocation = LowRank.Options().allocation
+    @Option(help: "Importance exponent α.") var alpha = LowRank.Options().alpha
     @Option(help: "Projections to decompose (gate,up,down).") var targets = "gate,up,down"
     @Option(help: "Calibration text folder (.txt files).") var calibDir: String?
     @Option(help: "A calibration cache of the original model (instead of calibrating it here; svdllm still needs --calib-dir).") var calib: String?

@@ -13,7 +13,10 @@ struct Decompose: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Replace routed expert matrices by low-rank factors (MoE-I² stage 2: truncated SVD or SVD-LLM).",
         discussion: """
-        --ratio R is the fraction of expert parameters KEPT (SVD-LLM's own CLI uses the fraction removed): an \
+        Defaults are MoE-I² stage 2 as published: SVD-LLM with importance ranks (the recipe stage and `compress` \
+        use the same defaults). It needs calibration: --calib CACHE (from `moepress calibrate` on THIS model), or \
+        --calib-dir D to calibrate here (--samples × --seq-len; the cache is kept in .<output>.calibration beside \
+        the output until the command succeeds, so a killed run calibrates only once). --ratio R is the fraction of expert parameters KEPT (SVD-LLM's own CLI uses the fraction removed): an \
         m×n matrix gets average rank ⌊R·m·n/(m+n)⌋; --rank r sets that average directly. --rank-alloc uniform \
         gives every expert that rank; importance shares each layer's budget (average × experts) by \
         (I + ε)^α with I the stage-1 importance (single-expert-removal error), capped at min(m, n), summing to \
@@ -32,12 +35,16 @@ struct Decompose: ParsableCommand {
         """)
 
     @Option(help: "A Hugging Face model folder (original or pruned).") var model: String
-    @Option(help: "Decomposition method: svd or svdllm.") var method: LowRank.Method = .svd
+    @Option(help: "Decomposition method: svd or svdllm.") var method: LowRank.Method = LowRank.Options().method
     @Option(help: "Calibration cache of this model (Gram matrices for svdllm; importance when there is no moei2 plan.json).") var calib: String?
+    @Option(help: "Calibration text folder: calibrates this model here (instead of --calib).") var calibDir: String?
+    @Option(help: "Calibration windows (with --calib-dir).") var samples = 128
+    @Option(help: "Tokens per calibration window (with --calib-dir).") var seqLen = 256
+    @Option(help: "Seed of the calibration window sampler (with --calib-dir).") var seed: UInt64 = 0
     @Option(help: "Fraction of expert parameters KEPT, in (0, 1].") var ratio: Double?
     @Option(help: "Average rank per expert matrix (instead of --ratio).") var rank: Int?
-    @Option(help: "Rank allocation over a layer's experts: uniform or importance.") var rankAlloc: LowRank.Allocation = .uniform
-    @Option(help: "Importance exponent α of the rank allocation.") var alpha = 0.15
+    @Option(help: "Rank allocation over a layer's experts: uniform or importance.") var rankAlloc: LowRank.Allocation = LowRank.Options().allocation
+    @Option(help: "Importance exponent α of the rank allocation.") var alpha = LowRank.Options().alpha
     @Option(help: "Calibration tokens per layer for computing importance.") var importanceTokens = 8192
     @Option(help: "Projections to decompose, comma-separated (gate,up,down).") var targets: String = "gate,up,down"
     @Option(help: "The output checkpoint folder.") var output: String
@@ -51,6 +58,8 @@ struct Decompose: ParsableCommand {
         try checkOptions("decompose", [("--ratio", "ratio", ratio), ("--rank", "rank", rank.map(Double.init)), ("--alpha", "alpha", alpha),
                                        ("--importance-tokens", "importance_tokens", Double(importanceTokens))])
         guard (ratio != nil) != (rank != nil) else { throw ValidationError("give exactly one of --ratio (fraction kept) or --rank") }
+        try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
+        if calib != nil && calibDir != nil { throw ValidationError("give --calib CACHE or --calib-dir DIR, not both") }
     }
 
     func run() throws {
@@ -63,9 +72,9 @@ struct Decompose: ParsableCommand {
             o.targets = Set(targets.split(separator: ",").map { String($0) })
             guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw CLIError("--targets takes gate, up and/or down") }
             let url = modelURL(model)
-            let cache = try calib.map { try openCache($0, for: url) }
-            if method == .svdllm && cache == nil { throw CLIError("svdllm needs --calib CACHE (from moepress calibrate on this model)") }
+            let dest = try newOutput(output, overwrite: overwrite)
             var importance: [Int: [Double]]? = nil
+            if rankAlloc == .importance { importance = try ExpertImportance.plan(in: url).flatMap(ExpertImportance.fromPlan) }
             var open: CausalLM? = nil
             func loadedModel() throws -> CausalLM {
                 if let open { return open }
@@ -73,8 +82,26 @@ struct Decompose: ParsableCommand {
                 open = m
                 return m
             }
+            // Calibration: a given cache, or one made here when SVD-LLM or importance (without a plan) needs it.
+            let needsCache = method == .svdllm || (rankAlloc == .importance && importance == nil)
+            let workCache = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).calibration")
+            var cache = try calib.map { try openCache($0, for: url) }
+            if cache == nil && needsCache {
+                guard let calibDir else {
+                    throw CLIError(method == .svdllm
+                        ? "svdllm (the default method) whitens with calibration: give --calib CACHE or --calib-dir DIR (or --method svd --rank-alloc uniform for plain SVD)"
+                        : "--rank-alloc importance needs --calib CACHE or --calib-dir DIR, or a model pruned by moei2 (its plan.json holds the importance)")
+                }
+                cache = try ResourceMonitor.shared.stage("calibrate") { () -> CalibrationCache in
+                    if let c = try? openCache(workCache.path, for: url), c.manifest.samples == samples, c.manifest.seqLen == seqLen, c.manifest.seed == seed {
+                        if !quiet { log("calibration: reusing \(workCache.path) from an interrupted run") }
+                        return c
+                    }
+                    return try calibrate(model: model, open: loadedModel(), calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed,
+                                         output: workCache, budget: memory.budget, overwrite: true, quiet: quiet)
+                }
+            }
             if rankAlloc == .importance {
-                importance = try ExpertImportance.plan(in: url).flatMap(ExpertImportance.fromPlan)
                 if importance != nil {
                     if !quiet { log("importance: stage-1 values from \(url.appendingPathComponent("plan.json").path)") }
                 } else if let cache {
@@ -85,8 +112,9 @@ struct Decompose: ParsableCommand {
                 }
             }
             let r = try ResourceMonitor.shared.stage("decompose") { try LowRank.decompose(model: url, open: method == .svdllm ? loadedModel() : nil, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
-                                          output: URL(fileURLWithPath: output), overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes,
+                                          output: dest, overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes,
                                           resumable: true) }
+            try? FileManager.default.removeItem(at: workCache)
             if !quiet { log(decomposeSummary(r, output: output)) }
         }
     }

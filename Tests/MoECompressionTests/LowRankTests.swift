@@ -65,6 +65,7 @@ import MoEModels
 extension LowRank.Options {
     static func keeping(_ rho: Double, _ allocation: LowRank.Allocation = .uniform) -> Self {
         var o = Self()
+        o.method = .svd
         o.target = .keep(rho)
         o.allocation = allocation
         return o
@@ -117,7 +118,7 @@ extension LowRank.Options {
         #expect(try Checkpoint(directory: src).names.contains { $0.hasSuffix("experts.gate_up_proj") })
         let out = Where.temp("fused")
         defer { try? FileManager.default.removeItem(at: out) }
-        var o = LowRank.Options()
+        var o = LowRank.Options.keeping(1)
         o.target = .rank(10_000)
         let report = try LowRank.decompose(model: src, options: o, output: out, quiet: true)
         #expect(report.relativeError.values.allSatisfy { $0 < 1e-5 })

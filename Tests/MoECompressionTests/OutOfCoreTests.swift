@@ -144,6 +144,7 @@ import MoECalibration
         defer { try? FileManager.default.removeItem(at: out) }
         var o = LowRank.Options()
         o.method = .svdllm
+        o.allocation = .uniform
         o.target = .keep(0.5)
         let report = try LowRank.decompose(model: model, options: o, whitening: cache, output: out, quiet: true)
         let written = try Checkpoint(directory: out)

@@ -149,6 +149,40 @@ import Testing
 
     /// Each training command uses its method's published defaults when the flags are not given: heal MoEITS's
     /// (lr 2e-4, 5% warm-up, weight decay 0.05), compress-experts the paper's OLMoE recipe (2e-5, 3%, none).
+    /// `decompose` and the recipe's decompose stage run the same method with the same defaults (SVD-LLM with
+    /// importance ranks, as `--help` says) and give the same weights for the same inputs.
+    @Test func decomposeDefaultsAreTheSameEverywhere() throws {
+        let dir = TempDir()
+        let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let data = CLI.shared.appendingPathComponent("data/calib").path
+        let help = try CLI.run(["decompose", "--help"]).stdout.replacingOccurrences(of: "\n", with: " ")
+            .replacingOccurrences(of: " +", with: " ", options: .regularExpression)
+        #expect(help.contains("svd, svdllm; default: svdllm") && help.contains("values: uniform, importance; default: importance"), "\(help)")
+        let cli = try CLI.run(["decompose", "--model", mixtral, "--ratio", "0.5", "--calib-dir", data, "--samples", "8", "--seq-len", "64",
+                               "--seed", "2", "--output", dir.path("cli"), "--quiet"])
+        #expect(cli.status == 0, "\(cli.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path(".cli.calibration")), "the on-the-fly calibration must be removed")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.path("cli/decompose.json")))) as! [String: Any]
+        #expect(report["method"] as? String == "svdllm" && report["allocation"] as? String == "importance", "\(report["method"] ?? "") \(report["allocation"] ?? "")")
+        try """
+        model: \(mixtral)
+        seed: 2
+        calibration: {data: \(data), samples: 8, seq_len: 64}
+        stages:
+          - decompose: {ratio: 0.5}
+        """.write(toFile: dir.path("r.yaml"), atomically: true, encoding: .utf8)
+        let run = try CLI.run(["run", dir.path("r.yaml"), "--output", dir.path("run"), "--quiet"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let weights = try FileManager.default.contentsOfDirectory(atPath: dir.path("cli")).filter { $0.hasSuffix(".safetensors") }
+        #expect(!weights.isEmpty)
+        for w in weights {
+            #expect(FileManager.default.contents(atPath: dir.path("cli/\(w)")) == FileManager.default.contents(atPath: dir.path("run/01-decompose/model/\(w)")), "\(w) differs")
+        }
+        // Without calibration the default is refused with what to give.
+        let refused = try CLI.run(["decompose", "--model", mixtral, "--ratio", "0.5", "--output", dir.path("x")])
+        #expect(refused.status != 0 && refused.stderr.contains("--calib-dir") && !FileManager.default.fileExists(atPath: dir.path("x")))
+    }
+
     @Test func eachCommandHasItsPapersDefaults() throws {
         let dir = TempDir()
         let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path

@@ -144,6 +144,81 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
     }
 }
 
+/// SVD-LLM's update: adapters on each factor of a low-rank expert, A' = A + s·B₂·A₂ and B' = B + s·B₁·A₁ with
+/// W = A'·B'. From G = ∂L/∂W: ∂L/∂A' = G·B'ᵀ, ∂L/∂B' = A'ᵀ·G, then each adapter as LoRA on its factor. Merging
+/// keeps the rank and the function.
+@Suite struct AdaptedLowRankTests {
+    @Test func factorAdaptersFollowTheDenseGradientAndMergeAtTheSameRank() throws {
+        let t = FactorisedGradientTests()
+        let model = try ModelRegistry.load(directory: Where.model("mixtral"))
+        var block = model.layers[1].feedForward.moe!
+        let e0 = block.experts[0]
+        let w = (e0.up as! DenseLinear).weight
+        let (m, n, r, k) = (w.shape[0], w.shape[1], 5, 3)
+        let s: Float = 2
+        let a = t.random([m, r], seed: 1, scale: 0.3), b = t.random([r, n], seed: 2, scale: 0.3)
+        let a1 = t.random([k, n], seed: 3, scale: 0.2), b1 = t.random([r, k], seed: 4, scale: 0.2)
+        let a2 = t.random([k, r], seed: 5, scale: 0.2), b2 = t.random([m, k], seed: 6, scale: 0.2)
+        func plus(_ x: Tensor, _ y: Tensor) -> Tensor { let z = x.copy(); for i in 0..<z.count { z.data[i] += s * y.data[i] }; return z }
+        let aEff = plus(a, matmul(b2, a2)), bEff = plus(b, matmul(b1, a1))
+        let dense = matmul(aEff, bEff)
+        func withUp(_ l: any LinearLayer) {
+            block.experts[0] = GatedMLP(gate: e0.gate, up: l, down: e0.down, activation: e0.activation)
+            model.layers[1].feedForward = .moe(block)
+        }
+        withUp(DenseLinear(weight: dense))
+        let gw = t.denseGradient(model, of: dense)
+        let reference = model.forward(fixtureIds)
+        let adapted = AdaptedLowRankLinear(first: LoRALinear(base: DenseLinear(weight: b), a: a1, b: b1, scale: s),
+                                           second: LoRALinear(base: DenseLinear(weight: a), a: a2, b: b2, scale: s))
+        withUp(adapted)
+        let g = Gradients(trainable: [a1, b1, a2, b2])
+        let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
+        _ = CausalLMTraining.lossAndGradients(model, batch: batch, gradients: g, normalizer: Double(batch.predicted), training: false)
+        let dA = matmul(gw, bEff, transposeB: true), dB = matmul(aEff, gw, transposeA: true)
+        let want: [(String, Tensor, Tensor)] = [
+            ("B₂", b2, matmul(dA, a2, transposeB: true)), ("A₂", a2, matmul(b2, dA, transposeA: true)),
+            ("B₁", b1, matmul(dB, a1, transposeB: true)), ("A₁", a1, matmul(b1, dB, transposeA: true)),
+        ]
+        for (name, p, x) in want {
+            x.scale(s)
+            #expect(g[p]!.maxAbsDifference(x) <= 1e-4 * x.array.map(abs).max()!, "\(name)")
+        }
+        // Merged: a LowRankLinear of the same rank computing the same function.
+        let merged = adapted.merged()
+        #expect(merged.rank == r && merged.parameterCount == m * r + r * n)
+        withUp(merged)
+        #expect(model.forward(fixtureIds).maxAbsDifference(reference) < 1e-4)
+    }
+
+    /// LoRA.attach on a low-rank projection adapts its factors; merge keeps the model's size.
+    @Test func healingALowRankModelKeepsItsSize() throws {
+        let t = FactorisedGradientTests()
+        let model = try ModelRegistry.load(directory: Where.model("mixtral"))
+        for l in model.description.moeLayerIndices {
+            var block = model.layers[l].feedForward.moe!
+            block.experts = block.experts.enumerated().map { e, x in
+                let w = (x.down as! DenseLinear).weight
+                return GatedMLP(gate: x.gate, up: x.up, down: LowRankLinear(a: t.random([w.shape[0], 4], seed: UInt64(e), scale: 0.3),
+                                                                              b: t.random([4, w.shape[1]], seed: UInt64(100 + e), scale: 0.3)),
+                                activation: x.activation)
+            }
+            model.layers[l].feedForward = .moe(block)
+        }
+        let before = model.parameterCount
+        var settings = LoRA.Settings()
+        settings.rank = 2
+        settings.targets = ["down"]
+        try LoRA.attach(to: model, settings)
+        #expect(model.layers[1].feedForward.moe!.experts[0].down is AdaptedLowRankLinear)
+        let names = TrainableParameters.all(model).map(\.name).filter { $0.contains(".lora_") }
+        #expect(names.contains("layers.1.moe.experts.0.down.lowrank_a.lora_B") && names.contains("layers.1.moe.experts.0.down.lowrank_b.lora_A"))
+        LoRA.merge(model)
+        #expect(model.parameterCount == before)
+        #expect(model.layers[1].feedForward.moe!.experts[0].down is LowRankLinear)
+    }
+}
+
 /// Central finite differences on one decoder layer (an MoE layer with compressed experts, a low-rank expert
 /// and LoRA with dropout), scalar loss Σ out ⊙ r: the analytic gradient of sampled entries of every kind of
 /// parameter and of the input agrees to 2%.
