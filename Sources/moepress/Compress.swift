@@ -3,21 +3,23 @@ import Foundation
 import MoECheckpoint
 import MoETensor
 import MoEModels
-import MoECalibration
 import MoECompression
+import MoEPipeline
 
 struct Compress: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a whole compression recipe (MoE-I²: stage-1 expert pruning, then stage-2 low-rank experts).",
+        abstract: "Compress a model with MoE-I² end to end: a built-in recipe run by the pipeline (prune → decompose → heal).",
         discussion: """
-        --recipe moei2 (methods.md §3): calibrate, prune --prune-ratio R1 of the routed experts with MoE-I² \
-        (importance, non-uniform layer counts, genetic search, KT-reception field), then decompose the surviving \
-        experts keeping --keep-params R2 of their parameters, ranks shared by the stage-1 importance \
-        (--rank-alloc importance, α = --alpha). With --method svdllm (default) the pruned model is calibrated \
-        again on the same windows, so each surviving expert is whitened by the tokens routed to it after \
-        pruning. Expert parameters end near (1 − R1)·R2 of the original. Intermediate folders live next to \
-        --output and are removed; the output appears whole, with plan.json, decompose.json and compress.json. \
-        LoRA healing (stage 3) is not part of this command yet.
+        --recipe moei2 (methods.md §3) is the recipe `moepress run` would run for: calibrate (--calib-dir, \
+        --samples × --seq-len, --seed); stage 1 prunes --prune-ratio of the routed experts with MoE-I² \
+        (importance, non-uniform layer counts, genetic search, KT-reception field); stage 2 recalibrates the \
+        pruned model and decomposes the surviving experts keeping --keep-params of their parameters (--method, \
+        --rank-alloc and --alpha default to the paper's SVD-LLM with importance ranks, as `decompose`); stage 3, \
+        with --heal-steps N, heals with LoRA on --heal-targets (on low-rank experts an adapter on each factor, \
+        merged at the same rank: SVD-LLM's update, so the model keeps its size; the paper's stand-in recipe is \
+        LoRA r 8, lr 1e-4). The stages run in .<output>.moepress-compress beside --output, which a killed run \
+        resumes (same command); each stage's weights are deleted once the next has used them. The output \
+        appears whole, with plan.json, decompose.json and compress.json, and the work folder is removed.
         """)
 
     enum Recipe: String, ExpressibleByArgument, CaseIterable { case moei2 }
@@ -30,16 +32,22 @@ struct Compress: ParsableCommand {
     @Option(help: "Stage-2 rank allocation: uniform or importance.") var rankAlloc: LowRank.Allocation = LowRank.Options().allocation
     @Option(help: "Importance exponent α.") var alpha = LowRank.Options().alpha
     @Option(help: "Projections to decompose (gate,up,down).") var targets = "gate,up,down"
-    @Option(help: "Calibration text folder (.txt files).") var calibDir: String?
-    @Option(help: "A calibration cache of the original model (instead of calibrating it here; svdllm still needs --calib-dir).") var calib: String?
+    @Option(help: "Calibration text folder (.txt files).") var calibDir: String
     @Option(help: "Calibration windows.") var samples = 128
     @Option(help: "Tokens per window.") var seqLen = 256
-    @Option(help: "Seed of calibration sampling and the genetic search.") var seed: UInt64 = 0
+    @Option(help: "Seed of calibration sampling, the genetic search and healing.") var seed: UInt64 = 0
     @OptionGroup var search: SearchOptions
+    @Option(help: "Stage 3: LoRA optimiser steps (0: stop after stage 2).") var healSteps = 0
+    @Option(help: "Stage 3: training text (default: --calib-dir).") var healData: String?
+    @Option(help: "Stage 3: peak learning rate.") var healLr = 1e-4
+    @Option(help: "Stage 3: LoRA rank.") var healRank = 8
+    @Option(help: "Stage 3: LoRA alpha.") var healAlpha = 16.0
+    @Option(help: "Stage 3: sequences per step.") var healBatch = 8
+    @Option(help: "Stage 3: tokens per sequence.") var healSeqLen = 256
+    @Option(help: "Stage 3: adapted projections.") var healTargets = "q,k,v,o,gate,up,down,router"
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
-    @OptionGroup var out: OutputOptions
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -47,8 +55,33 @@ struct Compress: ParsableCommand {
         try checkOptions("prune", [("--prune-ratio", "ratio", pruneRatio)])
         try checkOptions("decompose", [("--keep-params", "ratio", keepParams), ("--alpha", "alpha", alpha)])
         try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
-        guard calib != nil || calibDir != nil else { throw ValidationError("give --calib-dir DIR (or --calib CACHE with --method svd)") }
-        if method == .svdllm && calibDir == nil { throw ValidationError("svdllm calibrates the pruned model: give --calib-dir DIR") }
+        guard healSteps >= 0 else { throw ValidationError("--heal-steps must be 0 (no stage 3) or more") }
+        if healSteps > 0 {
+            try checkOptions("heal", [("--heal-steps", "steps", Double(healSteps)), ("--heal-lr", "lr", healLr), ("--heal-rank", "lora_rank", Double(healRank)),
+                                      ("--heal-alpha", "lora_alpha", healAlpha), ("--heal-batch", "batch", Double(healBatch)),
+                                      ("--heal-seq-len", "seq_len", Double(healSeqLen))])
+        }
+    }
+
+    /// The recipe this command runs (YAML, parsed and validated like any recipe file).
+    func recipeText(model url: URL) -> String {
+        func list(_ s: String) -> String { "[" + s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ") + "]" }
+        func quoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+        var text = """
+        model: \(quoted(url.path))
+        seed: \(seed)
+        calibration: {data: \(quoted(URL(fileURLWithPath: calibDir).standardizedFileURL.path)), samples: \(samples), seq_len: \(seqLen)}
+        keep_intermediate: false
+        stages:
+          - prune: {method: moei2, ratio: \(pruneRatio), population: \(search.population), generations: \(search.generations), candidates: \(search.candidates), block_size: \(search.blockSize), fitness_tokens: \(search.fitnessTokens), field_sequences: \(search.fieldSequences)}
+          - decompose: {method: \(method.rawValue), ratio: \(keepParams), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), targets: \(list(targets))}
+
+        """
+        if healSteps > 0 {
+            let data = URL(fileURLWithPath: healData ?? calibDir).standardizedFileURL.path
+            text += "  - heal: {data: \(quoted(data)), steps: \(healSteps), lr: \(healLr), lora_rank: \(healRank), lora_alpha: \(healAlpha), batch: \(healBatch), seq_len: \(healSeqLen), targets: \(list(healTargets))}\n"
+        }
+        return text + "export: none\n"
     }
 
     struct Summary: Codable {
@@ -57,6 +90,7 @@ struct Compress: ParsableCommand {
         var keepParams: Double
         var method: String
         var allocation: String
+        var healSteps: Int
         var seed: UInt64
         var parameters: [String: Int]
         var seconds: [String: Double]
@@ -66,69 +100,42 @@ struct Compress: ParsableCommand {
         try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
-            removeStaleWork(beside: out, prefix: ".\(out.lastPathComponent).moepress-work-")
-            let work = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-work-\(getpid())")
-            try? FileManager.default.removeItem(at: work)
-            try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: work) }
-            var seconds: [String: Double] = [:]
-            func timed<T>(_ stage: String, _ body: () throws -> T) rethrows -> T {
-                let t = Date()
-                defer { seconds[stage] = Date().timeIntervalSince(t) }
-                if !quiet { log("== \(stage)") }
-                return try body()
+            let work = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-compress")
+            let fm = FileManager.default
+            let text = recipeText(model: url)
+            let recipeURL = work.appendingPathComponent("recipe.yaml")
+            // The same command after a kill continues the run in the work folder; other settings start afresh.
+            let resume = fm.contents(atPath: recipeURL.path) == Data(text.utf8)
+            if !resume {
+                try? fm.removeItem(at: work)
+                try fm.createDirectory(at: work, withIntermediateDirectories: true)
+                try text.write(to: recipeURL, atomically: true, encoding: .utf8)
+            } else if !quiet {
+                log("compress: resuming \(work.path)")
             }
-
-            let m = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
-            let cache = try timed("calibrate") { () -> CalibrationCache in
-                if let calib { return try openCache(calib, for: url) }
-                return try calibrate(model: url.path, open: m, calibDir: calibDir!, samples: samples, seqLen: seqLen, seed: seed,
-                                     output: work.appendingPathComponent("calib"), budget: memory.budget, overwrite: true, quiet: quiet)
-            }
-            let pruned = work.appendingPathComponent("pruned")
-            var plan = try timed("prune (MoE-I² stage 1)") { () -> PruningPlan in
-                try MoEI2.plan(model: m, cache: cache, budget: .ratio(pruneRatio), options: search.moei2(seed: seed), modelName: url.path,
-                               memory: memory.budget, quiet: quiet)
-            }
-            plan.parameters["ratio"] = "\(pruneRatio)"
-            plan.parameters["seed"] = "\(seed)"
-            try PlanApplier.apply(plan, model: url, output: pruned, shardSize: self.out.shardSize.bytes)
-            var whitening: CalibrationCache? = nil
-            let prunedModel = method == .svdllm ? try ModelRegistry.load(directory: pruned) : nil
-            if method == .svdllm {
-                whitening = try timed("calibrate the pruned model (its experts' inputs)") {
-                    try calibrate(model: pruned.path, open: prunedModel, calibDir: calibDir!, samples: cache.manifest.samples, seqLen: cache.manifest.seqLen,
-                                  seed: cache.manifest.seed, output: work.appendingPathComponent("calib-pruned"), budget: memory.budget,
-                                  overwrite: true, quiet: quiet)
-                }
-            }
-            var o = LowRank.Options()
-            o.method = method
-            o.target = .keep(keepParams)
-            o.allocation = rankAlloc
-            o.alpha = alpha
-            o.targets = Set(targets.split(separator: ",").map { String($0) })
-            let staged = work.appendingPathComponent("final")
-            let report = try timed("decompose (MoE-I² stage 2)") {
-                try LowRank.decompose(model: pruned, open: prunedModel, options: o, whitening: whitening, importance: ExpertImportance.fromPlan(plan),
-                                      output: staged, quiet: quiet, shardSize: self.out.shardSize.bytes)
-            }
-            let summary = Summary(recipe: recipe.rawValue, pruneRatio: pruneRatio, keepParams: keepParams, method: method.rawValue,
-                                  allocation: rankAlloc.rawValue, seed: seed,
-                                  parameters: ["original": try parameterCount(url), "pruned": try parameterCount(pruned), "compressed": try parameterCount(staged),
-                                               "experts_removed": plan.removed],
-                                  seconds: seconds)
+            let r = try MoEPipeline.Recipe(file: recipeURL)
+            let runDir = work.appendingPathComponent("run")
+            let summary = try Pipeline(recipe: r, runDir: runDir, resume: resume, quiet: quiet, memory: memory.budget).run()
+            let last = summary.stages.last!
+            let final = runDir.appendingPathComponent(last.folder).appendingPathComponent("model")
+            let pruned = runDir.appendingPathComponent(summary.stages[0].folder).appendingPathComponent("model")
+            let plan = try ExpertImportance.plan(in: pruned)
+            let params = summary.models.reduce(into: [String: Int]()) { $0[$1.label] = $1.parameters }
+            let s = Summary(recipe: recipe.rawValue, pruneRatio: pruneRatio, keepParams: keepParams, method: method.rawValue,
+                            allocation: rankAlloc.rawValue, healSteps: healSteps, seed: seed,
+                            parameters: ["original": params["original"] ?? 0, "compressed": params["compressed"] ?? 0, "experts_removed": plan?.removed ?? 0],
+                            seconds: summary.stages.reduce(into: [String: Double]()) { $0[$1.stage] = $1.seconds })
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             enc.keyEncodingStrategy = .convertToSnakeCase
-            try enc.encode(summary).write(to: staged.appendingPathComponent("compress.json"))
-            if overwrite { try? FileManager.default.removeItem(at: out) }
-            try FileManager.default.moveItem(at: staged, to: out)
+            try enc.encode(s).write(to: final.appendingPathComponent("compress.json"))
+            if overwrite { try? fm.removeItem(at: out) }
+            try fm.moveItem(at: final, to: out)
+            try? fm.removeItem(at: work)
             if !quiet {
-                let p = summary.parameters
-                log(decomposeSummary(report, output: out.path))
-                log(String(format: "compress moei2: parameters %d → %d after pruning → %d (%.1f%% of the original) → %@", p["original"]!, p["pruned"]!,
-                           p["compressed"]!, 100 * Double(p["compressed"]!) / Double(p["original"]!), out.path))
+                log(String(format: "compress moei2: parameters %d → %d (%.1f%% of the original), %d experts removed → %@", s.parameters["original"]!,
+                           s.parameters["compressed"]!, 100 * Double(s.parameters["compressed"]!) / Double(max(1, s.parameters["original"]!)),
+                           s.parameters["experts_removed"]!, out.path))
             }
         }
     }

@@ -183,6 +183,40 @@ import Testing
         #expect(refused.status != 0 && refused.stderr.contains("--calib-dir") && !FileManager.default.fileExists(atPath: dir.path("x")))
     }
 
+    /// `compress` is a built-in recipe: its output has the weights the same recipe written by hand gives, and
+    /// stage 3 (healing the low-rank experts through their factors) leaves the model's size unchanged.
+    @Test func compressIsTheRecipe() throws {
+        let dir = TempDir()
+        let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let data = CLI.shared.appendingPathComponent("data/calib").path
+        let cmd = try CLI.run(["compress", "--model", mixtral, "--prune-ratio", "0.25", "--keep-params", "0.5", "--calib-dir", data, "--samples", "8",
+                               "--seq-len", "64", "--seed", "1", "--generations", "3", "--population", "10", "--field-sequences", "2",
+                               "--heal-steps", "2", "--heal-batch", "1", "--heal-seq-len", "32", "--heal-rank", "2", "--output", dir.path("c"), "--quiet"])
+        #expect(cmd.status == 0, "\(cmd.stderr)")
+        let made = try FileManager.default.contentsOfDirectory(atPath: dir.path("c"))
+        for f in ["plan.json", "decompose.json", "compress.json", "config.json"] { #expect(made.contains(f), "\(f) missing: \(made)") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path(".")).filter { $0.hasPrefix(".") && $0 != "." }.isEmpty, "work left behind")
+        try """
+        model: \(mixtral)
+        seed: 1
+        calibration: {data: \(data), samples: 8, seq_len: 64}
+        stages:
+          - prune: {method: moei2, ratio: 0.25, generations: 3, population: 10, field_sequences: 2}
+          - decompose: {ratio: 0.5}
+          - heal: {steps: 2, lr: 1.0e-4, lora_rank: 2, lora_alpha: 16, batch: 1, seq_len: 32, targets: [q, k, v, o, gate, up, down, router]}
+        """.write(toFile: dir.path("r.yaml"), atomically: true, encoding: .utf8)
+        let run = try CLI.run(["run", dir.path("r.yaml"), "--output", dir.path("run"), "--quiet"])
+        #expect(run.status == 0, "\(run.stderr)")
+        func weights(_ d: String) throws -> [String: Data] {
+            try FileManager.default.contentsOfDirectory(atPath: d).filter { $0.hasSuffix(".safetensors") }
+                .reduce(into: [:]) { $0[$1] = FileManager.default.contents(atPath: d + "/" + $1) }
+        }
+        let a = try weights(dir.path("c")), b = try weights(dir.path("run/03-heal/model")), decomposed = try weights(dir.path("run/02-decompose/model"))
+        #expect(!a.isEmpty && a == b, "compress and the recipe differ")
+        #expect(a.values.reduce(0) { $0 + $1.count } == decomposed.values.reduce(0) { $0 + $1.count }, "healing changed the model's size")
+        #expect(a != decomposed, "healing changed nothing")
+    }
+
     @Test func eachCommandHasItsPapersDefaults() throws {
         let dir = TempDir()
         let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
