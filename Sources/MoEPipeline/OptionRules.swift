@@ -52,7 +52,7 @@ public enum OptionRules {
         "decompose": ["ratio": keptFraction, "rank": .count(min: 1), "alpha": .nonNegative, "importance_tokens": .count(min: 1)],
         "heal": ["steps": .count(min: 1), "lr": .positive, "batch": .count(min: 1), "seq_len": .count(min: 2), "grad_accum": .count(min: 1),
                  "lora_rank": .count(min: 1), "lora_alpha": .positive, "lora_dropout": fraction, "warmup_ratio": .interval(0, 1, open: (false, false)),
-                 "weight_decay": .nonNegative, "max_grad_norm": .nonNegative, "checkpoint_every": .count(min: 0)],
+                 "weight_decay": .nonNegative, "max_grad_norm": .nonNegative, "checkpoint_every": .count(min: 0), "neftune_alpha": .nonNegative],
         "compress_experts": ["main_experts": .count(min: 1), "steps": .count(min: 1), "lr": .positive, "ce_lr": .positive, "batch": .count(min: 1),
                              "seq_len": .count(min: 2), "grad_accum": .count(min: 1), "warmup_ratio": .interval(0, 1, open: (false, false)),
                              "weight_decay": .nonNegative, "max_grad_norm": .nonNegative, "checkpoint_every": .count(min: 0)],

@@ -282,6 +282,7 @@ public final class Pipeline {
         s.gradientAccumulation = int("grad_accum") ?? 1
         if let w = double("warmup_ratio") { s.warmupRatio = w }
         if let w = double("weight_decay") { s.weightDecay = Float(w) }
+        if let a = double("neftune_alpha") { s.neftuneAlpha = Float(a) }
         s.seed = recipe.seed
         s.checkpointEvery = max(10, s.steps / 10)
         return s

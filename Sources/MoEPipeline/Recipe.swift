@@ -57,7 +57,8 @@ public struct Recipe: Sendable {
                   "candidates": "int", "block_size": "int", "fitness_tokens": "int", "field_sequences": "int"],
         "decompose": ["method": "string", "ratio": "double", "rank": "int", "rank_alloc": "string", "alpha": "double", "targets": "strings"],
         "heal": ["data": "string", "steps": "int", "lr": "double", "batch": "int", "seq_len": "int", "lora_rank": "int", "lora_alpha": "double",
-                 "lora_dropout": "double", "targets": "strings", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double"],
+                 "lora_dropout": "double", "targets": "strings", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double",
+                 "neftune_alpha": "double"],
         "compress_experts": ["data": "string", "main_experts": "int", "steps": "int", "lr": "double", "batch": "int", "seq_len": "int",
                              "train": "string", "no_ce": "bool", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double"],
     ]

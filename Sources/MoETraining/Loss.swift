@@ -51,10 +51,11 @@ public enum CausalLMTraining {
 
     public static func lossAndGradients(_ model: CausalLM, batch: TrainingBatch, gradients g: Gradients, normalizer: Double,
                                         seed: UInt64 = 0, training: Bool = true, recompute: Bool = true,
-                                        headRows: Int = defaultHeadRows) -> LossResult {
+                                        headRows: Int = defaultHeadRows, neftuneAlpha: Float = 0) -> LossResult {
         let L = batch.seqLen
         let ids = batch.ids.flatMap { $0 }
         var x = model.embed(ids)
+        if training && neftuneAlpha > 0 { addNEFTuneNoise(x, seqLen: L, alpha: neftuneAlpha, seed: mixSeed(seed, 0x4E45_4654)) }
         var inputs: [Tensor] = []
         var tapes: [LayerTape] = []
         for (i, layer) in model.layers.enumerated() {
@@ -112,6 +113,14 @@ public enum CausalLMTraining {
             for (r, id) in ids.enumerated() { addInPlace(ge.data + id * hd, dx.data + r * hd, count: hd) }
         }
         return LossResult(sum: loss, tokens: count)
+    }
+
+    /// NEFTune's noise, as HF's `neftune_post_forward_hook`: every embedding value of a [B·L, d] batch gets an
+    /// independent uniform draw in ±α/√(L·d). Additive, so the backward pass is unchanged.
+    public static func addNEFTuneNoise(_ x: Tensor, seqLen: Int, alpha: Float, seed: UInt64) {
+        let bound = Double(alpha) / (Double(seqLen) * Double(x.cols)).squareRoot()
+        var g = SeededGenerator(seed: seed)
+        for i in 0..<x.count { x.data[i] += Float((g.nextUnit() * 2 - 1) * bound) }
     }
 
     /// The loss alone (no gradients): Σ −log p over predicted positions.

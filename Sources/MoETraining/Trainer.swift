@@ -22,6 +22,9 @@ public struct TrainerSettings: Codable, Sendable, Equatable {
     /// Recompute each layer's activations in the backward pass (keeps one layer's activations at a time).
     public var recompute = true
     public var checkpointEvery = 0
+    /// NEFTune (Jain et al. 2023, as HF Trainer's `neftune_noise_alpha`): uniform noise in ±α/√(L·d) added to
+    /// the input embeddings in training; nil or 0 is off. MoEITS heals with α = 5.
+    public var neftuneAlpha: Float?
     public init() {}
 }
 
@@ -86,7 +89,7 @@ public final class Trainer {
             for (micro, b) in batches.enumerated() {
                 let r = CausalLMTraining.lossAndGradients(model, batch: b, gradients: gradients, normalizer: normalizer,
                                                           seed: settings.seed ^ (UInt64(step) << 8) ^ UInt64(micro), training: true,
-                                                          recompute: settings.recompute)
+                                                          recompute: settings.recompute, neftuneAlpha: settings.neftuneAlpha ?? 0)
                 loss.sum += r.sum; loss.tokens += r.tokens
             }
             let norm = clipGradients(gradients, maxNorm: settings.maxGradNorm)

@@ -20,6 +20,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "AdamW decoupled weight decay (default: heal 0.05, compress-experts 0).") var weightDecay: Float?
     @Option(help: "Clip the global gradient norm to this (0: no clipping).") var maxGradNorm = 1.0
     @Option(help: "Seed of data sampling, initialisation and dropout.") var seed: UInt64 = 0
+    @Option(help: "NEFTune noise α on the input embeddings (MoEITS heals with 5; default: off).") var neftuneAlpha: Float?
     @Flag(help: "Keep every layer's activations instead of recomputing them in the backward pass (faster, more memory).") var noRecompute = false
     @Option(help: "Write a resumable checkpoint every N steps (next to --output).") var checkpointEvery = 0
     @Flag(help: "Continue from the checkpoint an interrupted run with the same options left next to --output (if there is one).") var resume = false
@@ -30,7 +31,8 @@ struct TrainingOptions: ParsableArguments {
         try checkOptions("heal", [("--steps", "steps", Double(steps)), ("--lr", "lr", lr.map(Double.init)), ("--batch", "batch", Double(batch)),
                                   ("--grad-accum", "grad_accum", Double(gradAccum)), ("--seq-len", "seq_len", Double(seqLen)),
                                   ("--warmup-ratio", "warmup_ratio", warmupRatio), ("--weight-decay", "weight_decay", weightDecay.map(Double.init)),
-                                  ("--max-grad-norm", "max_grad_norm", maxGradNorm), ("--checkpoint-every", "checkpoint_every", Double(checkpointEvery))])
+                                  ("--max-grad-norm", "max_grad_norm", maxGradNorm), ("--checkpoint-every", "checkpoint_every", Double(checkpointEvery)),
+                                  ("--neftune-alpha", "neftune_alpha", neftuneAlpha.map(Double.init))])
     }
 
     /// The command's settings, with its method's defaults for what was not given.
@@ -38,7 +40,7 @@ struct TrainingOptions: ParsableArguments {
         var s = TrainerSettings()
         s.steps = steps; s.learningRate = lr ?? d.lr; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
         s.warmupRatio = warmupRatio ?? d.warmupRatio; s.weightDecay = weightDecay ?? d.weightDecay; s.maxGradNorm = maxGradNorm; s.seed = seed
-        s.recompute = !noRecompute; s.checkpointEvery = checkpointEvery
+        s.recompute = !noRecompute; s.checkpointEvery = checkpointEvery; s.neftuneAlpha = neftuneAlpha
         return s
     }
 

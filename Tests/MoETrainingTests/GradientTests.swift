@@ -284,3 +284,33 @@ let fixtureLabels = [[3, 17, 42, 5, 88, 61, 7, 19, 33], [-100, -100, -100, 14, 7
         #expect(significant * 2 > total, "most probed derivatives must be far above the tolerance (\(significant)/\(total))")
     }
 }
+
+/// NEFTune as HF's `neftune_post_forward_hook` defines it: uniform noise in ±α/√(L·d) on the input embeddings,
+/// in training only.
+@Suite struct NEFTuneTests {
+    @Test func noiseHasHFsBoundAndSpread() {
+        let (rows, seqLen, d, alpha): (Int, Int, Int, Float) = (4 * 64, 64, 64, 5)
+        let x = Tensor(zeros: [rows, d])
+        CausalLMTraining.addNEFTuneNoise(x, seqLen: seqLen, alpha: alpha, seed: 1)
+        let bound = Double(alpha) / Double(seqLen * d).squareRoot()
+        let v = x.array.map(Double.init)
+        let mean = v.reduce(0, +) / Double(v.count)
+        let variance = v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(v.count)
+        #expect(v.allSatisfy { abs($0) <= bound } && v.map(abs).max()! > 0.99 * bound)
+        #expect(abs(mean) < 0.02 * bound)
+        #expect(abs(variance / (bound * bound / 3) - 1) < 0.05, "variance \(variance) vs U(±b)'s \(bound * bound / 3)")
+    }
+
+    @Test func onlyInTraining() throws {
+        let model = try ModelRegistry.load(directory: Where.model("mixtral"))
+        let batch = TrainingBatch(ids: fixtureIds, labels: fixtureLabels)
+        let params = TrainableParameters.tensors(model)
+        func loss(_ training: Bool, _ alpha: Float) -> Double {
+            CausalLMTraining.lossAndGradients(model, batch: batch, gradients: Gradients(trainable: params.map(\.tensor)), normalizer: 1,
+                                              training: training, neftuneAlpha: alpha).sum
+        }
+        #expect(loss(false, 5) == loss(false, 0))
+        #expect(loss(true, 5) != loss(true, 0))
+        #expect(loss(true, 5) == loss(true, 5))
+    }
+}
