@@ -7,15 +7,17 @@ import MoECheckpoint
 /// MoE-I² stage-1 expert importance (methods.md §3.3): the layer-output reconstruction error when one expert
 /// alone is removed, on the calibration tokens. Stage 2 allocates ranks by it.
 public enum ExpertImportance {
-    /// Computed on `model` from its calibration cache, MoE layer → one value per expert.
-    public static func compute(model: CausalLM, cache: CalibrationCache, maxTokens: Int, memory: MemoryBudget = .default,
+    /// Computed on `model` from its calibration cache, MoE layer → one value per expert, over the calibration
+    /// tokens a search may use (`CalibrationSplit.search`: all but the held-out windows), at most `maxTokens`.
+    public static func compute(model: CausalLM, cache: CalibrationCache, maxTokens: Int = .max, memory: MemoryBudget = .default,
                                quiet: Bool = false, journal: Journal = .none) throws -> [Int: [Double]] {
+        let tokens = CalibrationSplit(cache).search.prefix(maxTokens)
         var out: [Int: [Double]] = [:]
         let moe = model.description.moeLayerIndices
         let progress = StageProgress("expert importance", total: moe.count, unit: "layers", quiet: quiet)
         for l in moe {
             out[l] = try journal.record("importance-\(l)") {
-                let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: maxTokens, remove: 1,
+                let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, tokens: tokens, remove: 1,
                                            storeLimit: memory.bytes / 2)
                 return fit.errors((0..<fit.numExperts).map { [$0] })
             }

@@ -40,13 +40,22 @@ public final class LayerFitness: @unchecked Sendable {
     static let tokenBlock = 256
 
     /// Uses the first `maxTokens` cached tokens of the layer; candidates remove at most `remove` experts.
-    public init(block: MoEBlock, cache: CalibrationCache, layer: Int, maxTokens: Int, remove: Int,
+    public convenience init(block: MoEBlock, cache: CalibrationCache, layer: Int, maxTokens: Int, remove: Int,
+                            storeLimit: Int = MemoryBudget.default.bytes / 2) throws {
+        guard maxTokens >= 1 else { throw PruningError.invalid("the fitness needs at least one calibration token (--fitness-tokens)") }
+        try self.init(block: block, cache: cache, layer: layer, tokens: 0..<min(maxTokens, cache.manifest.tokens), remove: remove, storeLimit: storeLimit)
+    }
+
+    /// Uses the cached tokens `range` of the layer; candidates remove at most `remove` experts.
+    public init(block: MoEBlock, cache: CalibrationCache, layer: Int, tokens range: Range<Int>, remove: Int,
                 storeLimit: Int = MemoryBudget.default.bytes / 2) throws {
         self.layer = layer
         self.block = block
         self.cache = cache
-        guard maxTokens >= 1 else { throw PruningError.invalid("the fitness needs at least one calibration token (--fitness-tokens)") }
-        let t = min(maxTokens, cache.manifest.tokens)
+        guard !range.isEmpty, range.lowerBound >= 0, range.upperBound <= cache.manifest.tokens else {
+            throw PruningError.invalid("the fitness needs calibration tokens within the cache's \(cache.manifest.tokens), got \(range)")
+        }
+        let t = range.count
         tokens = t
         let h = cache.manifest.hiddenSize, e = block.numExperts
         hidden = h
@@ -64,15 +73,16 @@ public final class LayerFitness: @unchecked Sendable {
         var slotsAll = [Int32](repeating: 0, count: t * d)
         let file = try cache.file(layer)
         let moeIn = try file.weight("moe_in"), moeOut = try file.weight("moe_out")
-        guard moeIn.cols == h, moeIn.rows >= t, moeOut.rows >= t else {
-            throw PruningError.invalid("\(file.path): moe_in/moe_out do not hold \(t) tokens of width \(h)")
+        guard moeIn.cols == h, moeIn.rows >= range.upperBound, moeOut.rows >= range.upperBound else {
+            throw PruningError.invalid("\(file.path): moe_in/moe_out do not hold \(range.upperBound) tokens of width \(h)")
         }
         var wide = block.router
         wide.routing.topK = d
         var t0 = 0
         while t0 < t {
             let n = min(Self.tokenBlock, t - t0)
-            let x = moeIn.rowSlice(t0..<(t0 + n)).float(), y = moeOut.rowSlice(t0..<(t0 + n)).float()
+            let rows = (range.lowerBound + t0)..<(range.lowerBound + t0 + n)
+            let x = moeIn.rowSlice(rows).float(), y = moeOut.rowSlice(rows).float()
             if let s = block.sharedOutput(x) { for i in 0..<y.count { y.data[i] -= s.data[i] } }   // r = Y − shared
             let lg = block.router.linear.callAsFunction(x)
             (logitsAll.data + t0 * e).update(from: lg.data, count: n * e)
@@ -207,6 +217,22 @@ func binomial(_ n: Int, _ k: Int) -> Double {
     return r
 }
 
+/// Which calibration tokens a method searches on and which it is judged on: the last ⌊N/8⌋ windows (at least
+/// one, when there are two or more) are held out; the reconstruction error a plan reports is measured there,
+/// never on the tokens a search optimised.
+public struct CalibrationSplit: Sendable {
+    public let search: Range<Int>
+    public let heldOut: Range<Int>
+    public init(_ cache: CalibrationCache) {
+        let n = cache.manifest.samples, l = cache.manifest.seqLen
+        let held = n >= 2 ? max(1, n / 8) : 0
+        search = 0..<((n - held) * l)
+        heldOut = held > 0 ? ((n - held) * l)..<(n * l) : 0..<(n * l)
+    }
+    /// Whether anything is held out (a single calibration window is both searched and judged).
+    public var isHeldOut: Bool { search.upperBound <= heldOut.lowerBound }
+}
+
 /// NAEE-style baseline: in every layer, enumerate every set of experts to remove and keep the subset with
 /// the smallest layer-output reconstruction error.
 public enum NAEE {
@@ -227,13 +253,15 @@ public enum NAEE {
                 throw PruningError.invalid("naee would enumerate C(\(e), \(keep)) = \(Int(count)) subsets in layer \(l) (limit \(maxCombinations)); use --method moei2, whose genetic search handles many experts")
             }
             layers.append(try journal.record("naee-\(l)") {
-                let fit = try LayerFitness(block: block, cache: cache, layer: l, maxTokens: maxTokens, remove: e - keep, storeLimit: memory.bytes / 2)
+                let split = CalibrationSplit(cache)
+                let fit = try LayerFitness(block: block, cache: cache, layer: l, tokens: split.search.prefix(maxTokens), remove: e - keep,
+                                           storeLimit: memory.bytes / 2)
                 let sets = combinations(e, e - keep)
                 let errs = fit.errors(sets)
                 var best = 0
                 for i in 1..<max(errs.count, 1) where errs[i] < errs[best] { best = i }
                 let kept = (0..<e).filter { !sets[best].contains($0) }
-                return PruningPlan.Layer(layer: l, experts: e, kept: kept, scores: ["reconstruction_error": [errs[best]]])
+                return PruningPlan.Layer(layer: l, experts: e, kept: kept, scores: ["search_error": [errs[best]]])
             })
             progress.advance()
         }

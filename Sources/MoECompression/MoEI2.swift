@@ -19,8 +19,9 @@ public enum MoEI2 {
         public var candidates = 3
         /// T: consecutive MoE layers per reception-field block.
         public var blockSize = 3
-        /// Tokens per layer used for GA fitness (the first ones of the cache).
-        public var fitnessTokens = 8192
+        /// Tokens per layer used for GA fitness (the first ones of the cache's search split); nil: every search token
+        /// whose fitness cache fits a quarter of the memory budget.
+        public var fitnessTokens: Int?
         /// Calibration sequences run through the decoder layers for the KT field.
         public var fieldSequences = 16
         public var seed: UInt64 = 0
@@ -37,7 +38,7 @@ public enum MoEI2 {
             try check(mutationMax >= 1, "at least one mutation per child, got \(mutationMax)")
             try check(candidates >= 1, "--candidates (K) must be at least 1, got \(candidates)")
             try check(blockSize >= 1, "--block-size (T) must be at least 1, got \(blockSize)")
-            try check(fitnessTokens >= 1, "--fitness-tokens must be at least 1, got \(fitnessTokens)")
+            if let f = fitnessTokens { try check(f >= 1, "--fitness-tokens must be at least 1, got \(f)") }
             try check(fieldSequences >= 1, "--field-sequences must be at least 1, got \(fieldSequences)")
             try check(epsilon.isFinite && epsilon >= 0, "epsilon must be finite and non-negative")
         }
@@ -132,21 +133,25 @@ public enum MoEI2 {
 
         // 1b importance, then 1d genetic search, one layer at a time: a layer's fitness cache (every expert's
         // output on the fitness tokens) is rebuilt for its search rather than kept, so memory stays near one layer.
-        let importance = try ExpertImportance.compute(model: model, cache: cache, maxTokens: o.fitnessTokens, memory: memory, quiet: quiet,
-                                                      journal: journal)
+        // Importance over every search token; the held-out windows only judge the result (plan's reconstruction error).
+        let split = CalibrationSplit(cache)
+        let importance = try ExpertImportance.compute(model: model, cache: cache, memory: memory, quiet: quiet, journal: journal)
         let expertImportance = moe.map { importance[$0]! }
         let layerImportance = expertImportance.map { $0.reduce(0, +) }
         let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
         var candidates: [[(set: [Int], error: Double)]] = []
+        // Fitness tokens: as given, or as many search tokens as a quarter of the budget holds for the largest layer cache.
+        let perToken = moe.indices.map { LayerFitness.storeBytes(tokens: 1, hidden: d.hiddenSize, experts: experts[$0], topK: k, remove: counts[$0]) }.max() ?? 1
+        let fitTokens = split.search.prefix(o.fitnessTokens ?? max(1, memory.bytes / 4 / max(perToken, 1)))
+        let tokens = fitTokens.count
         if !quiet {
-            let tokens = min(o.fitnessTokens, cache.manifest.tokens)
-            let largest = moe.indices.map { LayerFitness.storeBytes(tokens: tokens, hidden: d.hiddenSize, experts: experts[$0], topK: k, remove: counts[$0]) }.max() ?? 0
+            let largest = perToken * tokens
             Console.note("moei2: removing \(counts.map(String.init).joined(separator: " ")) experts per MoE layer; fitness caches of up to \(formatBytes(largest)) a layer (\(tokens) tokens), \(largest <= memory.bytes / 2 ? "in memory" : "in scratch files (over half of --max-memory)")")
         }
         let p2 = StageProgress("moei2 genetic search", total: moe.count, unit: "layers", quiet: quiet)
         for (i, l) in moe.enumerated() {
             let found = try journal.record("search-\(l)") {
-                let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, maxTokens: o.fitnessTokens,
+                let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, tokens: fitTokens,
                                            remove: counts[i], storeLimit: memory.bytes / 2)
                 return geneticSearch(fit, remove: counts[i], options: o).map { Candidate(set: $0.set, error: $0.error) }
             }
@@ -158,7 +163,7 @@ public enum MoEI2 {
         var chosen = [Int](repeating: 0, count: moe.count)
         var fieldErrors = [Double](repeating: 0, count: moe.count)
         let seqLen = cache.manifest.seqLen
-        let seqs = min(o.fieldSequences, cache.manifest.samples)
+        let seqs = max(1, min(o.fieldSequences, split.search.count / seqLen))   // search windows only
         let p3 = StageProgress("moei2 reception field", total: (moe.count + o.blockSize - 1) / o.blockSize, unit: "blocks", quiet: quiet)
         var b = 0
         while b < moe.count {
@@ -221,10 +226,10 @@ public enum MoEI2 {
                                 scores: ["expert_importance": expertImportance[i], "layer_importance": [layerImportance[i]],
                                          "candidate_errors": candidates[i].map(\.error), "chosen_candidate": [Double(chosen[i])],
                                          "block_output_error": [fieldErrors[i]],
-                                         "reconstruction_error": [candidates[i][chosen[i]].error]]))
+                                         "search_error": [candidates[i][chosen[i]].error]]))
         }
         let params = ["population": "\(o.population)", "generations": "\(o.generations)", "K": "\(o.candidates)", "T": "\(o.blockSize)",
-                      "fitness_tokens": "\(o.fitnessTokens)", "field_sequences": "\(seqs)", "removed": "\(total)"]
+                      "importance_tokens": "\(split.search.count)", "fitness_tokens": "\(tokens)", "field_sequences": "\(seqs)", "removed": "\(total)"]
         return PruningPlan(method: "moei2", model: modelName, parameters: params, layers: layers)
     }
 }

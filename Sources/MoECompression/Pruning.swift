@@ -76,13 +76,14 @@ public enum Pruning {
         return plan
     }
 
-    /// Adds each layer's layer-output reconstruction error of the kept subset (masked routing, first
-    /// `maxTokens` calibration tokens) to the plan, and their sum to its parameters. Methods that searched by
-    /// this error (NAEE, MoE-I²) already recorded it for their choice; the others get it from one masked pass
-    /// of the block over the tokens (each token runs only its top-k experts).
+    /// Adds each layer's layer-output reconstruction error of the kept subset (masked routing, one masked pass of
+    /// the block over the held-out calibration tokens of `CalibrationSplit`, at most `maxTokens` of them: each token
+    /// runs only its top-k experts) to the plan, and their sum to its parameters. Every method is judged on the
+    /// same tokens, which no search saw (NAEE and MoE-I² keep their search error as `search_error`).
     public static func recordReconstructionErrors(_ plan: inout PruningPlan, model: CausalLM, cache: CalibrationCache, maxTokens: Int,
                                                   memory: MemoryBudget = .default, journal: Journal = .none, quiet: Bool = true) throws {
         var sum = 0.0
+        let split = CalibrationSplit(cache)
         let missing = plan.layers.filter { $0.scores["reconstruction_error"]?.first == nil }.count
         let progress = StageProgress("reconstruction error", total: missing, unit: "layers", quiet: quiet || missing == 0)
         for i in plan.layers.indices {
@@ -93,8 +94,8 @@ public enum Pruning {
             } else {
                 err = try journal.record("reconstruction-\(l.layer)") {
                     var block = model.layers[l.layer].feedForward.moe!
-                    let t = min(maxTokens, cache.manifest.tokens)
-                    let x = try cache.tensor(l.layer, "moe_in", rows: 0..<t), y = try cache.tensor(l.layer, "moe_out", rows: 0..<t)
+                    let rows = split.heldOut.prefix(maxTokens)
+                    let x = try cache.tensor(l.layer, "moe_in", rows: rows), y = try cache.tensor(l.layer, "moe_out", rows: rows)
                     block.expertMask = (0..<l.experts).map { l.kept.contains($0) }
                     let out = block(x)
                     var sq = 0.0
@@ -107,5 +108,6 @@ public enum Pruning {
             sum += err
         }
         plan.parameters["reconstruction_error_sum"] = String(format: "%.6g", sum)
+        plan.parameters["reconstruction_tokens"] = split.isHeldOut ? "\(split.heldOut.prefix(maxTokens).count) held out" : "\(min(maxTokens, split.heldOut.count)) (one calibration window: nothing held out)"
     }
 }

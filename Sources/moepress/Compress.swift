@@ -73,7 +73,7 @@ struct Compress: ParsableCommand {
         calibration: {data: \(quoted(URL(fileURLWithPath: calibDir).standardizedFileURL.path)), samples: \(samples), seq_len: \(seqLen)}
         keep_intermediate: false
         stages:
-          - prune: {method: moei2, ratio: \(pruneRatio), population: \(search.population), generations: \(search.generations), candidates: \(search.candidates), block_size: \(search.blockSize), fitness_tokens: \(search.fitnessTokens), field_sequences: \(search.fieldSequences)}
+          - prune: {method: moei2, ratio: \(pruneRatio), population: \(search.population), generations: \(search.generations), candidates: \(search.candidates), block_size: \(search.blockSize), \(search.fitnessTokens.map { "fitness_tokens: \($0), " } ?? "")field_sequences: \(search.fieldSequences)}
           - decompose: {method: \(method.rawValue), ratio: \(keepParams), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), targets: \(list(targets))}
 
         """

@@ -123,7 +123,7 @@ struct Prune: ParsableCommand {
                 return v
             }
             request.search = search.moei2(seed: seed)
-            request.fitnessTokens = search.fitnessTokens
+            request.fitnessTokens = search.fitnessTokens ?? request.fitnessTokens
             request.memory = memory.budget
             var summary: PruningPlan? = nil
             // The output is resumable: its staging folder journals each layer's search as it finishes (and holds an
@@ -174,13 +174,13 @@ struct SearchOptions: ParsableArguments {
     @Option(help: "MoE-I²: generations.") var generations = 50
     @Option(help: "MoE-I²: candidate prune sets kept per layer (K).") var candidates = 3
     @Option(help: "MoE-I²: MoE layers per reception-field block (T).") var blockSize = 3
-    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates.") var fitnessTokens = 8192
+    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates (default: NAEE 8192; MoE-I² every search token whose cache fits a quarter of --max-memory).") var fitnessTokens: Int?
     @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
 
     func validate() throws {
         try checkOptions("prune", [("--population", "population", Double(population)), ("--generations", "generations", Double(generations)),
                                    ("--candidates", "candidates", Double(candidates)), ("--block-size", "block_size", Double(blockSize)),
-                                   ("--fitness-tokens", "fitness_tokens", Double(fitnessTokens)),
+                                   ("--fitness-tokens", "fitness_tokens", fitnessTokens.map(Double.init)),
                                    ("--field-sequences", "field_sequences", Double(fieldSequences))])
         do { try moei2(seed: 0).validate() } catch { throw ValidationError("\(error)") }
     }

@@ -91,6 +91,31 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
     }
 }
 
+/// MoE-I² searches on all calibration windows but the last ⌊N/8⌋ and the plan's reconstruction error is measured
+/// on those held-out windows: equal to the Gram-expansion error of LayerFitness on the held-out range (a different
+/// computation from the masked block pass that records it), and not the error the search optimised.
+@Suite struct HeldOutTests {
+    @Test func moei2IsJudgedOnTokensItDidNotSearch() throws {
+        let (m, cache, dir) = try fixtureCache("qwen2_moe", samples: 16, seqLen: 24)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let split = CalibrationSplit(cache)
+        #expect(split.search == 0..<(14 * 24) && split.heldOut == (14 * 24)..<(16 * 24) && split.isHeldOut)
+        var request = PruningRequest(method: .moei2, budget: .ratio(0.25))
+        request.search.population = 20; request.search.generations = 6; request.search.fieldSequences = 4; request.search.blockSize = 2
+        let plan = try Pruning.plan(request, model: m, modelName: "q", cache: cache, quiet: true)
+        #expect(plan.parameters["importance_tokens"] == "\(14 * 24)" && plan.parameters["fitness_tokens"] == "\(14 * 24)")
+        #expect(plan.parameters["reconstruction_tokens"] == "48 held out")
+        for layer in plan.layers {
+            let fit = try LayerFitness(block: m.layers[layer.layer].feedForward.moe!, cache: cache, layer: layer.layer, tokens: split.heldOut,
+                                       remove: layer.experts - layer.kept.count)
+            let pruned = (0..<layer.experts).filter { !layer.kept.contains($0) }
+            let heldOut = layer.scores["reconstruction_error"]![0], searched = layer.scores["search_error"]![0]
+            #expect(abs(heldOut - fit.error(pruned: pruned)) <= 1e-4 * heldOut, "layer \(layer.layer)")
+            #expect(abs(heldOut - searched) > 1e-6 * searched, "the reported error is the searched one")
+        }
+    }
+}
+
 @Suite struct UniformPlanTests {
     @Test func nearestUniformUsesTheRecordedScores() {
         let plan = PruningPlan(method: "moei2", model: "m", parameters: [:], layers: [

@@ -53,7 +53,7 @@ import Testing
         // Without --resume the folder is refused; with it, the run continues inside the interrupted stage.
         let refused = try CLI.run(["run", r, "--output", dir.path("killed"), "--quiet"])
         #expect(refused.status != 0 && refused.stderr.contains("--resume"))
-        let second = try CLI.run(["run", r, "--output", dir.path("killed"), "--resume"], env: ["MOEPRESS_KILL_AFTER_RECORDS": "14"])
+        let second = try CLI.run(["run", r, "--output", dir.path("killed"), "--resume"], env: ["MOEPRESS_KILL_AFTER_RECORDS": "20"])
         #expect(second.status == 137 && second.stderr.contains("resuming the interrupted stage"), "\(second.stderr)")
         #expect(FileManager.default.fileExists(atPath: dir.path("killed/01-prune")) && FileManager.default.fileExists(atPath: dir.path("killed/02-decompose.partial")))
         let resumed = try CLI.run(["run", r, "--output", dir.path("killed"), "--resume"])
