@@ -10,7 +10,7 @@ import MoETokenizer
 /// outside the loss) to the sequence length. A step's batches depend only on (seed, step, micro-batch), so
 /// a resumed run sees exactly the batches an uninterrupted one would.
 public struct TrainingData: Sendable {
-    public static let promptTemplate = "Instruction:\n{instruction}\n\nResponse:\n"
+    public static let promptTemplate = InstructionExample.promptTemplate
 
     public enum Kind: Sendable { case stream([Int]), examples([(ids: [Int], targets: [Int])]) }
     public let kind: Kind
@@ -44,20 +44,12 @@ public struct TrainingData: Sendable {
         } else {
             var examples: [(ids: [Int], targets: [Int])] = []
             for f in files {
-                guard let data = FileManager.default.contents(atPath: f.path), let text = String(data: data, encoding: .utf8) else {
-                    throw TrainingError.invalid("\(f.path): cannot read as UTF-8 text")
-                }
+                guard let data = FileManager.default.contents(atPath: f.path) else { throw TrainingError.invalid("\(f.path): cannot read") }
                 fnv(f.lastPathComponent.utf8); fnv(data)
-                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                    let trimmed = line.trimmingCharacters(in: .whitespaces)
-                    if trimmed.isEmpty { continue }
-                    guard let obj = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any],
-                          let instruction = obj["instruction"] as? String, let response = (obj["response"] ?? obj["output"]) as? String else {
-                        throw TrainingError.invalid("\(f.path):\(n + 1): expected a JSON object with string fields \"instruction\" and \"response\"")
-                    }
-                    let input = (obj["input"] as? String).flatMap { $0.isEmpty ? nil : $0 }
-                    let prompt = TrainingData.promptTemplate.replacingOccurrences(of: "{instruction}", with: instruction + (input.map { "\n\n" + $0 } ?? ""))
-                    let p = try tokenizer.encode(prompt), r = try tokenizer.encode(response) + [eosToken]
+                let items: [InstructionExample]
+                do { items = try InstructionExample.load(f) } catch let e as DataFileError { throw TrainingError.invalid(e.description) }
+                for item in items {
+                    let p = try tokenizer.encode(item.prompt), r = try tokenizer.encode(item.response) + [eosToken]
                     var ids = Array((p + r).prefix(seqLen + 1))
                     var labels = Array(([Int](repeating: TrainingBatch.ignoreIndex, count: p.count) + r).prefix(seqLen + 1))
                     while ids.count < seqLen + 1 { ids.append(eosToken); labels.append(TrainingBatch.ignoreIndex) }

@@ -8,7 +8,7 @@ import MoEEval
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a model: perplexity on text files, accuracy on multiple-choice tasks.",
-        subcommands: [EvalPerplexity.self, EvalTasks.self])
+        subcommands: [EvalPerplexity.self, EvalTasks.self, EvalInstructions.self])
 }
 
 /// Loads a model folder and its tokenizer.json.
@@ -73,6 +73,57 @@ struct EvalPerplexity: ParsableCommand {
                 print(name.padding(toLength: 24, withPad: " ", startingAt: 0) + String(format: "  %10.3f  %8.5f  %7d", s.perplexity, s.nll, s.tokens))
             }
             print("all".padding(toLength: 24, withPad: " ", startingAt: 0) + String(format: "  %10.3f  %8.5f  %7d", r.perplexity, r.nll, r.tokens))
+        }
+    }
+}
+
+struct EvalInstructions: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "instructions",
+        abstract: "Held-out instruction following: response log-likelihood and exact match of greedy answers.",
+        discussion: """
+        Each line: {"instruction", "response"[, "input"]}, formatted with the template training uses \
+        ("Instruction:\\n{instruction}\\n\\nResponse:\\n", no special tokens). Reports the mean over items of \
+        log p(response | prompt), the response NLL per token, and the fraction of greedy answers (at most the \
+        reference's tokens + 4) equal to the reference after normalisation (case, white space, final full stop). \
+        --samples writes every item's answer and score (JSONL).
+        """)
+
+    @Option(help: "A Hugging Face model folder (with tokenizer.json).") var model: String
+    @Option(help: "A JSONL file of instruction/response pairs.") var data: String
+    @Option(help: "Score only the first N items.") var limit: Int?
+    @Option(help: "Write per-item answers and scores (JSONL) here.") var samples: String?
+    @Flag(help: "Replace an existing --samples file.") var overwrite = false
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "No progress on stderr.") var quiet = false
+    @OptionGroup var memory: MemoryOptions
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws { try checkOptions("eval", [("--limit", "limit", limit.map(Double.init))]) }
+
+    func run() throws {
+        try compute.run {
+            let samplesURL = try samples.map { try newFileOutput($0, overwrite: overwrite) }
+            let items: [InstructionExample]
+            do { items = try InstructionExample.load(URL(fileURLWithPath: data), limit: limit) } catch let e as DataFileError { throw CLIError(e.description) }
+            let (m, tok) = try loadModelAndTokenizer(model)
+            let r = try ResourceMonitor.shared.stage("instructions") { try Instructions.score(model: m, tokenizer: tok, items: items, budget: memory.budget, quiet: quiet) }
+            if let samples, let url = samplesURL {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                let lines = try r.samples.map { String(decoding: try enc.encode($0), as: UTF8.self) }
+                let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+                try (lines.joined(separator: "\n") + "\n").write(to: tmp, atomically: false, encoding: .utf8)
+                guard rename(tmp.path, url.path) == 0 else { throw CLIError("\(samples): cannot write") }
+            }
+            if json {
+                var summary = r
+                summary.samples = []
+                try printJSON(summary)
+                return
+            }
+            print(String(format: "items %d  mean log-likelihood %.4f  response NLL/token %.4f  exact match %.4f", r.items, r.meanLogLikelihood,
+                         r.responseNLLPerToken, r.exactMatch))
         }
     }
 }

@@ -187,3 +187,32 @@ struct EvalOracle: Decodable {
         #expect(abs(LogProbs.logSumExp(masked, count: 2)) < 1e-6)
     }
 }
+
+/// `eval instructions`: the response log-likelihood equals Σ log p over the response tokens of one full forward
+/// of prompt + response (a different path from the chunked multiple-choice scorer it uses), the greedy answer
+/// is the model's own continuation (exact match when it is the reference), and the held-out WordNet file loads.
+@Suite struct InstructionEvalTests {
+    @Test func likelihoodAndExactMatch() throws {
+        let (m, tok) = try EvalPaths.load("mixtral-ref")
+        let first = InstructionExample(instruction: "Define the word \"house\" (a noun).", response: "a dwelling that serves as living quarters")
+        // The model's own greedy answer, as a second item's reference.
+        let probe = InstructionExample(instruction: "Which word (a noun) means: a young dog?", response: "x")
+        let (ids, _, _) = try Generation.generate(model: m, tokenizer: tok, prompt: probe.prompt, maxTokens: 3, addSpecialTokens: false)
+        let own = try tok.decode(ids, skipSpecialTokens: true)
+        let second = InstructionExample(instruction: probe.instruction, response: own)
+        let r = try Instructions.score(model: m, tokenizer: tok, items: [first, second], slack: 0, quiet: true)
+        for (i, e) in [first, second].enumerated() {
+            let p = try tok.encode(e.prompt), a = try tok.encode(e.response)
+            let logits = m.forward([p + a])
+            var want = 0.0
+            for (j, t) in a.enumerated() { want += LogProbs.logProb(logits.data + (p.count - 1 + j) * logits.cols, count: logits.cols, target: t) }
+            #expect(abs(r.samples[i].logLikelihood - want) < 1e-3 * max(1, abs(want)), "item \(i): \(r.samples[i].logLikelihood) vs \(want)")
+        }
+        #expect(!own.isEmpty && r.samples[1].exact && r.samples[1].answer == own)
+        #expect(!r.samples[0].exact && r.exactMatch == 0.5)
+        #expect(Instructions.normalized("  A  Dwelling.\n") == "a dwelling")
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let held = try InstructionExample.load(repo.appendingPathComponent("data/instructions/wordnet-heldout.jsonl"))
+        #expect(held.count == 1600)
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+
+/// One instruction-following example, as the JSONL files of healing data and of the instruction evaluation hold
+/// them: `{"instruction": …, "response": …[, "input": …]}` (`"output"` is read as the response, Alpaca style).
+/// Training and evaluation format it with MoEITS's template, `Instruction:\n{instruction}\n\nResponse:\n`, the
+/// input appended to the instruction after a blank line.
+public struct InstructionExample: Sendable, Equatable {
+    public static let promptTemplate = "Instruction:\n{instruction}\n\nResponse:\n"
+    public var instruction: String
+    public var input: String?
+    public var response: String
+    /// Where it was read from (`file:line`), for error messages.
+    public var source: String
+
+    public init(instruction: String, input: String? = nil, response: String, source: String = "") {
+        self.instruction = instruction; self.input = input; self.response = response; self.source = source
+    }
+
+    /// The prompt the model sees before the response.
+    public var prompt: String {
+        InstructionExample.promptTemplate.replacingOccurrences(of: "{instruction}", with: instruction + (input.map { "\n\n" + $0 } ?? ""))
+    }
+
+    /// Reads a JSONL file (blank lines skipped); every problem names the file and line. `limit` keeps the first N.
+    public static func load(_ url: URL, limit: Int? = nil) throws -> [InstructionExample] {
+        guard let data = FileManager.default.contents(atPath: url.path), let text = String(data: data, encoding: .utf8) else {
+            throw DataFileError("\(url.path): cannot read as UTF-8 text")
+        }
+        var out: [InstructionExample] = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let limit, out.count >= limit { break }
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            guard let obj = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any],
+                  let instruction = obj["instruction"] as? String, let response = (obj["response"] ?? obj["output"]) as? String else {
+                throw DataFileError("\(url.path):\(n + 1): expected a JSON object with string fields \"instruction\" and \"response\"")
+            }
+            let input = (obj["input"] as? String).flatMap { $0.isEmpty ? nil : $0 }
+            out.append(InstructionExample(instruction: instruction, input: input, response: response, source: "\(url.path):\(n + 1)"))
+        }
+        return out
+    }
+}
+
+/// A data file (training or evaluation text) that cannot be used; the message names the file and line.
+public struct DataFileError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
