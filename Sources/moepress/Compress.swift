@@ -100,24 +100,10 @@ struct Compress: ParsableCommand {
         try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
-            let work = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).moepress-compress")
             let fm = FileManager.default
-            let text = recipeText(model: url)
-            let recipeURL = work.appendingPathComponent("recipe.yaml")
-            // The same command after a kill continues the run in the work folder; other settings start afresh.
-            let resume = fm.contents(atPath: recipeURL.path) == Data(text.utf8)
-            if !resume {
-                try? fm.removeItem(at: work)
-                try fm.createDirectory(at: work, withIntermediateDirectories: true)
-                try text.write(to: recipeURL, atomically: true, encoding: .utf8)
-            } else if !quiet {
-                log("compress: resuming \(work.path)")
-            }
-            let r = try MoEPipeline.Recipe(file: recipeURL)
-            let runDir = work.appendingPathComponent("run")
-            let summary = try Pipeline(recipe: r, runDir: runDir, resume: resume, quiet: quiet, memory: memory.budget).run()
-            let last = summary.stages.last!
-            let final = runDir.appendingPathComponent(last.folder).appendingPathComponent("model")
+            let work = BuiltInRecipe(command: "compress", text: recipeText(model: url), output: out)
+            let (summary, final) = try work.run(quiet: quiet, memory: memory.budget)
+            let runDir = work.runDir
             let pruned = runDir.appendingPathComponent(summary.stages[0].folder).appendingPathComponent("model")
             let plan = try ExpertImportance.plan(in: pruned)
             let params = summary.models.reduce(into: [String: Int]()) { $0[$1.label] = $1.parameters }
@@ -131,7 +117,7 @@ struct Compress: ParsableCommand {
             try enc.encode(s).write(to: final.appendingPathComponent("compress.json"))
             if overwrite { try? fm.removeItem(at: out) }
             try fm.moveItem(at: final, to: out)
-            try? fm.removeItem(at: work)
+            work.remove()
             if !quiet {
                 log(String(format: "compress moei2: parameters %d → %d (%.1f%% of the original), %d experts removed → %@", s.parameters["original"]!,
                            s.parameters["compressed"]!, 100 * Double(s.parameters["compressed"]!) / Double(max(1, s.parameters["original"]!)),
@@ -145,4 +131,39 @@ struct Compress: ParsableCommand {
 func parameterCount(_ dir: URL) throws -> Int {
     let ck = try Checkpoint(directory: dir)
     return ck.names.reduce(0) { $0 + (ck.info($1)?.shape.reduce(1, *) ?? 0) }
+}
+
+/// A recipe a command builds from its options and runs through the pipeline (the one orchestrator), in
+/// `.<output>.moepress-<command>` beside the output: the same command after a kill continues there (its stages'
+/// manifests and journals), other options start afresh.
+struct BuiltInRecipe {
+    let command: String
+    let text: String
+    let work: URL
+    var runDir: URL { work.appendingPathComponent("run") }
+
+    init(command: String, text: String, output: URL) {
+        self.command = command
+        self.text = text
+        work = output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).moepress-\(command)")
+    }
+
+    /// Runs the recipe; returns the run's summary and the last stage's model folder (to be moved into place).
+    func run(quiet: Bool, memory: MemoryBudget) throws -> (RunSummary, URL) {
+        let fm = FileManager.default
+        let recipeURL = work.appendingPathComponent("recipe.yaml")
+        let resume = fm.contents(atPath: recipeURL.path) == Data(text.utf8)
+        if !resume {
+            try? fm.removeItem(at: work)
+            try fm.createDirectory(at: work, withIntermediateDirectories: true)
+            try text.write(to: recipeURL, atomically: true, encoding: .utf8)
+        } else if !quiet {
+            log("\(command): resuming \(work.path)")
+        }
+        let r = try MoEPipeline.Recipe(file: recipeURL)
+        let summary = try Pipeline(recipe: r, runDir: runDir, resume: resume, quiet: quiet, memory: memory).run()
+        return (summary, runDir.appendingPathComponent(summary.stages.last!.folder).appendingPathComponent("model"))
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: work) }
 }

@@ -31,7 +31,10 @@ struct Decompose: ParsableCommand {
         decompose.json records ranks and errors per expert. Factors are computed as the writer reaches them, one \
         expert at a time, so memory holds one expert's matrices and Gram matrices whatever the model's size. \
         The output is built in .<output>.partial beside it; after a kill, the same command keeps the layers already \
-        written and resumes after them (same bytes); delete that folder to start over.
+        written and resumes after them (same bytes); delete that folder to start over. --update-steps N adds \
+        SVD-LLM's parameter update: a LoRA on each factor of the decomposed projections, trained N steps on the \
+        --calib-dir text and merged into its factor (same rank, same size); decompose and update then run as a \
+        built-in recipe through the pipeline, in .<output>.moepress-decompose (resumable).
         """)
 
     @Option(help: "A Hugging Face model folder (original or pruned).") var model: String
@@ -47,6 +50,10 @@ struct Decompose: ParsableCommand {
     @Option(help: "Importance exponent α of the rank allocation.") var alpha = LowRank.Options().alpha
     @Option(help: "Calibration tokens per layer for computing importance.") var importanceTokens = 8192
     @Option(help: "Projections to decompose, comma-separated (gate,up,down).") var targets: String = "gate,up,down"
+    @Option(help: "SVD-LLM's parameter update: after decomposing, train a LoRA on each factor for N steps on the --calib-dir text and merge it (same rank). 0: none.") var updateSteps = 0
+    @Option(help: "Update: peak learning rate.") var updateLr = 1e-4
+    @Option(help: "Update: LoRA rank on each factor.") var updateRank = 8
+    @Option(help: "Update: sequences per step.") var updateBatch = 8
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
@@ -60,10 +67,45 @@ struct Decompose: ParsableCommand {
         guard (ratio != nil) != (rank != nil) else { throw ValidationError("give exactly one of --ratio (fraction kept) or --rank") }
         try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
         if calib != nil && calibDir != nil { throw ValidationError("give --calib CACHE or --calib-dir DIR, not both") }
+        guard updateSteps >= 0 else { throw ValidationError("--update-steps must be 0 (no update) or more") }
+        if updateSteps > 0 {
+            guard calibDir != nil else { throw ValidationError("--update-steps trains on text: give --calib-dir DIR (the pipeline calibrates and trains on it)") }
+            try checkOptions("heal", [("--update-steps", "steps", Double(updateSteps)), ("--update-lr", "lr", updateLr),
+                                      ("--update-rank", "lora_rank", Double(updateRank)), ("--update-batch", "batch", Double(updateBatch))])
+        }
+    }
+
+    /// With --update-steps: decompose, then SVD-LLM's update (LoRA on each factor of the decomposed projections,
+    /// merged), as a built-in recipe run by the pipeline.
+    func runWithUpdate() throws {
+        let url = modelURL(model)
+        let out = try newOutput(output, overwrite: overwrite)
+        func quoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+        let kinds = targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let data = URL(fileURLWithPath: calibDir!).standardizedFileURL.path
+        let target = ratio.map { "ratio: \($0)" } ?? "rank: \(rank!)"
+        let text = """
+        model: \(quoted(url.path))
+        seed: \(seed)
+        calibration: {data: \(quoted(data)), samples: \(samples), seq_len: \(seqLen)}
+        keep_intermediate: false
+        stages:
+          - decompose: {method: \(method.rawValue), \(target), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), targets: [\(kinds.joined(separator: ", "))]}
+          - heal: {data: \(quoted(data)), steps: \(updateSteps), lr: \(updateLr), lora_rank: \(updateRank), lora_alpha: \(2 * updateRank), lora_dropout: 0, batch: \(updateBatch), seq_len: \(seqLen), targets: [\(kinds.joined(separator: ", "))]}
+        export: none
+
+        """
+        let work = BuiltInRecipe(command: "decompose", text: text, output: out)
+        let (_, final) = try work.run(quiet: quiet, memory: memory.budget)
+        if overwrite { try? FileManager.default.removeItem(at: out) }
+        try FileManager.default.moveItem(at: final, to: out)
+        work.remove()
+        if !quiet { log("decompose: factors updated over \(updateSteps) steps → \(out.path)") }
     }
 
     func run() throws {
         try compute.run {
+            if updateSteps > 0 { return try runWithUpdate() }
             var o = LowRank.Options()
             o.method = method
             o.target = ratio.map { .keep($0) } ?? .rank(rank!)

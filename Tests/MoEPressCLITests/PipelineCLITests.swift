@@ -217,6 +217,23 @@ import Testing
         #expect(a != decomposed, "healing changed nothing")
     }
 
+    /// `decompose --update-steps` (SVD-LLM's update): the factors change, the size does not, nothing is left beside the output.
+    @Test func decomposeUpdateKeepsTheSize() throws {
+        let dir = TempDir()
+        let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let data = CLI.shared.appendingPathComponent("data/calib").path
+        let common = ["decompose", "--model", mixtral, "--ratio", "0.5", "--calib-dir", data, "--samples", "4", "--seq-len", "32", "--quiet"]
+        let plain = try CLI.run(common + ["--output", dir.path("plain")])
+        let updated = try CLI.run(common + ["--update-steps", "2", "--update-batch", "1", "--update-rank", "2", "--output", dir.path("updated")])
+        #expect(plain.status == 0 && updated.status == 0, "\(plain.stderr) \(updated.stderr)")
+        let a = FileManager.default.contents(atPath: dir.path("plain/model.safetensors")), b = FileManager.default.contents(atPath: dir.path("updated/model.safetensors"))
+        #expect(a != nil && b != nil && a!.count == b!.count && a != b)
+        #expect(FileManager.default.fileExists(atPath: dir.path("updated/decompose.json")))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path(".")).filter { $0.hasPrefix(".") }.isEmpty)
+        let refused = try CLI.run(["decompose", "--model", mixtral, "--ratio", "0.5", "--calib", dir.path("x"), "--update-steps", "2", "--output", dir.path("r")])
+        #expect(refused.status != 0 && refused.stderr.contains("--calib-dir"))
+    }
+
     @Test func eachCommandHasItsPapersDefaults() throws {
         let dir = TempDir()
         let mixtral = CLI.shared.appendingPathComponent("models/mixtral-ref").path
