@@ -201,7 +201,10 @@ public struct Recipe: Sendable {
                     }
                 }
                 if kind == "compress_experts", let mx = options.int("main_experts") {
-                    guard let k = topK, mx < k else { throw fail(vn.mapping?["main_experts"] ?? kn, "compress_experts.main_experts must be below top-k\(topK.map { " = \($0)" } ?? " (the model has no MoE layers)"), got \(mx)") }
+                    let plain = options["no_ce"] == .bool(true)   // the plain baseline may keep all top-k experts
+                    guard let k = topK, mx < k || (plain && mx == k) else {
+                        throw fail(vn.mapping?["main_experts"] ?? kn, "compress_experts.main_experts must be below top-k\(topK.map { " = \($0)" } ?? " (the model has no MoE layers)")\(plain ? " (or equal to it with no_ce)" : ""), got \(mx)")
+                    }
                 }
                 out.append(Stage(kind: kind, options: options, line: kn.mark?.line ?? 0))
             }

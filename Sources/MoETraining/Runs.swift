@@ -91,7 +91,10 @@ public enum TrainingRuns {
         let start = Date()
         let m = try ModelRegistry.load(directory: url)
         guard let k = m.description.routing?.topK else { throw TrainingError.invalid("\(url.path) has no MoE layers") }
-        guard mainExperts >= 1, mainExperts < k else { throw TrainingError.invalid("main experts must be in 1..<\(k) (top-k)") }
+        // The plain baseline may keep all k (the full top-k model fine-tuned with the same training).
+        guard mainExperts >= 1, mainExperts < k || (plainTopK && mainExperts == k) else {
+            throw TrainingError.invalid(plainTopK ? "main experts must be in 1...\(k) (top-k)" : "main experts must be in 1..<\(k) (top-k)")
+        }
         for l in m.description.moeLayerIndices {
             guard var b = m.layers[l].feedForward.moe else { continue }
             if plainTopK {

@@ -135,7 +135,8 @@ struct CompressExperts: ParsableCommand {
         the others are mixed (weights renormalised among themselves) into one aggregate per token that scales \
         every main expert's inputs and intermediate activation (methods.md §4). --train all (default, as the \
         paper) trains every parameter; ce-only trains just the vectors. --no-ce trains the plain top-K baseline \
-        instead (num_experts_per_tok set to K, no vectors), for comparison at equal steps. The output is a \
+        instead (num_experts_per_tok set to K, no vectors), for comparison at equal steps; --no-ce with K = top-k \
+        is the full model fine-tuned the same way (the paper's upper reference). The output is a \
         checkpoint with <prefix>.experts.<e>.ce_gate / ce_up / ce_mid and "moepress.compressed_experts" in \
         config.json, which every MoEPress command runs and HF transformers loads through the included \
         modeling_moepress.py (trust_remote_code=True); training_log.json records the run. Defaults follow the \
