@@ -98,18 +98,18 @@ public final class Pipeline {
             let prefix = recipe.branches.count > 1 ? "\(branch.name)-" : ""
             for (si, stage) in branch.stages.enumerated() {
                 done += 1
-                let folder = String(format: "%@%02d-%@", prefix, si + 1, stage.kind)
+                let folder = String(format: "%@%02d-%@", prefix, si + 1, stage.kind.rawValue)
                 say("== stage \(done)/\(total): \(recipe.branches.count > 1 ? "[\(branch.name)] " : "")\(stage.kind) \(describe(stage.options))")
                 let t0 = Date()
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
-                records.append(StageRecord(branch: branch.name, stage: stage.kind, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
+                records.append(StageRecord(branch: branch.name, stage: stage.kind.rawValue, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 if skipped { say("   unchanged since the last run: skipped") }
                 if !recipe.keepIntermediate && si > 0 { try Pipeline.removeWeights(of: current) }
                 current = model
             }
             if recipe.export != "none" {
                 let folder = "\(prefix)export-\(recipe.export)"
-                let stage = Recipe.Stage(kind: "export", options: ["form": .string(recipe.export)], line: 0)
+                let stage = Recipe.Stage(kind: .export, options: ["form": .string(recipe.export)], line: 0)
                 let t0 = Date()
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: "export", folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
@@ -156,7 +156,7 @@ public final class Pipeline {
         let fm = FileManager.default
         let dir = runDir.appendingPathComponent(folder)
         let calibrationKey = recipe.calibration.map { "\($0.data.path)|\($0.samples)|\($0.seqLen)" }
-        var manifest = StageManifest(stage: stage.kind, options: stage.options, input: input.path, inputHash: try Pipeline.inputHash(input),
+        var manifest = StageManifest(stage: stage.kind.rawValue, options: stage.options, input: input.path, inputHash: try Pipeline.inputHash(input),
                                      seed: recipe.seed, calibration: calibrationKey, version: moepressVersion, model: "model")
         let manifestURL = dir.appendingPathComponent("manifest.json")
         if resume, let data = fm.contents(atPath: manifestURL.path), let old = try? JSONDecoder().decode(StageManifest.self, from: data), old.sameWork(as: manifest) {
@@ -193,7 +193,7 @@ public final class Pipeline {
             return cache
         }
         switch stage.kind {
-        case "prune":
+        case .prune:
             let method = PruningMethod(rawValue: string("method")!)!
             let budget: PruningBudget? = double("ratio").map { .ratio($0) } ?? int("keep").map { .keep($0) }
             var request = PruningRequest(method: method, budget: budget)
@@ -214,7 +214,7 @@ public final class Pipeline {
                 plan.parameters["seed"] = "\(recipe.seed)"
                 try PlanApplier.apply(plan, model: input, into: target)
             }
-        case "decompose":
+        case .decompose:
             let lo = StageOptions.decompose(o)
             var cache: CalibrationCache? = nil
             var importance: [Int: [Double]]? = nil
@@ -227,7 +227,7 @@ public final class Pipeline {
             }
             _ = try LowRank.decompose(model: input, open: m, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet,
                                        resumable: true)
-        case "heal":
+        case .heal:
             var lora = LoRA.Settings()
             if let r = int("lora_rank") { lora.rank = r }
             if let a = double("lora_alpha") { lora.alpha = Float(a) }
@@ -239,7 +239,7 @@ public final class Pipeline {
             _ = try TrainingRuns.heal(model: input, files: files, lora: lora, settings: settings, output: staging.appendingPathComponent("adapter"),
                                       merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet)
             try fm.moveItem(at: staging.appendingPathComponent("adapter/merged"), to: out)
-        case "compress_experts":
+        case .compressExperts:
             let k = int("main_experts")!
             let plain = o["no_ce"] == .bool(true)
             var settings = trainerSettings(o, defaultLR: 2e-5)
@@ -250,7 +250,7 @@ public final class Pipeline {
                 model: input, files: try trainingFiles(string("data")), mainExperts: k, ceOnly: string("train") == "ce-only", plainTopK: plain,
                 settings: settings, output: out, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
                 configEdit: ce.edit, extraFiles: ce.files)
-        case "export":
+        case .export:
             if string("form") == "dense" {
                 _ = try LowRank.densify(model: input, output: out)
             } else {
@@ -260,8 +260,6 @@ public final class Pipeline {
                 let d = try ModelRegistry.describe(directory: URL(fileURLWithPath: plan.model))
                 try PlanApplier.apply(UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1), model: URL(fileURLWithPath: plan.model), output: out)
             }
-        default:
-            throw RecipeError(recipe.path.path, stage.line, "unknown stage \(stage.kind)")
         }
         // The calibration cache was the stage's working data, not its result.
         try? fm.removeItem(at: staging.appendingPathComponent("calib"))

@@ -15,9 +15,17 @@ import MoETraining
 ///     evaluation: {perplexity: [../../shared/data/dev/austen.txt], tasks: ../../shared/data/tasks/dev.jsonl, task_limit: 200, speed: true}
 ///     export: none                                # none, dense or uniform
 ///     keep_intermediate: true                     # false: a stage's weights are deleted once the next stage is done
+/// The kinds of stage a recipe can list (spelled as in YAML), plus the export the pipeline appends.
+public enum StageKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    case prune, decompose, heal, compressExperts = "compress_experts", export
+    public var description: String { rawValue }
+    /// What a recipe may list under `stages` (export is the recipe's `export:` key).
+    public static let listable: [StageKind] = [.prune, .decompose, .heal, .compressExperts]
+}
+
 public struct Recipe: Sendable {
     public struct Stage: Sendable {
-        public var kind: String
+        public var kind: StageKind
         /// Options as canonical JSON values (String, Double, Int, Bool, [String]).
         public var options: [String: OptionValue]
         public var line: Int
@@ -138,8 +146,8 @@ public struct Recipe: Sendable {
                 guard let m = item.mapping, m.count == 1, let (kn, vn) = m.first.map({ ($0.key, $0.value) }), let kind = kn.string else {
                     throw fail(item, "each stage is a one-key mapping: stage name → options")
                 }
-                guard let schema = Recipe.schema[kind] else {
-                    throw fail(kn, "unknown stage \"\(kind)\" (known: \(Recipe.schema.keys.sorted().joined(separator: ", ")))")
+                guard let stageKind = StageKind(rawValue: kind), StageKind.listable.contains(stageKind), let schema = Recipe.schema[kind] else {
+                    throw fail(kn, "unknown stage \"\(kind)\" (known: \(StageKind.listable.map(\.rawValue).sorted().joined(separator: ", ")))")
                 }
                 var options: [String: OptionValue] = [:]
                 guard vn.mapping != nil || vn.null != nil else { throw fail(vn, "the options of \(kind) must be a mapping") }
@@ -206,7 +214,7 @@ public struct Recipe: Sendable {
                         throw fail(vn.mapping?["main_experts"] ?? kn, "compress_experts.main_experts must be below top-k\(topK.map { " = \($0)" } ?? " (the model has no MoE layers)")\(plain ? " (or equal to it with no_ce)" : ""), got \(mx)")
                     }
                 }
-                out.append(Stage(kind: kind, options: options, line: kn.mark?.line ?? 0))
+                out.append(Stage(kind: stageKind, options: options, line: kn.mark?.line ?? 0))
             }
             return out
         }
@@ -224,12 +232,12 @@ public struct Recipe: Sendable {
         default: throw fail(top["compare"], "give \"stages\" or \"compare\", not both")
         }
         let needsCalibration = branches.flatMap(\.stages).contains { s in
-            if s.kind == "prune", case .string(let m)? = s.options["method"] { return m != "moeits" }
-            if s.kind == "decompose" { let lo = StageOptions.decompose(s.options); return lo.method == .svdllm || lo.allocation == .importance }
+            if s.kind == .prune, case .string(let m)? = s.options["method"] { return m != "moeits" }
+            if s.kind == .decompose { let lo = StageOptions.decompose(s.options); return lo.method == .svdllm || lo.allocation == .importance }
             return false
         }
         if needsCalibration && calibration == nil { throw fail(root, "these stages need calibration data: add calibration: {data: FOLDER}") }
-        for s in branches.flatMap(\.stages) where (s.kind == "heal" || s.kind == "compress_experts") && s.options["data"] == nil && calibration == nil {
+        for s in branches.flatMap(\.stages) where (s.kind == .heal || s.kind == .compressExperts) && s.options["data"] == nil && calibration == nil {
             throw RecipeError(file.path, s.line, "\(s.kind) needs \"data\" (or a calibration section whose data it can use)")
         }
         if let e = top["evaluation"] {

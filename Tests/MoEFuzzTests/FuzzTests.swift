@@ -221,7 +221,7 @@ extension SeededGenerator {
                     for s in r.branches.flatMap(\.stages) {
                         for (k, v) in s.options {
                             let x: Double? = switch v { case .int(let i): Double(i); case .double(let d): d; default: nil }
-                            if let x, let rule = OptionRules.stages[s.kind]?[k], !rule.accepts(x) {
+                            if let x, let rule = OptionRules.stages[s.kind.rawValue]?[k], !rule.accepts(x) {
                                 throw FuzzFailure(what: "accepted \(s.kind).\(k) = \(x) against \(rule)")
                             }
                         }
