@@ -234,7 +234,7 @@ public final class Pipeline {
             if let d = double("lora_dropout") { lora.dropout = Float(d) }
             if case .strings(let t)? = o["targets"] { lora.targets = t }
             lora.seed = recipe.seed
-            let settings = trainerSettings(o, defaultLR: 2e-4)
+            let settings = trainerSettings(o, defaults: .healing)
             let files = try trainingFiles(string("data"))
             _ = try TrainingRuns.heal(model: input, files: files, lora: lora, settings: settings, output: staging.appendingPathComponent("adapter"),
                                       merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet)
@@ -242,9 +242,7 @@ public final class Pipeline {
         case .compressExperts:
             let k = int("main_experts")!
             let plain = o["no_ce"] == .bool(true)
-            var settings = trainerSettings(o, defaultLR: 2e-5)
-            settings.weightDecay = Float(double("weight_decay") ?? 0)
-            settings.warmupRatio = double("warmup_ratio") ?? 0.03
+            let settings = trainerSettings(o, defaults: .compressedExperts)
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: k, plainTopK: plain)
             _ = try TrainingRuns.compressExperts(
                 model: input, files: try trainingFiles(string("data")), mainExperts: k, ceOnly: string("train") == "ce-only", plainTopK: plain,
@@ -270,11 +268,12 @@ public final class Pipeline {
         return (dir.appendingPathComponent("model"), false)
     }
 
-    func trainerSettings(_ o: [String: Recipe.OptionValue], defaultLR: Double) -> TrainerSettings {
-        var s = TrainerSettings()
+    /// A training stage's settings: the method's defaults (the same the CLI command starts from), then the recipe's options.
+    func trainerSettings(_ o: [String: Recipe.OptionValue], defaults: TrainerSettings) -> TrainerSettings {
+        var s = defaults
         let (int, double) = (o.int, o.double)
         s.steps = int("steps") ?? 100
-        s.learningRate = Float(double("lr") ?? defaultLR)
+        if let lr = double("lr") { s.learningRate = Float(lr) }
         s.batchSize = int("batch") ?? 8
         s.seqLen = int("seq_len") ?? 256
         s.gradientAccumulation = int("grad_accum") ?? 1

@@ -26,6 +26,16 @@ public struct TrainerSettings: Codable, Sendable, Equatable {
     /// the input embeddings in training; nil or 0 is off. MoEITS heals with α = 5.
     public var neftuneAlpha: Float?
     public init() {}
+
+    /// LoRA healing as MoEITS's train.py runs it (methods.md §2.6): lr 2e-4, warm-up 5%, weight decay 0.05.
+    public static var healing: TrainerSettings { TrainerSettings() }
+
+    /// Compressed Experts as the paper's OLMoE recipe (methods.md §4): lr 2e-5, warm-up 3%, no weight decay.
+    public static var compressedExperts: TrainerSettings {
+        var s = TrainerSettings()
+        s.learningRate = 2e-5; s.warmupRatio = 0.03; s.weightDecay = 0
+        return s
+    }
 }
 
 public struct StepLog: Codable, Sendable {

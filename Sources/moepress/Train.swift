@@ -36,9 +36,9 @@ struct TrainingOptions: ParsableArguments {
     }
 
     /// The command's settings, with its method's defaults for what was not given.
-    func settings(defaults d: (lr: Float, warmupRatio: Double, weightDecay: Float)) -> TrainerSettings {
-        var s = TrainerSettings()
-        s.steps = steps; s.learningRate = lr ?? d.lr; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
+    func settings(defaults d: TrainerSettings) -> TrainerSettings {
+        var s = d
+        s.steps = steps; s.learningRate = lr ?? d.learningRate; s.batchSize = batch; s.gradientAccumulation = gradAccum; s.seqLen = seqLen
         s.warmupRatio = warmupRatio ?? d.warmupRatio; s.weightDecay = weightDecay ?? d.weightDecay; s.maxGradNorm = maxGradNorm; s.seed = seed
         s.recompute = !noRecompute; s.checkpointEvery = checkpointEvery; s.neftuneAlpha = neftuneAlpha
         return s
@@ -115,7 +115,7 @@ struct Heal: ParsableCommand {
             var lora = LoRA.Settings()
             lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
             lora.targets = targets.split(separator: ",").map(String.init)
-            let record = try ResourceMonitor.shared.stage("heal") { try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(defaults: (2e-4, 0.05, 0.05)), output: out,
+            let record = try ResourceMonitor.shared.stage("heal") { try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(defaults: .healing), output: out,
                                                merge: merge, mergeDType: mergeDType, stateDir: training.stateDir(for: out), resume: training.resume,
                                                quiet: training.quiet, shardSize: self.out.shardSize.bytes) }
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
@@ -166,7 +166,7 @@ struct CompressExperts: ParsableCommand {
             let out = try newOutput(output, overwrite: overwrite)
             let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: mainExperts, plainTopK: noCe)
             // The paper's OLMoE recipe (methods.md §4): lr 2e-5, 3% warm-up, no weight decay.
-            var settings = training.settings(defaults: (2e-5, 0.03, 0))
+            var settings = training.settings(defaults: .compressedExperts)
             settings.ceLearningRate = ceLr
             let record = try ResourceMonitor.shared.stage("compress-experts") { try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
                                                           plainTopK: noCe, settings: settings, output: out, stateDir: training.stateDir(for: out),
