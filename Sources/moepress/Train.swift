@@ -77,7 +77,10 @@ struct Heal: ParsableCommand {
         the response (and EOS) is in the loss. --output gets a PEFT adapter (adapter_config.json + \
         adapter_model.safetensors, for transformers v5 module paths; fused experts as PEFT target_parameters) and \
         training_log.json; --merge also writes the merged model to OUTPUT/merged (in the model's dtype unless \
-        --merge-dtype says otherwise: bf16 rounding of W + s·B·A is the usual merge loss). Checkpoints for --resume go to \
+        --merge-dtype says otherwise: bf16 rounding of W + s·B·A is the usual merge loss). A low-rank projection (a \
+        decomposed expert) gets one adapter on each of its factors instead (SVD-LLM's update), merged into them at \
+        the same rank so the model keeps its size; PEFT has no module for those, so they need --merge. \
+        --neftune-alpha adds NEFTune noise to the input embeddings (MoEITS's training uses 5). Checkpoints for --resume go to \
         .OUTPUT.moepress-train next to the output and are removed on success. Supported: Mixtral, Qwen-MoE, OLMoE.
         """)
 
