@@ -7,17 +7,20 @@ import MoETokenizer
 import MoECompression
 import MoETraining
 
+/// A default as `--help` prints it (the presets' values, so the text cannot drift from what runs).
+private func g(_ v: some BinaryFloatingPoint) -> String { String(format: "%g", Double(v)) }
+
 /// Options every training command shares.
 struct TrainingOptions: ParsableArguments {
     @Option(parsing: .upToNextOption, help: "Training data: .txt files (one token stream), .jsonl files with instruction/response, or folders of them.")
     var data: [String]
     @Option(help: "Optimiser steps.") var steps = 100
-    @Option(help: "Peak learning rate (warm-up then cosine to 0; default: heal 2e-4 as MoEITS, compress-experts 2e-5 as the paper's OLMoE recipe).") var lr: Float?
+    @Option(help: "Peak learning rate (warm-up then cosine to 0; default: heal \(g(TrainerSettings.healing.learningRate)) as MoEITS, compress-experts \(g(TrainerSettings.compressedExperts.learningRate)) as the paper's OLMoE recipe).") var lr: Float?
     @Option(help: "Sequences per micro-batch.") var batch = 8
     @Option(help: "Micro-batches per optimiser step.") var gradAccum = 1
     @Option(help: "Tokens per sequence.") var seqLen = 256
-    @Option(help: "Warm-up fraction of the steps (default: heal 0.05, compress-experts 0.03).") var warmupRatio: Double?
-    @Option(help: "AdamW decoupled weight decay (default: heal 0.05, compress-experts 0).") var weightDecay: Float?
+    @Option(help: "Warm-up fraction of the steps (default: heal \(g(TrainerSettings.healing.warmupRatio)), compress-experts \(g(TrainerSettings.compressedExperts.warmupRatio))).") var warmupRatio: Double?
+    @Option(help: "AdamW decoupled weight decay (default: heal \(g(TrainerSettings.healing.weightDecay)), compress-experts \(g(TrainerSettings.compressedExperts.weightDecay))).") var weightDecay: Float?
     @Option(help: "Clip the global gradient norm to this (0: no clipping).") var maxGradNorm = 1.0
     @Option(help: "Seed of data sampling, initialisation and dropout.") var seed: UInt64 = 0
     @Option(help: "NEFTune noise α on the input embeddings (MoEITS heals with 5; default: off).") var neftuneAlpha: Float?
