@@ -24,6 +24,9 @@ public enum MoEI2 {
         public var fitnessTokens: Int?
         /// Calibration sequences run through the decoder layers for the KT field.
         public var fieldSequences = 16
+        /// Ablation: every layer removes the same count (the budget applied per layer, as the uniform methods do)
+        /// instead of counts set by layer importance (1c); the search and field run as usual.
+        public var uniformCounts = false
         public var seed: UInt64 = 0
         public var epsilon = 1e-8
         public init() {}
@@ -138,7 +141,8 @@ public enum MoEI2 {
         let importance = try ExpertImportance.compute(model: model, cache: cache, memory: memory, quiet: quiet, journal: journal)
         let expertImportance = moe.map { importance[$0]! }
         let layerImportance = expertImportance.map { $0.reduce(0, +) }
-        let counts = layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
+        let counts = o.uniformCounts ? try experts.map { try $0 - budget.keep(experts: $0, topK: k) }
+            : layerCounts(importance: layerImportance, experts: experts, topK: k, total: total, epsilon: o.epsilon)
         var candidates: [[(set: [Int], error: Double)]] = []
         // Fitness tokens: as given, or as many search tokens as a quarter of the budget holds for the largest layer cache.
         let perToken = moe.indices.map { LayerFitness.storeBytes(tokens: 1, hidden: d.hiddenSize, experts: experts[$0], topK: k, remove: counts[$0]) }.max() ?? 1
@@ -229,7 +233,7 @@ public enum MoEI2 {
                                          "search_error": [candidates[i][chosen[i]].error]]))
         }
         let params = ["population": "\(o.population)", "generations": "\(o.generations)", "K": "\(o.candidates)", "T": "\(o.blockSize)",
-                      "importance_tokens": "\(split.search.count)", "fitness_tokens": "\(tokens)", "field_sequences": "\(seqs)", "removed": "\(total)"]
+                      "counts": o.uniformCounts ? "uniform" : "by layer importance", "importance_tokens": "\(split.search.count)", "fitness_tokens": "\(tokens)", "field_sequences": "\(seqs)", "removed": "\(total)"]
         return PruningPlan(method: "moei2", model: modelName, parameters: params, layers: layers)
     }
 }

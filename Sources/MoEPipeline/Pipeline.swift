@@ -205,6 +205,7 @@ public final class Pipeline {
             if let t = int("block_size") { request.search.blockSize = t }
             if let f = int("fitness_tokens") { request.search.fitnessTokens = f; request.fitnessTokens = f }
             if let f = int("field_sequences") { request.search.fieldSequences = f }
+            if o["uniform_counts"] == .bool(true) { request.search.uniformCounts = true }
             let m = try ModelRegistry.load(directory: input)
             let cache = method.needsCalibration ? try calibrate(model: m) : nil
             request.memory = memory

@@ -62,7 +62,8 @@ public struct Recipe: Sendable {
     /// Option types per stage kind: "int", "double", "string", "bool", "strings"; and allowed string values.
     static let schema: [String: [String: String]] = [
         "prune": ["method": "string", "ratio": "double", "keep": "int", "tau": "double", "generations": "int", "population": "int",
-                  "candidates": "int", "block_size": "int", "fitness_tokens": "int", "field_sequences": "int"],
+                  "candidates": "int", "block_size": "int", "fitness_tokens": "int", "field_sequences": "int",
+                  "uniform_counts": "bool"],
         "decompose": ["method": "string", "ratio": "double", "rank": "int", "rank_alloc": "string", "alpha": "double", "targets": "strings"],
         "heal": ["data": "string", "steps": "int", "lr": "double", "batch": "int", "seq_len": "int", "lora_rank": "int", "lora_alpha": "double",
                  "lora_dropout": "double", "targets": "strings", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double",

@@ -176,6 +176,7 @@ struct SearchOptions: ParsableArguments {
     @Option(help: "MoE-I²: MoE layers per reception-field block (T).") var blockSize = 3
     @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates (default: NAEE 8192; MoE-I² every search token whose cache fits a quarter of --max-memory).") var fitnessTokens: Int?
     @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
+    @Flag(help: "MoE-I² ablation: remove the same number of experts in every layer instead of counts set by layer importance.") var uniformCounts = false
 
     func validate() throws {
         try checkOptions("prune", [("--population", "population", Double(population)), ("--generations", "generations", Double(generations)),
@@ -188,7 +189,7 @@ struct SearchOptions: ParsableArguments {
     func moei2(seed: UInt64) -> MoEI2.Options {
         var o = MoEI2.Options()
         o.population = population; o.generations = generations; o.candidates = candidates; o.blockSize = blockSize
-        o.fitnessTokens = fitnessTokens; o.fieldSequences = fieldSequences; o.seed = seed
+        o.fitnessTokens = fitnessTokens; o.fieldSequences = fieldSequences; o.seed = seed; o.uniformCounts = uniformCounts
         return o
     }
 }

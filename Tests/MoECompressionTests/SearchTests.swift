@@ -105,6 +105,11 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
         let plan = try Pruning.plan(request, model: m, modelName: "q", cache: cache, quiet: true)
         #expect(plan.parameters["importance_tokens"] == "\(14 * 24)" && plan.parameters["fitness_tokens"] == "\(14 * 24)")
         #expect(plan.parameters["reconstruction_tokens"] == "48 held out")
+        // The ablation: the same search with every layer removing the per-layer budget.
+        request.search.uniformCounts = true
+        let uniform = try Pruning.plan(request, model: m, modelName: "q", cache: cache, quiet: true)
+        #expect(uniform.parameters["counts"] == "uniform" && plan.parameters["counts"] == "by layer importance")
+        #expect(uniform.layers.allSatisfy { $0.kept.count == $0.experts - Int((0.25 * Double($0.experts)).rounded()) })
         for layer in plan.layers {
             let fit = try LayerFitness(block: m.layers[layer.layer].feedForward.moe!, cache: cache, layer: layer.layer, tokens: split.heldOut,
                                        remove: layer.experts - layer.kept.count)
