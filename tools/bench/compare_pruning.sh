@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Every pruning method on a reference model at 25% and 50% expert removal: summed layer reconstruction
-# error (first 8192 calibration tokens per layer), dev perplexity (pooled over PPL_FILES), dev-task
-# accuracy, parameters, time to prune, peak RSS. Usage: tools/bench/compare_pruning.sh MODEL_NAME [METHODS]
+# error (on the held-out calibration windows, the last 1/8, which no search saw), dev perplexity (pooled over
+# PPL_FILES, default all 11 domains), dev-task accuracy, parameters, time to prune, peak RSS.
+# Usage: tools/bench/compare_pruning.sh MODEL_NAME [METHODS]
+# METHODS may include moei2-uniform: MoE-I² with --uniform-counts (the non-uniform vs uniform ablation).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name=$1; methods=${2:-"frequency reap naee moei2 moeits"}
 model=../shared/models/$name
-PPL_FILES=${PPL_FILES:-"austen handbook jargon kjv pydoc"}
+PPL_FILES=${PPL_FILES:-"austen fortunes gcide handbook jargon kjv linuxdoc perldoc pydoc web wordnet"}
 swift build -c release --product moepress >&2
 bin=.build/release/moepress
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -28,8 +30,9 @@ row "none (original)" "$model" "-" "-"
 for ratio in 0.25 0.5; do
   for m in $methods; do
     out="$work/$m-$ratio"
-    extra="--calib $work/cal"
-    /usr/bin/time -f "%e %M" -o "$work/time" $bin prune --model "$model" --method "$m" --ratio "$ratio" --output "$out" $extra --quiet 2>"$work/err" || { echo "| $m @ $ratio | failed: $(tail -1 "$work/err") | | | | | | |"; continue; }
+    extra="--calib $work/cal"; method=$m
+    [ "$m" = moei2-uniform ] && { method=moei2; extra="$extra --uniform-counts"; }
+    /usr/bin/time -f "%e %M" -o "$work/time" $bin prune --model "$model" --method "$method" --ratio "$ratio" --output "$out" $extra --quiet 2>"$work/err" || { echo "| $m @ $ratio | failed: $(tail -1 "$work/err") | | | | | | |"; continue; }
     read secs kib < "$work/time"
     row "$m @ $ratio" "$out" "$secs" "$((kib / 1024))"
   done
