@@ -17,8 +17,10 @@ echo "== moepress inspect $MODEL"
 $bin inspect "$MODEL"
 if [ -f "$MODEL/reference/ids.json" ]; then
   echo "== forward pass on reference/ids.json, checked against HF transformers' logits"
-  $bin logits --model "$MODEL" --ids-file "$MODEL/reference/ids.json" --output /tmp/moepress-demo-logits.safetensors \
+  logits=$(mktemp -d)
+  $bin logits --model "$MODEL" --ids-file "$MODEL/reference/ids.json" --output "$logits/logits.safetensors" \
     --reference "$MODEL/reference/logits.safetensors" 2>/dev/null
+  rm -rf "$logits"
 fi
 echo "== moepress run $RECIPE --output $RUN"
 rm -rf "$RUN"
