@@ -19,6 +19,16 @@ func loadModelAndTokenizer(_ path: String) throws -> (CausalLM, Tokenizer) {
     return (model, tok)
 }
 
+/// Per-item results as JSON lines, written under a temporary name and renamed (never half written).
+func writeJSONLines<T: Encodable>(_ items: [T], to url: URL) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys]
+    let lines = try items.map { String(decoding: try enc.encode($0), as: UTF8.self) }
+    let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+    try (lines.joined(separator: "\n") + "\n").write(to: tmp, atomically: false, encoding: .utf8)
+    guard rename(tmp.path, url.path) == 0 else { try? FileManager.default.removeItem(at: tmp); throw CLIError("\(url.path): cannot write") }
+}
+
 func printJSON<T: Encodable>(_ value: T) throws {
     let enc = JSONEncoder()
     enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -108,14 +118,7 @@ struct EvalInstructions: ParsableCommand {
             do { items = try InstructionExample.load(URL(fileURLWithPath: data), limit: limit) } catch let e as DataFileError { throw CLIError(e.description) }
             let (m, tok) = try loadModelAndTokenizer(model)
             let r = try ResourceMonitor.shared.stage("instructions") { try Instructions.score(model: m, tokenizer: tok, items: items, budget: memory.budget, quiet: quiet) }
-            if let samples, let url = samplesURL {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                let lines = try r.samples.map { String(decoding: try enc.encode($0), as: UTF8.self) }
-                let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
-                try (lines.joined(separator: "\n") + "\n").write(to: tmp, atomically: false, encoding: .utf8)
-                guard rename(tmp.path, url.path) == 0 else { throw CLIError("\(samples): cannot write") }
-            }
+            if let url = samplesURL { try writeJSONLines(r.samples, to: url) }
             if json {
                 var summary = r
                 summary.samples = []
@@ -186,14 +189,7 @@ struct EvalTasks: ParsableCommand {
                                          contextSpecialTokens: addSpecialTokens, quiet: quiet)
             }
             let seconds = Date().timeIntervalSince(start)
-            if let samples, let url = samplesURL {
-                let enc = JSONEncoder()
-                enc.outputFormatting = [.sortedKeys]
-                let lines = try scores.map { String(decoding: try enc.encode($0), as: UTF8.self) }
-                let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
-                try (lines.joined(separator: "\n") + "\n").write(to: tmp, atomically: false, encoding: .utf8)
-                guard rename(tmp.path, url.path) == 0 else { throw CLIError("\(samples): cannot write") }
-            }
+            if let url = samplesURL { try writeJSONLines(scores, to: url) }
             let r = MultipleChoice.report(scores)
             if !quiet { log(String(format: "tasks: %d items in %.2f s (%.1f items/s)", items.count, seconds, Double(items.count) / seconds)) }
             if json { try printJSON(r); return }
