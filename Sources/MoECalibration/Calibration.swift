@@ -189,11 +189,15 @@ public enum Calibration {
             throw CalibrationError.invalid("\(final.path) already exists (pass --overwrite to replace it)")
         }
         let (est, chunks) = try estimate(model: model, windows: windows, manifest: manifest, output: final, budget: budget)
+        // Time: one forward pass over every token, measured on one layer; writing the cache on top.
+        let probe = ForwardProbe.measure(model, windows: windows)
+        let seconds = probe.seconds(tokens: manifest.tokens, streams: est.streams)
+        ResourceMonitor.shared.record(.init(name: "calibrate", seconds: seconds, memoryBytes: est.memoryBytes, diskBytes: est.diskBytes))
         if !quiet {
-            Console.note(String(format: "calibrate: %d × %d tokens through %d layers in %d chunk(s); cache %@ on disk%@; memory ≈ %@ (residual stream %@)%@",
+            Console.note(String(format: "calibrate: %d × %d tokens through %d layers in %d chunk(s); cache %@ on disk%@; memory ≈ %@ (residual stream %@)%@; time ≈ %@ (%@)",
                        manifest.samples, manifest.seqLen, manifest.numLayers, est.chunks, formatBytes(est.diskBytes),
                        est.freeDiskBytes.map { " (\(formatBytes($0)) free)" } ?? "", formatBytes(est.memoryBytes), formatBytes(est.residualBytes),
-                       est.streams ? "; streaming the weights (model larger than --max-memory)" : ""))
+                       est.streams ? "; streaming the weights (model larger than --max-memory)" : "", formatDuration(seconds), probe.summary))
         }
         let staging = final.deletingLastPathComponent().appendingPathComponent(".\(final.lastPathComponent).partial")
         let enc = JSONEncoder()
@@ -241,7 +245,7 @@ public enum Calibration {
             x = input
             for li in r..<first { run(model.layers[li], x) { _ in nil } }
         }
-        let progress = StageProgress("calibrate", total: model.layers.count, unit: "layers", quiet: quiet)
+        let progress = StageProgress("calibrate", total: model.layers.count, unit: "layers", quiet: quiet, estimate: false)
         progress.advance(by: first)
         try model.forEachLayer(tokens: x.rows, evict: est.streams, from: first) { li, layer in
             var tensors: [(name: String, dtype: DType, shape: [Int])] = [("hidden_in", act, [n * l, h])]

@@ -254,7 +254,7 @@ public enum LowRank {
         section += ", \"targets\": [\(o.targets.sorted().map { "\"\($0)\"" }.joined(separator: ", "))]}"
         var report: Report? = nil
         let progress = StageProgress("decompose \(o.method.rawValue)", total: count, unit: "matrices", quiet: quiet)
-        work.progress = { progress.advance() }
+        work.progress = { progress.advance(by: $0) }
         // Resumable: the settings and inputs make the key; the factors' errors are journaled with each durable
         // layer of the output, so a resumed run reports the experts it does not compute again.
         var key: String? = nil
@@ -390,7 +390,8 @@ final class FactorWork: @unchecked Sendable {
     let cache: CalibrationCache?
     let model: CausalLM?
     let lock = NSLock()
-    var progress: (() -> Void)?
+    /// Called with the number of matrices each batch of experts finished.
+    var progress: ((Int) -> Void)?
     private(set) var failure: (any Error)?
     private(set) var errors: [Key: Double] = [:]
     /// Factors whose Cholesky needed jitter.
@@ -458,14 +459,16 @@ final class FactorWork: @unchecked Sendable {
                 out[i] = Result { try self.factors(of: layer[experts[i]]!, tokens: lists.isEmpty ? [] : lists[experts[i]]) }
             }
         }
+        var finished = 0
         for r in results {
             for (key, a, b, err, jit) in try r!.get() {
                 ready[key] = (a, b, false, false)
                 errors[key] = err
                 if jit { jitteredKeys.insert(key) } else { jitteredKeys.remove(key) }
-                progress?()
+                finished += 1
             }
         }
+        progress?(finished)
     }
 
     /// One expert's factors for each of its jobs (its Gram matrices made once, SVD-LLM).

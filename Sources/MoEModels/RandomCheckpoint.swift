@@ -55,7 +55,7 @@ public enum RandomCheckpoint {
         }
         let total = entries.reduce(0) { $0 + $1.byteCount }
         try requireFreeSpace(total, at: output.deletingLastPathComponent())
-        let progress = StageProgress("synth", total: total >> 20, unit: "MiB", quiet: quiet)
+        let progress = StageProgress("synth", total: total >> 20, unit: "MiB", quiet: quiet, estimate: false)
         var written: [String] = []
         var carry = 0
         try AtomicDirectory.write(output, overwrite: overwrite) { out in

@@ -17,15 +17,31 @@ public final class StageProgress: @unchecked Sendable {
     private(set) public var done = 0
     private var note = ""
 
-    public init(_ stage: String, total: Int, unit: String = "items", quiet: Bool = false) {
+    /// Whether the time of the whole stage, measured on its first items (a tenth of them, or 5 s of work), is
+    /// printed and recorded for the report (stages estimated up front, such as calibration, say no).
+    private let estimate: Bool
+    private var estimated = false
+
+    public init(_ stage: String, total: Int, unit: String = "items", quiet: Bool = false, estimate: Bool = true) {
         self.stage = stage
         self.total = total
         self.unit = unit
         self.quiet = quiet
+        self.estimate = estimate
     }
 
     /// `note` (e.g. the current loss) is shown after the counts.
     public func advance(by n: Int = 1, note: String = "") {
+        if estimate && !estimated && done + n < total && (elapsed >= 5 || done + n >= max(1, total / 10)) {
+            // The first items (a tenth of the stage, or 5 s of it) are the quick measurement: the whole stage is
+            // timed from them.
+            estimated = true
+            let seconds = elapsed / Double(done + n) * Double(total)
+            ResourceMonitor.shared.record(.init(name: stage, seconds: seconds))
+            if !quiet {
+                Console.note("\(stage): time ≈ \(formatDuration(seconds)) for \(total) \(unit) (the first \(done + n) took \(String(format: "%.1f s", elapsed)))")
+            }
+        }
         done += n
         self.note = note
         let now = Date()
@@ -55,6 +71,13 @@ public func formatBytes(_ n: Int) -> String {
     if v >= Double(1 << 30) { return String(format: "%.2f GiB", v / Double(1 << 30)) }
     if v >= Double(1 << 20) { return String(format: "%.1f MiB", v / Double(1 << 20)) }
     return String(format: "%.1f KiB", v / 1024)
+}
+
+/// A duration for people: "45 s", "12 min", "2.1 h".
+public func formatDuration(_ s: Double) -> String {
+    if s < 90 { return String(format: "%.0f s", s) }
+    if s < 5400 { return String(format: "%.0f min", s / 60) }
+    return String(format: "%.1f h", s / 3600)
 }
 
 /// One line of information for the user on stderr (stdout stays for results).

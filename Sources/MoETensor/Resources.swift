@@ -25,7 +25,27 @@ public final class ResourceMonitor: Sendable {
         }
     }
 
-    /// The whole process so far and its stages, for JSON reports.
+    /// What a piece of work was estimated to cost before it started (printed, and kept in the report to
+    /// set beside what it did cost).
+    public struct Estimate: Codable, Sendable {
+        public var name: String
+        public var seconds: Double
+        public var memoryMiB: Double?
+        public var diskMiB: Double?
+
+        public init(name: String, seconds: Double, memoryBytes: Int? = nil, diskBytes: Int? = nil) {
+            self.name = name
+            self.seconds = seconds
+            self.memoryMiB = memoryBytes.map { Double($0) / 1048576 }
+            self.diskMiB = diskBytes.map { Double($0) / 1048576 }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case name, seconds, memoryMiB = "memory_mib", diskMiB = "disk_mib"
+        }
+    }
+
+    /// The whole process so far, its stages and the estimates made before them, for JSON reports.
     public struct Report: Codable, Sendable {
         public var wallSeconds: Double
         public var peakRssAnonMiB: Double
@@ -33,10 +53,11 @@ public final class ResourceMonitor: Sendable {
         public var readMiB: Double
         public var writtenMiB: Double
         public var stages: [Stage]
+        public var estimates: [Estimate]
 
         enum CodingKeys: String, CodingKey {
             case wallSeconds = "wall_seconds", peakRssAnonMiB = "peak_rss_anon_mib", peakRssMiB = "peak_rss_mib"
-            case readMiB = "read_mib", writtenMiB = "written_mib", stages
+            case readMiB = "read_mib", writtenMiB = "written_mib", stages, estimates
         }
     }
 
@@ -45,6 +66,7 @@ public final class ResourceMonitor: Sendable {
         var stagePeakAnon = 0
         var stagePeakRss = 0
         var stages: [Stage] = []
+        var estimates: [Estimate] = []
         var running = false
         var lastNote: UInt64 = 0
     }
@@ -118,13 +140,18 @@ public final class ResourceMonitor: Sendable {
 
     public var stages: [Stage] { state.withLock { $0.stages } }
 
+    /// Keeps an estimate for the report.
+    public func record(_ e: Estimate) { state.withLock { $0.estimates.append(e) } }
+
+    public var estimates: [Estimate] { state.withLock { $0.estimates } }
+
     public func report() -> Report {
         sample()
         let io1 = Self.io()
-        let peaks = state.withLock { ($0.processPeakAnon, $0.stages) }
+        let peaks = state.withLock { ($0.processPeakAnon, $0.stages, $0.estimates) }
         return Report(wallSeconds: Date().timeIntervalSince(start), peakRssAnonMiB: Double(peaks.0) / 1048576,
                       peakRssMiB: Double(Self.peakRSS()) / 1048576, readMiB: Double(io1.read - startIO.read) / 1048576,
-                      writtenMiB: Double(io1.written - startIO.written) / 1048576, stages: peaks.1)
+                      writtenMiB: Double(io1.written - startIO.written) / 1048576, stages: peaks.1, estimates: peaks.2)
     }
 
     /// Current RssAnon and VmRSS in bytes, from /proc/self/status (0 where unavailable).

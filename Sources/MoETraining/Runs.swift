@@ -23,11 +23,27 @@ public struct TrainingRecord: Codable, Sendable {
 /// resumable state in `stateDir`, write the outputs atomically.
 public enum TrainingRuns {
     static func train(_ trainer: Trainer, stateDir: URL, resume: Bool, quiet: Bool) throws {
+        estimate(trainer, quiet: quiet)
         if resume, FileManager.default.fileExists(atPath: stateDir.appendingPathComponent("state.safetensors").path) {
             try trainer.restoreState(from: stateDir)
             if !quiet { FileHandle.standardError.write(Data("resuming at step \(trainer.optimizer.step) of \(trainer.settings.steps)\n".utf8)) }
         }
         try trainer.run(quiet: quiet, checkpoint: { _ in try trainer.saveState(to: stateDir) })
+    }
+
+    /// Prints (and records for the report) the time the steps will take, from one layer measured on the
+    /// first batches: each step runs the layers forward, again to recompute their activations, and backward
+    /// (about twice a forward), so four forwards' compute; a model larger than memory is read from disk
+    /// twice a step. Runs before any weight changes (the probe drops a layer's pages).
+    static func estimate(_ trainer: Trainer, quiet: Bool) {
+        let s = trainer.settings
+        let windows = (0..<4).flatMap { trainer.data.batch(step: $0, micro: 0, size: s.batchSize).ids }
+        let probe = ForwardProbe.measure(trainer.model, windows: windows)
+        let streams = probe.modelBytes > MemoryBudget.default.bytes
+        let perStep = s.batchSize * s.seqLen * s.gradientAccumulation
+        let seconds = probe.seconds(tokens: perStep, passes: s.steps, computeFactor: s.recompute ? 4 : 3, readsPerPass: 2, streams: streams)
+        ResourceMonitor.shared.record(.init(name: "train", seconds: seconds))
+        if !quiet { Console.note("train: \(s.steps) steps of \(perStep) tokens; time ≈ \(formatDuration(seconds)) (\(probe.summary))") }
     }
 
     static func encoded<T: Encodable>(_ v: T) throws -> Data {

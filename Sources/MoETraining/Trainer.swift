@@ -89,7 +89,7 @@ public final class Trainer {
     public func run(quiet: Bool = false, onStep: (StepLog) -> Void = { _ in }, checkpoint: (Int) throws -> Void = { _ in }) throws {
         let start = Date()
         let first = optimizer.step
-        let progress = StageProgress("train", total: settings.steps - first, unit: "steps", quiet: quiet)
+        let progress = StageProgress("train", total: settings.steps - first, unit: "steps", quiet: quiet, estimate: false)
         var seen = 0
         for step in first..<settings.steps {
             let t0 = Date()

@@ -40,9 +40,10 @@ struct Decompose: ParsableCommand {
     @Option(help: "A Hugging Face model folder (original or pruned).") var model: String
     @Option(help: "Decomposition method: svd or svdllm.") var method: LowRank.Method = LowRank.Options().method
     @Option(help: "Calibration cache of this model (Gram matrices for svdllm; importance when there is no moei2 plan.json).") var calib: String?
-    @Option(help: "Calibration text folder: calibrates this model here (instead of --calib).") var calibDir: String?
-    @Option(help: "Calibration windows (with --calib-dir).") var samples = 128
-    @Option(help: "Tokens per calibration window (with --calib-dir).") var seqLen = 256
+    @OptionGroup var text: CalibrationTextOptions
+    var calibDir: String? { text.calibDir }
+    var samples: Int { text.samples }
+    var seqLen: Int { text.seqLen }
     @Option(help: "Seed of the calibration window sampler (with --calib-dir).") var seed: UInt64 = 0
     @Option(help: "Fraction of expert parameters KEPT, in (0, 1].") var ratio: Double?
     @Option(help: "Average rank per expert matrix (instead of --ratio).") var rank: Int?
@@ -65,7 +66,6 @@ struct Decompose: ParsableCommand {
         try checkOptions("decompose", [("--ratio", "ratio", ratio), ("--rank", "rank", rank.map(Double.init)), ("--alpha", "alpha", alpha),
                                        ("--importance-tokens", "importance_tokens", Double(importanceTokens))])
         guard (ratio != nil) != (rank != nil) else { throw ValidationError("give exactly one of --ratio (fraction kept) or --rank") }
-        try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
         if calib != nil && calibDir != nil { throw ValidationError("give --calib CACHE or --calib-dir DIR, not both") }
         guard updateSteps >= 0 else { throw ValidationError("--update-steps must be 0 (no update) or more") }
         if updateSteps > 0 {

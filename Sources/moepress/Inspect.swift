@@ -52,7 +52,7 @@ struct Inspect: ParsableCommand {
             let names = try ModelRegistry.checkpointNames(directory: url, checkpoint: ckpt)
             let r = Self.report(d, ckpt, names: names, path: url.path)
             if verify {
-                let progress = StageProgress("verify", total: ckpt.tensorBytes >> 20, unit: "MiB")
+                let progress = StageProgress("verify", total: ckpt.tensorBytes >> 20, unit: "MiB", estimate: false)
                 var done = 0
                 try ckpt.requireFinite(evict: true) { n in
                     let before = done >> 20

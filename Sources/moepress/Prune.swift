@@ -15,7 +15,8 @@ struct Calibrate: ParsableCommand {
         decoder layer the layer input and, for MoE layers, the true MoE-block input (post-attention norm), the \
         full block output, router logits and decisions, and per-expert statistics (routing frequency, gate mass, \
         REAP saliency, token counts), all from one layer-major pass within --max-memory: the weights stream \
-        from disk when the model is larger than that. The estimated disk and memory are printed first, and a \
+        from disk when the model is larger than that. The estimated disk, memory and time (from one layer timed on a \
+        few windows) are printed first, and a \
         disk too small for the cache is refused. A killed run, started again with the same arguments, resumes \
         after its last finished layer (the work is in .<output>.partial) and gives the same bytes. The cache's \
         manifest.json records the model and data hashes, seed, N and L. Defaults suit the small shared models; \
@@ -51,6 +52,17 @@ struct Calibrate: ParsableCommand {
     }
 }
 
+/// Calibrating on the fly from a folder of text, instead of a cache made by `moepress calibrate` (prune, decompose).
+struct CalibrationTextOptions: ParsableArguments {
+    @Option(help: "Calibration text folder: calibrates this model here (instead of --calib).") var calibDir: String?
+    @Option(help: "Calibration windows (with --calib-dir).") var samples = 128
+    @Option(help: "Tokens per calibration window (with --calib-dir).") var seqLen = 256
+
+    func validate() throws {
+        try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
+    }
+}
+
 /// Calibrates a model folder (with its model, when the caller has it open: one load, one pass).
 func calibrate(model: String, open: CausalLM? = nil, calibDir: String, samples: Int, seqLen: Int, seed: UInt64, output: URL,
                activations: DType = .f32, budget: MemoryBudget = .default, overwrite: Bool, quiet: Bool) throws -> CalibrationCache {
@@ -80,7 +92,7 @@ struct Prune: ParsableCommand {
     @Option(help: "Pruning method: \(Method.allCases.map(\.rawValue).joined(separator: ", ")).") var method: Method
     @Option(help: "The output checkpoint folder.") var output: String
     @Option(help: "A calibration cache (from `moepress calibrate`).") var calib: String?
-    @Option(help: "Calibration text folder (calibrates on the fly with the default --samples/--seq-len).") var calibDir: String?
+    @OptionGroup var text: CalibrationTextOptions
     @Option(help: "Fraction of each layer's routed experts to remove.") var ratio: Double?
     @Option(help: "Experts to keep in every MoE layer.") var keep: Int?
     @Option(help: "MoEITS threshold factor τ (θ = mean + τ·IQR of the NMI matrix).") var tau: Double?
@@ -93,6 +105,8 @@ struct Prune: ParsableCommand {
     @OptionGroup var out: OutputOptions
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
+
+    var calibDir: String? { text.calibDir }
 
     func validate() throws {
         try checkOptions("prune", [("--ratio", "ratio", ratio), ("--keep", "keep", keep.map(Double.init)), ("--tau", "tau", tau)])
@@ -134,7 +148,7 @@ struct Prune: ParsableCommand {
                 cache = try openCache(calib, for: url)
                 key += "\ncalibration \(cache!.manifest.modelHash) \(cache!.manifest.dataHash) \(cache!.manifest.seed) \(cache!.manifest.samples)x\(cache!.manifest.seqLen)"
             } else if let calibDir {
-                key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) 128x256"
+                key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) \(text.samples)x\(text.seqLen)"
             }
             let target = try AtomicDirectory(dest, overwrite: overwrite, resumeKey: key)
             if target.resuming && !quiet { Console.note("prune: resuming \(target.staging.path)") }
@@ -143,7 +157,7 @@ struct Prune: ParsableCommand {
                     let t = dir.appendingPathComponent("calibration")
                     cache = try ResourceMonitor.shared.stage("calibrate") {
                         if FileManager.default.fileExists(atPath: t.path) { return try openCache(t.path, for: url) }
-                        return try calibrate(model: model, open: m, calibDir: calibDir, samples: 128, seqLen: 256, seed: seed, output: t,
+                        return try calibrate(model: model, open: m, calibDir: calibDir, samples: text.samples, seqLen: text.seqLen, seed: seed, output: t,
                                              budget: memory.budget, overwrite: true, quiet: quiet)
                     }
                 }

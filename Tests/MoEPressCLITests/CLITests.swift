@@ -144,6 +144,25 @@ final class TempDir {
         #expect((obj["written_mib"] as! Double) >= 0)
     }
 
+    /// Calibration and training print their time, memory and disk before the work, and the report keeps the
+    /// estimates beside the measured stages.
+    @Test func estimatesArePrintedAndReported() throws {
+        let t = TempDir()
+        let model = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let r = try CLI.run(["calibrate", "--model", model, "--calib-dir", CLI.shared.appendingPathComponent("data/calib").path, "--samples", "4", "--seq-len", "32",
+                             "--output", t.path("cal"), "--report", t.path("report.json")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("time ≈") && r.stderr.contains("memory ≈") && r.stderr.contains("on disk"), "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: t.path("report.json")))) as! [String: Any]
+        let estimates = obj["estimates"] as! [[String: Any]]
+        let cal = try #require(estimates.first { $0["name"] as? String == "calibrate" })
+        #expect((cal["seconds"] as! Double).isFinite && (cal["seconds"] as! Double) > 0)
+        #expect((cal["disk_mib"] as! Double) > 0 && (cal["memory_mib"] as! Double) > 0)
+        let h = try CLI.run(["heal", "--model", model, "--data", CLI.shared.appendingPathComponent("data/calib").path, "--steps", "2", "--batch", "1", "--seq-len", "16",
+                             "--output", t.path("heal")])
+        #expect(h.status == 0 && h.stderr.contains("train: 2 steps of 16 tokens; time ≈"), "\(h.stderr)")
+    }
+
     /// MoE-I² settings the search cannot run with are refused before anything is read or written.
     @Test func searchSettingsAreRefusedBeforeAnyWork() throws {
         let t = TempDir()
