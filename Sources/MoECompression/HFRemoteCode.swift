@@ -101,6 +101,9 @@ class MoEPressExperts(nn.Module):
         main = min(self.main or k, k)
         mods = None
         if main < k and hasattr(self, "ce_gate"):
+            # The main experts are the largest weights (DeepSeek's routers return their top-k unsorted).
+            order = torch.sort(top_k_weights, dim=-1, descending=True, stable=True).indices
+            top_k_index, top_k_weights = top_k_index.gather(1, order), top_k_weights.gather(1, order)
             aux, wa = top_k_index[:, main:], top_k_weights[:, main:]
             alpha = (wa / (wa.sum(-1, keepdim=True) + 1e-6))[..., None]
             mods = ((alpha * self.ce_gate[aux]).sum(1), (alpha * self.ce_up[aux]).sum(1), (alpha * self.ce_mid[aux]).sum(1))

@@ -60,7 +60,8 @@ public struct Router: Sendable {
     public var numExperts: Int { linear.outFeatures }
     public var hiddenSize: Int { linear.inFeatures }
 
-    /// Per token: the chosen experts (in torch.topk order) and their weights, plus the raw logits [T, E].
+    /// Per token: the chosen experts in decreasing weight (torch.topk's order; with a correction bias, the
+    /// chosen ones re-sorted by weight) and their weights, plus the raw logits [T, E].
     public struct Decision: Sendable {
         public let logits: Tensor
         public let experts: [Int32]   // [T * topK]
@@ -113,6 +114,13 @@ public struct Router: Sendable {
                 for j in 0..<e where !kept[j / per] { choice[j] = -.infinity }
             }
             let n = choice.withUnsafeBufferPointer { topK($0.baseAddress!, count: e, k: k, indices: &topIndex, values: &topValue) }
+            if correctionBias != nil {
+                // Slots in decreasing weight (the bias only chose them): compressed experts' "first K" are then
+                // the K largest weights, as for every other router. Stable, so ties keep the choice order.
+                let order = (0..<n).sorted { scores[Int(topIndex[$0])] > scores[Int(topIndex[$1])] || (scores[Int(topIndex[$0])] == scores[Int(topIndex[$1])] && $0 < $1) }
+                let chosen = order.map { topIndex[$0] }
+                for (slot, c) in chosen.enumerated() { topIndex[slot] = c }
+            }
             var sum: Float = 0
             for slot in 0..<n {
                 let c = Int(topIndex[slot])

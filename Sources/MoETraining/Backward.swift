@@ -150,116 +150,6 @@ func rmsNormBackward(_ norm: RMSNorm, x: Tensor, dy: Tensor, g: Gradients) -> Te
     return dx
 }
 
-// MARK: - Grouped-query attention (batches of equal-length sequences starting at position 0)
-
-final class AttentionTape {
-    var q, k, v: LinearTape?
-    var qLin, kLin, vLin: Tensor?      // projections
-    var qNorm, kNorm: Tensor?          // after q/k RMSNorm (before clipping)
-    var qRot, kRot, vUsed: Tensor?     // what the attention core used
-    var probs: Tensor?                 // [batch, heads, L, L]
-    var o: LinearTape?
-}
-
-func attentionForward(_ a: GroupedQueryAttention, _ x: Tensor, seqLen L: Int, seed: UInt64, training: Bool) -> (Tensor, AttentionTape) {
-    let tape = AttentionTape()
-    let t = x.rows, batch = t / L, heads = a.heads, kvh = a.kvHeads, hd = a.headDim
-    let (ql, qt) = linearForward(a.q, x, seed: mixSeed(seed, 1), training: training, parallel: true)
-    let (kl, kt) = linearForward(a.k, x, seed: mixSeed(seed, 2), training: training, parallel: true)
-    let (vl, vt) = linearForward(a.v, x, seed: mixSeed(seed, 3), training: training, parallel: true)
-    tape.q = qt; tape.k = kt; tape.v = vt
-    tape.qLin = ql; tape.kLin = kl; tape.vLin = vl
-    let qs = ql.copy(), ks = kl.copy(), vs = vl.copy()
-    a.normalizeQK(qs, ks, tokens: t)
-    tape.qNorm = qs.copy(); tape.kNorm = ks.copy()
-    if let c = a.clip { for p in [qs, ks, vs] { for i in 0..<p.count { p.data[i] = min(max(p.data[i], -c), c) } } }
-    let table = a.rope.table(positions: Array(0..<L))
-    for b in 0..<batch {
-        a.rope.apply(qs.data + b * L * heads * hd, tokens: L, heads: heads, tokenStride: heads * hd, headStride: hd, table: table)
-        a.rope.apply(ks.data + b * L * kvh * hd, tokens: L, heads: kvh, tokenStride: kvh * hd, headStride: hd, table: table)
-    }
-    tape.qRot = qs; tape.kRot = ks; tape.vUsed = vs
-    let probs = Tensor(zeros: [batch, heads, L, L])
-    let out = Tensor(zeros: [t, heads * hd])
-    let (qp, kp, vp, pp, op) = (SendablePointer(qs.data), SendablePointer(ks.data), SendablePointer(vs.data), SendablePointer(probs.data), SendablePointer(out.data))
-    let window = a.slidingWindow, scale = a.scale, group = heads / kvh
-    parallelFor(batch * heads) { bh in
-        let b = bh / heads, h = bh % heads, g = h / group
-        let p = pp + bh * L * L
-        BLAS.gemm(transB: true, m: L, n: L, k: hd, alpha: scale, a: qp + (b * L * heads + h) * hd, lda: heads * hd,
-                  b: kp + (b * L * kvh + g) * hd, ldb: kvh * hd, c: p, ldc: L)
-        for i in 0..<L {
-            let row = p + i * L
-            let lo = window.map { max(0, i - $0 + 1) } ?? 0
-            if lo > 0 { row.update(repeating: 0, count: lo) }
-            if i + 1 < L { (row + i + 1).update(repeating: 0, count: L - i - 1) }
-            softmaxInPlace(row + lo, count: i + 1 - lo)
-        }
-        BLAS.gemm(m: L, n: hd, k: L, a: p, lda: L, b: vp + (b * L * kvh + g) * hd, ldb: kvh * hd, c: op + (b * L * heads + h) * hd, ldc: heads * hd)
-    }
-    tape.probs = probs
-    let (y, ot) = linearForward(a.o, out, seed: mixSeed(seed, 4), training: training, parallel: true)
-    tape.o = ot
-    return (y, tape)
-}
-
-func attentionBackward(_ a: GroupedQueryAttention, _ tape: AttentionTape, _ dy: Tensor, seqLen L: Int, g: Gradients) -> Tensor {
-    let dOut = linearBackward(a.o, tape.o!, dy, g, parallel: true)
-    let t = dy.rows, batch = t / L, heads = a.heads, kvh = a.kvHeads, hd = a.headDim, group = heads / kvh
-    let dq = Tensor(zeros: [t, heads * hd]), dk = Tensor(zeros: [t, kvh * hd]), dv = Tensor(zeros: [t, kvh * hd])
-    let (qp, kp, vp, pp) = (SendablePointer(tape.qRot!.data), SendablePointer(tape.kRot!.data), SendablePointer(tape.vUsed!.data), SendablePointer(tape.probs!.data))
-    let (dop, dqp, dkp, dvp) = (SendablePointer(dOut.data), SendablePointer(dq.data), SendablePointer(dk.data), SendablePointer(dv.data))
-    let scale = a.scale
-    // One task per (sequence, KV head): its query heads' contributions to dK/dV stay in one thread.
-    parallelFor(batch * kvh) { bg in
-        let b = bg / kvh, kvHead = bg % kvh
-        let ds = Tensor(zeros: [L, L])
-        let kOff = (b * L * kvh + kvHead) * hd
-        for h in (kvHead * group)..<((kvHead + 1) * group) {
-            let p = pp + (b * heads + h) * L * L
-            let qOff = (b * L * heads + h) * hd
-            BLAS.gemm(transA: true, m: L, n: hd, k: L, a: p, lda: L, b: dop + qOff, ldb: heads * hd, beta: 1, c: dvp + kOff, ldc: kvh * hd)
-            BLAS.gemm(transB: true, m: L, n: L, k: hd, a: dop + qOff, lda: heads * hd, b: vp + kOff, ldb: kvh * hd, c: ds.data, ldc: L)
-            for i in 0..<L {
-                let pr = p + i * L, dr = ds.data + i * L
-                var dot: Float = 0
-                for j in 0...i { dot += pr[j] * dr[j] }
-                for j in 0..<L { dr[j] = pr[j] * (dr[j] - dot) }
-            }
-            BLAS.gemm(m: L, n: hd, k: L, alpha: scale, a: ds.data, lda: L, b: kp + kOff, ldb: kvh * hd, c: dqp + qOff, ldc: heads * hd)
-            BLAS.gemm(transA: true, m: L, n: hd, k: L, alpha: scale, a: ds.data, lda: L, b: qp + qOff, ldb: heads * hd, beta: 1, c: dkp + kOff, ldc: kvh * hd)
-        }
-    }
-    // RoPE is a rotation: its transpose rotates back (sin negated).
-    var table = a.rope.table(positions: Array(0..<L))
-    table.sin = table.sin.map { -$0 }
-    for b in 0..<batch {
-        a.rope.apply(dq.data + b * L * heads * hd, tokens: L, heads: heads, tokenStride: heads * hd, headStride: hd, table: table)
-        a.rope.apply(dk.data + b * L * kvh * hd, tokens: L, heads: kvh, tokenStride: kvh * hd, headStride: hd, table: table)
-    }
-    if let c = a.clip {   // clamp passes the gradient where the value was inside [−c, c]
-        for (d, pre) in [(dq, tape.qNorm!), (dk, tape.kNorm!), (dv, tape.vLin!)] {
-            for i in 0..<d.count where abs(pre.data[i]) > c { d.data[i] = 0 }
-        }
-    }
-    var dqLin = dq, dkLin = dk
-    switch a.qkNorm {
-    case .none: break
-    case .perHead(let qn, let kn):
-        dqLin = Tensor(zeros: dq.shape); dkLin = Tensor(zeros: dk.shape)
-        rmsNormBackward(x: tape.qLin!.data, weight: qn.weight, eps: qn.eps, dy: dq.data, into: dqLin.data, rows: t * heads, stride: hd, g: g)
-        rmsNormBackward(x: tape.kLin!.data, weight: kn.weight, eps: kn.eps, dy: dk.data, into: dkLin.data, rows: t * kvh, stride: hd, g: g)
-    case .full(let qn, let kn):
-        dqLin = Tensor(zeros: dq.shape); dkLin = Tensor(zeros: dk.shape)
-        rmsNormBackward(x: tape.qLin!.data, weight: qn.weight, eps: qn.eps, dy: dq.data, into: dqLin.data, rows: t, stride: heads * hd, g: g)
-        rmsNormBackward(x: tape.kLin!.data, weight: kn.weight, eps: kn.eps, dy: dk.data, into: dkLin.data, rows: t, stride: kvh * hd, g: g)
-    }
-    let dx = linearBackward(a.q, tape.q!, dqLin, g, parallel: true)
-    dx.add(linearBackward(a.k, tape.k!, dkLin, g, parallel: true))
-    dx.add(linearBackward(a.v, tape.v!, dv, g, parallel: true))
-    return dx
-}
-
 // MARK: - Gated MLP (experts, shared experts, dense layers), with the compressed-experts modulation
 
 final class MLPTape {
@@ -324,13 +214,6 @@ final class MoETape {
     var sharedGate: LinearTape?, sharedGateLogit: Tensor?
 }
 
-/// Whether MoETraining can differentiate this block's routing (softmax scores, no groups, no bias).
-func checkTrainable(_ b: MoEBlock) throws {
-    let r = b.routing
-    guard r.scoring == .softmax, r.groups == 1, b.router.correctionBias == nil else {
-        throw TrainingError.unsupported("training supports softmax top-k routing (Mixtral, Qwen-MoE, OLMoE); this block uses \(r.scoring) scores\(r.groups > 1 ? " with group-limited routing" : "")")
-    }
-}
 
 func moeForward(_ b: MoEBlock, _ x: Tensor, seed: UInt64, training: Bool) -> (Tensor, MoETape) {
     let tape = MoETape()
@@ -339,10 +222,18 @@ func moeForward(_ b: MoEBlock, _ x: Tensor, seed: UInt64, training: Bool) -> (Te
     let (logits, routerTape) = linearForward(b.router.linear, x, seed: mixSeed(seed, 97), training: training, parallel: true)
     tape.router = routerTape
     let d = b.router.decide(logits: logits, allowed: b.expertMask)
+    // The routing scores the weights are taken from (softmax or sigmoid of the logits); which experts are chosen
+    // (top-k, group limits, DeepSeek-V3's correction bias) is a discrete choice with no gradient.
     let probs = Tensor(zeros: [t, e])
     for i in 0..<t {
-        for j in 0..<e { probs.data[i * e + j] = (b.expertMask?[j] ?? true) ? d.logits.data[i * e + j] : -.infinity }
-        softmaxInPlace(probs.data + i * e, count: e)
+        let allowed = { (j: Int) in b.expertMask?[j] ?? true }
+        switch b.routing.scoring {
+        case .softmax:
+            for j in 0..<e { probs.data[i * e + j] = allowed(j) ? d.logits.data[i * e + j] : -.infinity }
+            softmaxInPlace(probs.data + i * e, count: e)
+        case .sigmoid:
+            for j in 0..<e { probs.data[i * e + j] = allowed(j) ? sigmoid(d.logits.data[i * e + j]) : 0 }
+        }
     }
     tape.probs = probs
     tape.decision = d
@@ -487,9 +378,14 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
                 dp[ex] += routing.scalingFactor * dw[i * k + s]
             }
         }
-        var dot: Float = 0
-        for j in 0..<e { dot += pr[j] * dp[j] }
-        for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (dp[j] - dot) }
+        switch routing.scoring {
+        case .softmax:
+            var dot: Float = 0
+            for j in 0..<e { dot += pr[j] * dp[j] }
+            for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (dp[j] - dot) }
+        case .sigmoid:
+            for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (1 - pr[j]) * dp[j] }
+        }
     }
     dx.add(linearBackward(b.router.linear, tape.router!, dlogits, g, parallel: true))
     if let shared = b.sharedExpert, let st = tape.shared, let s = tape.sharedY {
@@ -517,16 +413,26 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
 final class LayerTape {
     var x: Tensor?, n1: Tensor?, x1: Tensor?, n2: Tensor?
     var attention: AttentionTape?
+    var latent: LatentAttentionTape?
     var mlp: MLPTape?
     var moe: MoETape?
 }
 
 func layerForward(_ layer: DecoderLayer, _ x: Tensor, seqLen: Int, seed: UInt64, training: Bool) -> (Tensor, LayerTape) {
     let tape = LayerTape()
-    let attn = layer.attention as! GroupedQueryAttention
     tape.x = x
     let n1 = layer.inputNorm(x)
-    let (a, at) = attentionForward(attn, n1, seqLen: seqLen, seed: mixSeed(seed, 1), training: training)
+    let a: Tensor
+    switch layer.attention {
+    case let gqa as GroupedQueryAttention:
+        let (y, at) = attentionForward(gqa, n1, seqLen: seqLen, seed: mixSeed(seed, 1), training: training)
+        a = y; tape.attention = at
+    case let mla as LatentAttention:
+        let (y, at) = latentAttentionForward(mla, n1, seqLen: seqLen, seed: mixSeed(seed, 1), training: training)
+        a = y; tape.latent = at
+    default:
+        preconditionFailure("untrainable attention \(type(of: layer.attention)) (CausalLMTraining.check refuses it)")
+    }
     let x1 = x.copy()
     x1.add(a)
     let n2 = layer.postAttentionNorm(x1)
@@ -541,7 +447,7 @@ func layerForward(_ layer: DecoderLayer, _ x: Tensor, seqLen: Int, seed: UInt64,
     }
     let out = x1.copy()
     out.add(f)
-    tape.n1 = n1; tape.attention = at; tape.x1 = x1; tape.n2 = n2
+    tape.n1 = n1; tape.x1 = x1; tape.n2 = n2
     return (out, tape)
 }
 
@@ -553,7 +459,12 @@ func layerBackward(_ layer: DecoderLayer, _ tape: LayerTape, _ dOut: Tensor, seq
     }
     let dx1 = dOut.copy()
     dx1.add(rmsNormBackward(layer.postAttentionNorm, x: tape.x1!, dy: dn2, g: g))
-    let dn1 = attentionBackward(layer.attention as! GroupedQueryAttention, tape.attention!, dx1, seqLen: seqLen, g: g)
+    let dn1: Tensor
+    if let gqa = layer.attention as? GroupedQueryAttention {
+        dn1 = attentionBackward(gqa, tape.attention!, dx1, seqLen: seqLen, g: g)
+    } else {
+        dn1 = latentAttentionBackward(layer.attention as! LatentAttention, tape.latent!, dx1, seqLen: seqLen, g: g)
+    }
     let dx = dx1
     dx.add(rmsNormBackward(layer.inputNorm, x: tape.x!, dy: dn1, g: g))
     return dx

@@ -48,8 +48,8 @@ public enum TrainedCheckpoint {
 }
 
 /// HF PEFT's LoRA format (adapter_config.json + adapter_model.safetensors) for transformers v5 module
-/// paths. Attention projections, shared-expert and dense MLP projections are `target_modules`; the router
-/// (`mlp.gate.weight`) and the fused routed experts are `target_parameters`. PEFT adapts the fused
+/// paths. Attention projections are `target_modules`; the router (`mlp.gate.weight`), the fused routed experts
+/// and shared-expert and dense MLP projections are `target_parameters`. PEFT adapts the fused
 /// `experts.gate_up_proj` [E, 2I, H] with one adapter per expert, so MoEPress's separate gate and up
 /// adapters (rank r each) are written exactly as one of rank 2r: A = [A_gate; A_up], B = diag(B_gate, B_up),
 /// with lora_alpha 2α to keep the scale α/r. PEFT refuses dropout on parameter targets, so the file says
@@ -68,20 +68,35 @@ public enum PEFTAdapter {
             add(path, a.a, a.b)
             modules.insert(module)
         }
+        // Attention, dense-MLP and shared-expert projections live at their checkpoint names (the family's name
+        // table; transformers v5 keeps those paths in memory), e.g. `self_attn.kv_a_proj_with_mqa`. Attention
+        // projections are `target_modules`. MLP projections are `target_parameters` by their full suffix
+        // (`mlp.shared_experts.down_proj.weight`): for the families whose experts v5 fuses, PEFT reads a
+        // `down_proj` target module as the fused experts' and would drop a shared expert's or dense layer's adapter.
+        let source = URL(fileURLWithPath: baseModel)
+        let names = try ModelRegistry.checkpointNames(directory: source, checkpoint: Checkpoint(directory: source), perExpert: true)
+        var mlpParams: [String] = []
+        try model.forEachLinear { logical, l in
+            guard let ad = l as? LoRALinear, !logical.contains(".moe.experts."), !logical.hasSuffix(".moe.router") else { return }
+            guard let name = names.checkpointName(logical), name.hasPrefix("model.layers."), name.hasSuffix(".weight") else {
+                throw TrainingError.invalid("\(baseModel): no module path for the adapted projection \(logical)")
+            }
+            let path = String(name.dropLast(".weight".count))
+            if logical.contains(".attn.") {
+                linear("base_model.model.\(path)", String(path.split(separator: ".").last!), l)
+            } else {
+                add("base_model.model.\(path)", ad.a, ad.b)
+                let suffix = name.split(separator: ".").dropFirst(3).joined(separator: ".")   // after model.layers.<i>.
+                if !mlpParams.contains(suffix) { mlpParams.append(suffix) }
+            }
+        }
         var expertKinds = Set<String>()
         for (i, layer) in model.layers.enumerated() {
             let p = "\(prefix).\(i)"
-            if let at = layer.attention as? GroupedQueryAttention {
-                for (name, l) in [("q", at.q), ("k", at.k), ("v", at.v), ("o", at.o)] { linear("\(p).self_attn.\(name)_proj", "\(name)_proj", l) }
-            }
             switch layer.feedForward {
-            case .dense(let m):
-                for (name, l) in [("gate", m.gate), ("up", m.up), ("down", m.down)] { linear("\(p).mlp.\(name)_proj", "\(name)_proj", l) }
+            case .dense: break
             case .moe(let b):
                 if let ad = b.router.linear as? LoRALinear { add("\(p).mlp.gate", ad.a, ad.b) }
-                if let sh = b.sharedExpert {
-                    for (name, l) in [("gate", sh.gate), ("up", sh.up), ("down", sh.down)] { linear("\(p).mlp.shared_expert.\(name)_proj", "\(name)_proj", l) }
-                }
                 let hasGU = b.experts.contains { $0.gate is LoRALinear || $0.up is LoRALinear }
                 let hasDown = b.experts.contains { $0.down is LoRALinear }
                 let e = b.numExperts, r = s.rank, h = b.hiddenSize, inter = b.experts[0].intermediateSize
@@ -115,7 +130,7 @@ public enum PEFTAdapter {
         var targetParameters: [String] = []
         if expertKinds.contains("gate_up") { targetParameters.append("mlp.experts.gate_up_proj") }
         if expertKinds.contains("down") { targetParameters.append("mlp.experts.down_proj") }
-        targetParameters += params
+        targetParameters += params + mlpParams
         var config: [String: Any] = [
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": baseModel,
             "r": s.rank, "lora_alpha": Double(s.alpha), "lora_dropout": targetParameters.isEmpty ? Double(s.dropout) : 0.0,

@@ -5,13 +5,15 @@ import MoEModels
 
 /// LoRA adapters for healing (methods.md §2.6, §3.9): which projections get one, and how they are stored.
 public enum LoRA {
-    public static let allTargets = ["q", "k", "v", "o", "gate", "up", "down", "router"]
+    /// Projection kinds: attention (q, k, v, o; DeepSeek's latent attention q, q_a, q_b, kv_a, kv_b, o), MLP
+    /// and expert projections (gate, up, down), the router. A kind a model does not have adapts nothing.
+    public static let allTargets = ["q", "k", "v", "o", "q_a", "q_b", "kv_a", "kv_b", "gate", "up", "down", "router"]
 
     public struct Settings: Codable, Sendable, Equatable {
         public var rank = 64
         public var alpha: Float = 16
         public var dropout: Float = 0.1
-        public var targets: [String] = ["q", "k", "v", "o", "gate", "up", "down", "router"]
+        public var targets: [String] = LoRA.allTargets
         public var seed: UInt64 = 0
         public init() {}
         public var scale: Float { alpha / Float(rank) }
@@ -36,9 +38,6 @@ public enum LoRA {
             let b = Tensor(zeros: [m, s.rank])
             created.append(a); created.append(b)
             return (a, b)
-        }
-        for (i, layer) in model.layers.enumerated() where !(layer.attention is GroupedQueryAttention) {
-            throw TrainingError.unsupported("layer \(i): LoRA healing supports grouped-query attention")
         }
         // Logical names end in the projection kind (…attn.q, …experts.3.gate, …moe.router); model order fixes
         // the order the factors are drawn in.

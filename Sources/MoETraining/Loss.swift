@@ -41,10 +41,9 @@ public enum CausalLMTraining {
 
     public static func check(_ model: CausalLM) throws {
         for (i, l) in model.layers.enumerated() {
-            guard l.attention is GroupedQueryAttention else {
-                throw TrainingError.unsupported("layer \(i): training supports grouped-query attention (Mixtral, Qwen-MoE, OLMoE), not \(type(of: l.attention))")
+            guard l.attention is GroupedQueryAttention || l.attention is LatentAttention else {
+                throw TrainingError.unsupported("layer \(i): training supports grouped-query and multi-head latent attention, not \(type(of: l.attention))")
             }
-            if let b = l.feedForward.moe { try checkTrainable(b) }
         }
         if model.description.tieWordEmbeddings { throw TrainingError.unsupported("training models with tied embeddings is not supported yet") }
     }

@@ -5,6 +5,7 @@ import MoETensor
 import MoEModels
 import MoECompression
 import MoEPipeline
+import MoETraining
 
 struct Compress: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,7 +45,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Stage 3: LoRA alpha.") var healAlpha = 16.0
     @Option(help: "Stage 3: sequences per step.") var healBatch = 8
     @Option(help: "Stage 3: tokens per sequence.") var healSeqLen = 256
-    @Option(help: "Stage 3: adapted projections.") var healTargets = "q,k,v,o,gate,up,down,router"
+    @Option(help: "Stage 3: adapted projections.") var healTargets = LoRA.allTargets.joined(separator: ",")
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false

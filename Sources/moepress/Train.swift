@@ -72,7 +72,8 @@ struct Heal: ParsableCommand {
         abstract: "Heal a compressed model with LoRA (MoEITS / MoE-I² stage 3).",
         discussion: """
         Trains LoRA adapters (rank --lora-rank, scale α/r, dropout on the adapter input) on the projections named \
-        by --targets (q,k,v,o: attention; gate,up,down: routed experts, shared experts and dense MLPs; router) \
+        by --targets (q,k,v,o: attention, with q_a,q_b,kv_a,kv_b for DeepSeek's latent attention; gate,up,down: routed \
+        experts, shared experts and dense MLPs; router; a kind the model lacks adapts nothing) \
         with AdamW, warm-up + cosine, gradient clipping and accumulation; everything else stays frozen. \
         Defaults follow MoEITS (methods.md §2.6): r 64, α 16, dropout 0.1, lr 2e-4, warm-up 5%, weight decay 0.05. \
         Data: plain text is one token stream sampled in windows of --seq-len; JSONL lines \

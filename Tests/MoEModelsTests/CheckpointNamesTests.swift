@@ -7,7 +7,7 @@ import MoECheckpoint
 /// Each family's checkpoint-name table against real files: it names every tensor of the HF-made fixtures and
 /// reference models (v4, v5 and fused layouts), with their shapes, and every parameter of the loaded model.
 @Suite struct CheckpointNamesTests {
-    static let models: [URL] = FamilyParityTests.families.map { Paths.fixture($0) }
+    static let models: [URL] = FamilyParityTests.fixtures.map { Paths.fixture($0) }
         + ["mixtral-ref", "qwen-moe-ref"].map { Paths.sharedModel($0) }
 
     @Test(arguments: models)

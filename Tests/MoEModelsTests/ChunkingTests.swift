@@ -9,7 +9,7 @@ import MoECheckpoint
 @Suite struct ChunkingTests {
     func identical(_ a: Tensor, _ b: Tensor) -> Bool { a.shape == b.shape && (0..<a.count).allSatisfy { a.data[$0].bitPattern == b.data[$0].bitPattern } }
 
-    static let models: [URL] = FamilyParityTests.families.map { Paths.fixture($0) }
+    static let models: [URL] = FamilyParityTests.fixtures.map { Paths.fixture($0) }
         + ["mixtral-ref", "qwen-moe-ref"].map { Paths.sharedModel($0) }
 
     func sequences(vocab: Int, count: Int, seed: UInt64) -> [[Int]] {

@@ -7,7 +7,7 @@ import MoECheckpoint
 /// Random real-shape checkpoints: from each family fixture's config, the same tensors with the same shapes
 /// HF's save_pretrained wrote; byte-identical for a seed; loadable and finite.
 @Suite struct SynthTests {
-    @Test(arguments: FamilyParityTests.families)
+    @Test(arguments: FamilyParityTests.fixtures)
     func synthWritesWhatHFSaves(_ family: String) throws {
         let dir = Paths.fixture(family)
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-synth-\(UUID().uuidString)")

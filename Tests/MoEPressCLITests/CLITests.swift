@@ -163,6 +163,32 @@ final class TempDir {
         #expect(h.status == 0 && h.stderr.contains("train: 2 steps of 16 tokens; time ≈"), "\(h.stderr)")
     }
 
+    /// DeepSeek-V3 trains (latent attention, sigmoid routing with correction bias, shared experts, a dense first
+    /// layer): LoRA goes on its own projections and the PEFT adapter names them by their module paths, with the
+    /// MLP projections as target parameters (CI loads it in HF PEFT and compares logits).
+    @Test func healsDeepSeekLatentAttention() throws {
+        let t = TempDir()
+        let fixture = URL(fileURLWithPath: CLI.fixture("deepseek_v3")).appendingPathComponent("config.json")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture)) as! [String: Any]
+        config["vocab_size"] = 4096   // the reference tokenizer's
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: t.path("config.json")))
+        let reference = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        let s = try CLI.run(["synth", "--config", t.path("config.json"), "--output", t.path("ds3"), "--dtype", "f32", "--tokenizer-from", reference, "--quiet"])
+        #expect(s.status == 0, "\(s.stderr)")
+        let h = try CLI.run(["heal", "--model", t.path("ds3"), "--data", CLI.shared.appendingPathComponent("data/calib").path, "--steps", "2",
+                             "--batch", "1", "--seq-len", "16", "--lora-rank", "2", "--output", t.path("healed"), "--quiet"])
+        #expect(h.status == 0, "\(h.stderr)")
+        let peft = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: t.path("healed/adapter_config.json")))) as! [String: Any]
+        let modules = Set(peft["target_modules"] as! [String]), params = Set(peft["target_parameters"] as! [String])
+        #expect(modules == ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"], "\(modules)")
+        #expect(params.isSuperset(of: ["mlp.experts.gate_up_proj", "mlp.experts.down_proj", "mlp.gate.weight", "mlp.down_proj.weight",
+                                       "mlp.shared_experts.down_proj.weight"]), "\(params)")
+        let adapter = try SafeTensorsFile(path: t.path("healed/adapter_model.safetensors"))
+        let names = Set(adapter.tensors.map(\.name))
+        #expect(names.contains("base_model.model.model.layers.0.self_attn.kv_a_proj_with_mqa.lora_A.weight"))
+        #expect(names.contains("base_model.model.model.layers.1.mlp.shared_experts.up_proj.lora_B.weight"))
+    }
+
     /// MoE-I² settings the search cannot run with are refused before anything is read or written.
     @Test func searchSettingsAreRefusedBeforeAnyWork() throws {
         let t = TempDir()

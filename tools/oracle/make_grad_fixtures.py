@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Gradient oracle: for the tiny fixtures of Tests/MoEModelsTests/Fixtures (mixtral, qwen2_moe, qwen3_moe,
-olmoe), HF transformers computes the causal-LM loss of a fixed batch (labels = inputs, some set to -100, HF
+olmoe, deepseek_v2, deepseek_v2_qlora, deepseek_v3), HF transformers computes the causal-LM loss of a fixed batch (labels = inputs, some set to -100, HF
 shifts them) and the gradient of every parameter, in f32. Saved as Tests/MoETrainingTests/Fixtures/<name>.safetensors
 under MoEPress's logical parameter names (see MoETraining's `TrainableParameters`), with "loss" as a scalar.
 Fused expert tensors are split per expert. Run from the repository root after `scripts/setup.sh --oracle`.
@@ -28,11 +28,15 @@ def logical(name, grad, out):
         "input_layernorm.weight": "input_norm", "post_attention_layernorm.weight": "post_norm",
         "self_attn.q_norm.weight": "attn.q_norm", "self_attn.k_norm.weight": "attn.k_norm",
         "mlp.gate.weight": "moe.router", "mlp.shared_expert_gate.weight": "moe.shared_gate",
+        # DeepSeek's multi-head latent attention.
+        "self_attn.q_a_proj.weight": "attn.q_a", "self_attn.q_b_proj.weight": "attn.q_b",
+        "self_attn.kv_a_proj_with_mqa.weight": "attn.kv_a", "self_attn.kv_b_proj.weight": "attn.kv_b",
+        "self_attn.q_a_layernorm.weight": "attn.q_a_norm", "self_attn.kv_a_layernorm.weight": "attn.kv_a_norm",
     }
     if rest in simple: out[p + simple[rest]] = grad; return
     a = re.fullmatch(r"self_attn\.([qkvo])_proj\.(weight|bias)", rest)
     if a: out[p + "attn." + a.group(1) + (".bias" if a.group(2) == "bias" else "")] = grad; return
-    s = re.fullmatch(r"mlp\.shared_expert\.(gate|up|down)_proj\.weight", rest)
+    s = re.fullmatch(r"mlp\.shared_experts?\.(gate|up|down)_proj\.weight", rest)
     if s: out[p + "moe.shared." + s.group(1)] = grad; return
     d = re.fullmatch(r"mlp\.(gate|up|down)_proj\.weight", rest)
     if d: out[p + "mlp." + d.group(1)] = grad; return
@@ -114,13 +118,15 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     manifest = {"transformers": __import__("transformers").__version__, "torch": torch.__version__,
                 "ids": IDS, "labels": LABELS, "fixtures": {}}
-    for name in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]:
+    for name in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v2_qlora", "deepseek_v3"]:
         model = AutoModelForCausalLM.from_pretrained(os.path.join(SRC, name), dtype=torch.float32, attn_implementation="eager")
         model.eval()
         out = model(torch.tensor(IDS), labels=torch.tensor(LABELS))
         out.loss.backward()
         tensors = {"loss": out.loss.detach().reshape(1)}
         for pname, p in model.named_parameters():
+            if p.grad is None:   # used for the routing choice only (DeepSeek-V3's e_score_correction_bias)
+                continue
             logical(pname, p.grad.detach().float(), tensors)
         save_file(tensors, os.path.join(OUT, f"{name}.safetensors"))
         manifest["fixtures"][name] = {"loss": out.loss.item(), "tensors": len(tensors) - 1}

@@ -48,6 +48,15 @@ FAMILIES = {
         kv_lora_rank=24, q_lora_rank=20, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
         n_group=4, topk_group=2, routed_scaling_factor=2.5, norm_topk_prob=True, rope_interleave=True,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+    # DeepSeek-V2 with the low-rank query path (as DeepSeek-V2 proper; V2-Lite has q_proj) and greedy softmax
+    # routing with renormalisation.
+    "deepseek_v2_qlora": (transformers.DeepseekV2Config, transformers.DeepseekV2ForCausalLM, dict(
+        num_hidden_layers=3, num_key_value_heads=4, intermediate_size=96, moe_intermediate_size=32,
+        n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+        kv_lora_rank=24, q_lora_rank=20, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=12,
+        topk_method="greedy", norm_topk_prob=True, routed_scaling_factor=1.0,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+                         "mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32, "beta_slow": 1})),
 }
 
 # Which fixtures get a config in the transformers v4 spelling, and which are stored fused (v5 layout).
