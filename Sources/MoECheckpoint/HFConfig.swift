@@ -171,13 +171,25 @@ public struct HFConfig: Sendable {
         p.lowFreqFactor = try num("low_freq_factor")
         p.highFreqFactor = try num("high_freq_factor")
         p.truncate = dict["truncate"]?.bool ?? true
+        func list(_ k: String) throws -> [Double]? {
+            guard let v = dict[k], !v.isNull else { return nil }
+            guard let a = v.array, case let d = a.compactMap(\.double), d.count == a.count, d.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                throw fail("rope_parameters.\(k)", "should be a list of finite numbers > 0")
+            }
+            return d
+        }
+        p.shortFactor = try list("short_factor")
+        p.longFactor = try list("long_factor")
+        p.shortMScale = try num("short_mscale")
+        p.longMScale = try num("long_mscale")
         p.partialRotaryFactor = try num("partial_rotary_factor") ?? optionalDouble("partial_rotary_factor") ?? 1
         guard p.theta.isFinite, p.theta > 0 else { throw fail("rope_theta", "is \(p.theta); it should be a finite number > 0") }
         guard p.partialRotaryFactor > 0, p.partialRotaryFactor <= 1 else {
             throw fail("partial_rotary_factor", "is \(p.partialRotaryFactor); it should be in (0, 1]")
         }
         for (k, v) in [("factor", p.factor), ("attention_factor", p.attentionFactor), ("beta_fast", p.betaFast), ("beta_slow", p.betaSlow),
-                       ("low_freq_factor", p.lowFreqFactor), ("high_freq_factor", p.highFreqFactor)] {
+                       ("low_freq_factor", p.lowFreqFactor), ("high_freq_factor", p.highFreqFactor),
+                       ("short_mscale", p.shortMScale), ("long_mscale", p.longMScale)] {
             if let v, !(v.isFinite && v > 0) { throw fail("rope_parameters.\(k)", "is \(v); it should be a finite number > 0") }
         }
         for (k, v) in [("mscale", p.mscale), ("mscale_all_dim", p.mscaleAllDim)] {

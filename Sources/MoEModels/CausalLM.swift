@@ -2,12 +2,12 @@ import MoETensor
 
 /// Pre-norm decoder layer: x += attn(norm(x)); x += ffn(norm(x)).
 public struct DecoderLayer: Sendable {
-    public var inputNorm: RMSNorm
+    public var inputNorm: Norm
     public var attention: any AttentionLayer
-    public var postAttentionNorm: RMSNorm
+    public var postAttentionNorm: Norm
     public var feedForward: FeedForward
 
-    public init(inputNorm: RMSNorm, attention: any AttentionLayer, postAttentionNorm: RMSNorm, feedForward: FeedForward) {
+    public init(inputNorm: Norm, attention: any AttentionLayer, postAttentionNorm: Norm, feedForward: FeedForward) {
         self.inputNorm = inputNorm
         self.attention = attention
         self.postAttentionNorm = postAttentionNorm
@@ -54,11 +54,11 @@ public final class CausalLM: @unchecked Sendable {
     public let description: ModelDescription
     public var embedding: WeightMatrix   // [vocab, hidden]
     public var layers: [DecoderLayer]
-    public var norm: RMSNorm
+    public var norm: Norm
     public var lmHead: any LinearLayer
     public var pager: LayerPager?
 
-    public init(description: ModelDescription, embedding: WeightMatrix, layers: [DecoderLayer], norm: RMSNorm, lmHead: any LinearLayer) {
+    public init(description: ModelDescription, embedding: WeightMatrix, layers: [DecoderLayer], norm: Norm, lmHead: any LinearLayer) {
         self.description = description
         self.embedding = embedding
         self.layers = layers

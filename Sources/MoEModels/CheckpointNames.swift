@@ -25,6 +25,9 @@ public struct TensorLocation: Sendable, Equatable {
 /// Mixtral's `block_sparse_moe` vs `mlp` and fused vs per-expert experts are told apart).
 public struct CheckpointNames: Sendable {
     public private(set) var entries: [(logical: String, location: TensorLocation)] = []
+    /// The router's module in a decoder layer as transformers v5 holds it in memory (what PEFT adapters name):
+    /// `mlp.gate`, or Phi-MoE's `mlp.router`.
+    public var routerModule = "mlp.gate"
     private var byLogical: [String: Int] = [:]
     private var byName: [String: [Int]] = [:]
 
@@ -143,11 +146,11 @@ struct NameTableBuilder {
         for e in 0..<count { mlp("\(logical).\(e)", "\(prefix).\(e)", intermediate: i, names: names) }
     }
 
-    /// The embedding, final norm and (untied) LM head.
-    mutating func ends() {
+    /// Embedding, final norm and LM head (`headBias`: Phi-MoE's `lm_head_bias`).
+    mutating func ends(headBias: Bool = false) {
         tensor("embed", "model.embed_tokens.weight", [description.vocabSize, hidden])
-        norm("norm", "model.norm", hidden)
-        if !description.tieWordEmbeddings { linear("lm_head", "lm_head", out: description.vocabSize, in: hidden) }
+        decoderNorm("norm", "model.norm")
+        if !description.tieWordEmbeddings { linear("lm_head", "lm_head", out: description.vocabSize, in: hidden, bias: headBias) }
     }
 
     /// Grouped-query attention under `<p>.self_attn`: q/k/v/o projections (biases per `bias`; o's only if
@@ -162,9 +165,15 @@ struct NameTableBuilder {
         if let kNorm { norm("\(lg).k_norm", "\(a).k_norm", kNorm) }
     }
 
+    /// A decoder layer's two norms (with `.bias` when the description says LayerNorm).
     mutating func layerNorms(_ l: Int) {
-        norm("layers.\(l).input_norm", "model.layers.\(l).input_layernorm", hidden)
-        norm("layers.\(l).post_norm", "model.layers.\(l).post_attention_layernorm", hidden)
+        decoderNorm("layers.\(l).input_norm", "model.layers.\(l).input_layernorm")
+        decoderNorm("layers.\(l).post_norm", "model.layers.\(l).post_attention_layernorm")
+    }
+
+    mutating func decoderNorm(_ logical: String, _ prefix: String) {
+        norm(logical, prefix, hidden)
+        if description.layerNorm { tensor("\(logical).bias", "\(prefix).bias", [hidden]) }
     }
 
     /// A decoder layer's feed-forward part: dense `mlp` or an MoE block under `<moe>` (router `gate`, routed

@@ -120,6 +120,29 @@ public struct DenseLinear: LinearLayer {
     }
 }
 
+/// A decoder layer's or the final norm: RMSNorm (every family but one) or LayerNorm with a bias (Phi-MoE's
+/// `nn.LayerNorm`).
+public enum Norm: Sendable {
+    case rms(RMSNorm)
+    /// Mean subtracted, biased variance, scale and bias.
+    case layer(weight: Tensor, bias: Tensor, eps: Float)
+
+    public var weight: Tensor {
+        switch self {
+        case .rms(let n): return n.weight
+        case .layer(let w, _, _): return w
+        }
+    }
+    public var bias: Tensor? { if case .layer(_, let b, _) = self { return b } else { return nil } }
+    public var dim: Int { weight.count }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        switch self {
+        case .rms(let n): return n(x)
+        case .layer(let w, let b, let eps): return layerNorm(x, weight: w, bias: b, eps: eps)
+        }
+    }
+}
+
 /// RMSNorm with a learned scale (HF `*RMSNorm`).
 public struct RMSNorm: Sendable {
     public let weight: Tensor

@@ -31,6 +31,8 @@ public struct ModelDescription: Sendable, Codable, Equatable {
     public var layers: [Layer]
     public var bosTokenIDs: [Int]
     public var eosTokenIDs: [Int]
+    /// Decoder and final norms are LayerNorm with a bias (Phi-MoE) rather than RMSNorm.
+    public var layerNorm = false
 
     public var numLayers: Int { layers.count }
     public var moeLayerIndices: [Int] { layers.indices.filter { layers[$0].isMoE } }

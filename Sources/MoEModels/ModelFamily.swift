@@ -20,7 +20,7 @@ public protocol ModelFamily: SendableMetatype {
 
 public enum ModelRegistry {
     public static let families: [any ModelFamily.Type] = [
-        Mixtral.self, Qwen2MoE.self, Qwen3MoE.self, OLMoE.self, DeepseekV2.self, DeepseekV3.self,
+        Mixtral.self, Qwen2MoE.self, Qwen3MoE.self, OLMoE.self, DeepseekV2.self, DeepseekV3.self, PhiMoE.self,
     ]
 
     public static var supportedModelTypes: [String] { families.flatMap { $0.modelTypes } }
@@ -166,9 +166,16 @@ public struct WeightReader {
         return DenseLinear(weight: try matrix(logical), bias: try optionalVector("\(logical).bias"))
     }
 
-    public func norm(_ logical: String) throws -> RMSNorm { RMSNorm(weight: try vector(logical), eps: description.rmsNormEps) }
+    /// A decoder layer's or the final norm: LayerNorm (`<logical>` and `<logical>.bias`) when the description says so.
+    public func norm(_ logical: String) throws -> Norm {
+        description.layerNorm ? .layer(weight: try vector(logical), bias: try vector("\(logical).bias"), eps: description.rmsNormEps)
+            : .rms(try rmsNorm(logical))
+    }
 
-    public func optionalNorm(_ logical: String) throws -> RMSNorm? { present(logical) ? try norm(logical) : nil }
+    /// An RMSNorm inside attention (q/k norms, DeepSeek's latent norms).
+    public func rmsNorm(_ logical: String) throws -> RMSNorm { RMSNorm(weight: try vector(logical), eps: description.rmsNormEps) }
+
+    public func optionalRMSNorm(_ logical: String) throws -> RMSNorm? { present(logical) ? try rmsNorm(logical) : nil }
 
     /// A gated MLP: `<logical>.gate`, `.up`, `.down`.
     public func mlp(_ logical: String) throws -> GatedMLP {
@@ -310,7 +317,7 @@ func standardAttention(_ d: ModelDescription, _ w: WeightReader, layer l: Int, r
                        clip: Float? = nil, slidingWindow: Int? = nil) throws -> GroupedQueryAttention {
     let a = "layers.\(l).attn"
     var qkNorm = GroupedQueryAttention.QKNorm.none
-    if let qn = try w.optionalNorm("\(a).q_norm"), let kn = try w.optionalNorm("\(a).k_norm") {
+    if let qn = try w.optionalRMSNorm("\(a).q_norm"), let kn = try w.optionalRMSNorm("\(a).k_norm") {
         qkNorm = normKind == .perHead ? .perHead(q: qn, k: kn) : .full(q: qn, k: kn)
     }
     return GroupedQueryAttention(

@@ -53,9 +53,11 @@ extension CausalLM {
         for (l, layer) in layers.enumerated() {
             let p = "layers.\(l)."
             body(p + "input_norm", .tensor(layer.inputNorm.weight))
+            if let b = layer.inputNorm.bias { body(p + "input_norm.bias", .tensor(b)) }
             for (n, lin) in layer.attention.linears { lin.forEachParameter { body(p + "attn." + n + $0, $1) } }
             for (n, norm) in layer.attention.norms { body(p + "attn." + n, .tensor(norm.weight)) }
             body(p + "post_norm", .tensor(layer.postAttentionNorm.weight))
+            if let b = layer.postAttentionNorm.bias { body(p + "post_norm.bias", .tensor(b)) }
             switch layer.feedForward {
             case .dense(let m): for (k, lin) in m.projections { lin.forEachParameter { body(p + "mlp." + k + $0, $1) } }
             case .moe(let b):
@@ -75,6 +77,7 @@ extension CausalLM {
             }
         }
         body("norm", .tensor(norm.weight))
+        if let b = norm.bias { body("norm.bias", .tensor(b)) }
         if !description.tieWordEmbeddings { lmHead.forEachParameter { body("lm_head" + $0, $1) } }
     }
 

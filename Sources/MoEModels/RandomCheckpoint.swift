@@ -34,7 +34,8 @@ public enum RandomCheckpoint {
             }
             text = ns.replacingCharacters(in: m.range, with: ns.substring(with: m.range(at: 1)) + "\(n)")
         }
-        let tmpConfig = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-synth-\(getpid()).json")
+        // One name per call: concurrent calls in one process (parallel tests) must not read each other's config.
+        let tmpConfig = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-synth-\(getpid())-\(UUID().uuidString).json")
         try text.write(to: tmpConfig, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: tmpConfig) }
         var config = try HFConfig(contentsOf: tmpConfig)

@@ -1,9 +1,16 @@
+import Foundation
 import MoETensor
 
 /// How a router turns logits into (expert, weight) pairs — every family's routing is one value of this
 /// struct, so methods reason about properties (renormalisation, groups, scaling), never family names.
 public struct Routing: Sendable, Codable, Equatable {
-    public enum Scoring: String, Sendable, Codable { case softmax, sigmoid }
+    public enum Scoring: String, Sendable, Codable {
+        case softmax, sigmoid
+        /// Phi-MoE's sparsemixer in its inference form (top-2): the best expert, weighted by the softmax over the
+        /// experts whose logits are within 2·`jitterEpsilon` (relative) of it; then the best of the others, weighted
+        /// by the softmax over those within the same distance of that one.
+        case sparseMixer = "sparsemixer"
+    }
     /// How a group of experts is scored for group-limited routing.
     public enum GroupScore: String, Sendable, Codable {
         /// DeepSeek-V2 `group_limited_greedy`: the best score in the group.
@@ -25,9 +32,11 @@ public struct Routing: Sendable, Codable, Equatable {
     public var groups: Int = 1
     public var topKGroups: Int = 1
     public var groupScore: GroupScore = .max
+    /// Sparsemixer's `router_jitter_noise` (the relative logit distance that counts as a tie).
+    public var jitterEpsilon: Float = 0
 
     public init(scoring: Scoring = .softmax, topK: Int, normalizeTopK: Bool, normalizationEpsilon: Float = 0,
-                scalingFactor: Float = 1, groups: Int = 1, topKGroups: Int = 1, groupScore: GroupScore = .max) {
+                scalingFactor: Float = 1, groups: Int = 1, topKGroups: Int = 1, groupScore: GroupScore = .max, jitterEpsilon: Float = 0) {
         self.scoring = scoring
         self.topK = topK
         self.normalizeTopK = normalizeTopK
@@ -36,6 +45,7 @@ public struct Routing: Sendable, Codable, Equatable {
         self.groups = groups
         self.topKGroups = topKGroups
         self.groupScore = groupScore
+        self.jitterEpsilon = jitterEpsilon
     }
 }
 
@@ -85,6 +95,10 @@ public struct Router: Sendable {
         var topIndex = [Int32](repeating: 0, count: slots), topValue = [Float](repeating: 0, count: slots)
         for i in 0..<t {
             let row = logits.data + i * e
+            if routing.scoring == .sparseMixer {
+                sparseMixer(row, count: e, allowed: allowed, experts: &experts, weights: &weights, at: i * k)
+                continue
+            }
             switch routing.scoring {
             case .softmax:
                 // A disallowed expert's logit is −∞ before the softmax (as if its router row were deleted), so
@@ -93,6 +107,8 @@ public struct Router: Sendable {
                 scores.withUnsafeMutableBufferPointer { softmaxInPlace($0.baseAddress!, count: e) }
             case .sigmoid:
                 for j in 0..<e { scores[j] = (allowed?[j] ?? true) ? sigmoid(row[j]) : 0 }
+            case .sparseMixer:
+                preconditionFailure("handled above")
             }
             for j in 0..<e { choice[j] = scores[j] + (correctionBias?.data[j] ?? 0) }
             if let allowed { for j in 0..<e where !allowed[j] { choice[j] = -.infinity } }
@@ -137,5 +153,45 @@ public struct Router: Sendable {
             }
         }
         return Decision(logits: logits, experts: experts, weights: weights, topK: k)
+    }
+
+    private func sparseMixer(_ row: UnsafePointer<Float>, count e: Int, allowed: [Bool]?, experts: inout [Int32], weights: inout [Float], at base: Int) {
+        // Slots in decreasing weight, as every router's (the second choice can outweigh the first when the first
+        // shares its softmax with near-ties); equal weights keep the choice order.
+        let slots = sparseMixerSlots(row, count: e, allowed: allowed).map { s in (s.expert, s.probabilities[s.members.firstIndex(of: s.expert)!]) }
+        let ordered = slots.count == 2 && slots[1].1 > slots[0].1 ? [slots[1], slots[0]] : slots
+        for (slot, s) in ordered.enumerated() {
+            experts[base + slot] = Int32(s.0)
+            weights[base + slot] = s.1
+        }
+    }
+
+    /// transformers' `sparsemixer` (eval mode) on one token's logits, slot by slot: the chosen expert, the experts
+    /// its softmax runs over (logits within 2·ε, relative, of the chosen one's; earlier choices excluded) and their
+    /// probabilities; the slot's weight is the chosen one's probability. A disallowed expert is a removed router row.
+    public func sparseMixerSlots(_ row: UnsafePointer<Float>, count e: Int, allowed: [Bool]?) -> [(expert: Int, members: [Int], probabilities: [Float])] {
+        let eps = 2 * routing.jitterEpsilon
+        var excluded = [Bool](repeating: false, count: e)
+        if let allowed { for j in 0..<e where !allowed[j] { excluded[j] = true } }
+        var out: [(Int, [Int], [Float])] = []
+        for _ in 0..<min(2, routing.topK) {
+            // The best remaining logit (first on ties, as torch.max), then the softmax over the logits near it.
+            var best = -1
+            for j in 0..<e where !excluded[j] && (best < 0 || row[j] > row[best]) { best = j }
+            guard best >= 0 else { break }
+            let m = row[best]
+            var members: [Int] = [], p: [Float] = []
+            var sum: Float = 0
+            for j in 0..<e where !excluded[j] {
+                let factor = max(abs(row[j]), m)
+                if (m - row[j]) / factor > eps { continue }
+                members.append(j)
+                p.append(exp(row[j] - m))
+                sum += p.last!
+            }
+            out.append((best, members, p.map { $0 / sum }))
+            excluded[best] = true
+        }
+        return out
     }
 }

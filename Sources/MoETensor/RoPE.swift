@@ -9,6 +9,9 @@ public struct RoPE: Sendable {
     public let attentionScaling: Float
     /// true: rotate adjacent pairs (x0,x1),(x2,x3)… (DeepSeek); false: rotate halves (x_i, x_{i+d/2}) (Llama/NeoX).
     public let interleaved: Bool
+    /// Phi-MoE's longrope: beyond `positions` (a pass reaching a later position), cos and sin are multiplied by
+    /// `scaling` instead of `attentionScaling` (its `long_mscale` against `short_mscale`).
+    public var longScaling: (positions: Int, scaling: Float)?
     public var rotaryDim: Int { invFreq.count * 2 }
 
     public struct Parameters: Sendable, Equatable {
@@ -25,13 +28,19 @@ public struct RoPE: Sendable {
         public var highFreqFactor: Double?
         public var truncate: Bool = true
         public var partialRotaryFactor: Double = 1
+        /// longrope (Phi): per-frequency divisors, and Phi-MoE's attention scalings for short and long passes.
+        public var shortFactor: [Double]?
+        public var longFactor: [Double]?
+        public var shortMScale: Double?
+        public var longMScale: Double?
         public init() {}
     }
 
-    public init(invFreq: [Float], attentionScaling: Float = 1, interleaved: Bool = false) {
+    public init(invFreq: [Float], attentionScaling: Float = 1, interleaved: Bool = false, longScaling: (positions: Int, scaling: Float)? = nil) {
         self.invFreq = invFreq
         self.attentionScaling = attentionScaling
         self.interleaved = interleaved
+        self.longScaling = longScaling
     }
 
     /// Builds the frequencies for a head of `headDim` dimensions (times `partialRotaryFactor`).
@@ -43,6 +52,7 @@ public struct RoPE: Sendable {
         let posFreqs = exponents.map { Float(pow(base, Double($0))) }
         var inv = posFreqs.map { 1 / $0 }
         var scaling: Double = 1
+        var long: (positions: Int, scaling: Float)? = nil
         switch p.type {
         case "default", "dynamic":
             break
@@ -89,10 +99,24 @@ public struct RoPE: Sendable {
                 let smooth = Float((old / wave - lo) / (hi - lo))
                 return (1 - smooth) * scaled / Float(factor) + smooth * scaled
             }
+        case "longrope":
+            // transformers' `_compute_longrope_parameters` without a sequence length: the short factors. Phi-MoE's
+            // rotary embedding calls it so on every pass (its long factors are never used), and replaces the
+            // attention factor by `short_mscale`, or `long_mscale` once a pass reaches past the original length.
+            guard let short = p.shortFactor, short.count == dim / 2, let omax = p.originalMaxPositions else {
+                throw TensorError.unsupported("rope_type longrope needs short_factor (\(dim / 2) values) and original_max_position_embeddings")
+            }
+            inv = (0..<(dim / 2)).map { 1 / (Float(short[$0]) * posFreqs[$0]) }
+            let factor = p.factor ?? Double(maxPositions) / Double(omax)
+            scaling = p.attentionFactor ?? (factor <= 1 ? 1 : (1 + log(factor) / log(Double(omax))).squareRoot())
+            if let s = p.shortMScale, let l = p.longMScale {
+                scaling = s
+                long = (omax, Float(l))
+            }
         default:
-            throw TensorError.unsupported("rope_type \"\(p.type)\" (supported: default, linear, dynamic, yarn, llama3)")
+            throw TensorError.unsupported("rope_type \"\(p.type)\" (supported: default, linear, dynamic, yarn, llama3, longrope)")
         }
-        self.init(invFreq: inv, attentionScaling: Float(scaling), interleaved: interleaved)
+        self.init(invFreq: inv, attentionScaling: Float(scaling), interleaved: interleaved, longScaling: long)
     }
 
     /// cos and sin tables [positions.count, rotaryDim/2], already multiplied by the attention scaling.
@@ -100,12 +124,14 @@ public struct RoPE: Sendable {
         let h = invFreq.count
         var c = [Float](repeating: 0, count: positions.count * h)
         var s = c
+        var scale = attentionScaling
+        if let long = longScaling, (positions.max() ?? 0) + 1 > long.positions { scale = long.scaling }
         for (t, p) in positions.enumerated() {
             let pf = Float(p)
             for i in 0..<h {
                 let angle = Double(pf * invFreq[i])
-                c[t * h + i] = Float(Foundation.cos(angle)) * attentionScaling
-                s[t * h + i] = Float(Foundation.sin(angle)) * attentionScaling
+                c[t * h + i] = Float(Foundation.cos(angle)) * scale
+                s[t * h + i] = Float(Foundation.sin(angle)) * scale
             }
         }
         return (c, s)

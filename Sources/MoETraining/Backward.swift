@@ -144,6 +144,39 @@ func rmsNormBackward(x: UnsafePointer<Float>, weight: Tensor, eps: Float, dy: Un
     }
 }
 
+/// A decoder or final norm's backward: RMSNorm, or LayerNorm (x̂ = (x − μ)/σ; dx = (g − mean(g) − x̂·mean(g·x̂))/σ
+/// for g = dy·w; dw += dy·x̂, db += dy).
+func normBackward(_ norm: Norm, x: Tensor, dy: Tensor, g: Gradients) -> Tensor {
+    switch norm {
+    case .rms(let n): return rmsNormBackward(n, x: x, dy: dy, g: g)
+    case .layer(let w, let b, let eps):
+        let d = w.count, rows = x.count / d
+        let dx = Tensor(zeros: x.shape)
+        let gw = g[w], gb = g[b]
+        for r in 0..<rows {
+            let xr = x.data + r * d, dyr = dy.data + r * d, dxr = dx.data + r * d
+            var mean = 0.0, v = 0.0
+            for j in 0..<d { mean += Double(xr[j]) }
+            mean /= Double(d)
+            for j in 0..<d { let c = Double(xr[j]) - mean; v += c * c }
+            let inv = 1 / (v / Double(d) + Double(eps)).squareRoot()
+            var mg = 0.0, mgx = 0.0
+            for j in 0..<d {
+                let gj = Double(dyr[j]) * Double(w.data[j]), xh = (Double(xr[j]) - mean) * inv
+                mg += gj; mgx += gj * xh
+            }
+            mg /= Double(d); mgx /= Double(d)
+            for j in 0..<d {
+                let gj = Double(dyr[j]) * Double(w.data[j]), xh = (Double(xr[j]) - mean) * inv
+                dxr[j] = Float((gj - mg - xh * mgx) * inv)
+                if let gw { gw.data[j] += Float(Double(dyr[j]) * xh) }
+                if let gb { gb.data[j] += dyr[j] }
+            }
+        }
+        return dx
+    }
+}
+
 func rmsNormBackward(_ norm: RMSNorm, x: Tensor, dy: Tensor, g: Gradients) -> Tensor {
     let dx = Tensor(zeros: x.shape)
     rmsNormBackward(x: x.data, weight: norm.weight, eps: norm.eps, dy: dy.data, into: dx.data, rows: x.count / norm.dim, stride: norm.dim, g: g)
@@ -233,6 +266,8 @@ func moeForward(_ b: MoEBlock, _ x: Tensor, seed: UInt64, training: Bool) -> (Te
             softmaxInPlace(probs.data + i * e, count: e)
         case .sigmoid:
             for j in 0..<e { probs.data[i * e + j] = allowed(j) ? sigmoid(d.logits.data[i * e + j]) : 0 }
+        case .sparseMixer:
+            break   // each slot's own softmax, recomputed in the backward pass
         }
     }
     tape.probs = probs
@@ -362,7 +397,17 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
     // Slot weights → routing scores → router logits.
     let routing = b.routing
     let dlogits = Tensor(zeros: [t, e])
-    for i in 0..<t {
+    for i in 0..<t where routing.scoring == .sparseMixer {
+        // Slot s's weight is p_best of a softmax over its near-best experts S: dw·p_best·(δ_best − p_j) for j in S.
+        for slot in b.router.sparseMixerSlots(d.logits.data + i * e, count: e, allowed: b.expertMask) {
+            let s = (0..<k).first { d.experts[i * k + $0] == Int32(slot.expert) }!   // its slot in the decision (ordered by weight)
+            let w = slot.probabilities[slot.members.firstIndex(of: slot.expert)!]
+            for (j, p) in zip(slot.members, slot.probabilities) {
+                dlogits.data[i * e + j] += dw[i * k + s] * w * ((j == slot.expert ? 1 : 0) - p)
+            }
+        }
+    }
+    for i in 0..<t where routing.scoring != .sparseMixer {
         let pr = probs.data + i * e
         var dp = [Float](repeating: 0, count: e)
         var topSum: Float = 0
@@ -385,6 +430,8 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
             for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (dp[j] - dot) }
         case .sigmoid:
             for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (1 - pr[j]) * dp[j] }
+        case .sparseMixer:
+            break
         }
     }
     dx.add(linearBackward(b.router.linear, tape.router!, dlogits, g, parallel: true))
@@ -458,7 +505,7 @@ func layerBackward(_ layer: DecoderLayer, _ tape: LayerTape, _ dOut: Tensor, seq
     case .moe(let b): dn2 = moeBackward(b, tape.moe!, dOut, g: g)
     }
     let dx1 = dOut.copy()
-    dx1.add(rmsNormBackward(layer.postAttentionNorm, x: tape.x1!, dy: dn2, g: g))
+    dx1.add(normBackward(layer.postAttentionNorm, x: tape.x1!, dy: dn2, g: g))
     let dn1: Tensor
     if let gqa = layer.attention as? GroupedQueryAttention {
         dn1 = attentionBackward(gqa, tape.attention!, dx1, seqLen: seqLen, g: g)
@@ -466,7 +513,7 @@ func layerBackward(_ layer: DecoderLayer, _ tape: LayerTape, _ dOut: Tensor, seq
         dn1 = latentAttentionBackward(layer.attention as! LatentAttention, tape.latent!, dx1, seqLen: seqLen, g: g)
     }
     let dx = dx1
-    dx.add(rmsNormBackward(layer.inputNorm, x: tape.x!, dy: dn1, g: g))
+    dx.add(normBackward(layer.inputNorm, x: tape.x!, dy: dn1, g: g))
     return dx
 }
 

@@ -48,7 +48,8 @@ public enum TrainedCheckpoint {
 }
 
 /// HF PEFT's LoRA format (adapter_config.json + adapter_model.safetensors) for transformers v5 module
-/// paths. Attention projections are `target_modules`; the router (`mlp.gate.weight`), the fused routed experts
+/// paths. Attention projections are `target_modules`; the router (`mlp.gate.weight`, or the family's
+/// `routerModule`), the fused routed experts
 /// and shared-expert and dense MLP projections are `target_parameters`. PEFT adapts the fused
 /// `experts.gate_up_proj` [E, 2I, H] with one adapter per expert, so MoEPress's separate gate and up
 /// adapters (rank r each) are written exactly as one of rank 2r: A = [A_gate; A_up], B = diag(B_gate, B_up),
@@ -96,7 +97,7 @@ public enum PEFTAdapter {
             switch layer.feedForward {
             case .dense: break
             case .moe(let b):
-                if let ad = b.router.linear as? LoRALinear { add("\(p).mlp.gate", ad.a, ad.b) }
+                if let ad = b.router.linear as? LoRALinear { add("\(p).\(names.routerModule)", ad.a, ad.b) }
                 let hasGU = b.experts.contains { $0.gate is LoRALinear || $0.up is LoRALinear }
                 let hasDown = b.experts.contains { $0.down is LoRALinear }
                 let e = b.numExperts, r = s.rank, h = b.hiddenSize, inter = b.experts[0].intermediateSize
@@ -123,7 +124,7 @@ public enum PEFTAdapter {
                     }
                     add("\(p).mlp.experts", wa, wb)
                 }
-                if b.router.linear is LoRALinear && !params.contains("mlp.gate.weight") { params.append("mlp.gate.weight") }
+                if b.router.linear is LoRALinear && !params.contains("\(names.routerModule).weight") { params.append("\(names.routerModule).weight") }
             }
         }
         // Nesting order: the first parameter listed for a module is wrapped first (PEFT's `base_layer`).

@@ -101,7 +101,7 @@ public enum CausalLMTraining {
         }
         let loss = rowLoss.reduce(0, +)
         let count = targets.filter { $0 != TrainingBatch.ignoreIndex }.count
-        var dx = rmsNormBackward(model.norm, x: x, dy: dh, g: g)
+        var dx = normBackward(model.norm, x: x, dy: dh, g: g)
         for i in stride(from: model.layers.count - 1, through: 0, by: -1) {
             let tape = recompute ? layerForward(model.layers[i], inputs[i], seqLen: L, seed: mixSeed(seed, UInt64(i)), training: training).1 : tapes[i]
             dx = layerBackward(model.layers[i], tape, dx, seqLen: L, g: g)

@@ -6,7 +6,7 @@ import MoECheckpoint
 
 /// Logits of every supported family against HF transformers (fixtures from tools/oracle/make_model_fixtures.py).
 @Suite struct FamilyParityTests {
-    static let families = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3"]
+    static let families = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "phimoe"]
     /// Fixture folders: one per family, plus DeepSeek-V2 with the low-rank query path.
     static let fixtures = families + ["deepseek_v2_qlora"]
 
@@ -43,7 +43,12 @@ import MoECheckpoint
     @Test(arguments: fixtures)
     func incrementalDecodingMatchesFullForward(_ name: String) throws {
         let (model, inputs, expected) = try load(name)
-        let ids = inputs[0]
+        // Phi-MoE switches every position's rotary scaling once a pass reaches past the original length, so a
+        // longer input decoded step by step differs from its full forward in HF too: it is checked within that length.
+        var ids = inputs[0]
+        if let long = (model.layers[0].attention as? GroupedQueryAttention)?.rope.longScaling, ids.count > long.positions {
+            ids = Array(ids.prefix(long.positions))
+        }
         let full = model.forward([ids])
         let cache = KVCache(for: model)
         let prefix = 4
@@ -54,7 +59,7 @@ import MoECheckpoint
         #expect(cache.count == ids.count)
         let stepped = Tensor.concatRows(rows)
         let selfDiff = stepped.maxAbsDifference(full)
-        let hfDiff = stepped.maxAbsDifference(expected[0])
+        let hfDiff = ids.count == inputs[0].count ? stepped.maxAbsDifference(expected[0]) : 0
         #expect(selfDiff <= 1e-4, "\(name): cached vs full max |Δ| = \(selfDiff)")
         #expect(hfDiff <= 1e-4, "\(name): cached vs HF max |Δ| = \(hfDiff)")
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Gradient oracle: for the tiny fixtures of Tests/MoEModelsTests/Fixtures (mixtral, qwen2_moe, qwen3_moe,
-olmoe, deepseek_v2, deepseek_v2_qlora, deepseek_v3), HF transformers computes the causal-LM loss of a fixed batch (labels = inputs, some set to -100, HF
+olmoe, deepseek_v2, deepseek_v2_qlora, deepseek_v3, phimoe; in eval mode, so Phi-MoE's sparsemixer routes as at
+inference), HF transformers computes the causal-LM loss of a fixed batch (labels = inputs, some set to -100, HF
 shifts them) and the gradient of every parameter, in f32. Saved as Tests/MoETrainingTests/Fixtures/<name>.safetensors
 under MoEPress's logical parameter names (see MoETraining's `TrainableParameters`), with "loss" as a scalar.
 Fused expert tensors are split per expert. Run from the repository root after `scripts/setup.sh --oracle`.
@@ -20,12 +21,16 @@ def logical(name, grad, out):
     m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
     if name == "model.embed_tokens.weight": out["embed"] = grad; return
     if name == "model.norm.weight": out["norm"] = grad; return
+    if name == "model.norm.bias": out["norm.bias"] = grad; return
     if name == "lm_head.weight": out["lm_head"] = grad; return
+    if name == "lm_head.bias": out["lm_head.bias"] = grad; return
     assert m, name
     l, rest = m.group(1), m.group(2)
     p = f"layers.{l}."
     simple = {
         "input_layernorm.weight": "input_norm", "post_attention_layernorm.weight": "post_norm",
+        "input_layernorm.bias": "input_norm.bias", "post_attention_layernorm.bias": "post_norm.bias",
+        "mlp.router.weight": "moe.router",   # Phi-MoE's router module
         "self_attn.q_norm.weight": "attn.q_norm", "self_attn.k_norm.weight": "attn.k_norm",
         "mlp.gate.weight": "moe.router", "mlp.shared_expert_gate.weight": "moe.shared_gate",
         # DeepSeek's multi-head latent attention.
@@ -114,11 +119,19 @@ def compressed_experts_fixture(manifest):
     print("qwen3_moe_ce", out.loss.item())
 
 
+ONLY = set(sys.argv[1:])
+
+
 def main():
+    """`make_grad_fixtures.py [NAME ...]` rebuilds only those fixtures (the others' files and manifest entries stay)."""
     os.makedirs(OUT, exist_ok=True)
     manifest = {"transformers": __import__("transformers").__version__, "torch": torch.__version__,
                 "ids": IDS, "labels": LABELS, "fixtures": {}}
-    for name in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v2_qlora", "deepseek_v3"]:
+    if ONLY:
+        manifest = json.load(open(os.path.join(OUT, "manifest.json")))
+    for name in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v2_qlora", "deepseek_v3", "phimoe"]:
+        if ONLY and name not in ONLY:
+            continue
         model = AutoModelForCausalLM.from_pretrained(os.path.join(SRC, name), dtype=torch.float32, attn_implementation="eager")
         model.eval()
         out = model(torch.tensor(IDS), labels=torch.tensor(LABELS))
@@ -131,7 +144,8 @@ def main():
         save_file(tensors, os.path.join(OUT, f"{name}.safetensors"))
         manifest["fixtures"][name] = {"loss": out.loss.item(), "tensors": len(tensors) - 1}
         print(name, out.loss.item(), len(tensors) - 1)
-    compressed_experts_fixture(manifest)
+    if not ONLY or "qwen3_moe_ce" in ONLY:
+        compressed_experts_fixture(manifest)
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
 

@@ -57,6 +57,14 @@ FAMILIES = {
         topk_method="greedy", norm_topk_prob=True, routed_scaling_factor=1.0,
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
                          "mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32, "beta_slow": 1})),
+    # Phi-3.5-MoE's shape in miniature: LayerNorm with biases, q/k/v/o and LM-head biases, sparsemixer top-2
+    # routing, longrope with its short/long mscale (original length 8, so the 9-token input uses the long one).
+    "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM, dict(
+        num_key_value_heads=2, intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, router_jitter_noise=0.01,
+        attention_bias=True, lm_head_bias=True, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 8,
+                         "short_factor": [1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 6.0], "long_factor": [1.0, 1.3, 1.8, 2.5, 4.0, 6.0, 9.0, 12.0],
+                         "short_mscale": 1.15, "long_mscale": 1.35})),
 }
 
 # Which fixtures get a config in the transformers v4 spelling, and which are stored fused (v5 layout).
@@ -100,9 +108,15 @@ def to_v4_spelling(path):
 
 
 def main():
+    """`make_model_fixtures.py [NAME ...]` rebuilds only those fixtures (the others' files and manifest entries stay)."""
     torch.manual_seed(0)
+    only = set(sys.argv[1:])
     manifest = {"transformers": transformers.__version__, "torch": torch.__version__, "inputs": INPUTS, "fixtures": {}}
+    if only:
+        manifest = json.load(open(os.path.join(OUT, "manifest.json")))
     for i, (name, (cfg_cls, model_cls, extra)) in enumerate(FAMILIES.items()):
+        if only and name not in only:
+            continue
         kw = dict(COMMON)
         kw.update(extra)
         config = cfg_cls(**kw)

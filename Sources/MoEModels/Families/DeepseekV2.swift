@@ -135,9 +135,9 @@ func buildDeepseek(_ c: HFConfig, weights w: WeightReader, description d: ModelD
         return LatentAttention(
             qProj: hasQA ? nil : try w.linear("\(a).q"),
             qA: hasQA ? try w.linear("\(a).q_a") : nil,
-            qANorm: hasQA ? try w.norm("\(a).q_a_norm") : nil,
+            qANorm: hasQA ? try w.rmsNorm("\(a).q_a_norm") : nil,
             qB: hasQA ? try w.linear("\(a).q_b") : nil,
-            kvA: try w.linear("\(a).kv_a"), kvANorm: try w.norm("\(a).kv_a_norm"), kvB: try w.linear("\(a).kv_b"), o: try w.linear("\(a).o"),
+            kvA: try w.linear("\(a).kv_a"), kvANorm: try w.rmsNorm("\(a).kv_a_norm"), kvB: try w.linear("\(a).kv_b"), o: try w.linear("\(a).o"),
             heads: nh, nopeDim: nope, ropeDim: ropeDim, valueDim: vDim, kvLoraRank: kvRank, rope: rope, scale: Float(scale))
     }
 }
