@@ -397,17 +397,18 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
     // Slot weights → routing scores → router logits.
     let routing = b.routing
     let dlogits = Tensor(zeros: [t, e])
-    for i in 0..<t where routing.scoring == .sparseMixer {
-        // Slot s's weight is p_best of a softmax over its near-best experts S: dw·p_best·(δ_best − p_j) for j in S.
-        for slot in b.router.sparseMixerSlots(d.logits.data + i * e, count: e, allowed: b.expertMask) {
-            let s = (0..<k).first { d.experts[i * k + $0] == Int32(slot.expert) }!   // its slot in the decision (ordered by weight)
-            let w = slot.probabilities[slot.members.firstIndex(of: slot.expert)!]
-            for (j, p) in zip(slot.members, slot.probabilities) {
-                dlogits.data[i * e + j] += dw[i * k + s] * w * ((j == slot.expert ? 1 : 0) - p)
+    for i in 0..<t {
+        if routing.scoring == .sparseMixer {
+            // Slot s's weight is p_best of a softmax over its near-best experts S: dw·p_best·(δ_best − p_j) for j in S.
+            for slot in b.router.sparseMixerSlots(d.logits.data + i * e, count: e, allowed: b.expertMask) {
+                let s = (0..<k).first { d.experts[i * k + $0] == Int32(slot.expert) }!   // its slot in the decision (ordered by weight)
+                let w = slot.probabilities[slot.members.firstIndex(of: slot.expert)!]
+                for (j, p) in zip(slot.members, slot.probabilities) {
+                    dlogits.data[i * e + j] += dw[i * k + s] * w * ((j == slot.expert ? 1 : 0) - p)
+                }
             }
+            continue
         }
-    }
-    for i in 0..<t where routing.scoring != .sparseMixer {
         let pr = probs.data + i * e
         var dp = [Float](repeating: 0, count: e)
         var topSum: Float = 0
@@ -431,7 +432,7 @@ func moeBackward(_ b: MoEBlock, _ tape: MoETape, _ dy: Tensor, g: Gradients) -> 
         case .sigmoid:
             for j in 0..<e { dlogits.data[i * e + j] = pr[j] * (1 - pr[j]) * dp[j] }
         case .sparseMixer:
-            break
+            break   // handled above
         }
     }
     dx.add(linearBackward(b.router.linear, tape.router!, dlogits, g, parallel: true))
