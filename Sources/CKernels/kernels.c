@@ -237,3 +237,26 @@ void mpk_to_f32(int wtype, const void *src, long count, float *dst) {
     default: widen_portable(wtype, src, count, dst); return;
     }
 }
+
+// FP4 (e2m1) codes as values: MXFP4's element type.
+static const float mxfp4_values[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
+                                       -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// 2^(e − 127) for a biased 8-bit exponent, as an f32 (e = 0 gives the subnormal 2^−127; 255 gives +inf, as
+// transformers' ldexp does in bf16).
+static inline float mxfp4_scale(uint8_t e) {
+    union { uint32_t u; float f; } v;
+    if (e == 0) v.u = 0x00400000u;
+    else if (e == 255) v.u = 0x7f800000u;
+    else v.u = (uint32_t)e << 23;
+    return v.f;
+}
+
+void mpk_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, long first, long count, float *dst) {
+    for (long i = 0; i < count; i++) {
+        const long j = first + i;
+        const uint8_t b = blocks[j >> 1];
+        const int code = (j & 1) ? (b >> 4) : (b & 0x0F);
+        dst[i] = mxfp4_values[code] * mxfp4_scale(scales[j >> 5]);
+    }
+}

@@ -76,6 +76,19 @@ public final class Checkpoint: @unchecked Sendable {
         try file(of: name, shape: expected).weight(name)
     }
 
+    /// An MXFP4 matrix stored as `blocks` [..., cols/32, 16] and `scales` [..., cols/32] (both U8), read in place as
+    /// [rows, cols] with rows the product of the leading dimensions, which must equal `leading`.
+    public func mxfp4Weight(blocks: String, scales: String, leading: [Int], cols: Int) throws -> WeightMatrix {
+        guard cols % 32 == 0 else { throw CheckpointError(file: directory.path, tensor: blocks, "MXFP4 rows of \(cols) values are not whole blocks of 32") }
+        let bf = try file(of: blocks, shape: leading + [cols / 32, 16]), sf = try file(of: scales, shape: leading + [cols / 32])
+        let bi = bf.info(blocks)!, si = sf.info(scales)!
+        for (f, i, n) in [(bf, bi, blocks), (sf, si, scales)] where i.dtype != .u8 {
+            throw CheckpointError(file: f.path, tensor: n, "dtype \(i.dtype.rawValue); MXFP4 blocks and scales are U8")
+        }
+        let owner = KeepAlive([bf.mapping, sf.mapping])
+        return WeightMatrix(mxfp4Blocks: bf.bytes(bi), scales: sf.bytes(si), rows: leading.reduce(1, *), cols: cols, owner: owner)
+    }
+
     /// The file holding `name` and the tensor's byte range in it.
     public func location(of name: String) -> (file: SafeTensorsFile, offset: Int, count: Int)? {
         guard let (fi, info) = location[name] else { return nil }
@@ -167,4 +180,10 @@ public final class Checkpoint: @unchecked Sendable {
         for v in location.values { bytes[v.info.dtype, default: 0] += v.info.byteCount }
         return bytes.max { $0.value < $1.value }?.key ?? .f32
     }
+}
+
+/// Keeps several objects alive as one owner (an MXFP4 matrix's blocks and scales may sit in two files).
+final class KeepAlive {
+    let objects: [AnyObject]
+    init(_ objects: [AnyObject]) { self.objects = objects }
 }

@@ -214,7 +214,7 @@ public enum SafeTensorsWriter {
         case .matrix(let w):
             if w.dtype == e.dtype && w.isContiguous {
                 try withExtendedLifetime(w.owner) { try out.write(UnsafeRawBufferPointer(start: w.base, count: w.byteCount)) }
-            } else if w.dtype == e.dtype {
+            } else if w.dtype == e.dtype && w.hasContiguousRows {
                 for r in 0..<w.rows { try out.write(UnsafeRawBufferPointer(start: w.row(r), count: w.cols * w.dtype.byteSize)) }
             } else {
                 let row = Tensor(zeros: [w.cols])

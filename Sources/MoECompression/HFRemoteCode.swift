@@ -55,7 +55,19 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 _EXPERT = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(\w+)\.(weight|lowrank_a|lowrank_b)$")
 _CE = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(ce_gate|ce_up|ce_mid)$")
-_ROUTER = re.compile(r"\.layers\.(\d+)\.[a-z_]+\.gate\.(weight|e_score_correction_bias)$")
+_ROUTER = re.compile(r"\.layers\.(\d+)\.[a-z_]+\.(gate|router)\.(weight|bias|e_score_correction_bias)$")
+# Fused-only experts (gpt-oss): whole-layer tensors, bf16-style or MXFP4 blocks and scales.
+_FUSED = re.compile(r"\.layers\.(\d+)\.mlp\.experts\.((?:gate_up|down)_proj(?:_bias|_blocks|_scales)?)$")
+_FP4 = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+
+
+def _dequantize_mxfp4(blocks, scales, dtype):
+    """[E, rows, cols/32, 16] codes + [E, rows, cols/32] exponents -> [E, cols, rows] (as transformers does)."""
+    lut = torch.tensor(_FP4, dtype=torch.float32)
+    b = blocks.to(torch.int64)
+    vals = torch.stack([lut[b & 0x0F], lut[b >> 4]], dim=-1).reshape(*blocks.shape[:-1], 32)
+    vals = torch.ldexp(vals, (scales.to(torch.int32) - 127)[..., None].to(torch.float32))
+    return vals.reshape(*blocks.shape[:-2], -1).transpose(1, 2).contiguous().to(dtype)
 _KIND = {"w1": "gate", "gate_proj": "gate", "w3": "up", "up_proj": "up", "w2": "down", "down_proj": "down"}
 
 
@@ -149,7 +161,7 @@ class MoEPressForCausalLM:
         model = quiet.from_pretrained(path, *args, config=config, key_mapping={r"\.experts\.(\d+)\.": r".moepress_experts.\1."},
                                       ignore_mismatched_sizes=uneven, **kwargs)
         dtype = next(model.parameters()).dtype
-        found, routers, ce = {}, {}, {}
+        found, routers, ce, fused = {}, {}, {}, {}
         main = ((getattr(config, "moepress", None) or {}).get("compressed_experts") or {}).get("main_experts")
         for file in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
             with safe_open(file, "pt") as f:
@@ -163,15 +175,31 @@ class MoEPressForCausalLM:
                         ce.setdefault(int(c.group(1)), {}).setdefault(c.group(3), {})[int(c.group(2))] = f.get_tensor(name).to(dtype)
                     r = _ROUTER.search(name)
                     if r and uneven:
-                        routers.setdefault(int(r.group(1)), {})[r.group(2)] = f.get_tensor(name)
+                        routers.setdefault(int(r.group(1)), {"module": r.group(2)})[r.group(3)] = f.get_tensor(name)
+                    u = _FUSED.search(name)
+                    if u and uneven:
+                        fused.setdefault(int(u.group(1)), {})[u.group(2)] = f.get_tensor(name)
         act = ACT2FN[config.hidden_act]
         layers = model.get_decoder().layers
         for layer, parts in sorted(routers.items()):
-            gate = layers[layer].mlp.gate
+            gate = getattr(layers[layer].mlp, parts["module"])
             gate.weight = nn.Parameter(parts["weight"].to(dtype), requires_grad=False)
             gate.num_experts = parts["weight"].shape[0]
+            if "bias" in parts:
+                gate.bias = nn.Parameter(parts["bias"].to(dtype), requires_grad=False)
             if "e_score_correction_bias" in parts:
                 gate.e_score_correction_bias = parts["e_score_correction_bias"].to(gate.e_score_correction_bias.dtype)
+        for layer, parts in sorted(fused.items()):
+            # A fused experts module keeps its class; its tensors are set to this layer's expert count.
+            experts = layers[layer].mlp.experts
+            for proj in ("gate_up_proj", "down_proj"):
+                w = parts.get(proj)
+                if w is None:
+                    w = _dequantize_mxfp4(parts[proj + "_blocks"], parts[proj + "_scales"], dtype)
+                setattr(experts, proj, nn.Parameter(w.to(dtype), requires_grad=False))
+                setattr(experts, proj + "_bias", nn.Parameter(parts[proj + "_bias"].to(dtype), requires_grad=False))
+            experts.num_experts = experts.gate_up_proj.shape[0]
+            experts.moepress_resized = True
         for layer, experts in sorted(found.items()):
             modules = []
             for e in range(len(experts)):

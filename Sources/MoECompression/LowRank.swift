@@ -171,6 +171,17 @@ public enum LowRank {
         public var layers: [Layer] = []
     }
 
+    /// Refuses a model whose family has no per-expert module to hold factors in (gpt-oss stores its experts only
+    /// fused), before any work.
+    public static func requireFactorLayout(_ dir: URL) throws {
+        let ckpt = try Checkpoint(directory: dir)
+        let d = try ModelRegistry.describe(directory: dir)
+        let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, perExpert: true)
+        if let l = d.moeLayerIndices.first, perExpert.module("layers.\(l).moe.experts.0.gate") == nil {
+            throw PruningError.invalid("\(dir.path): \(d.modelType) stores its experts fused, with no per-expert module for low-rank factors; MoEPress does not write low-rank experts for it yet")
+        }
+    }
+
     /// Decomposes the routed experts' `targets` projections of every MoE layer and writes the checkpoint
     /// atomically, with `modeling_moepress.py` so HF transformers loads it with `trust_remote_code=True`;
     /// every other tensor is copied byte for byte. Fused expert tensors (`experts.gate_up_proj`,
@@ -204,6 +215,7 @@ public enum LowRank {
         var replace: [String: [SafeTensorsWriter.Entry]] = [:]
         var before = 0, after = 0, count = 0
         var layerRanks: [(layer: Int, importance: [Double]?, ranks: [String: [Int]])] = []
+        try requireFactorLayout(dir)
         for l in d.moeLayerIndices {
             let experts = ExpertMatrices(reader: reader, output: perExpert, layer: l, count: d.layers[l].experts!,
                                          intermediate: d.layers[l].expertIntermediate, hidden: d.hiddenSize)
@@ -358,7 +370,7 @@ struct ExpertMatrices {
 
     func logical(_ e: Int, _ kind: String) -> String { "layers.\(layer).moe.experts.\(e).\(kind)" }
 
-    var fused: Bool { names.location(logical(0, "gate"))?.rows != nil }
+    var fused: Bool { names.location(logical(0, "gate"))?.isFused == true }
 
     /// The per-expert base name the output uses (factors `.lowrank_a/_b`, or `.weight`).
     func name(_ e: Int, _ kind: String) -> String { output.module(logical(e, kind))! }

@@ -95,22 +95,23 @@ public enum PlanApplier {
         }
         // Classify every tensor.
         var entries: [SafeTensorsWriter.Entry] = []
-        var prefixes: [Int: String] = [:]
+        var prefixes: [Int: (block: String, router: String)] = [:]
         let names = try family.checkpointNames(filled, description: d, has: ckpt.contains)
         for l in keptByLayer.keys {
-            // The block's module: its router is `<prefix>.gate`, its experts `<prefix>.experts.…`.
-            guard let router = names.module("layers.\(l).moe.router"), router.hasSuffix(".gate") else {
+            // The block's module: its router is `<prefix>.<gate|router>` (weight, bias, correction bias: one row per
+            // expert), its experts `<prefix>.experts.…`.
+            guard let router = names.module("layers.\(l).moe.router"), let dot = router.lastIndex(of: ".") else {
                 throw PruningError.invalid("\(dir.path): no router for layer \(l)")
             }
-            prefixes[l] = String(router.dropLast(".gate".count))
+            prefixes[l] = (String(router[..<dot]), router)
         }
         for name in ckpt.names {
             let info = ckpt.info(name)!
             var handled = false
-            for (layer, prefix) in prefixes {
+            for (layer, (prefix, router)) in prefixes {
                 let kept = keptByLayer[layer]!
                 let e = d.layers[layer].experts!
-                if name == "\(prefix).gate.weight" || name == "\(prefix).gate.e_score_correction_bias" {
+                if name.hasPrefix("\(router).") {
                     entries.append(try sliceRows(name, info, ckpt, kept, expected: e))
                     handled = true
                 } else if name.hasPrefix("\(prefix).experts.") {
@@ -120,7 +121,7 @@ public enum PlanApplier {
                             entries.append(try ckpt.rawEntry(name, as: "\(prefix).experts.\(slot)\(rest[dot...])"))
                         }
                     } else {
-                        // Fused layout: [E, …] tensors (gate_up_proj, down_proj).
+                        // Fused layout: [E, …] tensors (gate_up_proj, down_proj, their biases, MXFP4 blocks and scales).
                         entries.append(try sliceRows(name, info, ckpt, kept, expected: e))
                     }
                     handled = true

@@ -22,21 +22,30 @@ public protocol AttentionLayer: Sendable {
     func replacingLinears(_ f: (String, any LinearLayer) throws -> any LinearLayer) rethrows -> any AttentionLayer
     /// Its norms by logical name (q_norm, k_norm; MLA: q_a_norm, kv_a_norm).
     var norms: [(name: String, norm: RMSNorm)] { get }
+    /// One learned logit per head joining every softmax's denominator (gpt-oss), or nil.
+    var sinks: Tensor? { get }
     func forward(_ x: Tensor, segments: [AttentionSegment]) -> Tensor
+}
+
+extension AttentionLayer {
+    public var sinks: Tensor? { nil }
 }
 
 /// Causal scaled-dot-product attention of `tokens` new queries against everything in `cache`
 /// (which already holds their own keys). q is [tokens, heads, keyDim]; out is [tokens, heads, valueDim].
 /// Query t sits at position cache.count − tokens + t; with a sliding window w, it sees keys j with
-/// j > position − w (HF's `sliding_window_overlay`).
+/// j > position − w (HF's `sliding_window_overlay`). With `sinks` (gpt-oss, one logit per head), each head's
+/// softmax also counts its sink logit in the denominator, which then takes no value.
 func attend(
     q: UnsafePointer<Float>, tokens: Int, heads: Int, cache: KVCache.Layer, scale: Float,
-    slidingWindow: Int?, out: UnsafeMutablePointer<Float>
+    slidingWindow: Int?, sinks: Tensor? = nil, out: UnsafeMutablePointer<Float>
 ) {
     let s = cache.count, dk = cache.keyDim, dv = cache.valueDim, kvh = cache.kvHeads
     let group = heads / kvh
     let first = s - tokens
     let outp = SendablePointer(out)
+    // With sinks, a row has one more slot: the sink's logit goes just after the last visible key.
+    let ld = sinks == nil ? s : s + 1
     cache.keys.withUnsafeBufferPointer { kb in
         cache.values.withUnsafeBufferPointer { vb in
             let keys = SendablePointer(UnsafeMutablePointer(mutating: kb.baseAddress!))
@@ -44,20 +53,26 @@ func attend(
             let qp = SendablePointer(UnsafeMutablePointer(mutating: q))
             parallelFor(heads) { h in
                 let g = h / group
-                let scores = Tensor(zeros: [tokens, s])
+                let scores = Tensor(zeros: [tokens, ld])
                 BLAS.gemm(transB: true, m: tokens, n: s, k: dk, alpha: scale,
                           a: qp + h * dk, lda: heads * dk, b: keys + g * dk, ldb: kvh * dk,
-                          c: scores.data, ldc: s)
+                          c: scores.data, ldc: ld)
                 for t in 0..<tokens {
                     let pos = first + t
-                    let row = scores.data + t * s
+                    let row = scores.data + t * ld
                     // Visible keys are lo...pos; the rest get probability 0 (HF adds a -inf-like mask).
                     let lo = slidingWindow.map { max(0, pos - $0 + 1) } ?? 0
                     if lo > 0 { row.update(repeating: 0, count: lo) }
-                    if pos + 1 < s { (row + pos + 1).update(repeating: 0, count: s - pos - 1) }
-                    softmaxInPlace(row + lo, count: pos + 1 - lo)
+                    if pos + 1 < ld { (row + pos + 1).update(repeating: 0, count: ld - pos - 1) }
+                    if let sinks {
+                        row[pos + 1] = sinks.data[h]
+                        softmaxInPlace(row + lo, count: pos + 2 - lo)
+                        row[pos + 1] = 0
+                    } else {
+                        softmaxInPlace(row + lo, count: pos + 1 - lo)
+                    }
                 }
-                BLAS.gemm(m: tokens, n: dv, k: s, a: scores.data, lda: s, b: values + g * dv, ldb: kvh * dv,
+                BLAS.gemm(m: tokens, n: dv, k: s, a: scores.data, lda: ld, b: values + g * dv, ldb: kvh * dv,
                           c: outp + h * dv, ldc: heads * dv)
             }
         }
@@ -84,17 +99,20 @@ public struct GroupedQueryAttention: AttentionLayer {
     public let qkNorm: QKNorm
     public let clip: Float?
     public let slidingWindow: Int?
+    /// gpt-oss's attention sinks: one learned logit per head that joins each softmax's denominator.
+    public let sinks: Tensor?
     public let scale: Float
 
     public init(q: any LinearLayer, k: any LinearLayer, v: any LinearLayer, o: any LinearLayer,
                 heads: Int, kvHeads: Int, headDim: Int, rope: RoPE, qkNorm: QKNorm = .none,
-                clip: Float? = nil, slidingWindow: Int? = nil, scale: Float? = nil) {
+                clip: Float? = nil, slidingWindow: Int? = nil, sinks: Tensor? = nil, scale: Float? = nil) {
+        precondition(sinks == nil || sinks!.count == heads, "one attention sink per head")
         precondition(heads % kvHeads == 0, "\(heads) heads are not a multiple of \(kvHeads) KV heads")
         precondition(q.outFeatures == heads * headDim && k.outFeatures == kvHeads * headDim && v.outFeatures == kvHeads * headDim,
                      "attention projection sizes do not match heads × head_dim")
         self.q = q; self.k = k; self.v = v; self.o = o
         self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
-        self.rope = rope; self.qkNorm = qkNorm; self.clip = clip; self.slidingWindow = slidingWindow
+        self.rope = rope; self.qkNorm = qkNorm; self.clip = clip; self.slidingWindow = slidingWindow; self.sinks = sinks
         self.scale = scale ?? 1 / Float(headDim).squareRoot()
     }
 
@@ -112,7 +130,7 @@ public struct GroupedQueryAttention: AttentionLayer {
         }
     }
     public var weightBytes: Int {
-        var n = q.weightBytes + k.weightBytes + v.weightBytes + o.weightBytes
+        var n = q.weightBytes + k.weightBytes + v.weightBytes + o.weightBytes + (sinks?.count ?? 0) * 4
         switch qkNorm {
         case .none: break
         case .perHead(let a, let b), .full(let a, let b): n += (a.dim + b.dim) * 4
@@ -120,7 +138,7 @@ public struct GroupedQueryAttention: AttentionLayer {
         return n
     }
     public var parameterCount: Int {
-        var n = q.parameterCount + k.parameterCount + v.parameterCount + o.parameterCount
+        var n = q.parameterCount + k.parameterCount + v.parameterCount + o.parameterCount + (sinks?.count ?? 0)
         switch qkNorm {
         case .none: break
         case .perHead(let a, let b), .full(let a, let b): n += a.dim + b.dim
@@ -159,7 +177,7 @@ public struct GroupedQueryAttention: AttentionLayer {
             seg.cache.append(keys: ks.data + r0 * kvHeads * headDim, values: vs.data + r0 * kvHeads * headDim, tokens: n)
             Profiler.measure("attn-core") {
                 attend(q: qs.data + r0 * heads * headDim, tokens: n, heads: heads, cache: seg.cache, scale: scale,
-                       slidingWindow: slidingWindow, out: out.data + r0 * heads * headDim)
+                       slidingWindow: slidingWindow, sinks: sinks, out: out.data + r0 * heads * headDim)
             }
         }
         let y = Profiler.measure("attn-o") { o(out) }

@@ -1,21 +1,43 @@
 import MoECheckpoint
 
-/// Where one logical parameter lives in a checkpoint: a whole tensor, or a block of rows of a fused one
-/// (transformers v5's in-memory `experts.gate_up_proj` [E, 2I, H] read as an [E·2I, H] matrix).
+/// Where one logical parameter lives in a checkpoint: a whole tensor, or a part of a fused one (transformers v5's
+/// in-memory `experts.gate_up_proj` [E, 2I, H], whose expert e's gate is a block of rows; gpt-oss's [E, H, 2I],
+/// whose gate is every other column read as rows), possibly stored as MXFP4 blocks and scales.
 public struct TensorLocation: Sendable, Equatable {
-    /// The checkpoint tensor's name.
+    /// Elements of a fused tensor that make up one parameter: element (r, c) of the parameter's [rows, cols] (a
+    /// vector's element r) is element `offset + r·rowStride + c·colStride` of the tensor, flattened.
+    public struct Part: Sendable, Equatable {
+        /// The fused tensor's shape (for MXFP4, its decoded shape: the blocks' leading dimensions and the row length).
+        public var fullShape: [Int]
+        public var offset: Int
+        public var rowStride: Int
+        public var colStride: Int
+        public init(fullShape: [Int], offset: Int, rowStride: Int, colStride: Int = 1) {
+            self.fullShape = fullShape; self.offset = offset; self.rowStride = rowStride; self.colStride = colStride
+        }
+    }
+
+    /// The checkpoint tensor's name (for MXFP4, the `<x>_blocks` tensor).
     public var name: String
     /// The logical parameter's shape.
     public var shape: [Int]
-    /// For a fused tensor: the rows of its [first two dimensions merged, last] matrix, and its full shape.
-    public var rows: Range<Int>?
-    public var fusedShape: [Int]?
+    public var part: Part?
+    /// MXFP4 storage: the `<x>_scales` tensor beside `name`'s blocks.
+    public var mxfp4Scales: String?
     /// A parameter that may be absent (biases the config leaves to the file, e.g. `o_proj.bias`).
     public var optional: Bool
 
-    public init(name: String, shape: [Int], rows: Range<Int>? = nil, fusedShape: [Int]? = nil, optional: Bool = false) {
-        self.name = name; self.shape = shape; self.rows = rows; self.fusedShape = fusedShape; self.optional = optional
+    public init(name: String, shape: [Int], part: Part? = nil, mxfp4Scales: String? = nil, optional: Bool = false) {
+        self.name = name; self.shape = shape; self.part = part; self.mxfp4Scales = mxfp4Scales; self.optional = optional
     }
+
+    /// Rows `rows` of a fused [E, rows, cols] tensor read as an [E·rows, cols] matrix.
+    public init(name: String, shape: [Int], rows: Range<Int>, fusedShape: [Int]) {
+        self.init(name: name, shape: shape, part: Part(fullShape: fusedShape, offset: rows.lowerBound * shape[1], rowStride: shape[1]))
+    }
+
+    /// Part of a fused tensor (not a whole one).
+    public var isFused: Bool { part != nil }
 }
 
 /// A family's two-way table between the logical parameter names of `CausalLM.forEachParameter` and the
@@ -40,8 +62,9 @@ public struct CheckpointNames: Sendable {
         precondition(byLogical[logical] == nil, "\(logical) listed twice")
         byLogical[logical] = entries.count
         byName[location.name, default: []].append(entries.count)
+        if let scales = location.mxfp4Scales { byName[scales, default: []].append(entries.count) }
         entries.append((logical, location))
-        if logical.hasSuffix(".gate"), logical.contains(".moe.experts."), location.rows == nil, location.name.hasSuffix(".weight") {
+        if logical.hasSuffix(".gate"), logical.contains(".moe.experts."), !location.isFused, location.name.hasSuffix(".weight") {
             let projection = location.name.dropLast(".weight".count)
             if let d = projection.lastIndex(of: ".") { expertModules[String(projection[..<d])] = String(logical.dropLast(".gate".count)) }
         }
@@ -67,23 +90,23 @@ public struct CheckpointNames: Sendable {
     /// (`.bias`, `.lowrank_a/_b`) and compressed-expert vectors (`layers.L.moe.experts.E.ce_gate` sits in
     /// expert E's module).
     public func checkpointName(_ logical: String) -> String? {
-        if let loc = location(logical), loc.rows == nil { return loc.name }
+        if let loc = location(logical), !loc.isFused { return loc.name }
         guard let dot = logical.lastIndex(of: ".") else { return nil }
         let base = String(logical[..<dot]), suffix = String(logical[logical.index(after: dot)...])
-        if suffix.hasPrefix("ce_"), let gate = location(base + ".gate"), gate.rows == nil, gate.name.hasSuffix(".weight") {
+        if suffix.hasPrefix("ce_"), let gate = location(base + ".gate"), !gate.isFused, gate.name.hasSuffix(".weight") {
             // <expert module>.<gate projection>.weight → <expert module>.ce_gate
             let module = gate.name.dropLast(".weight".count)
             guard let d = module.lastIndex(of: ".") else { return nil }
             return "\(module[..<d]).\(suffix)"
         }
-        guard let loc = location(base), loc.rows == nil, loc.name.hasSuffix(".weight") else { return nil }
+        guard let loc = location(base), !loc.isFused, loc.name.hasSuffix(".weight") else { return nil }
         return String(loc.name.dropLast("weight".count)) + suffix
     }
 
     /// The module prefix of a logical module whose weight the table lists (`layers.3.moe.router` →
     /// `model.layers.3.block_sparse_moe.gate`).
     public func module(_ logical: String) -> String? {
-        guard let loc = location(logical), loc.rows == nil, loc.name.hasSuffix(".weight") else { return nil }
+        guard let loc = location(logical), !loc.isFused, loc.name.hasSuffix(".weight") else { return nil }
         return String(loc.name.dropLast(".weight".count))
     }
 
@@ -92,7 +115,13 @@ public struct CheckpointNames: Sendable {
         var seen = Set<String>()
         var out: [(String, [Int])] = []
         for (_, loc) in entries where !loc.optional && seen.insert(loc.name).inserted {
-            out.append((loc.name, loc.fusedShape ?? loc.shape))
+            if let scales = loc.mxfp4Scales, let full = loc.part?.fullShape {
+                let lead = Array(full.dropLast()), blocks = full.last! / 32
+                out.append((loc.name, lead + [blocks, 16]))
+                out.append((scales, lead + [blocks]))
+            } else {
+                out.append((loc.name, loc.part?.fullShape ?? loc.shape))
+            }
         }
         return out
     }

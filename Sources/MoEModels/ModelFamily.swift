@@ -20,7 +20,7 @@ public protocol ModelFamily: SendableMetatype {
 
 public enum ModelRegistry {
     public static let families: [any ModelFamily.Type] = [
-        Mixtral.self, Qwen2MoE.self, Qwen3MoE.self, OLMoE.self, DeepseekV2.self, DeepseekV3.self, PhiMoE.self,
+        Mixtral.self, Qwen2MoE.self, Qwen3MoE.self, OLMoE.self, DeepseekV2.self, DeepseekV3.self, PhiMoE.self, GptOss.self,
     ]
 
     public static var supportedModelTypes: [String] { families.flatMap { $0.modelTypes } }
@@ -73,12 +73,13 @@ public enum ModelRegistry {
     }
 
     /// The checkpoint-name table of a model folder, for its config and its files' layout; with `perExpert`,
-    /// the layout MoEPress writes (one module per expert) even where the files fuse experts.
+    /// the layout MoEPress writes: one module per expert even where the files fuse experts (gpt-oss, which has no
+    /// per-expert layout, stays fused), never quantised.
     public static func checkpointNames(directory: URL, checkpoint: Checkpoint, perExpert: Bool = false) throws -> CheckpointNames {
         let config = try HFConfig(modelDirectory: directory)
         let (fam, filled) = try resolve(config)
         let has: (String) -> Bool = { name in
-            if perExpert && name.hasSuffix(".gate_up_proj") { return false }
+            if perExpert && (name.hasSuffix(".gate_up_proj") || name.hasSuffix("_blocks")) { return false }
             return checkpoint.contains(name)
         }
         return try fam.checkpointNames(filled, description: fam.describe(filled), has: has)
@@ -136,14 +137,20 @@ public struct WeightReader {
 
     public func matrix(_ logical: String) throws -> WeightMatrix {
         let loc = try location(logical)
-        // A fused [E, rows, cols] tensor reads as [E·rows, cols]; the parameter is a block of its rows.
-        if let rows = loc.rows, let full = loc.fusedShape { return try ckpt.weight(loc.name, shape: full).rowSlice(rows) }
-        return try ckpt.weight(loc.name, shape: loc.shape)
+        guard let p = loc.part else { return try ckpt.weight(loc.name, shape: loc.shape) }
+        // A fused tensor reads as [all leading dimensions, last]; the parameter is a strided view of its elements.
+        let whole = try loc.mxfp4Scales.map { try ckpt.mxfp4Weight(blocks: loc.name, scales: $0, leading: Array(p.fullShape.dropLast()), cols: p.fullShape.last!) }
+            ?? ckpt.weight(loc.name, shape: p.fullShape)
+        return whole.view(offset: p.offset, rows: loc.shape[0], cols: loc.shape[1], rowStride: p.rowStride, colStride: p.colStride)
     }
 
     public func vector(_ logical: String) throws -> Tensor {
         let loc = try location(logical)
-        return try ckpt.tensor(loc.name, shape: loc.shape)
+        guard let p = loc.part else { return try ckpt.tensor(loc.name, shape: loc.shape) }
+        let whole = try ckpt.tensor(loc.name, shape: p.fullShape)
+        let v = Tensor(zeros: loc.shape)
+        for i in 0..<v.count { v.data[i] = whole.data[p.offset + i * p.rowStride] }
+        return v
     }
 
     func optionalVector(_ logical: String) throws -> Tensor? { present(logical) ? try vector(logical) : nil }
@@ -152,7 +159,7 @@ public struct WeightReader {
     /// `<name>.lowrank_b` [r, in]) where the checkpoint has them instead.
     public func linear(_ logical: String) throws -> any LinearLayer {
         let loc = try location(logical)
-        if loc.rows == nil, loc.name.hasSuffix(".weight") {
+        if !loc.isFused, loc.name.hasSuffix(".weight") {
             let base = String(loc.name.dropLast(".weight".count))
             if ckpt.contains("\(base).lowrank_a") {
                 let out = loc.shape[0], inF = loc.shape[1]
@@ -323,5 +330,5 @@ func standardAttention(_ d: ModelDescription, _ w: WeightReader, layer l: Int, r
     return GroupedQueryAttention(
         q: try w.linear("\(a).q"), k: try w.linear("\(a).k"), v: try w.linear("\(a).v"), o: try w.linear("\(a).o"),
         heads: d.heads, kvHeads: d.kvHeads, headDim: d.headDim, rope: rope, qkNorm: qkNorm, clip: clip,
-        slidingWindow: slidingWindow)
+        slidingWindow: slidingWindow, sinks: try w.optionalVector("\(a).sinks"))
 }

@@ -3,7 +3,7 @@ import MoETensor
 /// The one way to walk a model: every linear layer and every parameter under a logical name that does not
 /// depend on the family's checkpoint spelling (`CheckpointNames` maps them to checkpoint names):
 /// `embed`, `norm`, `lm_head`; per layer `layers.L.input_norm`, `layers.L.post_norm`, `layers.L.attn.<name>`
-/// (q, k, v, o; MLA q or q_a/q_b, kv_a, kv_b, o) and its norms `layers.L.attn.<q_norm|k_norm|q_a_norm|kv_a_norm>`,
+/// (q, k, v, o; MLA q or q_a/q_b, kv_a, kv_b, o), its norms `layers.L.attn.<q_norm|k_norm|q_a_norm|kv_a_norm>` and sinks,
 /// `layers.L.mlp.{gate,up,down}` (dense layers), `layers.L.moe.router`, `layers.L.moe.experts.E.{gate,up,down}`,
 /// `layers.L.moe.shared.{gate,up,down}`, `layers.L.moe.shared_gate`, compressed-expert vectors
 /// `layers.L.moe.experts.E.ce_{gate,up,mid}`. A linear layer's parameters add their suffix (`.bias`,
@@ -56,6 +56,7 @@ extension CausalLM {
             if let b = layer.inputNorm.bias { body(p + "input_norm.bias", .tensor(b)) }
             for (n, lin) in layer.attention.linears { lin.forEachParameter { body(p + "attn." + n + $0, $1) } }
             for (n, norm) in layer.attention.norms { body(p + "attn." + n, .tensor(norm.weight)) }
+            if let s = layer.attention.sinks { body(p + "attn.sinks", .tensor(s)) }
             body(p + "post_norm", .tensor(layer.postAttentionNorm.weight))
             if let b = layer.postAttentionNorm.bias { body(p + "post_norm.bias", .tensor(b)) }
             switch layer.feedForward {

@@ -18,9 +18,11 @@ public enum RandomCheckpoint {
     }
 
     /// Writes `output` (config.json, the weights, and the tokenizer files of `tokenizerFrom` when given).
-    /// `layers` keeps the first N decoder layers (config.json says so too).
+    /// `layers` keeps the first N decoder layers (config.json says so too). `mxfp4` stores the experts as MXFP4
+    /// blocks and scales, as gpt-oss's released checkpoints do (random codes, exponents 2⁻⁸…2⁻⁶, about the
+    /// magnitude of `initializer_range` weights), and config.json gets their `quantization_config`.
     @discardableResult
-    public static func write(config url: URL, output: URL, layers: Int? = nil, seed: UInt64 = 0, dtype: DType = .bf16,
+    public static func write(config url: URL, output: URL, layers: Int? = nil, seed: UInt64 = 0, dtype: DType = .bf16, mxfp4: Bool = false,
                              shardSize: Int = CheckpointWriter.defaultShardSize, tokenizerFrom: URL? = nil, overwrite: Bool = false,
                              quiet: Bool = false) throws -> Summary {
         guard dtype == .bf16 || dtype == .f16 || dtype == .f32 else { throw ModelError.invalidInput("--dtype must be bf16, f16 or f32") }
@@ -42,11 +44,30 @@ public enum RandomCheckpoint {
         config = HFConfig(path: url.path, raw: config.raw)
         let (family, filled) = try ModelRegistry.resolve(config)
         let d = try family.describe(filled)
-        let names = try family.checkpointNames(filled, description: d, has: { _ in false })
+        let names = try family.checkpointNames(filled, description: d, has: { mxfp4 && $0.hasSuffix(".experts.gate_up_proj_blocks") })
+        var packed = Set<String>()
+        for (_, loc) in names.entries { if let scales = loc.mxfp4Scales { packed.insert(loc.name); packed.insert(scales) } }
+        if mxfp4 {
+            guard !packed.isEmpty else { throw ModelError.invalidInput("\(url.path): \(d.modelType) has no MXFP4 form (gpt-oss has)") }
+            guard !text.contains("\"quantization_config\"") else { throw ModelError.invalidInput("\(url.path) already has a quantization_config") }
+            guard let close = text.lastIndex(of: "}") else { throw ModelError.invalidInput("\(url.path): not a JSON object") }
+            var head = String(text[..<close])
+            while head.last?.isWhitespace == true { head.removeLast() }
+            text = head + ",\n  \"quantization_config\": {\"quant_method\": \"mxfp4\", \"modules_to_not_convert\": [\"model.layers.*.self_attn\", " +
+                "\"model.layers.*.mlp.router\", \"model.embed_tokens\", \"lm_head\"]}\n}\n"
+        }
         let std = Float(try config.double("initializer_range", default: 0.02))
         let shapes = names.tensorShapes
         var entries: [SafeTensorsWriter.Entry] = []
         for (name, shape) in shapes {
+            if packed.contains(name) {
+                // MXFP4 codes (any byte) and exponents 119…121.
+                let tensorSeed = FNV.hash(name.utf8, seed &+ FNV.offsetBasis), scales = name.hasSuffix("_scales")
+                entries.append(.init(name, dtype: .u8, shape: shape) { offset, buffer in
+                    fill(scales ? .bytes(119, 3) : .bytes(0, 256), seed: tensorSeed, firstElement: offset, dtype: .u8, into: buffer)
+                })
+                continue
+            }
             let tensorSeed = FNV.hash(name.utf8, seed &+ FNV.offsetBasis)
             let kind: Fill = name.hasSuffix("norm.weight") || name.hasSuffix("layernorm.weight") ? .ones
                 : (name.hasSuffix(".bias") || name.hasSuffix("e_score_correction_bias") ? .zeros : .uniform(std * Float(3).squareRoot()))
@@ -75,31 +96,42 @@ public enum RandomCheckpoint {
         return Summary(tensors: entries.count, bytes: total, files: written)
     }
 
-    enum Fill: Sendable { case ones, zeros, uniform(Float) }
+    /// `bytes(lo, n)`: u8 values lo..<lo + n (MXFP4 codes and exponents).
+    enum Fill: Sendable { case ones, zeros, uniform(Float), bytes(Int, Int) }
 
     /// Elements [first, first + n) of a tensor: element i is drawn from SplitMix64 at position i of the
     /// tensor's stream (random access, so any block can be generated on its own). Blocks are split over the cores.
     static func fill(_ kind: Fill, seed: UInt64, firstElement: Int, dtype: DType, into buffer: UnsafeMutableRawBufferPointer) {
         let n = buffer.count / dtype.byteSize
         let out = SendablePointer(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        if case .bytes(let lo, let count) = kind {
+            parallelChunks(n, align: 4096) { r in
+                for j in r { out[j] = UInt8(lo + Int(splitMix(seed, firstElement + j) % UInt64(count))) }
+            }
+            return
+        }
         parallelChunks(n, align: 4096) { r in
             var values = [Float](repeating: 0, count: r.count)
             for j in 0..<r.count {
                 switch kind {
                 case .ones: values[j] = 1
                 case .zeros: values[j] = 0
-                case .uniform(let a):
-                    var z = seed &+ UInt64(firstElement + r.lowerBound + j + 1) &* 0x9E37_79B9_7F4A_7C15
-                    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                    z ^= z >> 31
-                    values[j] = (Float(z >> 40) * 0x1.0p-24 * 2 - 1) * a
+                case .uniform(let a): values[j] = (Float(splitMix(seed, firstElement + r.lowerBound + j) >> 40) * 0x1.0p-24 * 2 - 1) * a
+                case .bytes: break
                 }
             }
             values.withUnsafeBufferPointer {
                 Convert.fromFloat($0.baseAddress!, count: r.count, dtype: dtype, into: UnsafeMutableRawPointer(out.raw + r.lowerBound * dtype.byteSize))
             }
         }
+    }
+
+    /// Position i of the SplitMix64 stream of `seed`.
+    @inline(__always) static func splitMix(_ seed: UInt64, _ i: Int) -> UInt64 {
+        var z = seed &+ UInt64(i + 1) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 
     /// Refuses up front when the disk cannot hold `bytes` (plus 1 GiB of slack) instead of failing half-way.

@@ -93,32 +93,63 @@ public func softmax(_ x: Tensor) -> Tensor {
 }
 
 /// Activation functions named as HF configs name them (`hidden_act`).
-public enum Activation: String, Sendable, Codable {
-    case silu, swish, gelu, geluTanh = "gelu_pytorch_tanh", geluNew = "gelu_new", relu
+public enum Activation: Sendable, Equatable, Codable, CustomStringConvertible {
+    case silu, swish, gelu, geluTanh, geluNew, relu
+    /// gpt-oss's gated unit: gate clamped above at `limit`, up clamped to ±`limit`, out = (up + 1) · gate · σ(α · gate).
+    case clampedSwiGLU(alpha: Float, limit: Float)
+
+    static let names: [(String, Activation)] = [("silu", .silu), ("swish", .swish), ("gelu", .gelu), ("gelu_pytorch_tanh", .geluTanh),
+                                                 ("gelu_new", .geluNew), ("relu", .relu)]
 
     public init(hfName: String) throws {
-        guard let a = Activation(rawValue: hfName) else {
+        guard let a = Self.names.first(where: { $0.0 == hfName })?.1 else {
             throw TensorError.unsupported("hidden_act \"\(hfName)\" (supported: silu, gelu, gelu_pytorch_tanh, gelu_new, relu)")
         }
         self = a
     }
 
+    /// The HF name, or `clamped_swiglu(alpha=…, limit=…)`.
+    public var description: String {
+        if case .clampedSwiGLU(let a, let l) = self { return "clamped_swiglu(alpha=\(a), limit=\(l))" }
+        return Self.names.first { $0.1 == self }!.0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        if text.hasPrefix("clamped_swiglu(") {
+            let nums = text.split(whereSeparator: { !"0123456789.-e".contains($0) }).compactMap { Float($0) }
+            guard nums.count == 2 else { throw TensorError.unsupported("activation \"\(text)\"") }
+            self = .clampedSwiGLU(alpha: nums[0], limit: nums[1])
+        } else {
+            self = try Activation(hfName: text)
+        }
+    }
+
+    /// act(v) for the ungated activations (the gate's part of `clampedSwiGLU` for that one).
     @inline(__always) public func callAsFunction(_ v: Float) -> Float {
         switch self {
         case .silu, .swish: return MoETensor.silu(v)
         case .gelu: return MoETensor.geluErf(v)
         case .geluTanh, .geluNew: return MoETensor.geluTanh(v)
         case .relu: return max(v, 0)
+        case .clampedSwiGLU(let alpha, let limit): let g = min(v, limit); return g / (1 + expf(-alpha * g))
         }
     }
 }
 
-/// out[i] = act(gate[i]) · up[i], the gated linear unit of SwiGLU-style experts.
+/// out[i] = act(gate[i]) · up[i], the gated linear unit of SwiGLU-style experts (gpt-oss: with its clamps and up + 1).
 @inline(__always) public func gatedActivation(
     _ act: Activation, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int
 ) {
     switch act {
     case .silu, .swish: VectorMath.siluGLU(gate: gate, up: up, into: out, count: count)
+    case .clampedSwiGLU(_, let limit):
+        for i in 0..<count { out[i] = act(gate[i]) * (min(max(up[i], -limit), limit) + 1) }
     default: for i in 0..<count { out[i] = act(gate[i]) * up[i] }
     }
 }

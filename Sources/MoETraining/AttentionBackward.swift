@@ -14,41 +14,61 @@ struct AttentionShape {
     let batch: Int, seqLen: Int, heads: Int, kvHeads: Int, qkDim: Int, vDim: Int
     let scale: Float
     let window: Int?
+    /// gpt-oss's per-head sink logits (in each softmax's denominator, with no value), or nil.
+    var sinks: Tensor? = nil
     var group: Int { heads / kvHeads }
 }
 
 /// softmax(scale · q kᵀ, causal and windowed) v for every (sequence, head): the probabilities [batch, heads, L, L]
-/// (kept for the backward pass) and the output [t, heads·vDim].
-func attentionCoreForward(q: Tensor, k: Tensor, v: Tensor, _ s: AttentionShape) -> (probs: Tensor, out: Tensor) {
+/// (kept for the backward pass), the output [t, heads·vDim], and with sinks each row's sink probability [batch, heads, L].
+func attentionCoreForward(q: Tensor, k: Tensor, v: Tensor, _ s: AttentionShape) -> (probs: Tensor, out: Tensor, sinkProbs: Tensor?) {
     let L = s.seqLen, heads = s.heads, kvh = s.kvHeads, dq = s.qkDim, dv = s.vDim
     let probs = Tensor(zeros: [s.batch, heads, L, L])
     let out = Tensor(zeros: [s.batch * L, heads * dv])
+    let sinkProbs = s.sinks.map { _ in Tensor(zeros: [s.batch, heads, L]) }
     let (qp, kp, vp, pp, op) = (SendablePointer(q.data), SendablePointer(k.data), SendablePointer(v.data), SendablePointer(probs.data), SendablePointer(out.data))
-    let window = s.window, scale = s.scale, group = s.group
+    let sp = sinkProbs.map { SendablePointer($0.data) }
+    let window = s.window, scale = s.scale, group = s.group, sinks = s.sinks
     parallelFor(s.batch * heads) { bh in
         let b = bh / heads, h = bh % heads, g = h / group
         let p = pp + bh * L * L
         BLAS.gemm(transB: true, m: L, n: L, k: dq, alpha: scale, a: qp + (b * L * heads + h) * dq, lda: heads * dq,
                   b: kp + (b * L * kvh + g) * dq, ldb: kvh * dq, c: p, ldc: L)
+        let row1 = UnsafeMutablePointer<Float>.allocate(capacity: L + 1)
+        defer { row1.deallocate() }
         for i in 0..<L {
             let row = p + i * L
             let lo = window.map { max(0, i - $0 + 1) } ?? 0
             if lo > 0 { row.update(repeating: 0, count: lo) }
             if i + 1 < L { (row + i + 1).update(repeating: 0, count: L - i - 1) }
-            softmaxInPlace(row + lo, count: i + 1 - lo)
+            if let sinks, let sp {
+                let n = i + 1 - lo
+                row1.update(from: row + lo, count: n)
+                row1[n] = sinks.data[h]
+                softmaxInPlace(row1, count: n + 1)
+                (row + lo).update(from: row1, count: n)
+                sp[bh * L + i] = row1[n]
+            } else {
+                softmaxInPlace(row + lo, count: i + 1 - lo)
+            }
         }
         BLAS.gemm(m: L, n: dv, k: L, a: p, lda: L, b: vp + (b * L * kvh + g) * dv, ldb: kvh * dv, c: op + (b * L * heads + h) * dv, ldc: heads * dv)
     }
-    return (probs, out)
+    return (probs, out, sinkProbs)
 }
 
-/// dq, dk, dv of the core from the output gradient [t, heads·vDim].
-func attentionCoreBackward(q: Tensor, k: Tensor, v: Tensor, probs: Tensor, dOut: Tensor, _ s: AttentionShape) -> (dq: Tensor, dk: Tensor, dv: Tensor) {
+/// dq, dk, dv of the core from the output gradient [t, heads·vDim], and with sinks their gradient [heads]: a sink
+/// takes no value, so its logit's gradient is −p_sink · Σ_j p_j ∂L/∂p_j per row.
+func attentionCoreBackward(q: Tensor, k: Tensor, v: Tensor, probs: Tensor, sinkProbs: Tensor? = nil, dOut: Tensor,
+                           _ s: AttentionShape) -> (dq: Tensor, dk: Tensor, dv: Tensor, dSinks: Tensor?) {
     let L = s.seqLen, heads = s.heads, kvh = s.kvHeads, dqk = s.qkDim, dvd = s.vDim, group = s.group, t = s.batch * L
     let dq = Tensor(zeros: [t, heads * dqk]), dk = Tensor(zeros: [t, kvh * dqk]), dv = Tensor(zeros: [t, kvh * dvd])
     let (qp, kp, vp, pp) = (SendablePointer(q.data), SendablePointer(k.data), SendablePointer(v.data), SendablePointer(probs.data))
     let (dop, dqp, dkp, dvp) = (SendablePointer(dOut.data), SendablePointer(dq.data), SendablePointer(dk.data), SendablePointer(dv.data))
     let scale = s.scale
+    // Per (sequence, head) sink gradients, summed over sequences in order afterwards (deterministic).
+    let sinkParts = sinkProbs.map { _ in Tensor(zeros: [s.batch * heads]) }
+    let spp = sinkProbs.map { SendablePointer($0.data) }, sgp = sinkParts.map { SendablePointer($0.data) }
     // One task per (sequence, KV head): its query heads' contributions to dK/dV stay in one thread.
     parallelFor(s.batch * kvh) { bg in
         let b = bg / kvh, kvHead = bg % kvh
@@ -59,17 +79,25 @@ func attentionCoreBackward(q: Tensor, k: Tensor, v: Tensor, probs: Tensor, dOut:
             let qOff = (b * L * heads + h) * dqk, oOff = (b * L * heads + h) * dvd
             BLAS.gemm(transA: true, m: L, n: dvd, k: L, a: p, lda: L, b: dop + oOff, ldb: heads * dvd, beta: 1, c: dvp + vOff, ldc: kvh * dvd)
             BLAS.gemm(transB: true, m: L, n: L, k: dvd, a: dop + oOff, lda: heads * dvd, b: vp + vOff, ldb: kvh * dvd, c: ds.data, ldc: L)
+            var sinkGrad: Float = 0
             for i in 0..<L {
                 let pr = p + i * L, dr = ds.data + i * L
                 var dot: Float = 0
                 for j in 0...i { dot += pr[j] * dr[j] }
                 for j in 0..<L { dr[j] = pr[j] * (dr[j] - dot) }
+                if let spp { sinkGrad -= spp[(b * heads + h) * L + i] * dot }
             }
+            if let sgp { sgp[b * heads + h] = sinkGrad }
             BLAS.gemm(m: L, n: dqk, k: L, alpha: scale, a: ds.data, lda: L, b: kp + kOff, ldb: kvh * dqk, c: dqp + qOff, ldc: heads * dqk)
             BLAS.gemm(transA: true, m: L, n: dqk, k: L, alpha: scale, a: ds.data, lda: L, b: qp + qOff, ldb: heads * dqk, beta: 1, c: dkp + kOff, ldc: kvh * dqk)
         }
     }
-    return (dq, dk, dv)
+    let dSinks = sinkParts.map { parts in
+        let d = Tensor(zeros: [heads])
+        for b in 0..<s.batch { for h in 0..<heads { d.data[h] += parts.data[b * heads + h] } }
+        return d
+    }
+    return (dq, dk, dv, dSinks)
 }
 
 /// RoPE at positions 0..<L on every sequence of a batch (`inverse`: its transpose, the rotation back; cos and
@@ -91,11 +119,13 @@ final class AttentionTape {
     var qNorm, kNorm: Tensor?          // after q/k RMSNorm (before clipping)
     var qRot, kRot, vUsed: Tensor?     // what the attention core used
     var probs: Tensor?                 // [batch, heads, L, L]
+    var sinkProbs: Tensor?             // [batch, heads, L] with sinks
     var o: LinearTape?
 }
 
 func attentionShape(_ a: GroupedQueryAttention, tokens t: Int, seqLen L: Int) -> AttentionShape {
-    AttentionShape(batch: t / L, seqLen: L, heads: a.heads, kvHeads: a.kvHeads, qkDim: a.headDim, vDim: a.headDim, scale: a.scale, window: a.slidingWindow)
+    AttentionShape(batch: t / L, seqLen: L, heads: a.heads, kvHeads: a.kvHeads, qkDim: a.headDim, vDim: a.headDim, scale: a.scale, window: a.slidingWindow,
+                   sinks: a.sinks)
 }
 
 func attentionForward(_ a: GroupedQueryAttention, _ x: Tensor, seqLen L: Int, seed: UInt64, training: Bool) -> (Tensor, AttentionTape) {
@@ -113,8 +143,8 @@ func attentionForward(_ a: GroupedQueryAttention, _ x: Tensor, seqLen L: Int, se
     applyRoPE(a.rope, qs.data, batch: batch, seqLen: L, heads: a.heads, headStride: hd)
     applyRoPE(a.rope, ks.data, batch: batch, seqLen: L, heads: a.kvHeads, headStride: hd)
     tape.qRot = qs; tape.kRot = ks; tape.vUsed = vs
-    let (probs, out) = attentionCoreForward(q: qs, k: ks, v: vs, attentionShape(a, tokens: t, seqLen: L))
-    tape.probs = probs
+    let (probs, out, sinkProbs) = attentionCoreForward(q: qs, k: ks, v: vs, attentionShape(a, tokens: t, seqLen: L))
+    tape.probs = probs; tape.sinkProbs = sinkProbs
     let (y, ot) = linearForward(a.o, out, seed: mixSeed(seed, 4), training: training, parallel: true)
     tape.o = ot
     return (y, tape)
@@ -123,8 +153,9 @@ func attentionForward(_ a: GroupedQueryAttention, _ x: Tensor, seqLen L: Int, se
 func attentionBackward(_ a: GroupedQueryAttention, _ tape: AttentionTape, _ dy: Tensor, seqLen L: Int, g: Gradients) -> Tensor {
     let dOut = linearBackward(a.o, tape.o!, dy, g, parallel: true)
     let t = dy.rows, batch = t / L, heads = a.heads, kvh = a.kvHeads, hd = a.headDim
-    let (dq, dk, dv) = attentionCoreBackward(q: tape.qRot!, k: tape.kRot!, v: tape.vUsed!, probs: tape.probs!, dOut: dOut,
-                                             attentionShape(a, tokens: t, seqLen: L))
+    let (dq, dk, dv, dSinks) = attentionCoreBackward(q: tape.qRot!, k: tape.kRot!, v: tape.vUsed!, probs: tape.probs!, sinkProbs: tape.sinkProbs,
+                                                     dOut: dOut, attentionShape(a, tokens: t, seqLen: L))
+    if let sinks = a.sinks, let d = dSinks, let gs = g[sinks] { gs.add(d) }
     applyRoPE(a.rope, dq.data, batch: batch, seqLen: L, heads: heads, headStride: hd, inverse: true)
     applyRoPE(a.rope, dk.data, batch: batch, seqLen: L, heads: kvh, headStride: hd, inverse: true)
     if let c = a.clip {   // clamp passes the gradient where the value was inside [−c, c]
@@ -195,7 +226,7 @@ func latentAttentionForward(_ a: LatentAttention, _ x: Tensor, seqLen L: Int, se
             (values.data + (i * heads + h) * vd).update(from: src + nope, count: vd)
         }
     }
-    let (probs, out) = attentionCoreForward(q: qs, k: keys, v: values, latentShape(a, tokens: t, seqLen: L))
+    let (probs, out, _) = attentionCoreForward(q: qs, k: keys, v: values, latentShape(a, tokens: t, seqLen: L))
     tape.queries = qs; tape.keys = keys; tape.values = values; tape.probs = probs
     let (y, to) = linearForward(a.o, out, seed: mixSeed(seed, 4), training: training, parallel: true)
     tape.o = to
@@ -205,7 +236,7 @@ func latentAttentionForward(_ a: LatentAttention, _ x: Tensor, seqLen L: Int, se
 func latentAttentionBackward(_ a: LatentAttention, _ tape: LatentAttentionTape, _ dy: Tensor, seqLen L: Int, g: Gradients) -> Tensor {
     let t = dy.rows, batch = t / L, heads = a.heads, nope = a.nopeDim, rd = a.ropeDim, vd = a.valueDim, qk = nope + rd, r = a.kvLoraRank
     let dOut = linearBackward(a.o, tape.o!, dy, g, parallel: true)
-    let (dq, dkeys, dvalues) = attentionCoreBackward(q: tape.queries!, k: tape.keys!, v: tape.values!, probs: tape.probs!, dOut: dOut,
+    let (dq, dkeys, dvalues, _) = attentionCoreBackward(q: tape.queries!, k: tape.keys!, v: tape.values!, probs: tape.probs!, dOut: dOut,
                                                      latentShape(a, tokens: t, seqLen: L))
     applyRoPE(a.rope, dq.data, batch: batch, seqLen: L, heads: heads, headStride: qk, offset: nope, inverse: true)
     // Keys and values back to kv_b's output [t, heads·(nope + v)] and the shared k_pe (summed over heads).

@@ -192,12 +192,15 @@ final class MLPTape {
 }
 
 func mlpForward(_ m: GatedMLP, gateInput: Tensor, upInput: Tensor, midScale: Tensor?, seed: UInt64, training: Bool, parallel: Bool) -> (Tensor, MLPTape) {
-    precondition(m.activation == .silu || m.activation == .swish, "training supports SiLU-gated MLPs")
     let tape = MLPTape()
     let (g, gt) = linearForward(m.gate, gateInput, seed: mixSeed(seed, 1), training: training, parallel: parallel)
     let (u, ut) = linearForward(m.up, upInput, seed: mixSeed(seed, 2), training: training, parallel: parallel)
     let act = Tensor(zeros: g.shape)
-    for i in 0..<g.count { act.data[i] = silu(g.data[i]) * u.data[i] }
+    switch m.activation {
+    case .silu, .swish: for i in 0..<g.count { act.data[i] = silu(g.data[i]) * u.data[i] }
+    case .clampedSwiGLU: gatedActivation(m.activation, gate: g.data, up: u.data, into: act.data, count: g.count)
+    default: preconditionFailure("training supports SiLU and gpt-oss's clamped SwiGLU, not \(m.activation)")
+    }
     var h = act
     if let midScale {
         h = Tensor(zeros: act.shape)
@@ -221,10 +224,19 @@ func mlpBackward(_ m: GatedMLP, _ tape: MLPTape, _ dy: Tensor, g grads: Gradient
         dMid = dm
     }
     let dg = Tensor(zeros: gv.shape), du = Tensor(zeros: uv.shape)
-    for i in 0..<gv.count {
-        let x = gv.data[i], s = sigmoid(x)
-        du.data[i] = dh.data[i] * x * s
-        dg.data[i] = dh.data[i] * uv.data[i] * s * (1 + x * (1 - s))
+    if case .clampedSwiGLU(let alpha, let limit) = m.activation {
+        // out = (clamp(u, ±limit) + 1) · g'σ(αg'), g' = min(g, limit); a clamp passes the gradient inside its range (bounds included).
+        for i in 0..<gv.count {
+            let x = gv.data[i], u = uv.data[i], gc = min(x, limit), s = sigmoid(alpha * gc)
+            du.data[i] = u >= -limit && u <= limit ? dh.data[i] * gc * s : 0
+            dg.data[i] = x <= limit ? dh.data[i] * (min(max(u, -limit), limit) + 1) * s * (1 + alpha * gc * (1 - s)) : 0
+        }
+    } else {
+        for i in 0..<gv.count {
+            let x = gv.data[i], s = sigmoid(x)
+            du.data[i] = dh.data[i] * x * s
+            dg.data[i] = dh.data[i] * uv.data[i] * s * (1 + x * (1 - s))
+        }
     }
     let dgi = linearBackward(m.gate, tape.gate!, dg, grads, parallel: parallel)
     let dui = linearBackward(m.up, tape.up!, du, grads, parallel: parallel)

@@ -6,7 +6,8 @@ import MoEModels
 /// Writing trained models: a full checkpoint in the source's spelling, and PEFT LoRA adapters.
 public enum TrainedCheckpoint {
     /// Writes `model` (no LoRA adapters left) as a checkpoint folder shaped like `source`: every parameter
-    /// under the source's name and dtype (experts per expert even when the source fused them), other source
+    /// under the source's name and dtype (experts per expert even when the source fused them, where the family has
+    /// a per-expert layout; gpt-oss's fused, unquantised), other source
     /// tensors copied as they are, config.json edited by `config` (text in, text out), companions copied.
     /// `dtype` forces every parameter's dtype (e.g. f32 so a merged adapter is not rounded to bf16).
     public static func write(_ model: CausalLM, source: URL, output: URL, overwrite: Bool = false, dtype: DType? = nil,
@@ -15,11 +16,25 @@ public enum TrainedCheckpoint {
         let config = try HFConfig(modelDirectory: source)
         let ckpt = try Checkpoint(directory: source)
         let names = try ModelRegistry.checkpointNames(directory: source, checkpoint: ckpt, perExpert: true)
-        let dominant = ckpt.names.compactMap { ckpt.info($0)?.dtype }.reduce(into: [DType: Int]()) { $0[$1, default: 0] += 1 }.max { $0.value < $1.value }?.key ?? .f32
+        let stored = try ModelRegistry.checkpointNames(directory: source, checkpoint: ckpt)
+        var counts: [DType: Int] = [:]
+        for name in ckpt.names {
+            guard let t = ckpt.info(name)?.dtype, t == .f32 || t == .f16 || t == .bf16 else { continue }
+            counts[t, default: 0] += 1
+        }
+        let dominant: DType = counts.max { $0.value < $1.value }?.key ?? .f32
         var entries: [SafeTensorsWriter.Entry] = []
         var written = Set<String>()
+        // Parameters that are parts of a fused tensor in the written layout (gpt-oss's experts) are gathered per tensor.
+        var fused: [String: FusedTensors.Group] = [:]
+        var fusedOrder: [String] = []
         for (logical, value) in TrainableParameters.all(model) {
             precondition(!logical.contains("lora_"), "merge LoRA adapters before writing a checkpoint")
+            if let loc = names.location(logical), let part = loc.part {
+                if fused[loc.name] == nil { fused[loc.name] = FusedTensors.Group(name: loc.name, shape: part.fullShape); fusedOrder.append(loc.name) }
+                fused[loc.name]!.parts.append((part, value))
+                continue
+            }
             guard let name = names.checkpointName(logical) else { throw TrainingError.invalid("no checkpoint name for parameter \(logical)") }
             let target = dtype ?? ckpt.info(name)?.dtype ?? dominant
             switch value {
@@ -28,16 +43,28 @@ public enum TrainedCheckpoint {
             }
             written.insert(name)
         }
-        for name in ckpt.names where !written.contains(name) {
-            if name.hasSuffix(".experts.gate_up_proj") || name.hasSuffix(".experts.down_proj") { continue }   // written per expert
+        for name in fusedOrder {
+            entries.append(try FusedTensors.entry(fused[name]!, dtype: dtype ?? ckpt.info(name)?.dtype ?? dominant))
+            written.insert(name)
+        }
+        // Source tensors the parameters were read from as parts (fused experts, MXFP4 blocks and scales) are replaced.
+        var replaced = Set<String>()
+        for (_, loc) in stored.entries where loc.isFused {
+            replaced.insert(loc.name)
+            if let s = loc.mxfp4Scales { replaced.insert(s) }
+        }
+        for name in ckpt.names where !written.contains(name) && !replaced.contains(name) {
             if name.hasSuffix(".weight"), written.contains(String(name.dropLast(".weight".count)) + ".lowrank_a") { continue }
             if name.hasSuffix(".lowrank_a") || name.hasSuffix(".lowrank_b"), written.contains(String(name.dropLast(".lowrank_a".count)) + ".weight") { continue }
             entries.append(try ckpt.rawEntry(name))
         }
+        // Weights once stored quantised (gpt-oss's MXFP4) are written unquantised: config.json stops saying otherwise.
+        let dequantized = stored.entries.contains { $0.location.mxfp4Scales != nil }
         guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw TrainingError.invalid("\(config.path): cannot read") }
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
             try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
-            try edit(text).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            let edited = edit(text)
+            try (dequantized ? HFConfig.removingTopLevelKey(edited, "quantization_config") : edited).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
             for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json", "decompose.json", "modeling_moepress.py"] {
                 let src = source.appendingPathComponent(name)
                 if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(name)) }
@@ -51,8 +78,9 @@ public enum TrainedCheckpoint {
 /// paths. Attention projections are `target_modules`; the router (`mlp.gate.weight`, or the family's
 /// `routerModule`), the fused routed experts
 /// and shared-expert and dense MLP projections are `target_parameters`. PEFT adapts the fused
-/// `experts.gate_up_proj` [E, 2I, H] with one adapter per expert, so MoEPress's separate gate and up
-/// adapters (rank r each) are written exactly as one of rank 2r: A = [A_gate; A_up], B = diag(B_gate, B_up),
+/// `experts.gate_up_proj` [E, 2I, H] (gpt-oss: [E, H, 2I], gate and up interleaved) with one adapter per expert,
+/// so MoEPress's separate gate and up adapters (rank r each) are written exactly as one of rank 2r:
+/// A = [A_gate; A_up], B = diag(B_gate, B_up) (rows interleaved for gpt-oss),
 /// with lora_alpha 2α to keep the scale α/r. PEFT refuses dropout on parameter targets, so the file says
 /// lora_dropout 0 when there are any (dropout only matters in training; the training log records it).
 public enum PEFTAdapter {
@@ -104,12 +132,18 @@ public enum PEFTAdapter {
                 if hasGU {
                     expertKinds.insert("gate_up")
                     let R = 2 * r
+                    // The fused output index of gate/up row o: v5's [E, 2I, H] stacks them (o, I + o); gpt-oss's
+                    // input-major [E, H, 2I] interleaves them (2o, 2o + 1).
+                    let interleaved = names.location("layers.\(i).moe.experts.0.gate")?.part.map { $0.colStride != 1 } ?? false
                     let wa = Tensor(zeros: [R * e, h]), wb = Tensor(zeros: [2 * inter, R * e])
                     for (ex, m) in b.experts.enumerated() {
                         for (block, l) in [(0, m.gate), (1, m.up)] {
                             guard let a = l as? LoRALinear else { continue }
                             for j in 0..<r { (wa.data + (ex * R + block * r + j) * h).update(from: a.a.data + j * h, count: h) }
-                            for o in 0..<inter { for j in 0..<r { wb.data[(block * inter + o) * (R * e) + (block * r + j) * e + ex] = a.b.data[o * r + j] } }
+                            for o in 0..<inter {
+                                let row = interleaved ? 2 * o + block : block * inter + o
+                                for j in 0..<r { wb.data[row * (R * e) + (block * r + j) * e + ex] = a.b.data[o * r + j] }
+                            }
                         }
                     }
                     add("\(p).mlp.experts" + (hasDown ? ".base_layer" : ""), wa, wb)

@@ -161,8 +161,15 @@ struct BuiltInRecipe {
         } else if !quiet {
             log("\(command): resuming \(work.path)")
         }
-        let r = try MoEPipeline.Recipe(file: recipeURL)
-        let summary = try Pipeline(recipe: r, runDir: runDir, resume: resume, quiet: quiet, memory: memory).run()
+        let summary: RunSummary
+        do {
+            let r = try MoEPipeline.Recipe(file: recipeURL)
+            summary = try Pipeline(recipe: r, runDir: runDir, resume: resume, quiet: quiet, memory: memory).run()
+        } catch {
+            // Refused before any stage ran (no run folder yet): there is nothing to resume, so nothing is left behind.
+            if !fm.fileExists(atPath: runDir.path) { remove() }
+            throw error
+        }
         return (summary, runDir.appendingPathComponent(summary.stages.last!.folder).appendingPathComponent("model"))
     }
 

@@ -18,8 +18,10 @@ enum Where {
 @Suite(.serialized) struct PlanApplyTests {
     /// A pruned checkpoint computes what the original does with the pruned experts' logits masked to −∞
     /// (methods.md §5.1), for renormalised (Mixtral) and non-renormalised routing with a shared expert
-    /// and a dense layer (Qwen2-MoE fixture).
-    @Test(arguments: [("mixtral", [[0, 1, 3], [1, 2, 3]]), ("qwen2_moe", [[0, 2, 3, 5], [1, 2, 4]])])
+    /// and a dense layer (Qwen2-MoE fixture), and gpt-oss's fused experts with biases and its router bias, in
+    /// bf16-style and MXFP4 storage (the kept experts' blocks and scales are copied, so pruning loses nothing).
+    @Test(arguments: [("mixtral", [[0, 1, 3], [1, 2, 3]]), ("qwen2_moe", [[0, 2, 3, 5], [1, 2, 4]]),
+                      ("gpt_oss", [[0, 2, 3], [1, 3]]), ("gpt_oss_mxfp4", [[1, 2, 3], [0, 2]])])
     func prunedEqualsMaskedRouting(_ name: String, _ kept: [[Int]]) throws {
         let src = Where.fixture(name)
         let original = try ModelRegistry.load(directory: src)
@@ -41,12 +43,31 @@ enum Where {
         #expect(diff <= 1e-4, "\(name): pruned vs masked max |Δ| = \(diff)")
         // Shared expert and dense layer tensors are copied byte for byte.
         let a = try Checkpoint(directory: src), b = try Checkpoint(directory: out)
-        for n in a.names where !n.contains(".experts.") && !n.hasSuffix(".gate.weight") {
+        for n in a.names where !n.contains(".experts.") && !n.hasSuffix(".gate.weight") && !n.contains(".mlp.router.") {
             let ia = a.info(n)!, ib = b.info(n)!
             #expect(ia.shape == ib.shape && ia.dtype == ib.dtype)
             #expect(Data(bytes: a.files[0].bytes(ia), count: ia.byteCount) == Data(bytes: b.files[0].bytes(ib), count: ib.byteCount), "\(n)")
         }
+        // Fused expert tensors (gpt-oss) keep the kept experts' slabs byte for byte, whatever their storage.
+        for n in a.names where n.range(of: #"\.experts\.[a-z]"#, options: .regularExpression) != nil {
+            guard let l = Int(n.split(separator: ".")[2]), let slot = moe.firstIndex(of: l) else { continue }
+            let ia = a.info(n)!, ib = b.info(n)!
+            let slab = ia.byteCount / ia.shape[0]
+            #expect(ib.shape == [kept[slot].count] + ia.shape.dropFirst() && ib.dtype == ia.dtype, "\(n)")
+            for (i, e) in kept[slot].enumerated() {
+                #expect(Data(bytes: a.files[0].bytes(ia) + e * slab, count: slab) == Data(bytes: b.files[0].bytes(ib) + i * slab, count: slab), "\(n) expert \(e)")
+            }
+        }
         #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("plan.json").path))
+    }
+
+    /// gpt-oss stores its experts only fused: low-rank factors have no per-expert module to go in, so decompose is
+    /// refused with the reason, before any work.
+    @Test func fusedOnlyFamiliesRefuseFactors() throws {
+        for name in ["gpt_oss", "gpt_oss_mxfp4"] {
+            #expect(throws: PruningError.self) { try LowRank.requireFactorLayout(Where.fixture(name)) }
+        }
+        try LowRank.requireFactorLayout(Where.fixture("mixtral"))
     }
 
     @Test func unequalCountsGetAMoEPressSection() throws {

@@ -6,9 +6,9 @@ import MoECheckpoint
 
 /// Logits of every supported family against HF transformers (fixtures from tools/oracle/make_model_fixtures.py).
 @Suite struct FamilyParityTests {
-    static let families = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "phimoe"]
+    static let families = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "phimoe", "gpt_oss"]
     /// Fixture folders: one per family, plus DeepSeek-V2 with the low-rank query path.
-    static let fixtures = families + ["deepseek_v2_qlora"]
+    static let fixtures = families + ["deepseek_v2_qlora", "gpt_oss_mxfp4"]
 
     func load(_ name: String) throws -> (CausalLM, [[Int]], [Tensor]) {
         let dir = Paths.fixture(name)

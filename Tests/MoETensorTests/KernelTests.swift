@@ -1,4 +1,5 @@
 import XCTest
+import CKernels
 @testable import MoETensor
 
 /// The bf16/f16 weight kernels: accuracy against an f64 reference, bit-identity across instruction sets
@@ -131,6 +132,73 @@ final class KernelTests: XCTestCase {
         let ref = matmul(dy, Tensor(shape: [24, 40], values: wv))
         XCTAssertLessThan(dx.maxAbsDifference(ref), 1e-5)
         XCTAssertEqual(w.float().array, wv)
+    }
+
+    /// OCP MXFP4 as transformers' dequantiser reads it (its FP4_VALUES table, low nibble first, ldexp by scale − 127).
+    func testMXFP4DecodesAsTransformersDoes() {
+        let fp4: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+        var blocks = [UInt8](repeating: 0, count: 32), scales: [UInt8] = [127, 129]   // two blocks: ×1, ×4
+        for j in 0..<64 where j % 2 == 0 { blocks[j / 2] = UInt8(j % 16) | UInt8(((j + 7) % 16) << 4) }
+        var out = [Float](repeating: .nan, count: 64)
+        mpk_mxfp4_to_f32(blocks, scales, 0, 64, &out)
+        for j in 0..<64 {
+            let code = j % 2 == 0 ? j % 16 : (j - 1 + 7) % 16
+            XCTAssertEqual(out[j], fp4[code] * (j < 32 ? 1 : 4), "element \(j)")
+        }
+        // A window starting mid-block, and the extreme exponents (2^-127 subnormal, 255 → inf as bf16 ldexp gives).
+        var part = [Float](repeating: .nan, count: 3)
+        mpk_mxfp4_to_f32(blocks, scales, 31, 3, &part)
+        XCTAssertEqual(part, Array(out[31..<34]))
+        var one = [Float](repeating: 0, count: 1)
+        mpk_mxfp4_to_f32([0x02], [0], 0, 1, &one)
+        XCTAssertEqual(one[0], Float(sign: .plus, exponent: -127, significand: 1))
+        mpk_mxfp4_to_f32([0x02], [255], 0, 1, &one)
+        XCTAssertEqual(one[0], .infinity)
+    }
+
+    /// A strided view (gpt-oss's gate: every other column of an input-major [k, 2n] bf16 tensor) and an MXFP4
+    /// matrix multiply exactly as the f32 kernel does on the same values written out row-major, for every batch
+    /// size and thread split; the input gradient matches BLAS on the widened matrix.
+    func testStridedAndMXFP4ProductsEqualTheKernelOnTheirValues() {
+        Compute.configure(threads: 2)
+        let n = 40, k = 96
+        // [k, 2n] bf16, input-major; the gate is column 2o, the up column 2o + 1.
+        let (stored, sv) = randomMatrix(k, 2 * n, dtype: .bf16, seed: 21)
+        var g = SeededGenerator(seed: 22)
+        let codes = (0..<(n * k / 2)).map { _ in UInt8(g.nextUnit() * 256) }, exps = (0..<(n * k / 32)).map { _ in UInt8(120 + g.nextUnit() * 10) }
+        let cb = UnsafeMutablePointer<UInt8>.allocate(capacity: codes.count), eb = UnsafeMutablePointer<UInt8>.allocate(capacity: exps.count)
+        cb.initialize(from: codes, count: codes.count); eb.initialize(from: exps, count: exps.count)
+        let mx = WeightMatrix(mxfp4Blocks: cb, scales: eb, rows: n, cols: k, owner: RawOwner(UnsafeMutableRawPointer(cb)))
+        defer { eb.deallocate() }
+        var mxValues = [Float](repeating: 0, count: n * k)
+        for r in 0..<n { mpk_mxfp4_to_f32(cb + r * k / 2, eb + r * k / 32, 0, k, &mxValues[r * k]) }
+        for (name, up) in [("gate", 0), ("up", 1)] {
+            let view = stored.view(offset: up, rows: n, cols: k, rowStride: 2, colStride: 2 * n)
+            let values = (0..<(n * k)).map { i in sv[(i % k) * 2 * n + 2 * (i / k) + up] }
+            check(view, values, name)
+        }
+        check(mx, mxValues, "mxfp4")
+        check(mx.rowSlice(8..<24), Array(mxValues[(8 * k)..<(24 * k)]), "mxfp4 rows 8..<24")
+        let t = stored.transposed()
+        XCTAssertEqual(t.rows, 2 * n)
+        XCTAssertEqual(t.float().array, (0..<(2 * n * k)).map { i in sv[(i % k) * 2 * n + i / k] })
+    }
+
+    private func check(_ w: WeightMatrix, _ values: [Float], _ name: String) {
+        let plain = WeightMatrix(Tensor(shape: [w.rows, w.cols], values: values))
+        XCTAssertEqual(w.float().array, values, name)
+        for isa in KernelISA.allCases.filter(\.isSupported) {
+            KernelISA.use(isa)
+            let x = randomInput(9, w.cols, seed: 23)
+            let want = product(plain, x)
+            XCTAssertEqual(product(w, x, parallel: true).map(\.bitPattern), want.map(\.bitPattern), "\(name) \(isa)")
+            let one = product(w, x.rowSlice(4..<5))
+            XCTAssertEqual(one.map(\.bitPattern), want[(4 * w.rows)..<(5 * w.rows)].map(\.bitPattern), "\(name) \(isa) one row")
+        }
+        KernelISA.use(.best)
+        let dy = randomInput(5, w.rows, seed: 24), dx = Tensor(zeros: [5, w.cols])
+        w.multiplyTransposed(dy.data, m: 5, into: dx.data, ldx: w.cols)
+        XCTAssertLessThan(dx.maxAbsDifference(matmul(dy, Tensor(shape: [w.rows, w.cols], values: values))), 1e-4, name)
     }
 
     func testUnknownInstructionSetIsRefused() {

@@ -102,6 +102,43 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
     }
 }
 
+/// gpt-oss keeps its experts fused: a trained, merged model is written back into the fused tensors (from an
+/// MXFP4 source, unquantised, and config.json loses its quantization_config), and reloads as the same function.
+@Suite(.serialized) struct FusedExportTests {
+    @Test(arguments: ["gpt_oss", "gpt_oss_mxfp4"])
+    func mergedGptOssReloadsAsTheSameModel(_ name: String) throws {
+        let m = try ModelRegistry.load(directory: Where.model(name))
+        var s = LoRA.Settings()
+        s.rank = 4; s.seed = 3
+        try LoRA.attach(to: m, s)
+        // Non-zero adapters everywhere (B starts at 0), so the merge moves every expert.
+        for (name, t) in TrainableParameters.tensors(m, where: { $0.hasSuffix(".lora_B") }) {
+            for i in 0..<t.count { t.data[i] = 0.05 * sin(Float(i + name.count)) }
+        }
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        let before = try ModelRegistry.load(directory: Where.model(name)).forward(ids)
+        LoRA.merge(m)
+        let want = m.forward(ids)
+        #expect(want.maxAbsDifference(before) > 1e-2, "the adapters should change the model")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-fused-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        try TrainedCheckpoint.write(m, source: Where.model(name), output: out, dtype: .f32)
+        let back = try ModelRegistry.load(directory: out)
+        #expect(back.forward(ids).maxAbsDifference(want) < 1e-5)
+        let ck = try Checkpoint(directory: out)
+        #expect(ck.contains("model.layers.0.mlp.experts.gate_up_proj") && !ck.names.contains { $0.hasSuffix("_blocks") || $0.hasSuffix("_scales") })
+        let config = try String(contentsOf: out.appendingPathComponent("config.json"), encoding: .utf8)
+        #expect(!config.contains("quantization_config"))
+        #expect((try? JSONSerialization.jsonObject(with: Data(config.utf8))) != nil)
+    }
+
+    /// Compressed-expert vectors need a per-expert module, which a fused-only family has not: refused up front.
+    @Test func compressedExpertsAreRefusedForFusedOnlyFamilies() throws {
+        #expect(throws: TrainingError.self) { try TrainingRuns.requireVectorLayout(Where.model("gpt_oss")) }
+        try TrainingRuns.requireVectorLayout(Where.model("olmoe"))
+    }
+}
+
 @Suite struct CompressedExpertsRuntimeTests {
     /// OLMoE does not renormalise top-k weights, so a CE block with all vectors at 1 and K main experts is
     /// exactly the same model routed top-K: the CE runtime and the training forward agree with it.

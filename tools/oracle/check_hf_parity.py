@@ -24,7 +24,7 @@ with tempfile.TemporaryDirectory() as t:
     ours = load_file(out)["logits"]
 diff = (hf - ours).abs().max().item()
 lowrank = sum(1 for m in model.modules() if type(m).__name__ == "LowRankLinear")
-replaced = sum(1 for m in model.modules() if type(m).__name__ == "MoEPressExperts")
+replaced = sum(1 for m in model.modules() if type(m).__name__ == "MoEPressExperts" or getattr(m, "moepress_resized", False))
 experts = cfg.get("num_local_experts", cfg.get("num_experts", cfg.get("n_routed_experts")))
 print(json.dumps({"model": model_dir, "experts": experts, "remote_code": remote, "moepress_expert_modules": replaced, "low_rank_linears": lowrank,
                   "max_abs_diff": diff, "ok": diff <= 1e-4}))

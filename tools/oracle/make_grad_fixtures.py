@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Gradient oracle: for the tiny fixtures of Tests/MoEModelsTests/Fixtures (mixtral, qwen2_moe, qwen3_moe,
-olmoe, deepseek_v2, deepseek_v2_qlora, deepseek_v3, phimoe; in eval mode, so Phi-MoE's sparsemixer routes as at
+olmoe, deepseek_v2, deepseek_v2_qlora, deepseek_v3, phimoe, gpt_oss; in eval mode, so Phi-MoE's sparsemixer routes as at
 inference), HF transformers computes the causal-LM loss of a fixed batch (labels = inputs, some set to -100, HF
 shifts them) and the gradient of every parameter, in f32. Saved as Tests/MoETrainingTests/Fixtures/<name>.safetensors
 under MoEPress's logical parameter names (see MoETraining's `TrainableParameters`), with "loss" as a scalar.
@@ -30,7 +30,8 @@ def logical(name, grad, out):
     simple = {
         "input_layernorm.weight": "input_norm", "post_attention_layernorm.weight": "post_norm",
         "input_layernorm.bias": "input_norm.bias", "post_attention_layernorm.bias": "post_norm.bias",
-        "mlp.router.weight": "moe.router",   # Phi-MoE's router module
+        "mlp.router.weight": "moe.router",   # Phi-MoE's and gpt-oss's router module
+        "mlp.router.bias": "moe.router.bias", "self_attn.sinks": "attn.sinks",
         "self_attn.q_norm.weight": "attn.q_norm", "self_attn.k_norm.weight": "attn.k_norm",
         "mlp.gate.weight": "moe.router", "mlp.shared_expert_gate.weight": "moe.shared_gate",
         # DeepSeek's multi-head latent attention.
@@ -45,6 +46,19 @@ def logical(name, grad, out):
     if s: out[p + "moe.shared." + s.group(1)] = grad; return
     d = re.fullmatch(r"mlp\.(gate|up|down)_proj\.weight", rest)
     if d: out[p + "mlp." + d.group(1)] = grad; return
+    if INPUT_MAJOR and rest in ("mlp.experts.gate_up_proj", "mlp.experts.gate_up_proj_bias"):
+        # gpt-oss: [E, H, 2I] (and its bias [E, 2I]) with gate and up interleaved along the last dimension.
+        bias = rest.endswith("_bias")
+        for e in range(grad.shape[0]):
+            for k, kind in enumerate(["gate", "up"]):
+                g = grad[e][..., k::2]
+                out[p + f"moe.experts.{e}.{kind}" + (".bias" if bias else "")] = (g if bias else g.T).contiguous()
+        return
+    if INPUT_MAJOR and rest in ("mlp.experts.down_proj", "mlp.experts.down_proj_bias"):
+        bias = rest.endswith("_bias")
+        for e in range(grad.shape[0]):
+            out[p + f"moe.experts.{e}.down" + (".bias" if bias else "")] = (grad[e] if bias else grad[e].T).contiguous()
+        return
     if rest == "mlp.experts.gate_up_proj":
         inter = grad.shape[1] // 2
         for e in range(grad.shape[0]):
@@ -120,6 +134,7 @@ def compressed_experts_fixture(manifest):
 
 
 ONLY = set(sys.argv[1:])
+INPUT_MAJOR = False   # the model being mapped stores experts input-major (gpt-oss)
 
 
 def main():
@@ -129,10 +144,12 @@ def main():
                 "ids": IDS, "labels": LABELS, "fixtures": {}}
     if ONLY:
         manifest = json.load(open(os.path.join(OUT, "manifest.json")))
-    for name in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v2_qlora", "deepseek_v3", "phimoe"]:
+    global INPUT_MAJOR
+    for name in ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v2_qlora", "deepseek_v3", "phimoe", "gpt_oss"]:
         if ONLY and name not in ONLY:
             continue
         model = AutoModelForCausalLM.from_pretrained(os.path.join(SRC, name), dtype=torch.float32, attn_implementation="eager")
+        INPUT_MAJOR = model.config.model_type == "gpt_oss"
         model.eval()
         out = model(torch.tensor(IDS), labels=torch.tensor(LABELS))
         out.loss.backward()

@@ -65,7 +65,17 @@ FAMILIES = {
         rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 8,
                          "short_factor": [1.0, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 6.0], "long_factor": [1.0, 1.3, 1.8, 2.5, 4.0, 6.0, 9.0, 12.0],
                          "short_mscale": 1.15, "long_mscale": 1.35})),
+    # gpt-oss in miniature: fused interleaved gate_up experts [E, H, 2I] with biases, clamped SwiGLU (a limit low
+    # enough that random weights reach it), a router with a bias, attention sinks, sliding (window 4, so the
+    # 9-token input slides) and full layers alternating, yarn without truncation, q/k/v/o biases.
+    "gpt_oss": (transformers.GptOssConfig, transformers.GptOssForCausalLM, dict(
+        num_key_value_heads=2, head_dim=16, intermediate_size=96, num_local_experts=4, num_experts_per_tok=2,
+        sliding_window=4, swiglu_limit=1.0, swiglu_alpha=1.702, rms_norm_eps=1e-5, attention_bias=True,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                         "truncate": False, "original_max_position_embeddings": 64})),
 }
+# The released gpt-oss form of the same model: experts stored as MXFP4 blocks and scales (made from "gpt_oss").
+MXFP4_FROM = {"gpt_oss_mxfp4": "gpt_oss"}
 
 # Which fixtures get a config in the transformers v4 spelling, and which are stored fused (v5 layout).
 V4_SPELLING = {"mixtral", "deepseek_v2"}
@@ -88,6 +98,45 @@ def randomize(model, seed):
         for name, b in model.named_buffers():
             if "e_score_correction_bias" in name:
                 b.copy_(0.05 * torch.randn(b.shape, generator=g))
+
+
+FP4_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+
+
+def to_mxfp4(w):
+    """[..., rows, cols] f32 → (blocks [..., rows, cols/32, 16] u8, scales [..., rows, cols/32] u8): each block of 32
+    values along cols gets the exponent that puts its largest magnitude at or below 6, and every value the nearest FP4
+    code (low nibble = even element, as transformers' dequantiser reads them)."""
+    *pre, rows, cols = w.shape
+    b = w.reshape(*pre, rows, cols // 32, 32)
+    amax = b.abs().amax(-1).clamp(min=1e-30)
+    e = torch.ceil(torch.log2(amax / 6.0)).clamp(-127, 127)
+    scaled = b / torch.pow(2.0, e)[..., None]
+    lut = torch.tensor(FP4_VALUES)
+    codes = (scaled[..., None] - lut).abs().argmin(-1).to(torch.uint8)
+    blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return blocks.contiguous(), (e + 127).to(torch.uint8).contiguous()
+
+
+def write_mxfp4(src, dst):
+    """The `src` fixture folder's model with its experts' gate_up_proj [E, H, 2I] and down_proj [E, I, H] stored as
+    transformers reads released gpt-oss checkpoints: `<proj>_blocks` / `<proj>_scales` over the [E, out, in] matrices."""
+    from safetensors.torch import load_file
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    sd = load_file(os.path.join(src, "model.safetensors"))
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("experts.gate_up_proj") or k.endswith("experts.down_proj"):
+            blocks, scales = to_mxfp4(v.transpose(1, 2).contiguous())
+            out[k + "_blocks"], out[k + "_scales"] = blocks, scales
+        else:
+            out[k] = v
+    save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    json.dump(cfg, open(os.path.join(dst, "config.json"), "w"), indent=2, sort_keys=True)
 
 
 def logits_of(model):
@@ -148,6 +197,19 @@ def main():
             "parameters": sum(p.numel() for p in model.parameters()),
             "logit_scale": float(max(t.abs().max() for t in expected)),
         }
+        print(f"{name}: {manifest['fixtures'][name]}", file=sys.stderr)
+    for name, src in MXFP4_FROM.items():
+        if only and name not in only:
+            continue
+        d = os.path.join(OUT, name)
+        write_mxfp4(os.path.join(OUT, src), d)
+        # HF dequantises MXFP4 on CPU (exactly: every FP4 value times a power of two is an f32); its logits are the oracle.
+        model = transformers.AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager", dtype=torch.float32).eval()
+        expected = logits_of(model)
+        save_file({f"logits_{j}": t.contiguous() for j, t in enumerate(expected)}, os.path.join(d, "expected.safetensors"))
+        json.dump(INPUTS, open(os.path.join(d, "inputs.json"), "w"))
+        manifest["fixtures"][name] = {"class": type(model).__name__, "mxfp4_from": src,
+                                      "logit_scale": float(max(t.abs().max() for t in expected))}
         print(f"{name}: {manifest['fixtures'][name]}", file=sys.stderr)
     json.dump(manifest, open(os.path.join(OUT, "manifest.json"), "w"), indent=2)
 

@@ -39,6 +39,11 @@ void mpk_linear(int wtype, const float *x, long m, long ldx, const void *w, long
 /// dst[i] = src[i] widened to f32, for `count` elements of `wtype` (exact).
 void mpk_to_f32(int wtype, const void *src, long count, float *dst);
 
+/// dst[i] = element first + i of one MXFP4 row (OCP microscaling FP4, as gpt-oss stores its experts): element j
+/// is the FP4 code in the low (j even) or high (j odd) nibble of blocks[j / 2], times 2^(scales[j / 32] − 127).
+/// Exact in f32.
+void mpk_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, long first, long count, float *dst);
+
 #ifdef __cplusplus
 }
 #endif
