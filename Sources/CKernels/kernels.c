@@ -252,11 +252,49 @@ static inline float mxfp4_scale(uint8_t e) {
     return v.f;
 }
 
-void mpk_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, long first, long count, float *dst) {
+static void mxfp4_portable(const uint8_t *blocks, const uint8_t *scales, long first, long count, float *dst) {
     for (long i = 0; i < count; i++) {
         const long j = first + i;
         const uint8_t b = blocks[j >> 1];
         const int code = (j & 1) ? (b >> 4) : (b & 0x0F);
         dst[i] = mxfp4_values[code] * mxfp4_scale(scales[j >> 5]);
     }
+}
+
+#ifdef MPK_X86
+// Whole blocks of 32 at a time: the 16 code bytes split into nibbles (low = even element), the magnitude looked up
+// in an 8-entry table by permute, the sign bit set from bit 3, times the block's power of two (exact, as above).
+__attribute__((target("avx2,fma"))) static void mxfp4_avx2(const uint8_t *blocks, const uint8_t *scales, long first, long count,
+                                                           float *dst) {
+    long head = (32 - first % 32) % 32;
+    if (head > count) head = count;
+    mxfp4_portable(blocks, scales, first, head, dst);
+    first += head; dst += head; count -= head;
+    const __m256 mags = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    while (count >= 32) {
+        const __m128i b = _mm_loadu_si128((const __m128i *)(blocks + (first >> 1)));
+        const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+        const __m128i codes[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+        const __m256 scale = _mm256_set1_ps(mxfp4_scale(scales[first >> 5]));
+        for (int h = 0; h < 2; h++) {
+            for (int q = 0; q < 2; q++) {
+                const __m256i c = _mm256_cvtepu8_epi32(q ? _mm_srli_si128(codes[h], 8) : codes[h]);
+                const __m256 mag = _mm256_permutevar8x32_ps(mags, _mm256_and_si256(c, _mm256_set1_epi32(7)));
+                const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(8)), 28));
+                _mm256_storeu_ps(dst + 16 * h + 8 * q, _mm256_mul_ps(_mm256_or_ps(mag, sign), scale));
+            }
+        }
+        first += 32; dst += 32; count -= 32;
+    }
+    mxfp4_portable(blocks, scales, first, count, dst);
+}
+#endif
+
+void mpk_mxfp4_to_f32(const uint8_t *blocks, const uint8_t *scales, long first, long count, float *dst) {
+    if (count <= 0) return;
+#ifdef MPK_X86
+    if (mpk_isa() >= MPK_ISA_AVX2) { mxfp4_avx2(blocks, scales, first, count, dst); return; }
+#endif
+    mxfp4_portable(blocks, scales, first, count, dst);
 }

@@ -139,16 +139,24 @@ final class KernelTests: XCTestCase {
         let fp4: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
         var blocks = [UInt8](repeating: 0, count: 32), scales: [UInt8] = [127, 129]   // two blocks: ×1, ×4
         for j in 0..<64 where j % 2 == 0 { blocks[j / 2] = UInt8(j % 16) | UInt8(((j + 7) % 16) << 4) }
-        var out = [Float](repeating: .nan, count: 64)
-        mpk_mxfp4_to_f32(blocks, scales, 0, 64, &out)
-        for j in 0..<64 {
-            let code = j % 2 == 0 ? j % 16 : (j - 1 + 7) % 16
-            XCTAssertEqual(out[j], fp4[code] * (j < 32 ? 1 : 4), "element \(j)")
+        // Every instruction set decodes the same values (whole blocks vectorised, edges element by element).
+        for isa in KernelISA.allCases.filter(\.isSupported) {
+            KernelISA.use(isa)
+            var out = [Float](repeating: .nan, count: 64)
+            mpk_mxfp4_to_f32(blocks, scales, 0, 64, &out)
+            for j in 0..<64 {
+                let code = j % 2 == 0 ? j % 16 : (j - 1 + 7) % 16
+                XCTAssertEqual(out[j].bitPattern, (fp4[code] * (j < 32 ? 1 : 4)).bitPattern, "\(isa) element \(j)")
+            }
+            // Windows starting and ending mid-block.
+            for (first, n) in [(31, 3), (5, 50), (1, 63)] {
+                var part = [Float](repeating: .nan, count: n)
+                mpk_mxfp4_to_f32(blocks, scales, first, n, &part)
+                XCTAssertEqual(part.map(\.bitPattern), out[first..<(first + n)].map(\.bitPattern), "\(isa) window \(first)+\(n)")
+            }
         }
-        // A window starting mid-block, and the extreme exponents (2^-127 subnormal, 255 → inf as bf16 ldexp gives).
-        var part = [Float](repeating: .nan, count: 3)
-        mpk_mxfp4_to_f32(blocks, scales, 31, 3, &part)
-        XCTAssertEqual(part, Array(out[31..<34]))
+        KernelISA.use(.best)
+        // The extreme exponents: 2^-127 (subnormal) and 255 (→ inf, as bf16 ldexp gives).
         var one = [Float](repeating: 0, count: 1)
         mpk_mxfp4_to_f32([0x02], [0], 0, 1, &one)
         XCTAssertEqual(one[0], Float(sign: .plus, exponent: -127, significand: 1))
