@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoECompressionTests", dependencies: ["MoECompression", "MoECalibration", "MoEModels", "MoECheckpoint", "MoETokenizer"], swiftSettings: cpuFlags + strict),
-        .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining", "MoEModels", "MoECheckpoint"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
+        .testTarget(name: "MoETrainingTests", dependencies: ["MoETraining", "MoEModels", "MoECheckpoint", "MoECompression"], resources: [.copy("Fixtures")], swiftSettings: cpuFlags + strict),
         .testTarget(name: "MoEPipelineTests", dependencies: ["MoEPipeline", "MoECheckpoint"], swiftSettings: cpuFlags + strict),
         // Seeded mutations of every input a user hands in: clean error or valid result, never a crash, hang or NaN.
         .testTarget(name: "MoEFuzzTests", dependencies: ["MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEPipeline", "MoETensor"],

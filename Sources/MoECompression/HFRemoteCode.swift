@@ -53,7 +53,7 @@ from transformers import AutoConfig
 from transformers.activations import ACT2FN
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-_EXPERT = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(\w+)\.(weight|lowrank_a|lowrank_b)$")
+_EXPERT = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(\w+)\.(weight|lowrank_a|lowrank_b|bias)$")
 _CE = re.compile(r"\.layers\.(\d+)\..*\.experts\.(\d+)\.(ce_gate|ce_up|ce_mid)$")
 _ROUTER = re.compile(r"\.layers\.(\d+)\.[a-z_]+\.(gate|router)\.(weight|bias|e_score_correction_bias)$")
 # Fused-only experts (gpt-oss): whole-layer tensors, bf16-style or MXFP4 blocks and scales.
@@ -72,22 +72,38 @@ _KIND = {"w1": "gate", "gate_proj": "gate", "w3": "up", "up_proj": "up", "w2": "
 
 
 class LowRankLinear(nn.Module):
-    def __init__(self, a, b):
+    def __init__(self, a, b, bias=None):
         super().__init__()
         self.lowrank_a = nn.Parameter(a, requires_grad=False)
         self.lowrank_b = nn.Parameter(b, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x):
-        return nn.functional.linear(nn.functional.linear(x, self.lowrank_b), self.lowrank_a)
+        return nn.functional.linear(nn.functional.linear(x, self.lowrank_b), self.lowrank_a, self.bias)
 
 
 class DenseLinear(nn.Module):
-    def __init__(self, weight):
+    def __init__(self, weight, bias=None):
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
     def forward(self, x):
-        return nn.functional.linear(x, self.weight)
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def _gated(config):
+    """The expert's gated unit: act(gate) * up, or gpt-oss's clamped SwiGLU ((up + 1) * gate * sigmoid(alpha * gate),
+    gate clamped above and up on both sides at swiglu_limit)."""
+    if config.model_type == "gpt_oss":
+        alpha, limit = config.swiglu_alpha, config.swiglu_limit
+
+        def glu(g, u):
+            g = g.clamp(min=None, max=limit)
+            return (u.clamp(min=-limit, max=limit) + 1) * (g * torch.sigmoid(g * alpha))
+        return glu
+    act = ACT2FN[config.hidden_act]
+    return lambda g, u: act(g) * u
 
 
 class MoEPressExperts(nn.Module):
@@ -96,11 +112,11 @@ class MoEPressExperts(nn.Module):
     vectors, mixed by their weights renormalised among themselves, scale the main experts' gate and up inputs
     and intermediate activation."""
 
-    def __init__(self, experts, act, ce=None, main=None):
+    def __init__(self, experts, glu, ce=None, main=None):
         super().__init__()
         self.experts = nn.ModuleList(nn.ModuleDict(e) for e in experts)
         self.num_experts = len(experts)
-        self.act_fn = act
+        self.glu = glu
         self.main = main
         if ce is not None:
             self.ce_gate = nn.Parameter(ce["ce_gate"], requires_grad=False)
@@ -126,10 +142,10 @@ class MoEPressExperts(nn.Module):
             p = self.experts[e]
             x = hidden_states[token_idx]
             if mods is None:
-                y = p["down"](self.act_fn(p["gate"](x)) * p["up"](x))
+                y = p["down"](self.glu(p["gate"](x), p["up"](x)))
             else:
                 cg, cu, cm = (m[token_idx] for m in mods)
-                y = p["down"](self.act_fn(p["gate"](x * cg)) * p["up"](x * cu) * cm)
+                y = p["down"](self.glu(p["gate"](x * cg), p["up"](x * cu)) * cm)
             y = y * top_k_weights[token_idx, slot, None]
             out.index_add_(0, token_idx, y.to(out.dtype))
         return out
@@ -179,7 +195,7 @@ class MoEPressForCausalLM:
                     u = _FUSED.search(name)
                     if u and uneven:
                         fused.setdefault(int(u.group(1)), {})[u.group(2)] = f.get_tensor(name)
-        act = ACT2FN[config.hidden_act]
+        glu = _gated(config)
         layers = model.get_decoder().layers
         for layer, parts in sorted(routers.items()):
             gate = getattr(layers[layer].mlp, parts["module"])
@@ -206,12 +222,13 @@ class MoEPressForCausalLM:
                 parts = {}
                 for kind in ("gate", "up", "down"):
                     t = experts[e][kind]
-                    parts[kind] = LowRankLinear(t["lowrank_a"], t["lowrank_b"]) if "lowrank_a" in t else DenseLinear(t["weight"])
+                    bias = t.get("bias")
+                    parts[kind] = LowRankLinear(t["lowrank_a"], t["lowrank_b"], bias) if "lowrank_a" in t else DenseLinear(t["weight"], bias)
                 modules.append(parts)
             vectors = None
             if layer in ce:
                 vectors = {kind: torch.stack([v[e] for e in range(len(experts))]) for kind, v in ce[layer].items()}
-            layers[layer].mlp.experts = MoEPressExperts(modules, act, vectors, main)
+            layers[layer].mlp.experts = MoEPressExperts(modules, glu, vectors, main)
         return model
 """#
 }

@@ -171,17 +171,6 @@ public enum LowRank {
         public var layers: [Layer] = []
     }
 
-    /// Refuses a model whose family has no per-expert module to hold factors in (gpt-oss stores its experts only
-    /// fused), before any work.
-    public static func requireFactorLayout(_ dir: URL) throws {
-        let ckpt = try Checkpoint(directory: dir)
-        let d = try ModelRegistry.describe(directory: dir)
-        let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, perExpert: true)
-        if let l = d.moeLayerIndices.first, perExpert.module("layers.\(l).moe.experts.0.gate") == nil {
-            throw PruningError.invalid("\(dir.path): \(d.modelType) stores its experts fused, with no per-expert module for low-rank factors; MoEPress does not write low-rank experts for it yet")
-        }
-    }
-
     /// Decomposes the routed experts' `targets` projections of every MoE layer and writes the checkpoint
     /// atomically, with `modeling_moepress.py` so HF transformers loads it with `trust_remote_code=True`;
     /// every other tensor is copied byte for byte. Fused expert tensors (`experts.gate_up_proj`,
@@ -203,7 +192,7 @@ public enum LowRank {
         let d = try family.describe(filled)
         let ckpt = try Checkpoint(directory: dir)
         let names = try family.checkpointNames(filled, description: d, has: ckpt.contains)
-        let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, perExpert: true)
+        let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, modules: true)
         let reader = WeightReader(ckpt: ckpt, description: d, names: names)
         if ckpt.names.contains(where: { $0.hasSuffix(".lowrank_a") }) {
             throw PruningError.invalid("\(dir.path) is already decomposed (it has .lowrank_a factors); decompose the undecomposed model")
@@ -215,7 +204,6 @@ public enum LowRank {
         var replace: [String: [SafeTensorsWriter.Entry]] = [:]
         var before = 0, after = 0, count = 0
         var layerRanks: [(layer: Int, importance: [Double]?, ranks: [String: [Int]])] = []
-        try requireFactorLayout(dir)
         for l in d.moeLayerIndices {
             let experts = ExpertMatrices(reader: reader, output: perExpert, layer: l, count: d.layers[l].experts!,
                                          intermediate: d.layers[l].expertIntermediate, hidden: d.hiddenSize)
@@ -244,12 +232,21 @@ public enum LowRank {
                         after += (m + n) * r
                         count += 1
                     } else if experts.fused {
-                        out = [.init("\(base).weight", try experts.stored(e, kind))]
+                        out = [.init("\(base).weight", try experts.stored(e, kind), dtype: experts.dtype(kind))]
                     } else {
                         continue
                     }
                     replace[experts.source(e, kind), default: []].append(contentsOf: out)
+                    // A fused source's per-expert biases (gpt-oss) move into the expert's module with it.
+                    if experts.fused, let bias = experts.names.location("\(experts.logical(e, kind)).bias") {
+                        replace[bias.name, default: []].append(.init("\(base).bias", try reader.vector("\(experts.logical(e, kind)).bias"),
+                                                                    dtype: ckpt.info(bias.name)?.dtype ?? .f32))
+                    }
                 }
+            }
+            // MXFP4 exponents go with their blocks (the experts are written unquantised).
+            for (_, loc) in names.entries where loc.name.contains(".layers.\(l).") {
+                if let scales = loc.mxfp4Scales, replace[scales] == nil { replace[scales] = [] }
             }
             layerRanks.append((l, o.allocation == .importance ? imp : nil, ranksOf))
         }
@@ -305,7 +302,10 @@ public enum LowRank {
             if o.allocation == .importance { r.alpha = o.alpha }
             report = r
             guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
-            let withSection = CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
+            var withSection = CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
+            if names.entries.contains(where: { $0.location.mxfp4Scales != nil }) {
+                withSection = HFConfig.removingTopLevelKey(withSection, "quantization_config")   // written unquantised
+            }
             try HFRemoteCode.settingAutoMap(withSection).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
             try HFRemoteCode.source.write(to: out.url(HFRemoteCode.fileName), atomically: false, encoding: .utf8)
             try CheckpointOutput.copyCompanions(from: dir, to: out)
@@ -331,7 +331,32 @@ public enum LowRank {
         let ckpt = try Checkpoint(directory: dir)
         var entries: [SafeTensorsWriter.Entry] = []
         var merged = 0
+        // A family whose HF class holds experts only fused (gpt-oss) gets them fused back: MoEPress's per-expert
+        // modules are multiplied out and gathered into the fused tensors, an expert at a time as the writer reaches it.
+        let (family, filled) = try ModelRegistry.resolve(config)
+        let d = try family.describe(filled)
+        let hfLayout = try family.checkpointNames(filled, description: d, has: { _ in false })
+        let stored = try family.checkpointNames(filled, description: d, has: ckpt.contains)
+        if let l = d.moeLayerIndices.first, hfLayout.location("layers.\(l).moe.experts.0.gate")?.isFused == true,
+           stored.location("layers.\(l).moe.experts.0.gate")?.isFused == false {
+            let model = try ModelRegistry.load(directory: dir)
+            var groups: [String: FusedTensors.Group] = [:], order: [String] = []
+            func add(_ logical: String, _ count: Int, _ values: @escaping @Sendable () -> Tensor) throws {
+                guard let loc = hfLayout.location(logical), let part = loc.part else { throw PruningError.invalid("\(dir.path): no fused place for \(logical)") }
+                if groups[loc.name] == nil { groups[loc.name] = FusedTensors.Group(name: loc.name, shape: part.fullShape); order.append(loc.name) }
+                groups[loc.name]!.parts.append((part, count, values))
+            }
+            try model.forEachLinear { name, layer in
+                guard name.contains(".moe.experts.") else { return }
+                if layer is LowRankLinear { merged += 1 }
+                try add(name, layer.inFeatures * layer.outFeatures) { layer.denseWeight() }
+                if let bias = layer.parameters.first(where: { $0.suffix == ".bias" })?.value.tensor { try add("\(name).bias", bias.count) { bias } }
+            }
+            for name in order { entries.append(try FusedTensors.entry(groups[name]!, dtype: ckpt.info(stored.location("layers.0.attn.q")?.name ?? "")?.dtype ?? .bf16)) }
+        }
+        let fusedBack = !entries.isEmpty
         for name in ckpt.names {
+            if fusedBack, stored.logicalNames(ofTensor: name).contains(where: { $0.contains(".moe.experts.") }) { continue }
             if name.hasSuffix(".lowrank_b") { continue }
             if name.hasSuffix(".lowrank_a") {
                 let base = String(name.dropLast(".lowrank_a".count))
@@ -378,7 +403,14 @@ struct ExpertMatrices {
     /// The checkpoint tensor whose entry this matrix replaces.
     func source(_ e: Int, _ kind: String) -> String { names.location(logical(e, kind))!.name }
 
-    func dtype(_ kind: String) -> DType { ckpt.info(source(0, kind))!.dtype }
+    /// The dtype factors and copies are written in: the source's, or for MXFP4 experts (written unquantised) the
+    /// attention weights' dtype.
+    func dtype(_ kind: String) -> DType {
+        let t = ckpt.info(source(0, kind))!.dtype
+        if t == .f32 || t == .f16 || t == .bf16 { return t }
+        let q = names.location("layers.\(layer).attn.q").flatMap { ckpt.info($0.name)?.dtype }
+        return q == .f32 || q == .f16 ? q! : .bf16
+    }
 
     /// Expert `e`'s `kind` projection in its stored dtype (a view).
     func stored(_ e: Int, _ kind: String) throws -> WeightMatrix { try reader.matrix(logical(e, kind)) }

@@ -50,6 +50,9 @@ public struct CheckpointNames: Sendable {
     /// The router's module in a decoder layer as transformers v5 holds it in memory (what PEFT adapters name):
     /// `mlp.gate`, or Phi-MoE's `mlp.router`.
     public var routerModule = "mlp.gate"
+    /// Asked of `has` by families whose checkpoints fuse experts, to choose one module per expert (see
+    /// `ModelRegistry.checkpointNames(modules:)`).
+    public static let perExpertModulesProbe = "moepress.per_expert_modules"
     private var byLogical: [String: Int] = [:]
     private var byName: [String: [Int]] = [:]
 

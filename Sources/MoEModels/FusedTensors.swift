@@ -6,12 +6,23 @@ import MoECheckpoint
 /// (its first dimension is the expert), so the writer builds one slab at a time, when the output reaches it:
 /// memory holds one expert's share of the tensor, never the tensor.
 public enum FusedTensors {
-    /// One output tensor: its name, full shape and the (part, value) pairs that fill it.
+    /// One output tensor: its name, full shape and the parts that fill it, each with its element count and a
+    /// function giving its values (called when the writer reaches its expert, so nothing is computed ahead).
     public struct Group {
         public var name: String
         public var shape: [Int]
-        public var parts: [(part: TensorLocation.Part, value: Parameter)] = []
+        public var parts: [(part: TensorLocation.Part, count: Int, values: @Sendable () -> Tensor)] = []
         public init(name: String, shape: [Int]) { self.name = name; self.shape = shape }
+
+        public mutating func add(_ part: TensorLocation.Part, _ value: Parameter) {
+            let box = UncheckedBox(value)
+            parts.append((part, value.count, { box.value.float() }))
+        }
+    }
+
+    final class UncheckedBox<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
     }
 
     /// A writer entry producing `group`'s tensor in `dtype`, slab by slab. Throws when the parts do not cover
@@ -19,13 +30,13 @@ public enum FusedTensors {
     public static func entry(_ group: Group, dtype: DType) throws -> SafeTensorsWriter.Entry {
         guard let experts = group.shape.first, experts > 0 else { throw ModelError.invalidConfig("\(group.name): a fused tensor needs an expert dimension") }
         let slab = group.shape.dropFirst().reduce(1, *)
-        var byExpert = [[(TensorLocation.Part, Parameter)]](repeating: [], count: experts)
+        var byExpert = [[(TensorLocation.Part, @Sendable () -> Tensor)]](repeating: [], count: experts)
         var covered = 0
-        for (p, v) in group.parts {
+        for (p, n, v) in group.parts {
             let e = p.offset / slab
             guard e < experts else { throw ModelError.invalidConfig("\(group.name): a part starts past the tensor") }
             byExpert[e].append((p, v))
-            covered += v.count
+            covered += n
         }
         guard covered == experts * slab else {
             throw ModelError.invalidConfig("\(group.name): the parameters cover \(covered) of its \(experts * slab) elements")
@@ -47,17 +58,17 @@ public enum FusedTensors {
 
     /// The last slab built (the writer asks for bytes in order, so each slab is built once).
     final class SlabCache: @unchecked Sendable {
-        let byExpert: [[(TensorLocation.Part, Parameter)]]
+        let byExpert: [[(TensorLocation.Part, @Sendable () -> Tensor)]]
         let slab: Int
         var current: (expert: Int, values: Tensor)?
 
-        init(byExpert: [[(TensorLocation.Part, Parameter)]], slab: Int) { self.byExpert = byExpert; self.slab = slab }
+        init(byExpert: [[(TensorLocation.Part, @Sendable () -> Tensor)]], slab: Int) { self.byExpert = byExpert; self.slab = slab }
 
         func slab(_ e: Int) -> Tensor {
             if let c = current, c.expert == e { return c.values }
             let t = Tensor(zeros: [slab])
             for (p, v) in byExpert[e] {
-                let values = v.float()
+                let values = v()
                 let rows = values.rank == 2 ? values.shape[0] : values.count, cols = values.rank == 2 ? values.shape[1] : 1
                 let base = p.offset - e * slab
                 for r in 0..<rows {

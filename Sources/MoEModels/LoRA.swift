@@ -98,7 +98,9 @@ public struct AdaptedLowRankLinear: LinearLayer {
             if let d = m as? DenseLinear { return d.weight }
             return WeightMatrix(m.denseWeight())
         }
-        return LowRankLinear(a: factor(second), b: factor(first))
+        // The second factor's base carries the layer's bias (gpt-oss's experts).
+        let bias = ((second as? LoRALinear)?.base as? DenseLinear)?.bias ?? (second as? DenseLinear)?.bias
+        return LowRankLinear(a: factor(second), b: factor(first), bias: bias)
     }
 
     public func denseWeight() -> Tensor { merged().denseWeight() }

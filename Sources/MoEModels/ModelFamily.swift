@@ -73,12 +73,16 @@ public enum ModelRegistry {
     }
 
     /// The checkpoint-name table of a model folder, for its config and its files' layout; with `perExpert`,
-    /// the layout MoEPress writes: one module per expert even where the files fuse experts (gpt-oss, which has no
-    /// per-expert layout, stays fused), never quantised.
-    public static func checkpointNames(directory: URL, checkpoint: Checkpoint, perExpert: Bool = false) throws -> CheckpointNames {
+    /// the layout MoEPress writes whole weights in: one module per expert even where the files fuse experts
+    /// (gpt-oss, whose HF class has only fused experts, stays fused), never quantised. `modules` asks for one
+    /// module per expert in every family (MoEPress's own layout for gpt-oss, which low-rank factors and
+    /// compressed-expert vectors need and `modeling_moepress.py` loads).
+    public static func checkpointNames(directory: URL, checkpoint: Checkpoint, perExpert: Bool = false, modules: Bool = false) throws -> CheckpointNames {
         let config = try HFConfig(modelDirectory: directory)
         let (fam, filled) = try resolve(config)
+        let perExpert = perExpert || modules
         let has: (String) -> Bool = { name in
+            if modules && name == CheckpointNames.perExpertModulesProbe { return true }
             if perExpert && (name.hasSuffix(".gate_up_proj") || name.hasSuffix("_blocks")) { return false }
             return checkpoint.contains(name)
         }
@@ -167,7 +171,8 @@ public struct WeightReader {
                     throw CheckpointError(file: ckpt.directory.path, tensor: "\(base).lowrank_a", "should be [\(out), r]")
                 }
                 let r = ia.shape[1]
-                return LowRankLinear(a: try ckpt.weight("\(base).lowrank_a", shape: [out, r]), b: try ckpt.weight("\(base).lowrank_b", shape: [r, inF]))
+                return LowRankLinear(a: try ckpt.weight("\(base).lowrank_a", shape: [out, r]), b: try ckpt.weight("\(base).lowrank_b", shape: [r, inF]),
+                                     bias: try optionalVector("\(logical).bias"))
             }
         }
         return DenseLinear(weight: try matrix(logical), bias: try optionalVector("\(logical).bias"))

@@ -82,12 +82,6 @@ public final class Pipeline {
 
     public func run() throws -> RunSummary {
         let fm = FileManager.default
-        // What the model's family cannot be written as is refused before any stage runs (and before the run folder exists).
-        let kinds = Set(recipe.branches.flatMap { $0.stages.map(\.kind) })
-        if kinds.contains(.decompose) { try LowRank.requireFactorLayout(recipe.model) }
-        if recipe.branches.contains(where: { $0.stages.contains { $0.kind == .compressExperts && $0.options["no_ce"] != .bool(true) } }) {
-            try TrainingRuns.requireVectorLayout(recipe.model)
-        }
         if fm.fileExists(atPath: runDir.path) {
             let items = try fm.contentsOfDirectory(atPath: runDir.path)
             if !resume && !items.isEmpty { throw RecipeError(runDir.path, nil, "the run folder is not empty; pass --resume to continue it or choose another --output") }

@@ -45,6 +45,7 @@ func linearForward(_ l: any LinearLayer, _ x: Tensor, seed: UInt64, training: Bo
         r.b.multiply(x.data, m: x.rows, into: mid.data, ldy: r.rank, parallel: parallel)
         let y = Tensor(zeros: [x.rows, r.outFeatures])
         r.a.multiply(mid.data, m: x.rows, into: y.data, ldy: r.outFeatures, parallel: parallel)
+        if let bias = r.bias { for i in 0..<x.rows { addInPlace(y.data + i * r.outFeatures, bias.data, count: r.outFeatures) } }
         tape.mid = mid
         return (y, tape)
     case let c as AdaptedLowRankLinear:
@@ -82,6 +83,7 @@ func linearBackward(_ l: any LinearLayer, _ tape: LinearTape, _ dy: Tensor, _ g:
     switch l {
     case let r as LowRankLinear:
         let mid = tape.mid!
+        if let bias = r.bias, let gb = g[bias] { for i in 0..<rows { addInPlace(gb.data, dy.data + i * r.outFeatures, count: r.outFeatures) } }
         if let ta = r.a.tensor, let ga = g[ta] { accumulateWeightGradient(ga, dy: dy.data, x: mid.data, rows: rows, out: r.outFeatures, in: r.rank, parallel: parallel) }
         let dmid = Tensor(zeros: [rows, r.rank])
         r.a.multiplyTransposed(dy.data, m: rows, into: dmid.data, ldx: r.rank, parallel: parallel)

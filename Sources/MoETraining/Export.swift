@@ -9,13 +9,14 @@ public enum TrainedCheckpoint {
     /// under the source's name and dtype (experts per expert even when the source fused them, where the family has
     /// a per-expert layout; gpt-oss's fused, unquantised), other source
     /// tensors copied as they are, config.json edited by `config` (text in, text out), companions copied.
-    /// `dtype` forces every parameter's dtype (e.g. f32 so a merged adapter is not rounded to bf16).
-    public static func write(_ model: CausalLM, source: URL, output: URL, overwrite: Bool = false, dtype: DType? = nil,
+    /// `dtype` forces every parameter's dtype (e.g. f32 so a merged adapter is not rounded to bf16). `modules` writes one
+    /// module per expert in every family (compressed-expert vectors need one; `modeling_moepress.py` loads it).
+    public static func write(_ model: CausalLM, source: URL, output: URL, overwrite: Bool = false, dtype: DType? = nil, modules: Bool = false,
                              config edit: (String) -> String = { $0 }, extraFiles: [String: Data] = [:],
                              shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: source)
         let ckpt = try Checkpoint(directory: source)
-        let names = try ModelRegistry.checkpointNames(directory: source, checkpoint: ckpt, perExpert: true)
+        let names = try ModelRegistry.checkpointNames(directory: source, checkpoint: ckpt, perExpert: true, modules: modules)
         let stored = try ModelRegistry.checkpointNames(directory: source, checkpoint: ckpt)
         var counts: [DType: Int] = [:]
         for name in ckpt.names {
@@ -32,7 +33,7 @@ public enum TrainedCheckpoint {
             precondition(!logical.contains("lora_"), "merge LoRA adapters before writing a checkpoint")
             if let loc = names.location(logical), let part = loc.part {
                 if fused[loc.name] == nil { fused[loc.name] = FusedTensors.Group(name: loc.name, shape: part.fullShape); fusedOrder.append(loc.name) }
-                fused[loc.name]!.parts.append((part, value))
+                fused[loc.name]!.add(part, value)
                 continue
             }
             guard let name = names.checkpointName(logical) else { throw TrainingError.invalid("no checkpoint name for parameter \(logical)") }

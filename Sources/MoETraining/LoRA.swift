@@ -49,7 +49,7 @@ public enum LoRA {
                 let (a1, b1) = factors(in: lr.inFeatures, out: lr.rank)
                 let (a2, b2) = factors(in: lr.rank, out: lr.outFeatures)
                 return AdaptedLowRankLinear(first: LoRALinear(base: DenseLinear(weight: lr.b), a: a1, b: b1, scale: s.scale, dropout: dropout),
-                                            second: LoRALinear(base: DenseLinear(weight: lr.a), a: a2, b: b2, scale: s.scale, dropout: dropout))
+                                            second: LoRALinear(base: DenseLinear(weight: lr.a, bias: lr.bias), a: a2, b: b2, scale: s.scale, dropout: dropout))
             }
             let (a, b) = factors(in: l.inFeatures, out: l.outFeatures)
             return LoRALinear(base: l, a: a, b: b, scale: s.scale, dropout: dropout)

@@ -97,16 +97,6 @@ public enum TrainingRuns {
         return record
     }
 
-    /// Refuses a model whose family has no per-expert module for the compressed-expert vectors (gpt-oss stores its
-    /// experts only fused), before any work.
-    public static func requireVectorLayout(_ url: URL) throws {
-        let d = try ModelRegistry.describe(directory: url)
-        let names = try ModelRegistry.checkpointNames(directory: url, checkpoint: Checkpoint(directory: url), perExpert: true)
-        if let l = d.moeLayerIndices.first, names.checkpointName("layers.\(l).moe.experts.0.ce_gate") == nil {
-            throw TrainingError.invalid("\(url.path): \(d.modelType) stores its experts fused, with no per-expert module for the compressed-expert vectors; MoEPress does not write compressed experts for it yet (the --no-ce top-K baseline works)")
-        }
-    }
-
     /// Compressed Experts (or, with `plainTopK`, the top-K baseline): trains and writes the checkpoint to
     /// `output`. `configEdit` records the result in config.json; `extraFiles` are written beside it.
     @discardableResult
@@ -121,7 +111,6 @@ public enum TrainingRuns {
         guard mainExperts >= 1, mainExperts < k || (plainTopK && mainExperts == k) else {
             throw TrainingError.invalid(plainTopK ? "main experts must be in 1...\(k) (top-k)" : "main experts must be in 1..<\(k) (top-k)")
         }
-        if !plainTopK { try requireVectorLayout(url) }
         for l in m.description.moeLayerIndices {
             guard var b = m.layers[l].feedForward.moe else { continue }
             if plainTopK {
@@ -151,7 +140,9 @@ public enum TrainingRuns {
                                     seconds: Date().timeIntervalSince(start), steps: trainer.log)
         var extra = extraFiles
         extra["training_log.json"] = try encoded(record)
-        try TrainedCheckpoint.write(m, source: url, output: output, overwrite: true, config: configEdit, extraFiles: extra, shardSize: shardSize)
+        // The vectors sit in each expert's module (MoEPress's own layout where the family fuses experts).
+        try TrainedCheckpoint.write(m, source: url, output: output, overwrite: true, modules: !plainTopK, config: configEdit, extraFiles: extra,
+                                    shardSize: shardSize)
         try? FileManager.default.removeItem(at: stateDir)
         return record
     }

@@ -71,13 +71,17 @@ struct Inspect: ParsableCommand {
         }
     }
 
-    /// Parameter counts from the tensor headers: total as stored; active = total minus, in each MoE
+    /// Parameter counts from the tensor headers: total as stored (MXFP4 codes counted as values); active = total minus, in each MoE
     /// layer, the routed experts a token does not use (all but top-k of them, at that layer's mean size).
     static func report(_ d: ModelDescription, _ ckpt: Checkpoint, names: CheckpointNames, path: String) -> Report {
         var total = 0
         var expertsPerLayer = [Int](repeating: 0, count: d.numLayers)
+        // MXFP4 tensors hold two values a byte (blocks) and one exponent per 32 values (scales, not parameters).
+        var blocks = Set<String>(), scales = Set<String>()
+        for (_, loc) in names.entries { if let s = loc.mxfp4Scales { blocks.insert(loc.name); scales.insert(s) } }
         for name in ckpt.names {
-            let n = ckpt.info(name)!.elementCount
+            let stored = ckpt.info(name)!.elementCount
+            let n = blocks.contains(name) ? 2 * stored : scales.contains(name) ? 0 : stored
             total += n
             // Routed-expert tensors, by the family's name table (`layers.L.moe.experts.…`).
             guard let logical = names.logicalNames(ofTensor: name).first else { continue }

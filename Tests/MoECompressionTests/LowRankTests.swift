@@ -111,6 +111,33 @@ extension LowRank.Options {
 /// Checkpoint-level behaviour: the fused expert layout, importance ranks in the runtime, `export --dense`
 /// and the files HF needs to load factors.
 @Suite struct LowRankCheckpointTests {
+    /// gpt-oss stores its experts only fused (interleaved [E, H, 2I] with biases, or MXFP4): decomposition writes
+    /// MoEPress's per-expert modules (factors and biases, unquantised), at full rank the model is unchanged, and
+    /// `export --dense` gathers the products back into the fused tensors stock HF reads.
+    @Test(arguments: ["gpt_oss", "gpt_oss_mxfp4"])
+    func fusedOnlyFamilyDecomposesPerExpertAndFusesBack(_ name: String) throws {
+        let src = Where.fixture(name)
+        let out = Where.temp("gptoss-lr"), dense = Where.temp("gptoss-dense")
+        defer { for u in [out, dense] { try? FileManager.default.removeItem(at: u) } }
+        var o = LowRank.Options.keeping(1)
+        o.target = .rank(10_000)
+        o.method = .svd
+        let report = try LowRank.decompose(model: src, options: o, output: out, quiet: true)
+        #expect(report.relativeError.values.allSatisfy { $0 < 1e-5 })
+        let ck = try Checkpoint(directory: out)
+        #expect(!ck.names.contains { $0.contains("gate_up_proj") || $0.hasSuffix("experts.down_proj") || $0.hasSuffix("_scales") })
+        #expect(ck.contains("model.layers.1.mlp.experts.3.up_proj.lowrank_b") && ck.contains("model.layers.1.mlp.experts.3.up_proj.bias"))
+        #expect(!(try String(contentsOf: out.appendingPathComponent("config.json"), encoding: .utf8)).contains("quantization_config"))
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        let want = try ModelRegistry.load(directory: src).forward(ids)
+        #expect(try ModelRegistry.load(directory: out).forward(ids).maxAbsDifference(want) < 1e-4)
+        #expect(try LowRank.densify(model: out, output: dense) == 24)
+        let dk = try Checkpoint(directory: dense)
+        #expect(dk.contains("model.layers.0.mlp.experts.gate_up_proj") && dk.contains("model.layers.0.mlp.experts.down_proj_bias"))
+        #expect(!dk.names.contains { $0.contains(".experts.0.") })
+        #expect(try ModelRegistry.load(directory: dense).forward(ids).maxAbsDifference(want) < 1e-4)
+    }
+
     /// OLMoE's fixture stores experts fused ([E, 2I, H]); decomposition writes them per expert, and at full rank
     /// the model is unchanged.
     @Test func fusedLayoutAtFullRankIsLossless() throws {

@@ -61,15 +61,6 @@ enum Where {
         #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("plan.json").path))
     }
 
-    /// gpt-oss stores its experts only fused: low-rank factors have no per-expert module to go in, so decompose is
-    /// refused with the reason, before any work.
-    @Test func fusedOnlyFamiliesRefuseFactors() throws {
-        for name in ["gpt_oss", "gpt_oss_mxfp4"] {
-            #expect(throws: PruningError.self) { try LowRank.requireFactorLayout(Where.fixture(name)) }
-        }
-        try LowRank.requireFactorLayout(Where.fixture("mixtral"))
-    }
-
     @Test func unequalCountsGetAMoEPressSection() throws {
         let src = Where.fixture("olmoe")   // fused expert layout
         let plan = PruningPlan(method: "test", model: "olmoe", parameters: [:],

@@ -4,6 +4,7 @@ import MoETensor
 import MoECheckpoint
 import MoEModels
 import MoETokenizer
+import MoECompression
 @testable import MoETraining
 
 /// A tiny in-memory token stream as training data (the fixtures have no tokenizer).
@@ -132,10 +133,27 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         #expect((try? JSONSerialization.jsonObject(with: Data(config.utf8))) != nil)
     }
 
-    /// Compressed-expert vectors need a per-expert module, which a fused-only family has not: refused up front.
-    @Test func compressedExpertsAreRefusedForFusedOnlyFamilies() throws {
-        #expect(throws: TrainingError.self) { try TrainingRuns.requireVectorLayout(Where.model("gpt_oss")) }
-        try TrainingRuns.requireVectorLayout(Where.model("olmoe"))
+    /// Compressed-expert vectors sit in each expert's module: gpt-oss's are written in MoEPress's per-expert layout
+    /// (with the experts' biases), which reloads as the same model.
+    @Test func compressedGptOssIsWrittenPerExpert() throws {
+        let m = try ModelRegistry.load(directory: Where.model("gpt_oss_mxfp4"))
+        for l in m.description.moeLayerIndices {
+            guard var b = m.layers[l].feedForward.moe else { continue }
+            let e = b.numExperts, h = b.hiddenSize, i = b.experts[0].intermediateSize
+            func vectors(_ n: Int, _ k: Int) -> [Tensor] { (0..<e).map { x in Tensor(shape: [n], values: (0..<n).map { 1 + 0.2 * sin(Float($0 + 7 * x + k + l)) }) } }
+            b.compressedExperts = CompressedExperts(mainExperts: 1, gate: vectors(h, 1), up: vectors(h, 2), mid: vectors(i, 3))
+            m.layers[l].feedForward = .moe(b)
+        }
+        let ids = [[3, 17, 42, 5, 88, 61, 7, 19, 33]]
+        let want = m.forward(ids)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-ce-gptoss-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let ce = HFRemoteCode.compressedExpertsOutput(mainExperts: 1, plainTopK: false)
+        try TrainedCheckpoint.write(m, source: Where.model("gpt_oss_mxfp4"), output: out, dtype: .f32, modules: true, config: ce.edit, extraFiles: ce.files)
+        let ck = try Checkpoint(directory: out)
+        #expect(ck.contains("model.layers.0.mlp.experts.2.ce_mid") && ck.contains("model.layers.0.mlp.experts.2.down_proj.bias"))
+        #expect(!ck.names.contains { $0.hasSuffix("_blocks") || $0.contains("gate_up_proj") })
+        #expect(try ModelRegistry.load(directory: out).forward(ids).maxAbsDifference(want) < 1e-5)
     }
 }
 

@@ -10,7 +10,9 @@ import MoECheckpoint
 /// - `experts.gate_up_proj` [E, H, 2I] (input-major, gate and up interleaved: gate is column 2j, up 2j + 1),
 ///   `gate_up_proj_bias` [E, 2I], `down_proj` [E, I, H], `down_proj_bias` [E, H] — what `save_pretrained` writes;
 /// - the released checkpoints' MXFP4: `gate_up_proj_blocks` [E, 2I, H/32, 16] + `gate_up_proj_scales` [E, 2I, H/32]
-///   (output-major, gate rows 2j, up rows 2j + 1) and `down_proj_blocks`/`_scales` over [E, H, I], biases as above.
+///   (output-major, gate rows 2j, up rows 2j + 1) and `down_proj_blocks`/`_scales` over [E, H, I], biases as above;
+/// - and MoEPress's own, for low-rank factors and compressed-expert vectors (loaded in HF by `modeling_moepress.py`):
+///   `experts.<e>.{gate,up,down}_proj.{weight|lowrank_a,lowrank_b}` and `.bias`.
 public enum GptOss: ModelFamily {
     public static let modelTypes = ["gpt_oss"]
 
@@ -57,8 +59,18 @@ public enum GptOss: ModelFamily {
             b.tensor("layers.\(l).attn.sinks", "model.layers.\(l).self_attn.sinks", [d.heads])
             let moe = "model.layers.\(l).mlp", e = d.layers[l].experts!
             b.linear("layers.\(l).moe.router", "\(moe).router", out: e, in: d.hiddenSize, bias: true)
-            fusedExperts(&b.table, "layers.\(l).moe.experts", "\(moe).experts", count: e, hidden: d.hiddenSize,
-                         intermediate: d.layers[l].expertIntermediate, mxfp4: has("\(moe).experts.gate_up_proj_blocks"))
+            let i = d.layers[l].expertIntermediate, x = "layers.\(l).moe.experts"
+            if has(CheckpointNames.perExpertModulesProbe) || has("\(moe).experts.0.gate_proj.bias") {
+                // MoEPress's own layout (low-rank factors, compressed-expert vectors): one module per expert, with biases.
+                for n in 0..<e {
+                    b.linear("\(x).\(n).gate", "\(moe).experts.\(n).gate_proj", out: i, in: d.hiddenSize, bias: true)
+                    b.linear("\(x).\(n).up", "\(moe).experts.\(n).up_proj", out: i, in: d.hiddenSize, bias: true)
+                    b.linear("\(x).\(n).down", "\(moe).experts.\(n).down_proj", out: d.hiddenSize, in: i, bias: true)
+                }
+            } else {
+                fusedExperts(&b.table, x, "\(moe).experts", count: e, hidden: d.hiddenSize, intermediate: i,
+                             mxfp4: has("\(moe).experts.gate_up_proj_blocks"))
+            }
         }
         b.ends()
         b.table.routerModule = "mlp.router"
