@@ -87,6 +87,7 @@ public struct GroupedQueryAttention: AttentionLayer {
         case none
         case perHead(q: RMSNorm, k: RMSNorm)
         case full(q: RMSNorm, k: RMSNorm)
+        public var isNone: Bool { if case .none = self { return true } else { return false } }
     }
     /// Whether a family's q/k norms act per head (Qwen3-MoE) or over the whole projection (OLMoE).
     public enum NormKind: Sendable { case perHead, full }

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import MoECheckpoint
+import MoETensor
 import MoEModels
 import MoECompression
 
@@ -17,23 +19,39 @@ struct Export: ParsableCommand {
         only MoEPress reads. This computes the nearest uniform plan (every layer keeps round(mean kept), dropping \
         or restoring experts by the scores in plan.json), prints how it differs, and writes it applied to the \
         original model given by --original (default: the model named in plan.json).
+
+
+        --gguf: one GGUF file for llama.cpp (mixtral as its `llama` architecture, qwen2_moe as `qwen2moe`), in \
+        --gguf-type f32, f16, bf16 or q8_0 (norms and routers stay f32), with tokenizer metadata that gives HF's \
+        token ids (SentencePiece-style BPE scored by merge rank; byte-level BPE with the GPT-2 split). GGUF holds \
+        one expert count per model and whole weights: unequal counts need --uniform first, low-rank factors \
+        --dense first; compressed experts have no GGUF form (MoEPress and HF run them).
         """)
 
     @Option(help: "A MoEPress-compressed checkpoint folder (pruned with plan.json for --uniform, decomposed for --dense).") var model: String
     @Flag(help: "Produce the nearest plan with equal expert counts per layer.") var uniform = false
     @Flag(help: "Multiply low-rank factors back into dense weights.") var dense = false
+    @Flag(help: "Write one GGUF file for llama.cpp (--output is the .gguf file).") var gguf = false
+    @Option(help: "Tensor type of the GGUF weights: f32, f16, bf16 or q8_0.") var ggufType = "bf16"
     @Option(help: "The unpruned model the plan was made from (default: plan.json's \"model\").") var original: String?
-    @Option(help: "Output checkpoint folder.") var output: String
+    @Option(help: "Output checkpoint folder (a .gguf file with --gguf).") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @OptionGroup var out: OutputOptions
 
     func validate() throws {
-        guard uniform != dense else { throw ValidationError("pass exactly one of --uniform or --dense") }
+        guard [uniform, dense, gguf].filter({ $0 }).count == 1 else { throw ValidationError("pass exactly one of --uniform, --dense or --gguf") }
+        guard ["f32", "f16", "bf16", "q8_0"].contains(ggufType.lowercased()) else { throw ValidationError("--gguf-type takes f32, f16, bf16 or q8_0") }
     }
 
     func run() throws {
         try reportingErrors {
             let dir = modelURL(model)
+            if gguf {
+                let t: GGUF.TensorType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][ggufType.lowercased()]!
+                let s = try GGUFExport.write(model: dir, output: URL(fileURLWithPath: output), type: t, overwrite: overwrite)
+                log("export --gguf: \(s.architecture), \(s.tensors) tensors (\(t.name)), \(formatBytes(s.bytes)); tokenizer \(s.tokenizer) → \(output)")
+                return
+            }
             if dense {
                 let n = try LowRank.densify(model: dir, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardSize.bytes)
                 if n == 0 { log("note: \(dir.path) has no low-rank factors; the output is a plain copy") }
