@@ -63,7 +63,6 @@ public enum GGUFExport {
         }
         guard !d.layerNorm else { throw PruningError.invalid("\(dir.path): LayerNorm models are not written to GGUF here") }
 
-        let vocab = try Vocabulary(directory: dir, config: config)
         let E = counts.first!, inter = d.layers[0].expertIntermediate, h = d.hiddenSize
         var meta: [(String, GGUF.Value)] = [
             ("general.architecture", .string(arch)), ("general.type", .string("model")),
@@ -86,7 +85,6 @@ public enum GGUFExport {
         }
         let fileType: UInt32 = [GGUF.TensorType.f32: 0, .f16: 1, .q8_0: 7, .bf16: 32][type]!
         meta += [("general.file_type", .u32(fileType)), ("general.quantization_version", .u32(2))]
-        meta += vocab.metadata
 
         // Tensors, as llama.cpp's loader lists them. 1-D tensors, norms and routers stay f32 (as its converter writes them).
         var tensors: [GGUF.Tensor] = []
@@ -141,6 +139,8 @@ public enum GGUFExport {
         for t in tensors where t.type == .q8_0 && t.cols % 32 != 0 {
             throw PruningError.invalid("\(dir.path): \(t.name) has rows of \(t.cols) values; Q8_0 needs multiples of 32 (use bf16 or f16)")
         }
+        let vocab = try Vocabulary(directory: dir, config: config)
+        meta += vocab.metadata
         if overwrite { try? FileManager.default.removeItem(at: output) }
         try GGUF.write(path: output, metadata: meta, tensors: tensors)
         let size = (try? FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0

@@ -287,3 +287,98 @@ extension LowRank.Options {
         #expect(text.contains("\"low_rank\": {\"method\": \"svd\"") && text.contains("\"experts_per_layer\": null"))
     }
 }
+
+/// `export --gguf`: the file's structure as llama.cpp's loader reads it (keys and their types, tensor names, shapes
+/// innermost-first, aligned sequential offsets), the values in place (embedding rows, q rows permuted to llama.cpp's
+/// adjacent-pair rotation, stacked experts with the expert outermost), the tokenizer metadata (SentencePiece scores
+/// −merge rank, byte and control token types; byte-level merges and the GPT-2 split), ggml's Q8_0 encoding, and the
+/// refusals of what GGUF cannot hold. `tools/bench/gguf.sh` runs the files in llama.cpp.
+@Suite struct GGUFExportTests {
+    func read(_ f: GGUF.File, _ name: String, row: Int, cols: Int) -> [Float] {
+        let t = f.tensors.first { $0.name == name }!
+        return f.bytes.subdata(in: (t.offset + row * cols * 4)..<(t.offset + (row + 1) * cols * 4)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    @Test func mixtralIsLlamaCppsLlama() throws {
+        let src = Where.shared.appendingPathComponent("models/mixtral-ref")
+        let out = Where.temp("gguf").appendingPathExtension("gguf")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let s = try GGUFExport.write(model: src, output: out, type: .f32)
+        #expect(s.architecture == "llama")
+        let f = try GGUF.File(path: out)
+        #expect(f.metadata["general.architecture"] == .string("llama") && f.metadata["llama.expert_count"] == .u32(8))
+        #expect(f.metadata["llama.block_count"] == .u32(6) && f.metadata["llama.rope.dimension_count"] == .u32(32))
+        #expect(f.tensors.count == 3 + 6 * 10)
+        // Offsets: sequential, each aligned, data inside the file.
+        var expected = f.dataStart
+        for t in f.tensors {
+            #expect(t.offset == expected, "\(t.name)")
+            expected += (t.shape.reduce(1, *) * 4 + 31) / 32 * 32
+        }
+        #expect(expected == f.bytes.count)
+        let model = try ModelRegistry.load(directory: src)
+        let h = model.hiddenSize
+        #expect(f.tensors.first { $0.name == "blk.0.ffn_gate_exps.weight" }?.shape == [8, 512, h])
+        #expect(f.tensors.first { $0.name == "blk.0.ffn_down_exps.weight" }?.shape == [8, h, 512])
+        let emb = Tensor(zeros: [h]); model.embedding.widenRow(5, into: emb.data)
+        #expect(read(f, "token_embd.weight", row: 5, cols: h) == emb.array)
+        let a = model.layers[2].attention as! GroupedQueryAttention
+        let q = (a.q as! DenseLinear).weight, row = Tensor(zeros: [h])
+        // Row 1 of head 3 is HF's row hd/2 of head 3; row 2 is HF's row 1.
+        q.widenRow(3 * 32 + 16, into: row.data)
+        #expect(read(f, "blk.2.attn_q.weight", row: 3 * 32 + 1, cols: h) == row.array)
+        q.widenRow(3 * 32 + 1, into: row.data)
+        #expect(read(f, "blk.2.attn_q.weight", row: 3 * 32 + 2, cols: h) == row.array)
+        let w1 = (model.layers[1].feedForward.moe!.experts[3].gate as! DenseLinear).weight
+        w1.widenRow(7, into: row.data)
+        #expect(read(f, "blk.1.ffn_gate_exps.weight", row: 3 * 512 + 7, cols: h) == row.array)
+        // Tokenizer: scores −(merge rank), byte-fallback tokens typed BYTE, specials CONTROL.
+        guard case .strings(let tokens) = f.metadata["tokenizer.ggml.tokens"], case .f32s(let scores) = f.metadata["tokenizer.ggml.scores"],
+              case .i32s(let types) = f.metadata["tokenizer.ggml.token_type"] else { Issue.record("tokenizer arrays"); return }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("tokenizer.json"))) as! [String: Any]
+        let merges = (json["model"] as! [String: Any])["merges"] as! [Any]
+        func joined(_ m: Any) -> String { (m as? [String])?.joined() ?? (m as! String).replacingOccurrences(of: " ", with: "") }
+        for r in [0, 10, merges.count - 1] { #expect(scores[tokens.firstIndex(of: joined(merges[r]))!] == -Float(r)) }
+        #expect(types[tokens.firstIndex(of: "<0x0A>")!] == 6 && types[tokens.firstIndex(of: "<s>")!] == 3 && types[tokens.firstIndex(of: "▁the") ?? 500] == 1)
+        #expect(f.metadata["tokenizer.ggml.model"] == .string("llama") && f.metadata["tokenizer.ggml.add_bos_token"] == .bool(true))
+    }
+
+    @Test func qwenMoEIsQwen2MoE() throws {
+        let src = Where.shared.appendingPathComponent("models/qwen-moe-ref")
+        let out = Where.temp("gguf").appendingPathExtension("gguf")
+        defer { try? FileManager.default.removeItem(at: out) }
+        _ = try GGUFExport.write(model: src, output: out, type: .bf16)
+        let f = try GGUF.File(path: out)
+        #expect(f.metadata["general.architecture"] == .string("qwen2moe") && f.metadata["qwen2moe.expert_feed_forward_length"] == .u32(128))
+        #expect(f.metadata["tokenizer.ggml.model"] == .string("gpt2") && f.metadata["tokenizer.ggml.pre"] == .string("gpt-2"))
+        #expect(f.tensors.contains { $0.name == "blk.5.ffn_gate_inp_shexp.weight" && $0.shape == [256] && $0.type == 0 })
+        #expect(f.tensors.contains { $0.name == "blk.0.attn_q.bias" } && f.tensors.first { $0.name == "blk.0.ffn_up_exps.weight" }?.type == 30)
+        if case .strings(let m) = f.metadata["tokenizer.ggml.merges"] { #expect(m.first?.split(separator: " ").count == 2) } else { Issue.record("merges") }
+    }
+
+    /// ggml's Q8_0: d = max|x| / 127 as f16, q = round(x / d), half away from zero.
+    @Test func q8_0IsGgmlsEncoding() {
+        var x = (0..<32).map { Float($0) - 15.5 }
+        x[3] = 127 * 0.25      // max |x| = 31.75 → d = 0.25
+        x[5] = 0.125; x[6] = -0.125   // exactly half a step: away from zero
+        var block = [UInt8](repeating: 0, count: 34)
+        GGUF.encode(x, count: 32, type: .q8_0, into: &block)
+        #expect(Float(Float16(bitPattern: UInt16(block[0]) | UInt16(block[1]) << 8)) == 0.25)
+        #expect(Int8(bitPattern: block[2 + 3]) == 127 && Int8(bitPattern: block[2 + 0]) == -62 && Int8(bitPattern: block[2 + 1]) == -58)
+        #expect(Int8(bitPattern: block[2 + 5]) == 1 && Int8(bitPattern: block[2 + 6]) == -1)
+    }
+
+    @Test func refusesWhatGGUFCannotHold() throws {
+        // Unequal expert counts (a plan applied to the Mixtral fixture).
+        let src = Where.fixture("mixtral")
+        let plan = PruningPlan(method: "test", model: "mixtral", parameters: [:],
+                               layers: [.init(layer: 0, experts: 4, kept: [0, 1, 2], scores: [:]), .init(layer: 1, experts: 4, kept: [1, 2], scores: [:])])
+        let pruned = Where.temp("uneven"), out = Where.temp("gguf").appendingPathExtension("gguf")
+        defer { try? FileManager.default.removeItem(at: pruned) }
+        try PlanApplier.apply(plan, model: src, output: pruned)
+        #expect(throws: PruningError.self) { try GGUFExport.write(model: pruned, output: out, type: .f32) }
+        #expect(!FileManager.default.fileExists(atPath: out.path))
+        // A family llama.cpp's two architectures here do not express.
+        #expect(throws: PruningError.self) { try GGUFExport.write(model: Where.fixture("olmoe"), output: out, type: .f32) }
+    }
+}
