@@ -29,16 +29,16 @@ done
 G=$W/original-$type.gguf
 echo "## $name ($type)"
 # 1. token ids
-same=0; total=0; tokens=0
+same=0; total=0; tokens=0; k=0
 for f in ../shared/data/dev/*.txt; do
   pieces=("$f")
-  head -c 200000 "$f" | awk 'NF' | head -n 20 > "$W/lines.txt"
-  while IFS= read -r line; do printf '%s' "$line" > "$W/line-$total.txt"; pieces+=("$W/line-$total.txt"); total=$((total + 0)); done < "$W/lines.txt"
+  { head -c 200000 "$f" | awk 'NF' | head -n 20; } > "$W/lines.txt" 2>/dev/null || true
+  while IFS= read -r line; do k=$((k + 1)); printf '%s' "$line" > "$W/line-$k.txt"; pieces+=("$W/line-$k.txt"); done < "$W/lines.txt"
   for p in "${pieces[@]}"; do
     ours=$("$B" tokenize --model "$M" --text-file "$p" --special | tr -d ' \n')
     theirs=$("$BIN/llama-tokenize" -m "$G" -f "$p" --ids --no-escape --log-disable 2>/dev/null | tail -1 | tr -d ' \n')
     total=$((total + 1)); tokens=$((tokens + $(echo "$ours" | tr ',' '\n' | wc -l)))
-    [ "$ours" = "$theirs" ] && same=$((same + 1))
+    if [ "$ours" = "$theirs" ]; then same=$((same + 1)); else echo "differs: $p" >&2; fi
   done
   rm -f "$W"/line-*.txt
 done
