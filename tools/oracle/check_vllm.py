@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""vLLM (CPU build, in-process) serves a MoEPress checkpoint, through the moepress_vllm plugin where it needs one,
+with the prompt log-probabilities of MoEPress's runtime: max |Δ| ≤ 1e-4 over every position (f32).
+Run with the vLLM venv's python (scripts/setup.sh --vllm).
+Usage: $VENV/bin/python tools/oracle/check_vllm.py MODEL_DIR IDS.json MOEPRESS_BINARY"""
+import json, os, subprocess, sys, tempfile
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch
+from safetensors.torch import load_file
+
+model_dir, ids_path, binary = sys.argv[1], sys.argv[2], sys.argv[3]
+ids = json.load(open(ids_path))
+with tempfile.TemporaryDirectory() as t:
+    out = os.path.join(t, "logits.safetensors")
+    subprocess.run([binary, "logits", "--model", model_dir, "--ids-file", ids_path, "--output", out], check=True, capture_output=True)
+    ours = torch.log_softmax(load_file(out)["logits"].double(), dim=-1)
+want = torch.tensor([ours[i, ids[i + 1]].item() for i in range(len(ids) - 1)], dtype=torch.float64)
+
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+llm = LLM(model=model_dir, dtype="float32", max_model_len=max(512, len(ids) + 8), enforce_eager=True)
+res = llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0))[0]
+got = torch.tensor([res.prompt_logprobs[p][ids[p]].logprob for p in range(1, len(ids))], dtype=torch.float64)
+diff = (got - want).abs().max().item()
+cfg = json.load(open(os.path.join(model_dir, "config.json")))
+print(json.dumps({"model": model_dir, "experts_per_layer": (cfg.get("moepress") or {}).get("experts_per_layer"),
+                  "positions": len(ids) - 1, "max_abs_diff_logprob": diff, "ok": diff <= 1e-4}))
+sys.exit(0 if diff <= 1e-4 else 1)
