@@ -49,13 +49,15 @@ for f in ../shared/data/dev/*.txt; do
   rm -f "$W"/line-*.txt
 done
 echo "token ids identical: $same of $((total - lead)) texts not starting with a space, $leadsame of $lead starting with one (11 whole dev files + 20 lines of each; $tokens tokens)"
-# 2. greedy text
-prompt="The old man looked at the sea and said"
-ours=$("$B" generate --model "$M" --prompt "$prompt" --max-tokens 32 --temperature 0 --threads "$T" 2>/dev/null)
-theirs=$("$BIN/llama-simple" -m "$G" -n 32 "$prompt" 2>/dev/null | sed 's/^<s> //')
-echo "greedy, moepress : $ours"
-echo "greedy, llama.cpp: $theirs"
-[ "$(echo "$ours" | tr -s ' \n')" = "$(echo "$theirs" | tr -s ' \n')" ] && echo "greedy text identical" || echo "greedy text differs"
+# 2. greedy text (unquantised types: llama-simple has no --no-repack, and quantised weights need not give the same text)
+if [ "$type" != q8_0 ]; then
+  prompt="The old man looked at the sea and said"
+  ours=$("$B" generate --model "$M" --prompt "$prompt" --max-tokens 32 --temperature 0 --threads "$T" 2>/dev/null)
+  theirs=$("$BIN/llama-simple" -m "$G" -n 32 "$prompt" 2>/dev/null | sed 's/^<s> //')
+  echo "greedy, moepress : $ours"
+  echo "greedy, llama.cpp: $theirs"
+  [ "$(echo "$ours" | tr -s ' \n')" = "$(echo "$theirs" | tr -s ' \n')" ] && echo "greedy text identical" || echo "greedy text differs"
+fi
 # 3. perplexity ratios
 f=../shared/data/dev/austen.txt
 lp() { "$BIN/llama-perplexity" -m "$1" -f "$f" -c 256 -b 256 -t "$T" "${NR[@]}" 2>&1 | grep -o 'Final estimate: PPL = [0-9.]*' | grep -o '[0-9.]*$'; }
