@@ -21,8 +21,8 @@ from vllm.model_executor.models.utils import extract_layer_index
 
 def experts_per_layer(config) -> list | None:
     section = getattr(config, "moepress", None) or {}
-    unsupported = sorted(k for k in section if k != "experts_per_layer" and section[k] is not None)
-    if unsupported:  # low_rank / compressed_experts change the expert math itself
+    unsupported = sorted(k for k in section if k not in ("experts_per_layer", "low_rank") and section[k] is not None)
+    if unsupported:  # compressed_experts change the expert math itself
         raise NotImplementedError(f"moepress_vllm: config.json moepress.{unsupported} is not supported")
     counts = section.get("experts_per_layer") if isinstance(section, dict) else None
     if counts is None:
@@ -73,6 +73,29 @@ def _layer_class(module, name: str, cls):
         setattr(module, name, old)
 
 
+def dense_weights(weights):
+    """The checkpoint's tensors with every low-rank pair (`<name>.lowrank_a` [out, r], `<name>.lowrank_b` [r, in], from
+    `moepress decompose`) multiplied back into `<name>.weight` as it streams past: vLLM's fused-MoE kernels take
+    whole expert matrices, so low-rank experts are served at their dense size and speed (no gain over the
+    uncompressed layer; MoEPress's own runtime and HF with modeling_moepress.py run the two skinny products)."""
+    pending = {}
+    for name, tensor in weights:
+        for suffix in (".lowrank_a", ".lowrank_b"):
+            if name.endswith(suffix):
+                base = name[: -len(suffix)]
+                pair = pending.setdefault(base, {})
+                pair[suffix] = tensor
+                if len(pair) == 2:
+                    del pending[base]
+                    a, b = pair[".lowrank_a"], pair[".lowrank_b"]
+                    yield base + ".weight", a.float() @ b.float()   # in f32; vLLM casts to the dtype it serves in
+                break
+        else:
+            yield name, tensor
+    if pending:
+        raise ValueError(f"moepress_vllm: low-rank factors without their pair: {sorted(pending)[:3]}")
+
+
 # ---------------------------------------------------------------- Mixtral
 
 class MoEPressMixtralDecoderLayer(mixtral.MixtralDecoderLayer):
@@ -87,6 +110,9 @@ class MoEPressMixtralForCausalLM(mixtral.MixtralForCausalLM):
         _check_no_eplb(vllm_config, vllm_config.model_config.hf_config)
         with _layer_class(mixtral, "MixtralDecoderLayer", MoEPressMixtralDecoderLayer):
             super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    def load_weights(self, weights):
+        return super().load_weights(dense_weights(weights))
 
 
 # ---------------------------------------------------------------- Qwen2-MoE
@@ -108,3 +134,6 @@ class MoEPressQwen2MoeForCausalLM(qwen2_moe.Qwen2MoeForCausalLM):
         _check_no_eplb(vllm_config, vllm_config.model_config.hf_config)
         with _layer_class(qwen2_moe, "Qwen2MoeDecoderLayer", MoEPressQwen2MoeDecoderLayer):
             super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    def load_weights(self, weights):
+        return super().load_weights(dense_weights(weights))
