@@ -60,7 +60,14 @@ if [ "$type" != q8_0 ]; then
 fi
 # 3. perplexity ratios
 f=../shared/data/dev/austen.txt
-lp() { "$BIN/llama-perplexity" -m "$1" -f "$f" -c 256 -b 256 -t "$T" "${NR[@]}" 2>&1 | grep -o 'Final estimate: PPL = [0-9.]*' | grep -o '[0-9.]*$'; }
+# llama-perplexity stops now and then on this machine before its estimate (an illegal instruction); one retry, then nan.
+lp() {
+  for _ in 1 2; do
+    v=$("$BIN/llama-perplexity" -m "$1" -f "$f" -c 256 -b 256 -t "$T" "${NR[@]}" 2>&1 | grep -o 'Final estimate: PPL = [0-9.]*' | grep -o '[0-9.]*$' || true)
+    [ -n "$v" ] && { echo "$v"; return; }
+  done
+  echo nan
+}
 mp() { "$B" eval perplexity --model "$1" --text-file "$f" --json --quiet --threads "$T" | python3 -c "import json,sys; print(json.load(sys.stdin)['perplexity'])"; }
 lo=$(lp "$G"); lpr=$(lp "$W/pruned-$type.gguf"); mo=$(mp "$M"); mpr=$(mp "$W/pruned")
 python3 - "$lo" "$lpr" "$mo" "$mpr" <<'PY'
