@@ -47,7 +47,7 @@ let package = Package(
         // Calibration: sampled windows, layer-by-layer activations and expert statistics, cache with manifest.
         .target(name: "MoECalibration", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // Compression plans and their application: pruning methods (frequency, REAP, NAEE, MoEITS, MoE-I²).
-        .target(name: "MoECompression", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoECalibration"], swiftSettings: optimised),
+        .target(name: "MoECompression", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoECalibration", "MoETokenizer"], swiftSettings: optimised),
         // Training: explicit backward passes, AdamW, LoRA healing, compressed experts.
         .target(name: "MoETraining", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
         // Recipes (YAML), resumable stages with manifests, run summaries and the HTML report.

@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import MoECheckpoint
 import MoEModels
+import MoETokenizer
 
 /// `moepress export --gguf`: a checkpoint as one GGUF file llama.cpp loads directly, with the tokenizer metadata
 /// that makes llama.cpp produce HF's token ids. Two llama.cpp architectures express MoEPress's families exactly:
@@ -153,80 +154,48 @@ public enum GGUFExport {
         var metadata: [(String, GGUF.Value)] = []
 
         init(directory dir: URL, config: HFConfig) throws {
-            let url = dir.appendingPathComponent("tokenizer.json")
-            guard let data = FileManager.default.contents(atPath: url.path),
-                  let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let model = root["model"] as? [String: Any], model["type"] as? String == "BPE",
-                  let vocab = model["vocab"] as? [String: Any] else {
-                throw PruningError.invalid("\(url.path): GGUF export needs a BPE tokenizer.json")
-            }
-            let merges: [(String, String)] = try (model["merges"] as? [Any] ?? []).map { m in
-                if let s = m as? String, let sp = s.firstIndex(of: " ") { return (String(s[..<sp]), String(s[s.index(after: sp)...])) }
-                if let a = m as? [String], a.count == 2 { return (a[0], a[1]) }
-                throw PruningError.invalid("\(url.path): a merge is neither \"a b\" nor [a, b]")
-            }
-            var tokens = [String?](repeating: nil, count: 0)
-            func put(_ id: Int, _ s: String) {
-                if id >= tokens.count { tokens += [String?](repeating: nil, count: id + 1 - tokens.count) }
-                tokens[id] = s
-            }
-            for (s, v) in vocab { if let id = (v as? NSNumber)?.intValue { put(id, s) } }
-            var special = Set<Int>(), userDefined = Set<Int>()
-            for a in root["added_tokens"] as? [[String: Any]] ?? [] {
-                guard let id = (a["id"] as? NSNumber)?.intValue, let content = a["content"] as? String else { continue }
-                put(id, content)
-                if a["special"] as? Bool == true { special.insert(id) } else { userDefined.insert(id) }
-            }
-            let n = tokens.count
-            let names = tokens.enumerated().map { $1 ?? "[PAD\($0)]" }
+            let tokenizer = try Tokenizer(modelDirectory: dir)
+            let v = tokenizer.vocabulary
+            let n = v.tokens.count
+            let names = v.tokens.enumerated().map { $1 ?? "[PAD\($0)]" }
+            let userDefined = Set(tokenizer.addedTokens.filter { !$0.special }.map(\.id))
             func type(_ i: Int) -> Int32 {
-                if tokens[i] == nil { return 5 }
-                if special.contains(i) { return 3 }
+                if v.tokens[i] == nil { return 5 }
+                if tokenizer.isSpecial(i) { return 3 }
                 if userDefined.contains(i) { return 4 }
                 return 1
             }
-            let pre = root["pre_tokenizer"] as? [String: Any], norm = root["normalizer"] as? [String: Any]
-            func hasType(_ o: [String: Any]?, _ t: String) -> Bool {
-                guard let o else { return false }
-                if o["type"] as? String == t { return true }
-                for key in ["pretokenizers", "normalizers"] { if (o[key] as? [[String: Any]])?.contains(where: { hasType($0, t) }) == true { return true } }
-                return false
-            }
             func id(_ key: String) -> Int? { config.raw[key]?.int ?? config.raw[key]?.array?.first?.int }
             let bos = id("bos_token_id"), eos = id("eos_token_id")
-            func addsBOS() -> Bool {
-                if let tc = FileManager.default.contents(atPath: dir.appendingPathComponent("tokenizer_config.json").path),
-                   let o = try? JSONSerialization.jsonObject(with: tc) as? [String: Any], let b = o["add_bos_token"] as? Bool { return b }
-                guard let bos, bos < n, let b = tokens[bos], let post = root["post_processor"] as? [String: Any] else { return false }
-                return String(describing: post["single"] ?? "").contains(b)
-            }
-            if model["byte_fallback"] as? Bool == true && (hasType(pre, "Metaspace") || hasType(norm, "Replace")) {
-                // SentencePiece-style: llama.cpp merges the pair whose joined token scores highest, so score = −rank.
+            // Whether HF's encode adds a BOS (the post-processor's template).
+            let plain = try tokenizer.encode("a"), special = try tokenizer.encode("a", addSpecialTokens: true)
+            let addsBOS = bos != nil && special.count > plain.count && special.first == bos
+            switch v.splitting {
+            case .sentencePiece:
+                // llama.cpp merges the pair whose joined token scores highest, so score = −rank.
                 kind = "llama (SentencePiece BPE, scores −merge rank)"
-                var rank: [String: Int] = [:]
-                for (r, (a, b)) in merges.enumerated() where rank[a + b] == nil { rank[a + b] = r }
-                let scores = names.map { s -> Float in rank[s].map { -Float($0) } ?? 0 }
+                var scores = [Float](repeating: 0, count: n)
+                for m in v.merges.reversed() where m.merged < n { scores[m.merged] = -Float(m.rank) }
                 let types = (0..<n).map { i -> Int32 in
                     let t = type(i)
-                    if t == 1, let s = tokens[i], s.count == 6, s.hasPrefix("<0x"), s.hasSuffix(">") { return 6 }
+                    if t == 1, let s = v.tokens[i], s.count == 6, s.hasPrefix("<0x"), s.hasSuffix(">") { return 6 }
                     return t
                 }
                 metadata = [("tokenizer.ggml.model", .string("llama")), ("tokenizer.ggml.pre", .string("default")),
                             ("tokenizer.ggml.tokens", .strings(names)), ("tokenizer.ggml.scores", .f32s(scores)),
                             ("tokenizer.ggml.token_type", .i32s(types))]
-                if let unk = model["unk_token"] as? String, let id = names.firstIndex(of: unk) { metadata.append(("tokenizer.ggml.unknown_token_id", .u32(UInt32(id)))) }
-            } else if hasType(pre, "ByteLevel"), pre?["use_regex"] as? Bool != false, !hasType(pre, "Split"), !hasType(pre, "Digits") {
-                // Byte-level BPE split by GPT-2's pattern (what ByteLevel's built-in regex is).
+                if let unk = v.unknown { metadata.append(("tokenizer.ggml.unknown_token_id", .u32(UInt32(unk)))) }
+            case .gpt2ByteLevel:
                 kind = "gpt2 (byte-level BPE, pre-tokenizer gpt-2)"
                 metadata = [("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.pre", .string("gpt-2")),
                             ("tokenizer.ggml.tokens", .strings(names)), ("tokenizer.ggml.token_type", .i32s((0..<n).map(type))),
-                            ("tokenizer.ggml.merges", .strings(merges.map { "\($0.0) \($0.1)" }))]
-            } else {
-                throw PruningError.invalid("\(url.path): the tokenizer is neither SentencePiece-style BPE (byte fallback, ▁) nor GPT-2-split byte-level BPE; llama.cpp would tokenize it differently")
+                            ("tokenizer.ggml.merges", .strings(v.merges.map { "\($0.left) \($0.right)" }))]
+            case .other:
+                throw PruningError.invalid("\(dir.path)/tokenizer.json: the tokenizer is neither SentencePiece-style BPE (byte fallback, ▁) nor GPT-2-split byte-level BPE; llama.cpp would tokenize it differently")
             }
             if let bos { metadata.append(("tokenizer.ggml.bos_token_id", .u32(UInt32(bos)))) } else if let eos { metadata.append(("tokenizer.ggml.bos_token_id", .u32(UInt32(eos)))) }
             if let eos { metadata.append(("tokenizer.ggml.eos_token_id", .u32(UInt32(eos)))) }
-            metadata.append(("tokenizer.ggml.add_bos_token", .bool(addsBOS())))
+            metadata.append(("tokenizer.ggml.add_bos_token", .bool(addsBOS)))
             metadata.append(("tokenizer.ggml.add_eos_token", .bool(false)))
         }
     }

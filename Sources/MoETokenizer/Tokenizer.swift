@@ -128,3 +128,47 @@ public final class Tokenizer: @unchecked Sendable {
         do { return try decoder.decode(tokens).joined() } catch let e as RegexError { throw TokenizerError(file: source, e.description) }
     }
 }
+
+extension Tokenizer {
+    /// What another engine's vocabulary needs (GGUF export): every token by id, the merges in rank order with the
+    /// token each one makes, and how text is split before BPE.
+    public struct Vocabulary: Sendable {
+        public enum Splitting: Sendable {
+            /// SentencePiece-style: spaces become ▁ (Metaspace, or a Replace normalizer), bytes fall back to <0xXX>.
+            case sentencePiece
+            /// GPT-2 byte-level BPE split by GPT-2's own pattern (ByteLevel with its regex, nothing else).
+            case gpt2ByteLevel
+            case other
+        }
+        public var tokens: [String?]
+        public var merges: [(left: String, right: String, merged: Int, rank: Int)]
+        public var unknown: Int?
+        public var splitting: Splitting
+    }
+
+    public var vocabulary: Vocabulary {
+        let tokens = (0..<vocabSize).map { token(of: $0) }
+        let merges = model.merges.sorted { $0.value.rank < $1.value.rank }.map { key, m in
+            (left: model.idToToken[Int(key >> 32)], right: model.idToToken[Int(key & 0xFFFF_FFFF)], merged: Int(m.id), rank: Int(m.rank))
+        }
+        func stages(_ p: (any PreTokenizer)?) -> [any PreTokenizer] {
+            if let s = p as? SequencePreTokenizer { return s.stages.flatMap { stages($0) } }
+            return p.map { [$0] } ?? []
+        }
+        func normalizers(_ n: (any Normalizer)?) -> [any Normalizer] {
+            if let s = n as? SequenceNormalizer { return s.stages.flatMap { normalizers($0) } }
+            return n.map { [$0] } ?? []
+        }
+        let pre = stages(preTokenizer)
+        let splitting: Vocabulary.Splitting
+        if model.byteFallback && (pre.contains { $0 is MetaspacePreTokenizer }
+                                  || normalizers(normalizer).contains { ($0 as? ReplaceNormalizer)?.content == "\u{2581}" }) {
+            splitting = .sentencePiece
+        } else if pre.count == 1, let b = pre[0] as? ByteLevelPreTokenizer, b.useRegex {
+            splitting = .gpt2ByteLevel
+        } else {
+            splitting = .other
+        }
+        return Vocabulary(tokens: tokens, merges: merges, unknown: model.unkID.map(Int.init), splitting: splitting)
+    }
+}
