@@ -199,44 +199,15 @@ public struct HFConfig: Sendable {
         return p
     }
 
-    /// config.json text without the top-level `"key": value` entry (value of any JSON kind), every other byte kept.
-    public static func removingTopLevelKey(_ text: String, _ key: String) -> String {
-        let chars = Array(text.utf8)
-        var depth = 0, i = 0, inString = false
-        let needle = Array("\"\(key)\"".utf8)
-        while i < chars.count {
-            let c = chars[i]
-            if inString {
-                if c == UInt8(ascii: "\\") { i += 2; continue }
-                if c == UInt8(ascii: "\"") { inString = false }
-                i += 1; continue
-            }
-            if c == UInt8(ascii: "\""), depth == 1, Array(chars[i..<min(chars.count, i + needle.count)]) == needle {
-                // The value ends at the next comma or closing brace at this depth.
-                var j = i + needle.count, d = 0, str = false
-                while j < chars.count {
-                    let x = chars[j]
-                    if str { if x == UInt8(ascii: "\\") { j += 2; continue }; if x == UInt8(ascii: "\"") { str = false }; j += 1; continue }
-                    if x == UInt8(ascii: "\"") { str = true } else if x == UInt8(ascii: "{") || x == UInt8(ascii: "[") { d += 1 }
-                    else if x == UInt8(ascii: "}") || x == UInt8(ascii: "]") { if d == 0 { break }; d -= 1 }
-                    else if x == UInt8(ascii: ","), d == 0 { break }
-                    j += 1
-                }
-                var start = i, end = j
-                if end < chars.count, chars[end] == UInt8(ascii: ",") {
-                    end += 1                                             // "key": v, → drop the comma after
-                    while end < chars.count, chars[end] == UInt8(ascii: " ") || chars[end] == UInt8(ascii: "\n") { end += 1 }
-                } else {
-                    // last entry: drop the comma before it
-                    var k = start - 1
-                    while k >= 0, chars[k] == UInt8(ascii: " ") || chars[k] == UInt8(ascii: "\n") { k -= 1 }
-                    if k >= 0, chars[k] == UInt8(ascii: ",") { start = k }
-                }
-                return String(decoding: chars[..<start] + chars[end...], as: UTF8.self)
-            }
-            if c == UInt8(ascii: "\"") { inString = true } else if c == UInt8(ascii: "{") || c == UInt8(ascii: "[") { depth += 1 }
-            else if c == UInt8(ascii: "}") || c == UInt8(ascii: "]") { depth -= 1 }
-            i += 1
+    /// config.json text without the entry `"key": {…}` (an object holding no objects, such as `auto_map` or an MXFP4
+    /// `quantization_config`), its separating comma with it; every other byte kept.
+    public static func removingObjectEntry(_ text: String, _ key: String) -> String {
+        let entry = "\"\(NSRegularExpression.escapedPattern(for: key))\"\\s*:\\s*\\{[^{}]*\\}"
+        // Followed by another entry: drop it and the comma after; the last one: drop the comma before.
+        for pattern in [entry + "\\s*,\\s*", ",?\\s*" + entry] {
+            guard let re = try? NSRegularExpression(pattern: pattern) else { continue }
+            let range = NSRange(text.startIndex..., in: text)
+            if let m = re.firstMatch(in: text, range: range) { return (text as NSString).replacingCharacters(in: m.range, with: "") }
         }
         return text
     }

@@ -1,4 +1,5 @@
 import Foundation
+import MoECheckpoint
 
 /// The `modeling_moepress.py` every factorised checkpoint carries, so stock HF transformers (v5) loads it with
 /// `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`: the family's own model class loads
@@ -29,10 +30,7 @@ public enum HFRemoteCode {
                 [fileName: Data(source.utf8)])
     }
 
-    public static func removingAutoMap(_ text: String) -> String {
-        guard let re = try? NSRegularExpression(pattern: ",?\\s*\"auto_map\"\\s*:\\s*\\{[^{}]*\\}") else { return text }
-        return re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
-    }
+    public static func removingAutoMap(_ text: String) -> String { HFConfig.removingObjectEntry(text, "auto_map") }
 
     public static let source = #"""
 # Written by `moepress decompose`. Lets HF transformers (v5) load this factorised checkpoint:

@@ -304,7 +304,7 @@ public enum LowRank {
             guard let text = try? String(contentsOfFile: config.path, encoding: .utf8) else { throw PruningError.invalid("\(config.path): cannot read") }
             var withSection = CheckpointOutput.settingMoEPressEntry(text, key: "low_rank", json: section)
             if names.entries.contains(where: { $0.location.mxfp4Scales != nil }) {
-                withSection = HFConfig.removingTopLevelKey(withSection, "quantization_config")   // written unquantised
+                withSection = HFConfig.removingObjectEntry(withSection, "quantization_config")   // written unquantised
             }
             try HFRemoteCode.settingAutoMap(withSection).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
             try HFRemoteCode.source.write(to: out.url(HFRemoteCode.fileName), atomically: false, encoding: .utf8)

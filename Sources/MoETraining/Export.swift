@@ -65,7 +65,7 @@ public enum TrainedCheckpoint {
         try AtomicDirectory.write(output, overwrite: overwrite) { out in
             try CheckpointWriter.write(entries, into: out.staging, shardSize: shardSize)
             let edited = edit(text)
-            try (dequantized ? HFConfig.removingTopLevelKey(edited, "quantization_config") : edited).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
+            try (dequantized ? HFConfig.removingObjectEntry(edited, "quantization_config") : edited).write(to: out.url("config.json"), atomically: false, encoding: .utf8)
             for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "plan.json", "decompose.json", "modeling_moepress.py"] {
                 let src = source.appendingPathComponent(name)
                 if FileManager.default.fileExists(atPath: src.path) { try FileManager.default.copyItem(at: src, to: out.url(name)) }

@@ -157,3 +157,17 @@ enum Where {
         #expect(p1 == p2 && p1.layers.allSatisfy { $0.kept.count == 6 })
     }
 }
+
+/// config.json edits keep every other byte and leave valid JSON whichever position the entry holds.
+@Suite struct ConfigTextTests {
+    @Test func removingAnObjectEntryKeepsTheRest() throws {
+        let q = #""quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": ["lm_head"]}"#
+        for (text, want) in [("{\n  \(q),\n  \"a\": 1\n}", "{\n  \"a\": 1\n}"), ("{\n  \"a\": 1,\n  \(q),\n  \"b\": [2]\n}", "{\n  \"a\": 1,\n  \"b\": [2]\n}"),
+                             ("{\n  \"a\": 1,\n  \(q)\n}", "{\n  \"a\": 1\n}"), ("{\"a\": 1}", "{\"a\": 1}")] {
+            let got = HFConfig.removingObjectEntry(text, "quantization_config")
+            #expect(got == want, "\(text)")
+            #expect((try? JSONSerialization.jsonObject(with: Data(got.utf8))) != nil)
+        }
+        #expect(HFRemoteCode.removingAutoMap("{\"a\": 1,\n  \"auto_map\": {\"AutoModelForCausalLM\": \"m.C\"}\n}") == "{\"a\": 1\n}")
+    }
+}
