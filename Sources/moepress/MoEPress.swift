@@ -16,7 +16,7 @@ struct MoEPress: ParsableCommand {
         abstract: "Compress Mixture-of-Experts language models, and run them, on CPU.",
         discussion: """
         Reads Hugging Face checkpoints (config.json + *.safetensors) of the Mixtral, Qwen2-MoE, Qwen3-MoE, \
-        OLMoE, DeepSeek-V2 and DeepSeek-V3 families.
+        OLMoE, DeepSeek-V2, DeepSeek-V3, Phi-MoE and gpt-oss families.
         """,
         version: moepressVersion,
         subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Run.self, ReportCommand.self, Export.self, Bench.self, BenchTokenizer.self, Synth.self])

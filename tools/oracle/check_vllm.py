@@ -25,6 +25,8 @@ res = llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_toke
 got = torch.tensor([res.prompt_logprobs[p][ids[p]].logprob for p in range(1, len(ids))], dtype=torch.float64)
 diff = (got - want).abs().max().item()
 cfg = json.load(open(os.path.join(model_dir, "config.json")))
-print(json.dumps({"model": model_dir, "experts_per_layer": (cfg.get("moepress") or {}).get("experts_per_layer"),
+mp = cfg.get("moepress") or {}
+print(json.dumps({"model": model_dir, "architecture": cfg["architectures"][0], "moepress": sorted(k for k in mp if mp[k] is not None),
+                  "experts_per_layer": mp.get("experts_per_layer"),
                   "positions": len(ids) - 1, "max_abs_diff_logprob": diff, "ok": diff <= 1e-4}))
 sys.exit(0 if diff <= 1e-4 else 1)
