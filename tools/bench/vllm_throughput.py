@@ -27,7 +27,8 @@ for model in sys.argv[1:]:
     dt = time.time() - t0
     gen = sum(len(o.outputs[0].token_ids) for o in outs)
     cfg = json.load(open(os.path.join(model, "config.json")))
-    print(json.dumps({"model": model, "experts_per_layer": (cfg.get("moepress") or {}).get("experts_per_layer"),
+    mp = cfg.get("moepress") or {}
+    print(json.dumps({"model": model, "moepress": sorted(k for k in mp if mp[k] is not None), "experts_per_layer": mp.get("experts_per_layer"),
                       "prompts": 32, "prompt_tokens": 32 * 64, "generated_tokens": gen, "seconds": round(dt, 2),
                       "generated_tok_s": round(gen / dt, 1), "total_tok_s": round((gen + 32 * 64) / dt, 1)}), flush=True)
     del llm
