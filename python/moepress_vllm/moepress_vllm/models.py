@@ -161,6 +161,30 @@ _PARAM = {"w1": "gate_proj", "gate_proj": "gate_proj", "w3": "up_proj", "up_proj
 _EXPERT_TENSOR = re.compile(r"^model\.layers\.(\d+)\.\w+\.experts\.(\d+)\.(\w+?)(?:\.weight)?$")
 
 
+@torch.library.custom_op("moepress::compressed_experts", mutates_args=())
+def compressed_experts(x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, gate_proj: torch.Tensor,
+                       up_proj: torch.Tensor, down_proj: torch.Tensor, ce_gate: torch.Tensor, ce_up: torch.Tensor,
+                       ce_mid: torch.Tensor, main: int) -> torch.Tensor:
+    """The routed output of compressed experts for tokens `x` [T, hidden] with their top-k `weights` and expert
+    `index` [T, k], largest first. A custom op: vLLM's torch.compile treats it as one call (its per-expert token
+    gathering depends on the data), so the model also runs compiled, not only with enforce_eager."""
+    main_index, aux, wa = index[:, :main], index[:, main:], weights[:, main:]
+    alpha = (wa / (wa.sum(dim=-1, keepdim=True) + 1e-6))[..., None]
+    cg, cu, cm = ((alpha * v[aux]).sum(dim=1) for v in (ce_gate, ce_up, ce_mid))
+    out = torch.zeros_like(x)
+    for e in torch.unique(main_index).tolist():
+        tok, slot = torch.where(main_index == e)
+        xe = x[tok]
+        h = F.silu(F.linear(xe * cg[tok], gate_proj[e])) * F.linear(xe * cu[tok], up_proj[e])
+        out.index_add_(0, tok, F.linear(h * cm[tok], down_proj[e]) * weights[tok, slot, None])
+    return out
+
+
+@compressed_experts.register_fake
+def _(x, weights, index, gate_proj, up_proj, down_proj, ce_gate, ce_up, ce_mid, main):
+    return torch.empty_like(x)
+
+
 class CompressedExpertsBlock(nn.Module):
     """A decoder layer's MoE block for compressed experts: vLLM's router `gate` (and the shared expert with its
     gate, when the family has one) taken from the block it replaces; the routed experts as [E, ., .] tensors
@@ -219,15 +243,8 @@ class CompressedExpertsBlock(nn.Module):
         if self.renormalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         weights = weights.to(x.dtype)
-        main, aux, wa = index[:, :self.main], index[:, self.main:], weights[:, self.main:]
-        alpha = (wa / (wa.sum(dim=-1, keepdim=True) + 1e-6))[..., None]
-        cg, cu, cm = ((alpha * v[aux]).sum(dim=1) for v in (self.ce_gate, self.ce_up, self.ce_mid))
-        out = torch.zeros_like(x)
-        for e in torch.unique(main).tolist():
-            tok, slot = torch.where(main == e)
-            xe = x[tok]
-            h = F.silu(F.linear(xe * cg[tok], self.gate_proj[e])) * F.linear(xe * cu[tok], self.up_proj[e])
-            out.index_add_(0, tok, F.linear(h * cm[tok], self.down_proj[e]) * weights[tok, slot, None])
+        out = torch.ops.moepress.compressed_experts(x, weights, index, self.gate_proj, self.up_proj, self.down_proj,
+                                                    self.ce_gate, self.ce_up, self.ce_mid, self.main)
         if self.shared_expert is not None:
             out = out + self.shared_expert(x)
         return out.view(shape)
