@@ -3,7 +3,8 @@
 with the prompt log-probabilities of MoEPress's runtime: max |Δ| ≤ 1e-4 over every position (f32).
 Run with the vLLM venv's python (scripts/setup.sh --vllm).
 Usage: $VENV/bin/python tools/oracle/check_vllm.py MODEL_DIR IDS.json MOEPRESS_BINARY
-Env: CHECK_VLLM_COMPILED=1 runs vLLM's default torch.compile path instead of eager mode."""
+Env: CHECK_VLLM_COMPILED=1 runs vLLM's default torch.compile path instead of eager mode; CHECK_VLLM_ATTENTION=NAME
+picks vLLM's attention backend (CPU_MLA for DeepSeek's latent attention in f32: the AMX one takes bf16 weights only)."""
 import json, os, subprocess, sys, tempfile
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -21,7 +22,9 @@ want = torch.tensor([ours[i, ids[i + 1]].item() for i in range(len(ids) - 1)], d
 
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
-llm = LLM(model=model_dir, dtype="float32", max_model_len=max(512, len(ids) + 8), enforce_eager=os.environ.get("CHECK_VLLM_COMPILED") != "1")
+extra = {"attention_backend": os.environ["CHECK_VLLM_ATTENTION"]} if os.environ.get("CHECK_VLLM_ATTENTION") else {}
+llm = LLM(model=model_dir, dtype="float32", max_model_len=max(512, len(ids) + 8),
+          enforce_eager=os.environ.get("CHECK_VLLM_COMPILED") != "1", **extra)
 res = llm.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0))[0]
 got = torch.tensor([res.prompt_logprobs[p][ids[p]].logprob for p in range(1, len(ids))], dtype=torch.float64)
 diff = (got - want).abs().max().item()

@@ -6,7 +6,7 @@ Loaded by vllm.plugins.load_general_plugins() in every vLLM process through the
 import os
 
 # the stock architecture names MoEPress checkpoints keep in config.json, for which models.py builds a class
-STOCK = ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM")
+STOCK = ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM", "DeepseekV2ForCausalLM")
 
 
 def register() -> None:

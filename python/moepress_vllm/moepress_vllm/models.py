@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vllm.model_executor.models import mixtral, olmoe, qwen2_moe, qwen3_moe
+from vllm.model_executor.models import deepseek_v2, mixtral, olmoe, qwen2_moe, qwen3_moe
 from vllm.model_executor.models.utils import extract_layer_index
 
 _KNOWN = ("experts_per_layer", "low_rank", "compressed_experts")
@@ -67,6 +67,11 @@ def _qwen_is_moe(config, i: int) -> bool:  # mirrors qwen2_moe.py / qwen3_moe.py
     return i not in mlp_only and config.num_experts > 0 and (i + 1) % config.decoder_sparse_step == 0
 
 
+def _deepseek_is_moe(config, i: int) -> bool:  # mirrors deepseek_v2.py's decoder layer
+    return (config.n_routed_experts is not None and i >= config.first_k_dense_replace
+            and i % getattr(config, "moe_layer_freq", 1) == 0)
+
+
 @dataclass(frozen=True)
 class Family:
     """What differs between vLLM's MoE model files, as far as MoEPress's checkpoints are concerned."""
@@ -75,6 +80,7 @@ class Family:
     count_key: str            # config attribute holding the number of routed experts
     block: str                # decoder-layer attribute holding the MoE block
     is_moe: Callable          # (config, layer index) -> whether that layer is an MoE layer
+    compressed_experts: bool = True   # routing is softmax top-k (renormalised or not) and one `shared_expert`
 
 
 FAMILIES = [
@@ -82,6 +88,8 @@ FAMILIES = [
     Family(qwen2_moe, "Qwen2MoeForCausalLM", "num_experts", "mlp", _qwen_is_moe),
     Family(qwen3_moe, "Qwen3MoeForCausalLM", "num_experts", "mlp", _qwen_is_moe),
     Family(olmoe, "OlmoeForCausalLM", "num_experts", "mlp", _all_moe),
+    # Checked in f32 with vLLM's CPU_MLA attention backend (its AMX one takes bf16 weights only).
+    Family(deepseek_v2, "DeepseekV2ForCausalLM", "n_routed_experts", "mlp", _deepseek_is_moe, compressed_experts=False),
 ]
 
 
@@ -257,6 +265,9 @@ def _install_compressed_experts(model: nn.Module, family: Family, vllm_config) -
     main = main_experts(config)
     if main is None:
         return {}
+    if not family.compressed_experts:
+        raise NotImplementedError(f"moepress_vllm: compressed experts are not served for {family.stock} (grouped or "
+                                  "biased routing, scaled routed output); MoEPress and HF with modeling_moepress.py run them")
     if vllm_config.parallel_config.enable_eplb:
         raise ValueError("moepress_vllm: EPLB is not supported with compressed experts")
     context = vllm_config.compilation_config.static_forward_context
