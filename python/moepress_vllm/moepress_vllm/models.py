@@ -4,8 +4,9 @@ What MoEPress writes beyond a stock checkpoint, and how each is served here:
 - `"moepress": {"experts_per_layer": [n_0, ..., n_{L-1}]}` in config.json (null for dense layers), with the
   global expert count set to max(n_i). vLLM builds every decoder layer from the one shared hf_config, so while
   decoder layer i is being constructed its expert count is set to n_i on that config (and put back after):
-  vLLM's router (GateLinear) and FusedMoE runner get this layer's size, and weight loading, attention, tensor
-  and expert parallelism stay vLLM's own code.
+  vLLM's router (GateLinear) and FusedMoE runner get this layer's size, and weight loading, attention and
+  tensor parallelism stay vLLM's own code (checked on two CPU workers; vLLM 0.32's CPU expert parallelism crashes
+  on unpruned models too, so it is untested; EPLB, whose metadata is global, is refused).
 - Low-rank experts (`<name>.lowrank_a` [out, r], `<name>.lowrank_b` [r, in]) are multiplied back into
   `<name>.weight` as the weights stream in (`dense_weights`).
 - Compressed experts (`"moepress": {"compressed_experts": {"main_experts": K}}` and per-expert `ce_gate`,
