@@ -40,6 +40,7 @@ def main():
                        SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0))[0]
     got = torch.tensor([res.prompt_logprobs[p][ids[p]].logprob for p in range(1, len(ids))], dtype=torch.float64)
     diff = (got - want).abs().max().item()
+    llm.llm_engine.engine_core.shutdown()
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     mp = cfg.get("moepress") or {}
     print(json.dumps({"model": model_dir, "architecture": cfg["architectures"][0],
@@ -49,4 +50,8 @@ def main():
 
 
 if __name__ == "__main__":   # worker processes (CHECK_VLLM_TP > 1) import this file again
-    sys.exit(main())
+    code = main()
+    # With worker processes, vLLM's teardown at interpreter exit sometimes aborts ("terminate called without an active
+    # exception") after the result is printed; the engine was shut down in main(), so leave without that teardown.
+    sys.stdout.flush()
+    os._exit(code)
