@@ -296,6 +296,19 @@ public enum CheckpointWriter {
     /// Hugging Face's default shard size (5 GB).
     public static let defaultShardSize = 5_000_000_000
 
+    /// A byte count as written on a command line or in a recipe: plain bytes, or with a unit — KB/MB/GB/TB
+    /// (powers of 1000, as Hugging Face spells shard sizes) or KiB/MiB/GiB/TiB (powers of 1024); nil when it is
+    /// not one, or not positive.
+    public static func parseSize(_ text: String) -> Int? {
+        let s = text.trimmingCharacters(in: .whitespaces)
+        let number = s.prefix { $0.isNumber || $0 == "." }
+        let unit = s.dropFirst(number.count).trimmingCharacters(in: .whitespaces).lowercased()
+        let scales: [String: Double] = ["": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1e3, "m": 1048576, "mib": 1048576, "mb": 1e6,
+                                        "g": 1073741824, "gib": 1073741824, "gb": 1e9, "t": 1099511627776, "tib": 1099511627776, "tb": 1e12]
+        guard let v = Double(number), let scale = scales[unit], v.isFinite, v > 0, v * scale < 9e18, v * scale >= 1 else { return nil }
+        return Int(v * scale)
+    }
+
     /// Returns the file names written; `onBytes` hears of each tensor's bytes as they are written.
     @discardableResult
     /// With a recording `journal` (a resumable output folder's), shards an interrupted run finished are kept

@@ -19,7 +19,7 @@ public enum ExpertImportance {
             out[l] = try journal.record("importance-\(l)") {
                 let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, tokens: tokens, remove: 1,
                                            storeLimit: memory.bytes / 2)
-                return fit.errors((0..<fit.numExperts).map { [$0] })
+                return try fit.errors((0..<fit.numExperts).map { [$0] })
             }
             progress.advance()
         }

@@ -122,7 +122,8 @@ public final class LayerFitness: @unchecked Sendable {
     }
 
     /// Error with the experts in `pruned` removed (memoised; safe to call from several threads).
-    public func error(pruned: [Int]) -> Double {
+    /// A token whose choice falls outside the kept slots is recomputed from the cache; a failed cache read is an error.
+    public func error(pruned: [Int]) throws -> Double {
         let key = pruned.sorted()
         lock.lock()
         if let v = memo[key] { lock.unlock(); return v }
@@ -146,7 +147,7 @@ public final class LayerFitness: @unchecked Sendable {
                 }
             }
             guard found else {
-                total += direct(token: t, experts: (0..<k).map { Int(d.experts[t * k + $0]) }, weights: (0..<k).map { d.weights[t * k + $0] })
+                total += try direct(token: t, experts: (0..<k).map { Int(d.experts[t * k + $0]) }, weights: (0..<k).map { d.weights[t * k + $0] })
                 continue
             }
             let gt = gram + t * g * g
@@ -166,10 +167,8 @@ public final class LayerFitness: @unchecked Sendable {
     }
 
     /// ‖r − Σ w o‖² of one token, from its cached input (a choice outside the kept experts).
-    func direct(token t: Int, experts: [Int], weights: [Float]) -> Double {
-        guard let x = try? cache.tensor(layer, "moe_in", rows: t..<(t + 1)), let y = try? cache.tensor(layer, "moe_out", rows: t..<(t + 1)) else {
-            return .nan
-        }
+    func direct(token t: Int, experts: [Int], weights: [Float]) throws -> Double {
+        let x = try cache.tensor(layer, "moe_in", rows: t..<(t + 1)), y = try cache.tensor(layer, "moe_out", rows: t..<(t + 1))
         if let s = block.sharedOutput(x) { for j in 0..<hidden { y.data[j] -= s.data[j] } }
         let o = Tensor(zeros: [1, hidden])
         var sum = [Double](repeating: 0, count: hidden)
@@ -183,14 +182,26 @@ public final class LayerFitness: @unchecked Sendable {
     }
 
     /// Errors of many candidate sets, spread over the cores.
-    public func errors(_ sets: [[Int]]) -> [Double] {
+    public func errors(_ sets: [[Int]]) throws -> [Double] {
         var out = [Double](repeating: 0, count: sets.count)
+        let failure = FirstError()
         out.withUnsafeMutableBufferPointer { buf in
             let o = SendablePointer(buf.baseAddress!)
-            parallelFor(sets.count) { i in o[i] = self.error(pruned: sets[i]) }
+            parallelFor(sets.count) { i in
+                do { o[i] = try self.error(pruned: sets[i]) } catch { failure.record(error) }
+            }
         }
+        try failure.rethrow()
         return out
     }
+}
+
+/// The first error thrown by work spread over threads, rethrown once they have joined.
+final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: (any Error)?
+    func record(_ e: any Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
+    func rethrow() throws { if let error { throw error } }
 }
 
 /// All k-subsets of 0..<n in lexicographic order.
@@ -257,7 +268,7 @@ public enum NAEE {
                 let fit = try LayerFitness(block: block, cache: cache, layer: l, tokens: split.search.prefix(maxTokens), remove: e - keep,
                                            storeLimit: memory.bytes / 2)
                 let sets = combinations(e, e - keep)
-                let errs = fit.errors(sets)
+                let errs = try fit.errors(sets)
                 var best = 0
                 for i in 1..<max(errs.count, 1) where errs[i] < errs[best] { best = i }
                 let kept = (0..<e).filter { !sets[best].contains($0) }

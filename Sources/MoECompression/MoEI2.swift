@@ -73,9 +73,9 @@ public enum MoEI2 {
     }
 
     /// The genetic search of one layer: the K best distinct prune sets of size n with their errors.
-    public static func geneticSearch(_ fit: LayerFitness, remove n: Int, options o: Options) -> [(set: [Int], error: Double)] {
+    public static func geneticSearch(_ fit: LayerFitness, remove n: Int, options o: Options) throws -> [(set: [Int], error: Double)] {
         let e = fit.numExperts
-        if n == 0 { return [([], fit.error(pruned: []))] }
+        if n == 0 { return [([], try fit.error(pruned: []))] }
         var rng = SeededGenerator(seed: o.seed &+ UInt64(fit.layer) &* 0x9E37_79B9)
         func randomSubset(of pool: [Int], _ size: Int) -> [Int] {
             var p = pool
@@ -90,12 +90,12 @@ public enum MoEI2 {
             let s = randomSubset(of: Array(0..<e), n)
             if seen.insert(s).inserted { pop.append(s) }
         }
-        func ranked(_ p: [[Int]]) -> [(set: [Int], error: Double)] {
-            let errs = fit.errors(p)
+        func ranked(_ p: [[Int]]) throws -> [(set: [Int], error: Double)] {
+            let errs = try fit.errors(p)
             return zip(p, errs).map { ($0, $1) }.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0.lexicographicallyPrecedes($1.0) }
         }
         for _ in 0..<o.generations {
-            let r = ranked(pop)
+            let r = try ranked(pop)
             let parents = Array(r.prefix(max(2, Int(o.eliteFraction * Double(o.population))))).map(\.set)
             var children = parents
             while children.count < o.population {
@@ -118,7 +118,7 @@ public enum MoEI2 {
             pop = children
         }
         var best: [(set: [Int], error: Double)] = []
-        for c in ranked(pop) where !best.contains(where: { $0.set == c.set }) {
+        for c in try ranked(pop) where !best.contains(where: { $0.set == c.set }) {
             best.append(c)
             if best.count == o.candidates { break }
         }
@@ -157,7 +157,7 @@ public enum MoEI2 {
             let found = try journal.record("search-\(l)") {
                 let fit = try LayerFitness(block: model.layers[l].feedForward.moe!, cache: cache, layer: l, tokens: fitTokens,
                                            remove: counts[i], storeLimit: memory.bytes / 2)
-                return geneticSearch(fit, remove: counts[i], options: o).map { Candidate(set: $0.set, error: $0.error) }
+                return try geneticSearch(fit, remove: counts[i], options: o).map { Candidate(set: $0.set, error: $0.error) }
             }
             candidates.append(found.map { ($0.set, $0.error) })
             p2.advance()

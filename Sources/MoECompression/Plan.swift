@@ -46,6 +46,21 @@ public enum PruningBudget: Sendable, Equatable {
         return n
     }
 
+    /// The budget as the user gave it.
+    var budgetFlag: String {
+        switch self {
+        case .ratio(let r): return "--ratio \(r)"
+        case .keep(let k): return "--keep \(k)"
+        }
+    }
+
+    /// Refuses a budget that removes no expert at all (nothing to do): `perLayer` for methods that prune every
+    /// layer alike, otherwise the overall count (MoE-I²).
+    public func checkRemovesSome(experts: [Int], topK k: Int, perLayer: Bool) throws {
+        let removed = perLayer ? try experts.reduce(0) { $0 + $1 - (try keep(experts: $1, topK: k)) } : try totalRemoved(experts: experts, topK: k)
+        guard removed > 0 else { throw PruningError.invalid("\(budgetFlag) removes no expert (the layers have \(Set(experts).sorted().map(String.init).joined(separator: "/")) experts): nothing to prune") }
+    }
+
     /// Total experts to remove over all MoE layers (for methods that distribute removals non-uniformly).
     public func totalRemoved(experts: [Int], topK k: Int) throws -> Int {
         switch self {

@@ -45,6 +45,11 @@ public enum Pruning {
     public static func plan(_ request: PruningRequest, model: CausalLM, modelName: String, cache: CalibrationCache?, quiet: Bool = false,
                             journal: Journal = .none) throws -> PruningPlan {
         var plan: PruningPlan
+        let d = model.description
+        if let budget = request.budget, let k = d.routing?.topK {
+            try budget.checkRemovesSome(experts: d.moeLayerIndices.map { d.layers[$0].experts! }, topK: k,
+                                        perLayer: request.method != .moei2 || request.search.uniformCounts)
+        }
         switch request.method {
         case .moeits:
             guard request.tau != nil || request.budget != nil else { throw PruningError.invalid("moeits needs tau, or a ratio/keep budget") }

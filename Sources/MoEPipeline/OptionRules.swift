@@ -41,13 +41,14 @@ public enum OptionRule: Sendable, Equatable, CustomStringConvertible {
 
 public enum OptionRules {
     static let fraction = OptionRule.interval(0, 1, open: (false, true))   // [0, 1)
+    static let removedFraction = OptionRule.interval(0, 1, open: (true, true))   // (0, 1): removing nothing is nothing to do
     static let keptFraction = OptionRule.interval(0, 1, open: (true, false))   // (0, 1]
 
     /// Stage kind → option (recipe spelling) → rule. Every numeric option of `Recipe.schema` has one
     /// (a test walks the schema); the CLI checks its flags against the same entries.
     public static let stages: [String: [String: OptionRule]] = [
         "calibration": ["samples": .count(min: 1), "seq_len": .count(min: 2)],
-        "prune": ["ratio": fraction, "keep": .count(min: 1), "tau": .finite, "generations": .count(min: 0), "population": .count(min: 2),
+        "prune": ["ratio": removedFraction, "keep": .count(min: 1), "tau": .finite, "generations": .count(min: 0), "population": .count(min: 2),
                   "candidates": .count(min: 1), "block_size": .count(min: 1), "fitness_tokens": .count(min: 1), "field_sequences": .count(min: 1)],
         "decompose": ["ratio": keptFraction, "rank": .count(min: 1), "alpha": .nonNegative, "importance_tokens": .count(min: 1)],
         "heal": ["steps": .count(min: 1), "lr": .positive, "batch": .count(min: 1), "seq_len": .count(min: 2), "grad_accum": .count(min: 1),
@@ -70,7 +71,7 @@ public enum OptionRules {
     public static func check(_ stage: String, _ values: [(flag: String, key: String, value: Double?)]) throws -> Void {
         for (flag, key, value) in values {
             guard let value else { continue }
-            if let p = problem(stage, key, value) { throw OptionError(message: "\(flag) \(p)") }
+            if let p = problem(stage, key, value) { throw OptionError(message: "\(p) (\(flag))") }
         }
     }
 }

@@ -213,7 +213,7 @@ public final class Pipeline {
             try target.finish { target in
                 var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet, journal: target.journal)
                 plan.parameters["seed"] = "\(recipe.seed)"
-                try PlanApplier.apply(plan, model: input, into: target)
+                try PlanApplier.apply(plan, model: input, into: target, shardSize: recipe.shardSize)
             }
         case .decompose:
             let lo = StageOptions.decompose(o)
@@ -224,10 +224,10 @@ public final class Pipeline {
             let m = needsModel ? try ModelRegistry.load(directory: input) : nil
             if needsModel { cache = try calibrate(model: m) }
             if lo.allocation == .importance && importance == nil, let cache, let m {
-                importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: 8192, memory: memory, quiet: quiet)
+                importance = try ExpertImportance.compute(model: m, cache: cache, maxTokens: o.int("importance_tokens") ?? 8192, memory: memory, quiet: quiet)
             }
             _ = try LowRank.decompose(model: input, open: m, options: lo, whitening: lo.method == .svdllm ? cache : nil, importance: importance, output: out, quiet: quiet,
-                                       resumable: true)
+                                       shardSize: recipe.shardSize, resumable: true)
         case .heal:
             var lora = LoRA.Settings()
             if let r = int("lora_rank") { lora.rank = r }
@@ -238,7 +238,8 @@ public final class Pipeline {
             let settings = trainerSettings(o, defaults: .healing)
             let files = try trainingFiles(string("data"))
             _ = try TrainingRuns.heal(model: input, files: files, lora: lora, settings: settings, output: staging.appendingPathComponent("adapter"),
-                                      merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet)
+                                      merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
+                                      shardSize: recipe.shardSize)
             try fm.moveItem(at: staging.appendingPathComponent("adapter/merged"), to: out)
         case .compressExperts:
             let k = int("main_experts")!
@@ -248,16 +249,17 @@ public final class Pipeline {
             _ = try TrainingRuns.compressExperts(
                 model: input, files: try trainingFiles(string("data")), mainExperts: k, ceOnly: string("train") == "ce-only", plainTopK: plain,
                 settings: settings, output: out, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
-                configEdit: ce.edit, extraFiles: ce.files)
+                configEdit: ce.edit, extraFiles: ce.files, shardSize: recipe.shardSize)
         case .export:
             if string("form") == "dense" {
-                _ = try LowRank.densify(model: input, output: out)
+                _ = try LowRank.densify(model: input, output: out, shardSize: recipe.shardSize)
             } else {
                 guard let plan = try ExpertImportance.plan(in: input) else {
                     throw RecipeError(recipe.path.path, nil, "export uniform needs a pruned model (plan.json) as the last stage's output")
                 }
                 let d = try ModelRegistry.describe(directory: URL(fileURLWithPath: plan.model))
-                try PlanApplier.apply(UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1), model: URL(fileURLWithPath: plan.model), output: out)
+                try PlanApplier.apply(UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1), model: URL(fileURLWithPath: plan.model), output: out,
+                                      shardSize: recipe.shardSize)
             }
         }
         // The calibration cache was the stage's working data, not its result.

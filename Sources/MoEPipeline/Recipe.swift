@@ -1,4 +1,5 @@
 import Foundation
+import MoECheckpoint
 import Yams
 import MoEModels
 import MoETraining
@@ -58,13 +59,16 @@ public struct Recipe: Sendable {
     /// Whether each stage's output weights stay on disk after the next stage has used them (false lets a model
     /// as large as a third of the disk go through prune → decompose → heal).
     public var keepIntermediate = true
+    /// Largest weight file of every checkpoint the stages write (`shard_size`, e.g. 5GB; the CLI's --shard-size).
+    public var shardSize = CheckpointWriter.defaultShardSize
 
     /// Option types per stage kind: "int", "double", "string", "bool", "strings"; and allowed string values.
     static let schema: [String: [String: String]] = [
         "prune": ["method": "string", "ratio": "double", "keep": "int", "tau": "double", "generations": "int", "population": "int",
                   "candidates": "int", "block_size": "int", "fitness_tokens": "int", "field_sequences": "int",
                   "uniform_counts": "bool"],
-        "decompose": ["method": "string", "ratio": "double", "rank": "int", "rank_alloc": "string", "alpha": "double", "targets": "strings"],
+        "decompose": ["method": "string", "ratio": "double", "rank": "int", "rank_alloc": "string", "alpha": "double", "targets": "strings",
+                      "importance_tokens": "int"],
         "heal": ["data": "string", "steps": "int", "lr": "double", "batch": "int", "seq_len": "int", "lora_rank": "int", "lora_alpha": "double",
                  "lora_dropout": "double", "targets": "strings", "grad_accum": "int", "warmup_ratio": "double", "weight_decay": "double",
                  "neftune_alpha": "double"],
@@ -107,7 +111,7 @@ public struct Recipe: Sendable {
             return u
         }
         guard let top = root.mapping else { throw fail(root, "the recipe must be a mapping of keys (model, stages, …)") }
-        let known = ["model", "seed", "calibration", "stages", "compare", "evaluation", "export", "keep_intermediate"]
+        let known = ["model", "seed", "calibration", "stages", "compare", "evaluation", "export", "keep_intermediate", "shard_size"]
         for (k, _) in top where !known.contains(k.string ?? "") {
             throw fail(k, "unknown key \"\(k.string ?? "?")\" (known: \(known.joined(separator: ", ")))")
         }
@@ -267,6 +271,10 @@ public struct Recipe: Sendable {
         if let k = top["keep_intermediate"] {
             guard let b = k.bool else { throw fail(k, "keep_intermediate must be true or false") }
             keepIntermediate = b
+        }
+        if let k = top["shard_size"] {
+            guard let v = k.scalar?.string, let b = CheckpointWriter.parseSize(v) else { throw fail(k, "shard_size must be a size such as 5GB, 500MB or 2GiB") }
+            shardSize = b
         }
     }
 

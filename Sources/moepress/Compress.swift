@@ -56,7 +56,7 @@ struct Compress: ParsableCommand {
         try checkOptions("prune", [("--prune-ratio", "ratio", pruneRatio)])
         try checkOptions("decompose", [("--keep-params", "ratio", keepParams), ("--alpha", "alpha", alpha)])
         try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
-        guard healSteps >= 0 else { throw ValidationError("--heal-steps must be 0 (no stage 3) or more") }
+        guard healSteps >= 0 else { throw usage("must be 0 (no stage 3) or more", "--heal-steps") }
         if healSteps > 0 {
             try checkOptions("heal", [("--heal-steps", "steps", Double(healSteps)), ("--heal-lr", "lr", healLr), ("--heal-rank", "lora_rank", Double(healRank)),
                                       ("--heal-alpha", "lora_alpha", healAlpha), ("--heal-batch", "batch", Double(healBatch)),
@@ -74,7 +74,7 @@ struct Compress: ParsableCommand {
         calibration: {data: \(quoted(URL(fileURLWithPath: calibDir).standardizedFileURL.path)), samples: \(samples), seq_len: \(seqLen)}
         keep_intermediate: false
         stages:
-          - prune: {method: moei2, ratio: \(pruneRatio), population: \(search.population), generations: \(search.generations), candidates: \(search.candidates), block_size: \(search.blockSize), \(search.fitnessTokens.map { "fitness_tokens: \($0), " } ?? "")field_sequences: \(search.fieldSequences)}
+          - prune: {method: moei2, ratio: \(pruneRatio), population: \(search.population), generations: \(search.generations), candidates: \(search.candidates), block_size: \(search.blockSize), \(search.fitnessTokens.map { "fitness_tokens: \($0), " } ?? "")field_sequences: \(search.fieldSequences)\(search.uniformCounts ? ", uniform_counts: true" : "")}
           - decompose: {method: \(method.rawValue), ratio: \(keepParams), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), targets: \(list(targets))}
 
         """

@@ -63,13 +63,15 @@ struct Decompose: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        let t = Set(targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        guard !t.isEmpty, t.isSubset(of: ["gate", "up", "down"]) else { throw usage("takes gate, up and/or down, comma-separated", "--targets") }
         try checkOptions("decompose", [("--ratio", "ratio", ratio), ("--rank", "rank", rank.map(Double.init)), ("--alpha", "alpha", alpha),
                                        ("--importance-tokens", "importance_tokens", Double(importanceTokens))])
-        guard (ratio != nil) != (rank != nil) else { throw ValidationError("give exactly one of --ratio (fraction kept) or --rank") }
-        if calib != nil && calibDir != nil { throw ValidationError("give --calib CACHE or --calib-dir DIR, not both") }
-        guard updateSteps >= 0 else { throw ValidationError("--update-steps must be 0 (no update) or more") }
+        guard (ratio != nil) != (rank != nil) else { throw usage("give exactly one of them (fraction kept, or a rank)", "--ratio, --rank") }
+        if calib != nil && calibDir != nil { throw usage("give one of them, not both", "--calib, --calib-dir") }
+        guard updateSteps >= 0 else { throw usage("must be 0 (no update) or more", "--update-steps") }
         if updateSteps > 0 {
-            guard calibDir != nil else { throw ValidationError("--update-steps trains on text: give --calib-dir DIR (the pipeline calibrates and trains on it)") }
+            guard calibDir != nil else { throw usage("trains on text: give --calib-dir DIR (the pipeline calibrates and trains on it)", "--update-steps") }
             try checkOptions("heal", [("--update-steps", "steps", Double(updateSteps)), ("--update-lr", "lr", updateLr),
                                       ("--update-rank", "lora_rank", Double(updateRank)), ("--update-batch", "batch", Double(updateBatch))])
         }
@@ -89,8 +91,9 @@ struct Decompose: ParsableCommand {
         seed: \(seed)
         calibration: {data: \(quoted(data)), samples: \(samples), seq_len: \(seqLen)}
         keep_intermediate: false
+        shard_size: \(self.out.shardBytes)
         stages:
-          - decompose: {method: \(method.rawValue), \(target), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), targets: [\(kinds.joined(separator: ", "))]}
+          - decompose: {method: \(method.rawValue), \(target), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), importance_tokens: \(importanceTokens), targets: [\(kinds.joined(separator: ", "))]}
           - heal: {data: \(quoted(data)), steps: \(updateSteps), lr: \(updateLr), lora_rank: \(updateRank), lora_alpha: \(2 * updateRank), lora_dropout: 0, batch: \(updateBatch), seq_len: \(seqLen), targets: [\(kinds.joined(separator: ", "))]}
         export: none
 
@@ -112,7 +115,6 @@ struct Decompose: ParsableCommand {
             o.allocation = rankAlloc
             o.alpha = alpha
             o.targets = Set(targets.split(separator: ",").map { String($0) })
-            guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw CLIError("--targets takes gate, up and/or down") }
             let url = modelURL(model)
             let dest = try newOutput(output, overwrite: overwrite)
             var importance: [Int: [Double]]? = nil
@@ -154,7 +156,7 @@ struct Decompose: ParsableCommand {
                 }
             }
             let r = try ResourceMonitor.shared.stage("decompose") { try LowRank.decompose(model: url, open: method == .svdllm ? loadedModel() : nil, options: o, whitening: method == .svdllm ? cache : nil, importance: importance,
-                                          output: dest, overwrite: overwrite, quiet: quiet, shardSize: out.shardSize.bytes,
+                                          output: dest, overwrite: overwrite, quiet: quiet, shardSize: out.shardBytes,
                                           resumable: true) }
             try? FileManager.default.removeItem(at: workCache)
             if !quiet { log(decomposeSummary(r, output: output)) }

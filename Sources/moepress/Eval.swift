@@ -65,7 +65,7 @@ struct EvalPerplexity: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard !textFiles.isEmpty else { throw ValidationError("give at least one --text-file") }
+        guard !textFiles.isEmpty else { throw usage("give at least one", "--text-file") }
         try checkOptions("eval", [("--seq-len", "seq_len", Double(seqLen))])
     }
 
@@ -236,7 +236,6 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try compute.run {
-            guard temperature >= 0, topP > 0, topP <= 1 else { throw CLIError("--temperature must be ≥ 0 and --top-p in (0, 1]") }
             let (m, tok) = try loadModelAndTokenizer(model)
             print(prompt, terminator: "")
             let r = try ResourceMonitor.shared.stage("generate") { try Generation.generate(model: m, tokenizer: tok, prompt: prompt, maxTokens: maxTokens,

@@ -32,28 +32,33 @@ struct Export: ParsableCommand {
     @Flag(help: "Produce the nearest plan with equal expert counts per layer.") var uniform = false
     @Flag(help: "Multiply low-rank factors back into dense weights.") var dense = false
     @Flag(help: "Write one GGUF file for llama.cpp (--output is the .gguf file).") var gguf = false
-    @Option(help: "Tensor type of the GGUF weights: f32, f16, bf16 or q8_0.") var ggufType = "bf16"
+    @Option(help: "Tensor type of the GGUF weights: f32, f16, bf16 (default) or q8_0.") var ggufType: String?
     @Option(help: "The unpruned model the plan was made from (default: plan.json's \"model\").") var original: String?
     @Option(help: "Output checkpoint folder (a .gguf file with --gguf).") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @OptionGroup var out: OutputOptions
 
     func validate() throws {
-        guard [uniform, dense, gguf].filter({ $0 }).count == 1 else { throw ValidationError("pass exactly one of --uniform, --dense or --gguf") }
-        guard ["f32", "f16", "bf16", "q8_0"].contains(ggufType.lowercased()) else { throw ValidationError("--gguf-type takes f32, f16, bf16 or q8_0") }
+        guard [uniform, dense, gguf].filter({ $0 }).count == 1 else { throw usage("pass exactly one of them", "--uniform, --dense, --gguf") }
+        if let ggufType {
+            guard gguf else { throw usage("only --gguf writes GGUF tensors", "--gguf-type") }
+            guard ["f32", "f16", "bf16", "q8_0"].contains(ggufType.lowercased()) else { throw usage("takes f32, f16, bf16 or q8_0", "--gguf-type") }
+        }
+        if gguf && out.shardSize != nil { throw usage("a GGUF export is one file", "--shard-size") }
+        if original != nil && !uniform { throw usage("only --uniform re-plans from the original model", "--original") }
     }
 
     func run() throws {
         try reportingErrors {
             let dir = modelURL(model)
             if gguf {
-                let t: GGUF.TensorType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][ggufType.lowercased()]!
+                let t: GGUF.TensorType = ["f32": .f32, "f16": .f16, "bf16": .bf16, "q8_0": .q8_0][(ggufType ?? "bf16").lowercased()]!
                 let s = try GGUFExport.write(model: dir, output: URL(fileURLWithPath: output), type: t, overwrite: overwrite)
                 log("export --gguf: \(s.architecture), \(s.tensors) tensors (\(t.name)), \(formatBytes(s.bytes)); tokenizer \(s.tokenizer) → \(output)")
                 return
             }
             if dense {
-                let n = try LowRank.densify(model: dir, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardSize.bytes)
+                let n = try LowRank.densify(model: dir, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardBytes)
                 if n == 0 { log("note: \(dir.path) has no low-rank factors; the output is a plain copy") }
                 log("export --dense: \(n) factor pairs multiplied back → \(output)")
                 return
@@ -71,7 +76,7 @@ struct Export: ParsableCommand {
             }
             let u = UniformPlan.nearest(plan, minimum: d.routing?.topK ?? 1)
             log("nearest uniform plan: \(u.layers.first?.kept.count ?? 0) experts in every layer (\(plan.removed) → \(u.removed) removed); applying it to \(source.path)")
-            try PlanApplier.apply(u, model: source, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardSize.bytes)
+            try PlanApplier.apply(u, model: source, output: URL(fileURLWithPath: output), overwrite: overwrite, shardSize: out.shardBytes)
         }
     }
 }

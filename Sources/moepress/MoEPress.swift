@@ -1,22 +1,42 @@
 import ArgumentParser
 import Foundation
 import MoETensor
+import MoEModels
 import MoEPipeline
 
 @main
 struct MoEPress: ParsableCommand {
     /// Makes sure OpenBLAS runs its kernels for this CPU (see `BLASRuntime`), then parses and runs the command.
+    /// Usage errors are one line, `error: <problem> (<option or argument>)`, with exit code 64; errors while
+    /// running are one line naming the file or option, with exit code 1.
     static func main() {
         BLASRuntime.reexecWithBetterCoreIfNeeded()
-        main(nil)
+        let args: [String]
+        do { args = try Arguments.normalise(Array(CommandLine.arguments.dropFirst())) } catch {
+            Console.note("error: \(error)")
+            Foundation.exit(ExitCode.validationFailure.rawValue)
+        }
+        do {
+            var command = try parseAsRoot(args)
+            try command.run()
+        } catch let e as ExitCode {
+            Foundation.exit(e.rawValue)
+        } catch let e as CleanExit {
+            exit(withError: e)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }   // --help, --version
+            Console.note("error: \(code == .validationFailure ? Arguments.oneLine(error) : "\(error)")")
+            Foundation.exit(code == .validationFailure ? code.rawValue : ExitCode.failure.rawValue)
+        }
     }
 
     static let configuration = CommandConfiguration(
         commandName: "moepress",
         abstract: "Compress Mixture-of-Experts language models, and run them, on CPU.",
         discussion: """
-        Reads Hugging Face checkpoints (config.json + *.safetensors) of the Mixtral, Qwen2-MoE, Qwen3-MoE, \
-        OLMoE, DeepSeek-V2, DeepSeek-V3, Phi-MoE and gpt-oss families.
+        Reads Hugging Face checkpoints (config.json + *.safetensors) of these model_type values: \
+        \(ModelRegistry.supportedModelTypes.joined(separator: ", ")).
         """,
         version: moepressVersion,
         subcommands: [Inspect.self, Tokenize.self, Logits.self, Eval.self, Generate.self, Calibrate.self, Prune.self, Decompose.self, Compress.self, Heal.self, CompressExperts.self, Run.self, ReportCommand.self, Export.self, Bench.self, BenchTokenizer.self, Synth.self])
@@ -55,7 +75,7 @@ struct ComputeOptions: ParsableArguments {
     func apply() throws {
         ResourceMonitor.shared.start()
         if checkWeights { setenv("MOEPRESS_CHECK_WEIGHTS", "1", 1) }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let threads, threads < 1 { throw usage("must be at least 1", "--threads") }
         Compute.configure(threads: threads)
         if let problem = KernelISA.configureFromEnvironment() {
             log("error: \(problem)")

@@ -37,7 +37,7 @@ struct Calibrate: ParsableCommand {
 
     func validate() throws {
         try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
-        guard Self.dtype(cacheDtype) != nil else { throw ValidationError("--cache-dtype takes f32, f16 or bf16") }
+        guard Self.dtype(cacheDtype) != nil else { throw usage("takes f32, f16 or bf16", "--cache-dtype") }
     }
 
     static func dtype(_ s: String) -> DType? { ["f32": DType.f32, "f16": .f16, "bf16": .bf16][s.lowercased()] }
@@ -111,14 +111,31 @@ struct Prune: ParsableCommand {
     func validate() throws {
         try checkOptions("prune", [("--ratio", "ratio", ratio), ("--keep", "keep", keep.map(Double.init)), ("--tau", "tau", tau)])
         if method == .moeits {
-            guard (tau != nil) != (ratio != nil || keep != nil) else { throw ValidationError("moeits takes --tau, or --ratio/--keep") }
-            guard calibDir == nil else { throw ValidationError("moeits is data-free; --calib CACHE only adds reconstruction errors to the plan") }
+            guard (tau != nil) != (ratio != nil || keep != nil) else { throw usage("moeits takes --tau, or --ratio or --keep", "--method moeits") }
+            guard calibDir == nil else { throw usage("moeits is data-free; --calib CACHE only adds reconstruction errors to the plan", "--calib-dir") }
         } else {
-            guard tau == nil else { throw ValidationError("--tau is for moeits") }
-            guard (ratio != nil) != (keep != nil) else { throw ValidationError("give exactly one of --ratio or --keep") }
-            guard (calib != nil) != (calibDir != nil) else { throw ValidationError("\(method.rawValue) needs --calib CACHE or --calib-dir DIR") }
+            guard tau == nil else { throw usage("only moeits takes a threshold", "--tau") }
+            guard (ratio != nil) != (keep != nil) else { throw usage("give exactly one of them", "--ratio, --keep") }
+            guard (calib != nil) != (calibDir != nil) else { throw usage("\(method.rawValue) needs calibration: give exactly one of them", "--calib, --calib-dir") }
         }
-        if ratio != nil && keep != nil { throw ValidationError("give --ratio or --keep, not both") }
+        if ratio != nil && keep != nil { throw usage("give one of them, not both", "--ratio, --keep") }
+        guard MoEITS.BinRule(rawValue: binRule) != nil else { throw usage("takes numpy>=2.3 or numpy<2.3", "--bin-rule") }
+        if method != .moeits {
+            if nmiWeights != nil { throw usage("only moeits weighs projections by NMI", "--nmi-weights") }
+            if binRule != MoEITS.BinRule.numpy23.rawValue { throw usage("only moeits bins weights", "--bin-rule") }
+        }
+        _ = try Self.weights(nmiWeights)
+    }
+
+    /// `--nmi-weights gate,up,down`: three finite non-negative numbers, anything else refused.
+    static func weights(_ s: String?) throws -> [Double]? {
+        guard let s else { return nil }
+        let parts = s.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let v = parts.compactMap { Double($0) }
+        guard parts.count == 3, v.count == 3, v.allSatisfy({ $0.isFinite && $0 >= 0 }), v.contains(where: { $0 > 0 }) else {
+            throw usage("needs three non-negative numbers gate,up,down, not all 0, got '\(s)'", "--nmi-weights")
+        }
+        return v
     }
 
     func run() throws {
@@ -129,13 +146,8 @@ struct Prune: ParsableCommand {
             let m = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
             var request = PruningRequest(method: PruningMethod(rawValue: method.rawValue)!, budget: ratio.map { .ratio($0) } ?? keep.map { .keep($0) })
             request.tau = tau
-            guard let rule = MoEITS.BinRule(rawValue: binRule) else { throw CLIError("--bin-rule must be numpy>=2.3 or numpy<2.3") }
-            request.binRule = rule
-            request.nmiWeights = try nmiWeights.map { s -> [Double] in
-                let v = s.split(separator: ",").compactMap { Double($0) }
-                guard v.count == 3 else { throw CLIError("--nmi-weights needs three numbers, gate,up,down") }
-                return v
-            }
+            request.binRule = MoEITS.BinRule(rawValue: binRule)!
+            request.nmiWeights = try Self.weights(nmiWeights)
             request.search = search.moei2(seed: seed)
             request.fitnessTokens = search.fitnessTokens ?? request.fitnessTokens
             request.memory = memory.budget
@@ -166,7 +178,7 @@ struct Prune: ParsableCommand {
                 }
                 plan.parameters["seed"] = "\(seed)"
                 try ResourceMonitor.shared.stage("write") {
-                    try PlanApplier.apply(plan, model: url, into: target, shardSize: self.out.shardSize.bytes)
+                    try PlanApplier.apply(plan, model: url, into: target, shardSize: self.out.shardBytes)
                 }
                 summary = plan
             }

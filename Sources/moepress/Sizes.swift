@@ -12,13 +12,8 @@ struct ByteSize: ExpressibleByArgument, CustomStringConvertible, Sendable {
     init(bytes: Int) { self.bytes = bytes }
 
     init?(argument: String) {
-        let s = argument.trimmingCharacters(in: .whitespaces)
-        let number = s.prefix { $0.isNumber || $0 == "." }
-        let unit = s.dropFirst(number.count).trimmingCharacters(in: .whitespaces).lowercased()
-        let scales: [String: Double] = ["": 1, "b": 1, "k": 1024, "kib": 1024, "kb": 1e3, "m": 1048576, "mib": 1048576, "mb": 1e6,
-                                        "g": 1073741824, "gib": 1073741824, "gb": 1e9, "t": 1099511627776, "tib": 1099511627776, "tb": 1e12]
-        guard let v = Double(number), let scale = scales[unit], v.isFinite, v > 0, v * scale < 9e18, v * scale >= 1 else { return nil }
-        bytes = Int(v * scale)
+        guard let b = CheckpointWriter.parseSize(argument) else { return nil }
+        bytes = b
     }
 
     var description: String { formatBytes(bytes) }
@@ -29,7 +24,10 @@ struct ByteSize: ExpressibleByArgument, CustomStringConvertible, Sendable {
 struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Largest weight file: larger models are written as model-0000i-of-0000N.safetensors shards with an index (e.g. 5GB, 500MB, 2GiB).",
                                valueName: "size"))
-    var shardSize = ByteSize(bytes: CheckpointWriter.defaultShardSize)
+    var shardSize: ByteSize?
+
+    /// The largest weight file, in bytes (HF's 5 GB unless --shard-size says otherwise).
+    var shardBytes: Int { shardSize?.bytes ?? CheckpointWriter.defaultShardSize }
 }
 
 /// The memory a layer-major pass may use.

@@ -28,13 +28,19 @@ struct Synth: ParsableCommand {
     @Flag(help: "No progress on stderr.") var quiet = false
     @OptionGroup var compute: ComputeOptions
 
+    static func dtype(_ s: String) -> DType? { ["bf16": DType.bf16, "f16": .f16, "f32": .f32][s.lowercased()] }
+
+    func validate() throws {
+        guard Self.dtype(dtype) != nil else { throw usage("takes bf16, f16 or f32", "--dtype") }
+    }
+
     func run() throws {
         try compute.run {
-            guard let dt = ["bf16": DType.bf16, "f16": .f16, "f32": .f32][dtype.lowercased()] else { throw CLIError("--dtype must be bf16, f16 or f32") }
+            let dt = Self.dtype(dtype)!
             let dest = try newOutput(output, overwrite: overwrite)
             let start = Date()
             let s = try RandomCheckpoint.write(config: URL(fileURLWithPath: config), output: dest, layers: layers, seed: seed, dtype: dt, mxfp4: mxfp4,
-                                               shardSize: out.shardSize.bytes, tokenizerFrom: tokenizerFrom.map(modelURL), overwrite: overwrite,
+                                               shardSize: out.shardBytes, tokenizerFrom: tokenizerFrom.map(modelURL), overwrite: overwrite,
                                                quiet: quiet)
             let t = Date().timeIntervalSince(start)
             log(String(format: "synth: %d tensors, %@ in %d file(s), %.1f s (%.0f MB/s) → %@", s.tensors, formatBytes(s.bytes),

@@ -33,8 +33,8 @@ struct Tokenize: ParsableCommand {
     var skipSpecialTokens = false
 
     func validate() throws {
-        guard (model == nil) != (tokenizer == nil) else { throw ValidationError("give exactly one of --model or --tokenizer") }
-        guard (text == nil) != (textFile == nil) else { throw ValidationError("give exactly one of --text or --text-file") }
+        guard (model == nil) != (tokenizer == nil) else { throw usage("give exactly one of them", "--model, --tokenizer") }
+        guard (text == nil) != (textFile == nil) else { throw usage("give exactly one of them", "--text, --text-file") }
     }
 
     func run() throws {

@@ -85,7 +85,7 @@ struct Heal: ParsableCommand {
         decomposed expert) gets one adapter on each of its factors instead (SVD-LLM's update), merged into them at \
         the same rank so the model keeps its size; PEFT has no module for those, so they need --merge. \
         --neftune-alpha adds NEFTune noise to the input embeddings (MoEITS's training uses 5). Checkpoints for --resume go to \
-        .OUTPUT.moepress-train next to the output and are removed on success. Supported: Mixtral, Qwen-MoE, OLMoE.
+        .OUTPUT.moepress-train next to the output and are removed on success. Supported model_type values: \(ModelRegistry.supportedModelTypes.joined(separator: ", ")).
         """)
 
     @Option(help: "The model folder to heal (e.g. a pruned or decomposed one).") var model: String
@@ -104,27 +104,23 @@ struct Heal: ParsableCommand {
     func validate() throws {
         try checkOptions("heal", [("--lora-rank", "lora_rank", Double(loraRank)), ("--lora-alpha", "lora_alpha", Double(loraAlpha)),
                                   ("--lora-dropout", "lora_dropout", Double(loraDropout))])
+        guard Self.mergeDTypes.keys.contains(mergeDtype) else { throw usage("takes source, f32, bf16 or f16", "--merge-dtype") }
     }
+
+    /// `--merge-dtype` values: nil keeps each weight's stored dtype.
+    static let mergeDTypes: [String: DType?] = ["source": nil, "f32": .f32, "bf16": .bf16, "f16": .f16]
 
     func run() throws {
         try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
-            let mergeDType: DType? = try {
-                switch mergeDtype {
-                case "source": return nil
-                case "f32": return .f32
-                case "bf16": return .bf16
-                case "f16": return .f16
-                default: throw CLIError("--merge-dtype \(mergeDtype): use source, f32, bf16 or f16")
-                }
-            }()
+            let mergeDType = Self.mergeDTypes[mergeDtype]!
             var lora = LoRA.Settings()
             lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
             lora.targets = targets.split(separator: ",").map(String.init)
             let record = try ResourceMonitor.shared.stage("heal") { try TrainingRuns.heal(model: url, files: try training.files(), lora: lora, settings: training.settings(defaults: .healing), output: out,
                                                merge: merge, mergeDType: mergeDType, stateDir: training.stateDir(for: out), resume: training.resume,
-                                               quiet: training.quiet, shardSize: self.out.shardSize.bytes) }
+                                               quiet: training.quiet, shardSize: self.out.shardBytes) }
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "heal: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }
@@ -178,7 +174,7 @@ struct CompressExperts: ParsableCommand {
             let record = try ResourceMonitor.shared.stage("compress-experts") { try TrainingRuns.compressExperts(model: url, files: try training.files(), mainExperts: mainExperts, ceOnly: train == .ceOnly,
                                                           plainTopK: noCe, settings: settings, output: out, stateDir: training.stateDir(for: out),
                                                           resume: training.resume, quiet: training.quiet, configEdit: ce.edit,
-                                                          extraFiles: ce.files, shardSize: self.out.shardSize.bytes) }
+                                                          extraFiles: ce.files, shardSize: self.out.shardBytes) }
             if !training.quiet, let first = record.steps.first, let last = record.steps.last {
                 log(String(format: "compress-experts: loss %.4f → %.4f over %d steps in %.0f s → %@", first.loss, last.loss, record.steps.count, record.seconds, out.path))
             }

@@ -200,6 +200,42 @@ final class TempDir {
         }
     }
 
+    /// The first hour of a new user (issue 26): each typo or bad value is one line `error: <problem> (<option>)`, exit
+    /// 64, naming what was typed and the closest valid name; negative numbers are values; nothing-to-do budgets are refused.
+    @Test func usageErrorsAreOneLineNamingTheOption() throws {
+        let t = TempDir()
+        let model = CLI.fixture("mixtral")
+        let cases: [(args: [String], status: Int32, expected: [String])] = [
+            (["prune", "--model", model, "--method", "frequency", "--calib-dir", t.path("none"), "--output", t.path("o"), "--ratio", "-0.1"], 64,
+             ["must be a number in (0, 1), got -0.1", "(--ratio)"]),
+            (["prune", "--model", model, "--method", "moeits", "--kep", "6", "--output", t.path("o")], 64, ["unknown option", "'--keep'", "(--kep)"]),
+            (["prune", "--modle", model, "--method", "moeits", "--keep", "6", "--output", t.path("o")], 64, ["unknown option", "'--model'", "(--modle)"]),
+            (["inspekt", model], 64, ["unknown command", "'inspect'", "(inspekt)"]),
+            (["eval", "perplx", "--model", model], 64, ["unknown command", "'perplexity'", "(perplx)"]),
+            (["prune", "--model", model, "--method", "moeits", "--output", t.path("o"), "--ratio", "0"], 64, ["got 0", "(--ratio)"]),
+            (["prune", "--model", model, "--method", "moeits", "--output", t.path("o"), "--keep", "4"], 1, ["--keep 4 removes no expert", "nothing to prune"]),
+            (["prune", "--model", model, "--method", "bogus", "--output", t.path("o")], 64, ["invalid value 'bogus'", "moeits", "(--method)"]),
+            (["prune", "--model", model, "--output", t.path("o")], 64, ["missing required option (--method)"]),
+            (["inspect", model, "extra"], 64, ["unexpected argument (extra)"]),
+            (["generate", "--model", model, "--prompt", "x", "--temperature", "-1"], 64, ["got -1", "(--temperature)"]),
+            (["export", "--model", model, "--dense", "--gguf-type", "q8_0", "--output", t.path("o")], 64, ["only --gguf", "(--gguf-type)"]),
+            (["prune", "--model", model, "--method", "moeits", "--keep", "6", "--nmi-weights", "1,x,1", "--output", t.path("o")], 64, ["(--nmi-weights)"]),
+        ]
+        for c in cases {
+            let r = try CLI.run(c.args)
+            #expect(r.status == c.status, "\(c.args) \(r.status) \(r.stderr)")
+            #expect(r.stderr.hasPrefix("error: ") && r.stderr.split(separator: "\n").count == 1, "\(c.args) \(r.stderr)")
+            for e in c.expected { #expect(r.stderr.contains(e), "\(c.args): \(e) not in \(r.stderr)") }
+            #expect(!FileManager.default.fileExists(atPath: t.path("o")))
+        }
+        // A negative number is the option's value: MoEITS's τ may be negative, and this one reaches the method.
+        let neg = try CLI.run(["prune", "--model", model, "--method", "moeits", "--tau", "-0.5", "--output", t.path("neg"), "--quiet"])
+        #expect(neg.status == 1 && neg.stderr.contains("τ = -0.5 leaves"), "\(neg.stderr)")
+        // --help is not an error.
+        let help = try CLI.run(["prune", "--help"])
+        #expect(help.status == 0 && help.stdout.contains("--nmi-weights"), "\(help.stderr)")
+    }
+
     /// Issue 14's bad flags (NaN, out of range, zero counts) are refused by the recipes' rule set before any work.
     @Test func badNumbersAreRefusedBeforeAnyWork() throws {
         let t = TempDir()
@@ -212,7 +248,7 @@ final class TempDir {
             ["heal", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--lora-dropout", "1.5"],
             ["heal", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--warmup-ratio", "2"],
             ["heal", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--lr", "0"],
-            ["compress-experts", "--model", model, "--main-experts", "0", "--data", t.path("none"), "--output", t.path("o")],
+            ["compress-experts", "--model", model, "--data", t.path("none"), "--output", t.path("o"), "--main-experts", "0"],
             ["calibrate", "--model", model, "--calib-dir", t.path("none"), "--output", t.path("o"), "--samples", "0"],
             ["eval", "tasks", "--model", model, "--tasks", t.path("none"), "--batch", "0"],
             ["generate", "--model", model, "--prompt", "x", "--top-p", "nan"],
@@ -220,7 +256,9 @@ final class TempDir {
         for args in cases {
             let flag = args.last(where: { $0.hasPrefix("--") })!
             let r = try CLI.run(args)
-            #expect(r.status != 0 && r.stderr.contains(flag) && r.stderr.contains("must be"), "\(args) \(r.stderr)")
+            // One line, the problem then the flag, and the usage-error exit code.
+            #expect(r.status == 64 && r.stderr.hasSuffix("(\(flag))\n") && r.stderr.contains("must be") && r.stderr.split(separator: "\n").count == 1,
+                    "\(args) \(r.stderr)")
             #expect(!FileManager.default.fileExists(atPath: t.path("o")))
         }
     }
