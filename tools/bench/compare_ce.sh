@@ -5,7 +5,7 @@
 # WordNet instructions (`moepress eval instructions`: response log-likelihood, exact match of greedy answers)
 # and on dev perplexity over all 11 domains.
 #   tools/bench/compare_ce.sh MODEL [STEPS] [EVAL_ITEMS]      (MODEL: a folder name under ../shared/models)
-# Env: SCRATCH (/work/scratch), THREADS (2).
+# Env: SCRATCH (/work/scratch), THREADS (2), SEEDS ("0 1 2": every trained row is the mean (min–max) over them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name=$1; steps=${2:-1000}; items=${3:-800}
@@ -16,40 +16,55 @@ B=$PWD/.build/release/moepress
 T=(--threads "${THREADS:-2}")
 k=$(python3 -c "import json; c=json.load(open('$M/config.json')); print(c.get('num_experts_per_tok', 2))")
 K=$((k / 2))
-train=(--data data/instructions/wordnet-train.jsonl --steps "$steps" --batch 8 --seq-len 64 --seed 0 --quiet "${T[@]}")
+SEEDS=${SEEDS:-"0 1 2"}   # training is seeded (batch order, initialisation): every trained row is the mean (min–max) over these
 run() { local tag=$1; shift; local t0=$(date +%s.%N); "$@"; python3 -c "print($(date +%s.%N) - $t0)" > "$W/$tag.seconds"; }
-[ -d "$W/ce" ] || run ce "$B" compress-experts --model "$M" --main-experts "$K" "${train[@]}" --output "$W/ce"
-[ -d "$W/topk-half" ] || run topk-half "$B" compress-experts --model "$M" --main-experts "$K" --no-ce "${train[@]}" --output "$W/topk-half"
-[ -d "$W/topk-full" ] || run topk-full "$B" compress-experts --model "$M" --main-experts "$k" --no-ce "${train[@]}" --output "$W/topk-full"
+for seed in $SEEDS; do
+  train=(--data data/instructions/wordnet-train.jsonl --steps "$steps" --batch 8 --seq-len 64 --seed "$seed" --quiet "${T[@]}")
+  [ -d "$W/ce-$seed" ] || run ce-$seed "$B" compress-experts --model "$M" --main-experts "$K" "${train[@]}" --output "$W/ce-$seed"
+  [ -d "$W/topk-half-$seed" ] || run topk-half-$seed "$B" compress-experts --model "$M" --main-experts "$K" --no-ce "${train[@]}" --output "$W/topk-half-$seed"
+  [ -d "$W/topk-full-$seed" ] || run topk-full-$seed "$B" compress-experts --model "$M" --main-experts "$k" --no-ce "${train[@]}" --output "$W/topk-full-$seed"
+done
 dev=(); for f in ../shared/data/dev/*.txt; do dev+=(--text-file "$f"); done
-for tag in original topk-full topk-half ce; do
+tags=original; for seed in $SEEDS; do tags="$tags topk-full-$seed topk-half-$seed ce-$seed"; done
+for tag in $tags; do
   p=$W/$tag; [ $tag = original ] && p=$M
   [ -f "$W/$tag.instructions.json" ] || "$B" eval instructions --model "$p" --data data/instructions/wordnet-heldout.jsonl --limit "$items" --json --quiet "${T[@]}" > "$W/$tag.instructions.json"
   [ -f "$W/$tag.ppl.json" ] || "$B" eval perplexity --model "$p" "${dev[@]}" --json --quiet "${T[@]}" > "$W/$tag.ppl.json"
 done
-python3 - "$W" "$name" "$k" "$K" "$steps" "$items" <<'PY'
-import json, os, sys
-w, name, k, K, steps, items = sys.argv[1:]
+echo "Command: tools/bench/compare_ce.sh $name $steps $items (SEEDS=\"$SEEDS\"); $(date -u +%F), commit $(git rev-parse --short HEAD)"
+python3 - "$W" "$name" "$k" "$K" "$steps" "$items" "$SEEDS" <<'PY'
+import json, os, statistics, sys
+w, name, k, K, steps, items, seeds = sys.argv[1:]
+seeds = seeds.split()
 rows = [("original", f"top-{k}, not fine-tuned"), ("topk-full", f"top-{k} + fine-tuning"), ("topk-half", f"top-{K} + fine-tuning"),
         ("ce", f"top-{K} + compressed experts + fine-tuning")]
 print(f"{name}: {steps} steps × 8 × ≤64 tokens of data/instructions/wordnet-train.jsonl, lr 2e-5, warm-up 3%, no weight decay, all parameters; "
-      f"held-out: first {items} items of wordnet-heldout.jsonl")
+      f"held-out: first {items} items of wordnet-heldout.jsonl; trained rows: mean (min–max) over seeds {' '.join(seeds)}")
 print()
-print("| model | held-out log-likelihood / item | response NLL / token | exact match | dev ppl (11 domains) | training s |")
-print("|---|---:|---:|---:|---:|---:|")
-r = {}
-for tag, label in rows:
+print("| model | held-out log-likelihood / item | response NLL / token | exact match | dev ppl (11 domains) | share of full top-k's gain | training s |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+def load(tag):
     ins = json.load(open(os.path.join(w, tag + ".instructions.json")))
     ppl = json.load(open(os.path.join(w, tag + ".ppl.json")))
     sec = os.path.join(w, tag + ".seconds")
-    s = f"{float(open(sec).read()):.0f}" if os.path.exists(sec) else "-"
-    r[tag] = ins
-    pp = ppl.get("perplexity", ppl.get("overall", {}).get("perplexity") if isinstance(ppl.get("overall"), dict) else None)
-    print(f"| {label} | {ins['meanLogLikelihood']:.3f} | {ins['responseNLLPerToken']:.4f} | {ins['exactMatch']:.4f} | {pp:.3f} | {s} |")
-half, full, ce = (r[t]["meanLogLikelihood"] for t in ("topk-half", "topk-full", "ce"))
-gap = full - half
+    return {"ll": ins["meanLogLikelihood"], "nll": ins["responseNLLPerToken"], "em": ins["exactMatch"], "ppl": ppl["perplexity"],
+            "s": float(open(sec).read()) if os.path.exists(sec) else None}
+def stat(v, fmt):
+    return fmt % v[0] if len(v) == 1 else (fmt % statistics.mean(v)) + " (" + (fmt % min(v)) + "–" + (fmt % max(v)) + ")"
+base = load("original")
+runs = {tag: ([base] if tag == "original" else [load(f"{tag}-{s}") for s in seeds]) for tag, _ in rows}
+# Share of full top-k fine-tuning's log-likelihood gain over the untuned model, per seed (same seed's full top-k).
+share = {tag: [(r["ll"] - base["ll"]) / (f["ll"] - base["ll"]) for r, f in zip(runs[tag], runs["topk-full"])] for tag in ("topk-half", "ce")}
+for tag, label in rows:
+    rs = runs[tag]
+    sh = stat([100 * x for x in share[tag]], "%.1f%%") if tag in share else "-"
+    secs = "-" if rs[0]["s"] is None else stat([r["s"] for r in rs], "%.0f")
+    print(f"| {label} | {stat([r['ll'] for r in rs], '%.3f')} | {stat([r['nll'] for r in rs], '%.4f')} | {stat([r['em'] for r in rs], '%.4f')} | "
+          f"{stat([r['ppl'] for r in rs], '%.3f')} | {sh} | {secs} |")
+gap = [(f["ll"] - h["ll"]) for f, h in zip(runs["topk-full"], runs["topk-half"])]
+closed = [100 * (c["ll"] - h["ll"]) / g for c, h, g in zip(runs["ce"], runs["topk-half"], gap) if g > 0]
+wins = sum(1 for c, h in zip(runs["ce"], runs["topk-half"]) if c["ll"] > h["ll"])
 print()
-print(f"CE closes {100 * (ce - half) / gap:.0f}% of the log-likelihood gap between top-{K} and top-{k} (both fine-tuned)" if gap > 0 else "top-k/2 is not below top-k here")
-if r["topk-full"]["exactMatch"] > 0:
-    print(f"CE exact match = {100 * r['ce']['exactMatch'] / r['topk-full']['exactMatch']:.0f}% of full top-{k}'s")
+print(f"CE above top-{K} (same seed, same training) in {wins} of {len(seeds)} seeds" +
+      (f"; it closes {stat(closed, '%.0f%%')} of the log-likelihood gap between top-{K} and top-{k}" if closed else ""))
 PY
