@@ -8,7 +8,11 @@ import MoECalibration
 
 /// A calibration cache for a tiny fixture model, from seeded random token windows.
 func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws -> (CausalLM, CalibrationCache, URL) {
-    let dir = Where.fixture(name)
+    try fixtureCache(directory: Where.fixture(name), samples: samples, seqLen: seqLen)
+}
+
+/// A calibration cache for the model in `dir`, from seeded random token windows.
+func fixtureCache(directory dir: URL, samples: Int = 12, seqLen: Int = 24) throws -> (CausalLM, CalibrationCache, URL) {
     let m = try ModelRegistry.load(directory: dir)
     var rng = SeededGenerator(seed: 11)
     let windows = (0..<samples).map { _ in (0..<seqLen).map { _ in Int(rng.next() % UInt64(m.vocabSize)) } }
@@ -66,13 +70,42 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
         }
     }
 
-    @Test func naeeRefusesHugeEnumerations() {
-        #expect(binomial(32, 8) > Double(NAEE.maxCombinations))
+    /// A one-layer random Mixtral-shaped model with `experts` experts (top-2), and a calibration cache for it.
+    func manyExperts(_ experts: Int, samples: Int = 6, seqLen: Int = 16) throws -> (CausalLM, CalibrationCache, cleanup: () -> Void) {
+        let tmp = Where.temp("many-experts")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: Where.fixture("mixtral").appendingPathComponent("config.json"))) as! [String: Any]
+        config["num_local_experts"] = experts
+        try JSONSerialization.data(withJSONObject: config).write(to: tmp.appendingPathComponent("config.json"))
+        let model = tmp.appendingPathComponent("model")
+        try RandomCheckpoint.write(config: tmp.appendingPathComponent("config.json"), output: model, layers: 1, seed: UInt64(experts), dtype: .f32, quiet: true)
+        let (m, cache, dir) = try fixtureCache(directory: model, samples: samples, seqLen: seqLen)
+        return (m, cache, { try? FileManager.default.removeItem(at: tmp); try? FileManager.default.removeItem(at: dir) })
+    }
+
+    /// Guards against NAEE starting an enumeration it cannot finish: C(28, 4) = 20,475 and C(32, 8) ≈ 10.5 M sets
+    /// are refused with an error naming the count and the way out, and C(27, 4) = 17,550 (just under the limit) runs.
+    @Test func naeeRefusesHugeEnumerations() throws {
+        #expect(binomial(28, 4) > Double(NAEE.maxCombinations) && binomial(27, 4) <= Double(NAEE.maxCombinations))
+        for (experts, keep, count) in [(28, 24, 20_475), (32, 24, 10_518_300)] {
+            let (m, cache, cleanup) = try manyExperts(experts)
+            defer { cleanup() }
+            do {
+                _ = try NAEE.plan(model: m, cache: cache, budget: .keep(keep), modelName: "many", quiet: true)
+                Issue.record("NAEE enumerated C(\(experts), \(keep)) sets")
+            } catch let e as PruningError {
+                #expect(e.description.contains("C(\(experts), \(keep)) = \(count)") && e.description.contains("limit \(NAEE.maxCombinations)")
+                        && e.description.contains("--method moei2"), "\(e)")
+            }
+        }
+        let (m, cache, cleanup) = try manyExperts(27)
+        defer { cleanup() }
+        let plan = try NAEE.plan(model: m, cache: cache, budget: .keep(23), modelName: "many", quiet: true)
+        #expect(plan.layers.count == 1 && plan.layers[0].kept.count == 23)
     }
 
     /// MoE-I² end to end on the Qwen2-MoE fixture (MoE layers 0 and 2 around a dense layer, 6 experts,
-    /// top-2): the budget is met, layers keep ≥ top-k, the GA finds the best set when it can see them all,
-    /// and the same seed gives the same plan.
+    /// top-2): the budget is met, layers keep ≥ top-k, and the same seed gives the same plan.
     @Test func moei2DeterministicAndWithinBudget() throws {
         let (m, cache, dir) = try fixtureCache("qwen2_moe")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -83,11 +116,27 @@ func fixtureCache(_ name: String, samples: Int = 12, seqLen: Int = 24) throws ->
         #expect(a == b)
         #expect(a.removed == 3)
         #expect(a.layers.allSatisfy { $0.kept.count >= 2 })
-        let fit = try LayerFitness(block: m.layers[0].feedForward.moe!, cache: cache, layer: 0, maxTokens: 1000, remove: 2)
-        let ga = try MoEI2.geneticSearch(fit, remove: 2, options: o)
-        let all = try combinations(6, 2).map { try fit.error(pruned: $0) }
-        #expect(abs(ga[0].error - all.min()!) < 1e-12)
-        #expect(ga.count == 3 && ga[0].error <= ga[1].error && ga[1].error <= ga[2].error)
+    }
+
+    /// Guards against a genetic search that does not evolve: on a 16-expert layer removing 4 (1,820 sets, a
+    /// population of 20), its initial population misses the brute-force optimum and the evolved one finds it,
+    /// returning K distinct sets in order of error.
+    @Test func geneticSearchFindsTheBruteForceOptimum() throws {
+        let (m, cache, cleanup) = try manyExperts(16)
+        defer { cleanup() }
+        let fit = try LayerFitness(block: m.layers[0].feedForward.moe!, cache: cache, layer: 0, maxTokens: 10_000, remove: 4)
+        let all = try fit.errors(combinations(16, 4))
+        let optimum = all.min()!
+        var o = MoEI2.Options()
+        o.population = 20; o.generations = 0; o.seed = 5
+        let initial = try MoEI2.geneticSearch(fit, remove: 4, options: o)
+        #expect(initial[0].error > optimum * (1 + 1e-9), "the initial population already holds the optimum: the check below proves nothing")
+        o.generations = 30
+        let ga = try MoEI2.geneticSearch(fit, remove: 4, options: o)
+        #expect(abs(ga[0].error - optimum) <= 1e-12 * optimum, "GA best \(ga[0].error) vs brute force \(optimum)")
+        #expect(ga.count == 3 && Set(ga.map(\.set)).count == 3 && ga[0].error <= ga[1].error && ga[1].error <= ga[2].error)
+        let again = try ga.map { try fit.error(pruned: $0.set) }
+        #expect(ga.allSatisfy { $0.set.count == 4 } && ga.map(\.error) == again)
     }
 }
 
