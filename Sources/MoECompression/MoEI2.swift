@@ -125,6 +125,53 @@ public enum MoEI2 {
         return best
     }
 
+    /// 1e for one block: the MoE layers `layers` (ascending model indices; the decoder layers between them run
+    /// unpruned) with their candidate prune sets. Runs the full decoder layers from `input` (the original hidden
+    /// state entering the first, `sequences` sequences of `seqLen` rows; overwritten) and returns the choice of one
+    /// candidate per layer whose output after the last layer is nearest the unpruned one, and that Frobenius error.
+    static func receptionField(model: CausalLM, layers moeLayers: [Int], candidates: [[[Int]]], input: Tensor,
+                               sequences seqs: Int, seqLen: Int) -> (choice: [Int], error: Double) {
+        let first = moeLayers.first!, last = moeLayers.last!
+        // Decoder layer `li` on `x` in place, with `pruned` masked out of its MoE block.
+        func forward(_ li: Int, _ x: Tensor, pruned: [Int]?) {
+            var layer = model.layers[li]
+            if let pruned, var blk = layer.feedForward.moe {
+                blk.expertMask = (0..<blk.numExperts).map { !pruned.contains($0) }
+                layer.feedForward = .moe(blk)
+            }
+            let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: KVCache.Layer(for: layer.attention)) }
+            layer.forward(x, segments: segments)
+        }
+        let reference = input.copy()
+        for li in first...last { forward(li, reference, pruned: nil) }
+        // Every K^T combination, in lexicographic order, sharing prefixes: a layer's output under a choice
+        // of candidates for the layers before it is computed once (3 + 9 + 27 layer passes for K = T = 3,
+        // not 3 · 27), and is exactly what running the whole combination from the block input gives.
+        var bestCombo = moeLayers.map { _ in 0 }, bestErr = Double.infinity
+        func descend(_ li: Int, _ x: Tensor, _ combo: [Int]) {
+            if li > last {
+                var err = 0.0
+                for j in 0..<x.count { let diff = Double(x.data[j] - reference.data[j]); err += diff * diff }
+                err = err.squareRoot()
+                if err < bestErr { bestErr = err; bestCombo = combo }
+                return
+            }
+            guard let pos = moeLayers.firstIndex(of: li) else {
+                forward(li, x, pruned: nil)
+                descend(li + 1, x, combo)
+                return
+            }
+            let options = candidates[pos]
+            for (c, candidate) in options.enumerated() {
+                let y = c == options.count - 1 ? x : x.copy()
+                forward(li, y, pruned: candidate)
+                descend(li + 1, y, combo + [c])
+            }
+        }
+        descend(first, input, [])
+        return (bestCombo, bestErr)
+    }
+
     public static func plan(model: CausalLM, cache: CalibrationCache, budget: PruningBudget, options o: Options,
                             modelName: String, memory: MemoryBudget = .default, quiet: Bool = false, journal: Journal = .none) throws -> PruningPlan {
         let d = model.description
@@ -172,7 +219,7 @@ public enum MoEI2 {
         var b = 0
         while b < moe.count {
             let block = Array(b..<min(b + o.blockSize, moe.count))
-            let first = moe[block.first!], last = moe[block.last!]
+            let first = moe[block.first!]
             if let done: Candidate = journal.load("field-\(first)") {
                 for (pos, i) in block.enumerated() { chosen[i] = done.set[pos]; fieldErrors[i] = done.error }
                 p3.advance()
@@ -180,43 +227,8 @@ public enum MoEI2 {
                 continue
             }
             let input = try cache.tensor(first, "hidden_in", rows: 0..<(seqs * seqLen))
-            // Decoder layer `li` on `x` in place, with `pruned` masked out of its MoE block.
-            func forward(_ li: Int, _ x: Tensor, pruned: [Int]?) {
-                var layer = model.layers[li]
-                if let pruned, var blk = layer.feedForward.moe {
-                    blk.expertMask = (0..<blk.numExperts).map { !pruned.contains($0) }
-                    layer.feedForward = .moe(blk)
-                }
-                let segments = (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: KVCache.Layer(for: layer.attention)) }
-                layer.forward(x, segments: segments)
-            }
-            let reference = input.copy()
-            for li in first...last { forward(li, reference, pruned: nil) }
-            // Every K^T combination, in lexicographic order, sharing prefixes: a layer's output under a choice
-            // of candidates for the layers before it is computed once (3 + 9 + 27 layer passes for K = T = 3,
-            // not 3 · 27), and is exactly what running the whole combination from the block input gives.
-            var bestCombo = block.map { _ in 0 }, bestErr = Double.infinity
-            func descend(_ li: Int, _ x: Tensor, _ combo: [Int]) {
-                if li > last {
-                    var err = 0.0
-                    for j in 0..<x.count { let diff = Double(x.data[j] - reference.data[j]); err += diff * diff }
-                    err = err.squareRoot()
-                    if err < bestErr { bestErr = err; bestCombo = combo }
-                    return
-                }
-                guard let pos = block.firstIndex(where: { moe[$0] == li }) else {
-                    forward(li, x, pruned: nil)
-                    descend(li + 1, x, combo)
-                    return
-                }
-                let options = candidates[block[pos]]
-                for (c, candidate) in options.enumerated() {
-                    let y = c == options.count - 1 ? x : x.copy()
-                    forward(li, y, pruned: candidate.set)
-                    descend(li + 1, y, combo + [c])
-                }
-            }
-            descend(first, input, [])
+            let (bestCombo, bestErr) = receptionField(model: model, layers: block.map { moe[$0] }, candidates: block.map { candidates[$0].map(\.set) },
+                                                      input: input, sequences: seqs, seqLen: seqLen)
             for (pos, i) in block.enumerated() { chosen[i] = bestCombo[pos]; fieldErrors[i] = bestErr }
             try journal.save("field-\(first)", Candidate(set: bestCombo, error: bestErr))
             p3.advance()

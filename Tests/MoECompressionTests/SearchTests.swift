@@ -138,6 +138,52 @@ func fixtureCache(directory dir: URL, samples: Int = 12, seqLen: Int = 24) throw
         let again = try ga.map { try fit.error(pruned: $0.set) }
         #expect(ga.allSatisfy { $0.set.count == 4 } && ga.map(\.error) == again)
     }
+
+    /// Guards against a KT-reception field that does not pick the joint optimum: on one block (Mixtral's two MoE
+    /// layers; Qwen2-MoE's MoE layers around a dense one), each of the K^T combinations is run here through the full
+    /// decoder layers from the block input, and the field's choice must be the one nearest the unpruned output,
+    /// whatever the order of the candidates.
+    @Test(arguments: [("mixtral", [[[0], [1], [2]], [[1], [3], [0]]]), ("qwen2_moe", [[[0, 1], [2, 3], [4, 5]], [[1, 5], [0, 3], [2, 4]]])])
+    func receptionFieldPicksTheBruteForceOptimum(_ name: String, _ candidates: [[[Int]]]) throws {
+        let (m, cache, dir) = try fixtureCache(name)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let moe = m.description.moeLayerIndices, seqs = 4, seqLen = cache.manifest.seqLen
+        let input = try cache.tensor(moe[0], "hidden_in", rows: 0..<(seqs * seqLen))
+        func run(_ pruned: [[Int]?]) -> Tensor {
+            let x = input.copy()
+            for li in moe.first!...moe.last! {
+                var layer = m.layers[li]
+                if let p = pruned[li - moe.first!], var block = layer.feedForward.moe {
+                    block.expertMask = (0..<block.numExperts).map { !p.contains($0) }
+                    layer.feedForward = .moe(block)
+                }
+                layer.forward(x, segments: (0..<seqs).map { AttentionSegment(rows: ($0 * seqLen)..<(($0 + 1) * seqLen), cache: KVCache.Layer(for: layer.attention)) })
+            }
+            return x
+        }
+        let reference = run(Array(repeating: nil, count: moe.last! - moe.first! + 1))
+        let k = candidates[0].count
+        for rotation in 0..<k {
+            let rotated = candidates.map { Array($0[rotation...] + $0[..<rotation]) }
+            var oracle: [(choice: [Int], error: Double)] = []
+            for a in 0..<k {
+                for b in 0..<k {
+                    var pruned = [[Int]?](repeating: nil, count: moe.last! - moe.first! + 1)
+                    pruned[moe[0] - moe.first!] = rotated[0][a]
+                    pruned[moe[1] - moe.first!] = rotated[1][b]
+                    let out = run(pruned)
+                    var sq = 0.0
+                    for j in 0..<out.count { let d = Double(out.data[j] - reference.data[j]); sq += d * d }
+                    oracle.append(([a, b], sq.squareRoot()))
+                }
+            }
+            oracle.sort { $0.error < $1.error }
+            #expect(oracle[1].error > oracle[0].error * (1 + 1e-6), "\(name): a near tie, the check would be fragile")
+            let field = MoEI2.receptionField(model: m, layers: moe, candidates: rotated, input: input.copy(), sequences: seqs, seqLen: seqLen)
+            #expect(field.choice == oracle[0].choice, "\(name) rotation \(rotation): field \(field) vs brute force \(oracle[0])")
+            #expect(abs(field.error - oracle[0].error) <= 1e-9 * oracle[0].error, "\(name) rotation \(rotation)")
+        }
+    }
 }
 
 /// MoE-I² searches on all calibration windows but the last ⌊N/8⌋ and the plan's reconstruction error is measured
