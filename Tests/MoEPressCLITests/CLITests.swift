@@ -131,9 +131,12 @@ final class TempDir {
         #expect(bad.status != 0)
     }
 
+    /// Guards against a report whose figures are not measured: the stages are named, and the bytes written (to the
+    /// page, as /proc/self/io counts them) are those of the 200 × 96 logits the command wrote, no fewer, no more than
+    /// a few pages over.
     @Test func resourceReportByStage() throws {
         let t = TempDir()
-        try "[1, 2, 3, 4, 5]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        try "\((0..<200).map { ($0 * 7) % 96 })".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
         let r = try CLI.run(["logits", "--model", CLI.fixture("mixtral"), "--ids-file", t.path("ids.json"), "--output", t.path("o.safetensors"),
                              "--report", t.path("report.json")])
         #expect(r.status == 0, "\(r.stderr)")
@@ -141,7 +144,13 @@ final class TempDir {
         let stages = (obj["stages"] as! [[String: Any]]).map { $0["name"] as! String }
         #expect(stages == ["load", "forward", "write"])
         #expect((obj["peak_rss_anon_mib"] as! Double) > 0 && (obj["wall_seconds"] as! Double) > 0)
-        #expect((obj["written_mib"] as! Double) >= 0)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: t.path("o.safetensors"))[.size] as? Int)
+        #expect(size > 200 * 96 * 4)
+        let bound = Double((size + 4095) / 4096 * 4096 + 4 * 4096)
+        let written = (obj["written_mib"] as! Double) * 1_048_576
+        let stageWritten = ((obj["stages"] as! [[String: Any]]).last!["written_mib"] as! Double) * 1_048_576
+        #expect(stageWritten >= Double(size) && stageWritten <= bound, "write stage: \(stageWritten) bytes for a \(size)-byte file")
+        #expect(written >= stageWritten && written <= bound, "process: \(written) bytes for a \(size)-byte file")
     }
 
     /// Calibration and training print their time, memory and disk before the work, and the report keeps the
