@@ -191,14 +191,15 @@ public final class CausalLM: @unchecked Sendable {
 }
 
 public enum ModelError: Error, CustomStringConvertible, Equatable {
-    case unsupportedArchitecture(String, supported: [String])
+    /// model_type, the supported ones, and the config file that named it.
+    case unsupportedArchitecture(String, supported: [String], file: String = "")
     case invalidConfig(String)
     case invalidInput(String)
 
     public var description: String {
         switch self {
-        case .unsupportedArchitecture(let t, let s):
-            return "unsupported architecture: model_type \"\(t)\" (supported: \(s.joined(separator: ", ")))"
+        case .unsupportedArchitecture(let t, let s, let file):
+            return "\(file.isEmpty ? "" : "\(file): ")unsupported architecture: model_type \"\(t)\" (supported: \(s.joined(separator: ", ")))"
         case .invalidConfig(let s): return "invalid config: \(s)"
         case .invalidInput(let s): return "invalid input: \(s)"
         }

@@ -28,7 +28,7 @@ public enum ModelRegistry {
     public static func family(for config: HFConfig) throws -> any ModelFamily.Type {
         let t = try config.modelType
         guard let f = families.first(where: { $0.modelTypes.contains(t) }) else {
-            throw ModelError.unsupportedArchitecture(t, supported: supportedModelTypes)
+            throw ModelError.unsupportedArchitecture(t, supported: supportedModelTypes, file: config.path)
         }
         return f
     }
@@ -251,6 +251,12 @@ extension HFConfig {
             }
             guard r.scalingFactor.isFinite, r.scalingFactor > 0 else { throw ModelError.invalidConfig("\(path): routed_scaling_factor should be a finite number > 0") }
         }
+        /// hidden_act, refused with the file and key named.
+        func activation() throws -> Activation {
+            do { return try Activation(hfName: string("hidden_act", default: "silu")) } catch let e as TensorError {
+                throw ModelError.invalidConfig("\(path): \(e)")
+            }
+        }
         var d = ModelDescription(
             modelType: try modelType,
             architecture: arch,
@@ -262,7 +268,7 @@ extension HFConfig {
             attention: attention,
             maxPositions: try size("max_position_embeddings", default: 4096),
             tieWordEmbeddings: try bool("tie_word_embeddings", default: false),
-            activation: try Activation(hfName: string("hidden_act", default: "silu")),
+            activation: try activation(),
             rmsNormEps: Float(try positive("rms_norm_eps", default: 1e-6)),
             routing: routing,
             layers: layers,

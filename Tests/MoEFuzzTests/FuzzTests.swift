@@ -30,12 +30,34 @@ enum Fuzz {
         var problems: [String] = []
     }
 
-    /// Runs one case: `body` returns normally (valid result) or throws (clean refusal); slow cases are hangs.
-    static func run(_ tally: Tally, _ label: String, _ body: () throws -> Void) {
+    /// Runs one case: `body` returns normally (valid result) or throws one of the project's validation errors whose
+    /// message names the input (`names`: the case's file or folder; clean refusal); any other error, and a slow case (a
+    /// hang), is a problem named with the run's seed. Guards against counting an internal error (JSON, Foundation,
+    /// YAML, a bare message) as a refusal.
+    static func run(_ tally: Tally, _ label: String, names: String, _ body: () throws -> Void) {
         let start = Date()
-        do { try body(); tally.accepted += 1 } catch let e as FuzzFailure { tally.problems.append("\(label): \(e.what)") } catch { tally.refused += 1 }
+        do { try body(); tally.accepted += 1 } catch let e as FuzzFailure { tally.problems.append("\(label), seed \(seed): \(e.what)") } catch {
+            if !isRefusal(error) {
+                tally.problems.append("\(label), seed \(seed): not a validation error: \(String(reflecting: type(of: error))): \(error)")
+            } else if !"\(error)".contains(names), error as? EvalError != .nonFinite {
+                tally.problems.append("\(label), seed \(seed): the refusal does not name \(names): \(error)")
+            } else {
+                tally.refused += 1
+            }
+        }
         let t = Date().timeIntervalSince(start)
         if t > hangSeconds { tally.problems.append("\(label): took \(Int(t)) s (hang)") }
+    }
+
+    /// The project's own errors for bad input, with a message that says something (not a bare type or case name).
+    static func isRefusal(_ error: any Error) -> Bool {
+        let own = switch error {
+        case is CheckpointError, is ModelError, is TokenizerError, is RegexError, is DataFileError, is RecipeError, is OptionError, is EvalError,
+             is TensorError: true
+        default: false
+        }
+        let message = "\(error)".trimmingCharacters(in: .whitespacesAndNewlines)
+        return own && message.count >= 12 && message.contains(" ")
     }
 
     static func report(_ kind: String, _ tally: Tally) {
@@ -43,9 +65,10 @@ enum Fuzz {
         for p in tally.problems.prefix(20) { Issue.record("\(p)") }
     }
 
-    /// A temporary folder removed at the end of the case.
+    /// A temporary folder removed at the end of the case; every one's name starts with `tempPrefix`.
+    static let tempPrefix = "moepress-fuzz-"
     static func withTemp<T>(_ body: (URL) throws -> T) rethrows -> T {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-fuzz-\(UUID().uuidString)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(tempPrefix)\(UUID().uuidString)")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         return try body(dir)
@@ -92,7 +115,7 @@ extension SeededGenerator {
             default:  // body bytes: any float bit pattern, NaN and Inf included
                 for _ in 0...rng.below(8) { let i = 8 + headerLength + rng.below(bytes.count - 8 - headerLength); bytes[i] = UInt8(truncatingIfNeeded: rng.next()) }
             }
-            Fuzz.run(tally, "safetensors case \(c) (mutation \(kind))") {
+            Fuzz.run(tally, "safetensors case \(c) (mutation \(kind))", names: Fuzz.tempPrefix) {
                 try Fuzz.withTemp { dir in
                     try FileManager.default.copyItem(at: src.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
                     try bytes.write(to: dir.appendingPathComponent("model.safetensors"))
@@ -121,7 +144,7 @@ extension SeededGenerator {
                 changed.append(key)
             }
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .fragmentsAllowed])
-            Fuzz.run(tally, "config case \(c) (\(family): \(changed))") {
+            Fuzz.run(tally, "config case \(c) (\(family): \(changed))", names: Fuzz.tempPrefix) {
                 try Fuzz.withTemp { dir in
                     try data.write(to: dir.appendingPathComponent("config.json"))
                     try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
@@ -161,7 +184,7 @@ extension SeededGenerator {
             ]
             let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
             let text = String((0..<rng.below(48)).map { _ in rng.pick(Array("aabbbcx! \n<s>é")) })
-            Fuzz.run(tally, "tokenizer case \(c) (pattern \(pattern.debugDescription), text \(text.debugDescription))") {
+            Fuzz.run(tally, "tokenizer case \(c) (pattern \(pattern.debugDescription), text \(text.debugDescription))", names: "tokenizer.json") {
                 let t = try Tokenizer(data: data, source: "tokenizer.json")
                 let ids = try t.encode(text)
                 let top = t.vocabSize
@@ -213,7 +236,7 @@ extension SeededGenerator {
                 }
             }
             let text = lines.joined(separator: "\n")
-            Fuzz.run(tally, "recipe case \(c)") {
+            Fuzz.run(tally, "recipe case \(c)", names: Fuzz.tempPrefix) {
                 try Fuzz.withTemp { dir in
                     let f = dir.appendingPathComponent("r.yaml")
                     try text.write(to: f, atomically: true, encoding: .utf8)
