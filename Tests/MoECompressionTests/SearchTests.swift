@@ -104,8 +104,8 @@ func fixtureCache(directory dir: URL, samples: Int = 12, seqLen: Int = 24) throw
         #expect(plan.layers.count == 1 && plan.layers[0].kept.count == 23)
     }
 
-    /// MoE-I² end to end on the Qwen2-MoE fixture (MoE layers 0 and 2 around a dense layer, 6 experts,
-    /// top-2): the budget is met, layers keep ≥ top-k, and the same seed gives the same plan.
+    /// Guards against a plan off budget, a layer left below top-k, or a seed that does not fix the plan: MoE-I² end
+    /// to end on the Qwen2-MoE fixture (MoE layers 0 and 2 around a dense layer, 6 experts, top-2).
     @Test func moei2DeterministicAndWithinBudget() throws {
         let (m, cache, dir) = try fixtureCache("qwen2_moe")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -127,6 +127,8 @@ func fixtureCache(directory dir: URL, samples: Int = 12, seqLen: Int = 24) throw
         let fit = try LayerFitness(block: m.layers[0].feedForward.moe!, cache: cache, layer: 0, maxTokens: 10_000, remove: 4)
         let all = try fit.errors(combinations(16, 4))
         let optimum = all.min()!
+        // The next best set is 0.46% worse here: a float difference between machines cannot swap them.
+        #expect(all.filter { $0 > optimum * (1 + 1e-6) }.count == all.count - 1, "a near tie, the check would be fragile")
         var o = MoEI2.Options()
         o.population = 20; o.generations = 0; o.seed = 5
         let initial = try MoEI2.geneticSearch(fit, remove: 4, options: o)

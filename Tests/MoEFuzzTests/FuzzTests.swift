@@ -94,6 +94,7 @@ extension SeededGenerator {
 
 @Suite(.serialized) struct FuzzTests {
     /// Header bytes, the header length, truncation, trailing bytes, body bytes (weights of any bit pattern).
+    /// Guards against a crash, hang, non-finite score or unnamed refusal on a damaged safetensors file.
     @Test func safetensorsFiles() throws {
         let src = Fuzz.fixture("mixtral")
         let original = try Data(contentsOf: src.appendingPathComponent("model.safetensors"))
@@ -127,6 +128,7 @@ extension SeededGenerator {
     }
 
     /// config.json fields set to values of every kind (negative, zero, huge, fractional, wrong type, null).
+    /// Guards against a crash, hang, non-finite score or a refusal not naming config.json.
     @Test func configFields() throws {
         let values: [Any] = [-1, 0, 1, 2, 3, 7, 0.5, 1e12, 1e300, -1e300, 1e-300, "x", NSNull(), true, [Int](), [String: Int](), [2, 0.5], Int(Int32.max)]
         var rng = SeededGenerator(seed: Fuzz.seed &+ 1)
@@ -158,6 +160,7 @@ extension SeededGenerator {
 
     /// tokenizer.json with random regexes (nested repetitions, lookaheads, classes, huge counts) and mutated
     /// vocabularies, merges and added tokens; encoding random text gives ids of the vocabulary, or an error.
+    /// Guards against a crash, hang, out-of-vocabulary id or a refusal not naming tokenizer.json.
     @Test func tokenizers() throws {
         let pieces = ["a", "b", "ab", "(", ")", "(?:", "(?=", "(?!", "(?i)", "*", "+", "?", "*?", "|", "[a-c]", "[^b]", "\\s", "\\S", "\\p{L}", "\\d",
                       "{2,3}", "{0,}", "{100000}", ".", "^", "$", "\\", "]", "{", "x+x+", "(a+)+"]
@@ -196,7 +199,7 @@ extension SeededGenerator {
     }
 
     /// Recipes with values replaced, lines dropped or repeated: refused at parse time, or every numeric option
-    /// obeys its rule.
+    /// obeys its rule. Guards against an option accepted against its rule, or a refusal not naming the recipe.
     @Test func recipes() throws {
         let base = """
         model: \(Fuzz.shared.path)/models/mixtral-ref

@@ -34,6 +34,7 @@ import MoECheckpoint
         ("mixtral", "model_type", #""x""#),
     ]
 
+    /// Guards against a bad config.json value that loads, or whose refusal does not name the file and the key.
     @Test(arguments: mutations.indices)
     func refused(_ i: Int) throws {
         let (family, key, value) = Self.mutations[i]
