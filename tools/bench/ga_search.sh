@@ -10,17 +10,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 name=${1:-qwen-moe-ref}; model=../shared/models/$name
 SEEDS=${SEEDS:-"0 1 2"}; RATIOS=${RATIOS:-"0.25 0.5"}; LONG_POP=${LONG_POP:-400}; LONG_GEN=${LONG_GEN:-250}
+# Both searches score subsets on the same FITNESS_TOKENS calibration tokens per layer (default 2048, fewer than a real
+# run's, so the long search takes minutes, not hours): the question is how close the search comes on a fixed fitness.
+FITNESS_TOKENS=${FITNESS_TOKENS:-2048}
 bin=${MOEPRESS_BIN:-.build/release/moepress}   # MOEPRESS_BIN: a binary built beforehand (then nothing is built)
 [ -n "${MOEPRESS_BIN:-}" ] || swift build -c release --product moepress >&2
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-echo "Command: tools/bench/ga_search.sh $name (SEEDS=\"$SEEDS\" LONG_POP=$LONG_POP LONG_GEN=$LONG_GEN); $(date -u +%F), commit $(git rev-parse --short HEAD)"
+echo "Command: tools/bench/ga_search.sh $name (SEEDS=\"$SEEDS\" LONG_POP=$LONG_POP LONG_GEN=$LONG_GEN FITNESS_TOKENS=$FITNESS_TOKENS); $(date -u +%F), commit $(git rev-parse --short HEAD)"
 $bin calibrate --model "$model" --calib-dir ../shared/data/calib --samples 128 --seq-len 256 --seed 0 --output "$work/cal" --quiet
 for ratio in $RATIOS; do
   for seed in $SEEDS; do
     for run in default long; do
       extra=""; [ $run = long ] && extra="--population $LONG_POP --generations $LONG_GEN"
       /usr/bin/time -f "%e" -o "$work/t-$run" $bin prune --model "$model" --method moei2 --ratio "$ratio" --calib "$work/cal" --seed "$seed" \
-        $extra --output "$work/$run-$ratio-$seed" --quiet
+        --fitness-tokens "$FITNESS_TOKENS" $extra --output "$work/$run-$ratio-$seed" --quiet
     done
     echo "$ratio $seed $(cat "$work/t-default") $(cat "$work/t-long")" >> "$work/runs"
   done
