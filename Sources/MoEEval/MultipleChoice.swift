@@ -103,6 +103,7 @@ public enum MultipleChoice {
         let lengths = zip(contexts, choiceIDs).map { c, ch in c.count + ch.reduce(0) { $0 + c.count + $1.count } }
         var chunks = try plan.chunks(lengths: lengths, budget: budget)
         if let limit { chunks = chunks.flatMap { r in stride(from: r.lowerBound, to: r.upperBound, by: max(1, limit)).map { $0..<min($0 + max(1, limit), r.upperBound) } } }
+        ResourceMonitor.shared.count("task_batches", chunks.count)
         let evict = plan.streams(under: budget)
         let progress = StageProgress("tasks", total: items.count, unit: "items", quiet: quiet)
         var out: [ItemScore] = []

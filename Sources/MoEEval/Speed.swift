@@ -10,6 +10,8 @@ public enum Speed {
         public var prefillTokensPerSecond: Double
         public var timeToFirstTokenMs: Double
         public var decodeTokensPerSecond: Double
+        /// The prompt's ids (FNV-1a of them): which prompt the seed made.
+        public var promptDigest: String?
     }
 
     public static func measure(_ models: [CausalLM], tokens: Int = 128, decode: Int = 64, repeats: Int = 3, seed: UInt64 = 0,
@@ -17,6 +19,7 @@ public enum Speed {
         var rng = SeededGenerator(seed: seed)
         let vocab = models.map(\.vocabSize).min() ?? 1
         let prompt = (0..<tokens).map { _ in Int(rng.next() % UInt64(vocab)) }
+        let digest = String(prompt.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }, radix: 16)
         func argmaxLast(_ logits: Tensor) -> Int {
             let v = logits.cols, row = logits.data + (logits.rows - 1) * v
             var best = 0
@@ -42,7 +45,7 @@ public enum Speed {
             }
         }
         return best.map { Result(prefillTokensPerSecond: Double(tokens) / $0.prefill, timeToFirstTokenMs: $0.ttft * 1000,
-                                 decodeTokensPerSecond: Double(decode) / $0.decode) }
+                                 decodeTokensPerSecond: Double(decode) / $0.decode, promptDigest: digest) }
     }
 
     /// The machine's memory read bandwidth in bytes per second: `Compute.threads` threads sum disjoint parts of a

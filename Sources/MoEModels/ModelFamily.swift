@@ -59,7 +59,10 @@ public enum ModelRegistry {
         let d = try fam.describe(filled)
         let names = try fam.checkpointNames(filled, description: d, has: weights.contains)
         // `--check-weights` (any command): scan every weight for NaN/Inf before computing with them.
-        if ProcessInfo.processInfo.environment["MOEPRESS_CHECK_WEIGHTS"] == "1" { try weights.requireFinite() }
+        if ProcessInfo.processInfo.environment["MOEPRESS_CHECK_WEIGHTS"] == "1" {
+            try weights.requireFinite()
+            ResourceMonitor.shared.count("weights_checked", weights.names.count)
+        }
         let model = try fam.build(filled, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
         try attachCompressedExperts(model, config: config, names: names, weights: weights)
         // Tensors no part of the model reads are reported, never silently ignored (HF warns of them too).

@@ -54,10 +54,18 @@ public final class ResourceMonitor: Sendable {
         public var writtenMiB: Double
         public var stages: [Stage]
         public var estimates: [Estimate]
+        /// What the work ran with: its compute threads, and the memory budget of its layer-major passes
+        /// (commands with one; the default is 3/4 of the memory available at start).
+        public var threads: Int
+        public var memoryBudgetMiB: Double?
+        /// Work that options decide, counted where it is done (e.g. `weights_checked`: tensors scanned for
+        /// NaN/Inf by --check-weights; `task_batches`: model passes of `eval tasks`).
+        public var counts: [String: Int]
 
         enum CodingKeys: String, CodingKey {
             case wallSeconds = "wall_seconds", peakRssAnonMiB = "peak_rss_anon_mib", peakRssMiB = "peak_rss_mib"
             case readMiB = "read_mib", writtenMiB = "written_mib", stages, estimates
+            case threads, memoryBudgetMiB = "memory_budget_mib", counts
         }
     }
 
@@ -69,6 +77,8 @@ public final class ResourceMonitor: Sendable {
         var estimates: [Estimate] = []
         var running = false
         var lastNote: UInt64 = 0
+        var memoryBudget: Int?
+        var counts: [String: Int] = [:]
     }
 
     public static let shared = ResourceMonitor()
@@ -145,13 +155,20 @@ public final class ResourceMonitor: Sendable {
 
     public var estimates: [Estimate] { state.withLock { $0.estimates } }
 
+    /// Keeps the memory budget the work runs under, for the report.
+    public func noteMemoryBudget(bytes: Int) { state.withLock { $0.memoryBudget = bytes } }
+
+    /// Adds `n` to the report's count `name`.
+    public func count(_ name: String, _ n: Int = 1) { state.withLock { $0.counts[name, default: 0] += n } }
+
     public func report() -> Report {
         sample()
         let io1 = Self.io()
-        let peaks = state.withLock { ($0.processPeakAnon, $0.stages, $0.estimates) }
-        return Report(wallSeconds: Date().timeIntervalSince(start), peakRssAnonMiB: Double(peaks.0) / 1048576,
+        let s = state.withLock { $0 }
+        return Report(wallSeconds: Date().timeIntervalSince(start), peakRssAnonMiB: Double(s.processPeakAnon) / 1048576,
                       peakRssMiB: Double(Self.peakRSS()) / 1048576, readMiB: Double(io1.read - startIO.read) / 1048576,
-                      writtenMiB: Double(io1.written - startIO.written) / 1048576, stages: peaks.1, estimates: peaks.2)
+                      writtenMiB: Double(io1.written - startIO.written) / 1048576, stages: s.stages, estimates: s.estimates,
+                      threads: Compute.threads, memoryBudgetMiB: s.memoryBudget.map { Double($0) / 1048576 }, counts: s.counts)
     }
 
     /// Current RssAnon and VmRSS in bytes, from /proc/self/status (0 where unavailable).

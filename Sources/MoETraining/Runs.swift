@@ -28,7 +28,10 @@ public enum TrainingRuns {
             try trainer.restoreState(from: stateDir)
             if !quiet { FileHandle.standardError.write(Data("resuming at step \(trainer.optimizer.step) of \(trainer.settings.steps)\n".utf8)) }
         }
-        try trainer.run(quiet: quiet, checkpoint: { _ in try trainer.saveState(to: stateDir) })
+        try trainer.run(quiet: quiet, checkpoint: { _ in
+            try trainer.saveState(to: stateDir)
+            Journal.recordedElsewhere()
+        })
     }
 
     /// Prints (and records for the report) the time the steps will take, from one layer measured on the

@@ -61,6 +61,8 @@ struct Bench: ParsableCommand {
         /// With --bandwidth: the machine's read bandwidth, and decode as a fraction of the bound it sets.
         var memoryReadGBPerSecond: Double?
         var decodeFractionOfBound: Double?
+        /// Which prompt --seed made (a digest of its ids).
+        var promptDigest: String?
 
         enum CodingKeys: String, CodingKey {
             case model, engine, threads, isa, blasCore = "blas_core"
@@ -70,6 +72,7 @@ struct Bench: ParsableCommand {
             case peakRssAnonMiB = "peak_rss_anon_mib", readMiB = "read_mib"
             case activeWeightGB = "active_weight_gb", decodeWeightGBPerSecond = "decode_weight_gb_per_second"
             case memoryReadGBPerSecond = "memory_read_gb_per_second", decodeFractionOfBound = "decode_fraction_of_bandwidth_bound"
+            case promptDigest = "prompt_digest"
         }
     }
 
@@ -99,7 +102,8 @@ struct Bench: ParsableCommand {
                               decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: usage.peakRssMiB, peakRssAnonMiB: usage.peakRssAnonMiB,
                               readMiB: usage.readMiB, loadSeconds: lm.0.load, activeWeightGB: active,
                               decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description, blasCore: BLASRuntime.coreName,
-                              memoryReadGBPerSecond: bw, decodeFractionOfBound: bw.map { active * lm.1.decodeTokensPerSecond / $0 })
+                              memoryReadGBPerSecond: bw, decodeFractionOfBound: bw.map { active * lm.1.decodeTokensPerSecond / $0 },
+                              promptDigest: lm.1.promptDigest)
             }
             if json {
                 let enc = JSONEncoder()

@@ -37,8 +37,9 @@ struct BenchTokenizer: ParsableCommand {
             // the warm-up (HF's BPE has a word cache too).
             var tokens = 0
             for t in texts { tokens += try tok.encode(t).count }
-            var best = Double.infinity
+            var best = Double.infinity, passes = 0
             for _ in 0..<repeats {
+                passes += 1
                 let s = Date()
                 var n = 0
                 for t in texts { n += try tok.encode(t).count }
@@ -47,7 +48,7 @@ struct BenchTokenizer: ParsableCommand {
             }
             let mbps = Double(bytes) / 1e6 / best
             if json {
-                print(#"{"engine": "moepress", "mode": "\#(lines ? "lines" : "whole")", "tokenizer": "\#(tokenizer)", "bytes": \#(bytes), "tokens": \#(tokens), "seconds": \#(best), "mb_per_second": \#(mbps), "load_seconds": \#(load)}"#)
+                print(#"{"engine": "moepress", "mode": "\#(lines ? "lines" : "whole")", "tokenizer": "\#(tokenizer)", "bytes": \#(bytes), "tokens": \#(tokens), "seconds": \#(best), "mb_per_second": \#(mbps), "load_seconds": \#(load), "timed_passes": \#(passes)}"#)
             } else {
                 print(String(format: "%.2f MB/s (%d bytes → %d tokens in %.3f s; load %.2f s)", mbps, bytes, tokens, best, load))
             }

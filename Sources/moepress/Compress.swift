@@ -31,7 +31,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Fraction of the surviving experts' parameters to KEEP (stage 2).") var keepParams: Double
     @Option(help: "Stage-2 method: svd or svdllm.") var method: LowRank.Method = LowRank.Options().method
     @Option(help: "Stage-2 rank allocation: uniform or importance.") var rankAlloc: LowRank.Allocation = LowRank.Options().allocation
-    @Option(help: "Importance exponent α.") var alpha = LowRank.Options().alpha
+    @Option(help: "Importance exponent α (with --rank-alloc importance; default: \(LowRank.Options().alpha)).") var alpha: Double?
     @Option(help: "Projections to decompose (gate,up,down).") var targets = "gate,up,down"
     @Option(help: "Calibration text folder (.txt files).") var calibDir: String
     @Option(help: "Calibration windows.") var samples = 128
@@ -40,12 +40,12 @@ struct Compress: ParsableCommand {
     @OptionGroup var search: SearchOptions
     @Option(help: "Stage 3: LoRA optimiser steps (0: stop after stage 2).") var healSteps = 0
     @Option(help: "Stage 3: training text (default: --calib-dir).") var healData: String?
-    @Option(help: "Stage 3: peak learning rate.") var healLr = 1e-4
-    @Option(help: "Stage 3: LoRA rank.") var healRank = 8
-    @Option(help: "Stage 3: LoRA alpha.") var healAlpha = 16.0
-    @Option(help: "Stage 3: sequences per step.") var healBatch = 8
-    @Option(help: "Stage 3: tokens per sequence.") var healSeqLen = 256
-    @Option(help: "Stage 3: adapted projections.") var healTargets = LoRA.allTargets.joined(separator: ",")
+    @Option(help: "Stage 3: peak learning rate (default: 1e-4).") var healLr: Double?
+    @Option(help: "Stage 3: LoRA rank (default: 8).") var healRank: Int?
+    @Option(help: "Stage 3: LoRA alpha (default: 16).") var healAlpha: Double?
+    @Option(help: "Stage 3: sequences per step (default: 8).") var healBatch: Int?
+    @Option(help: "Stage 3: tokens per sequence (default: 256).") var healSeqLen: Int?
+    @Option(help: "Stage 3: adapted projections (default: \(LoRA.allTargets.joined(separator: ","))).") var healTargets: String?
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
@@ -56,11 +56,16 @@ struct Compress: ParsableCommand {
         try checkOptions("prune", [("--prune-ratio", "ratio", pruneRatio)])
         try checkOptions("decompose", [("--keep-params", "ratio", keepParams), ("--alpha", "alpha", alpha)])
         try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
+        if alpha != nil && rankAlloc != .importance { throw usage("only importance ranks use the exponent", "--alpha") }
         guard healSteps >= 0 else { throw usage("must be 0 (no stage 3) or more", "--heal-steps") }
         if healSteps > 0 {
-            try checkOptions("heal", [("--heal-steps", "steps", Double(healSteps)), ("--heal-lr", "lr", healLr), ("--heal-rank", "lora_rank", Double(healRank)),
-                                      ("--heal-alpha", "lora_alpha", healAlpha), ("--heal-batch", "batch", Double(healBatch)),
-                                      ("--heal-seq-len", "seq_len", Double(healSeqLen))])
+            try checkOptions("heal", [("--heal-steps", "steps", Double(healSteps)), ("--heal-lr", "lr", healLr), ("--heal-rank", "lora_rank", healRank.map(Double.init)),
+                                      ("--heal-alpha", "lora_alpha", healAlpha), ("--heal-batch", "batch", healBatch.map(Double.init)),
+                                      ("--heal-seq-len", "seq_len", healSeqLen.map(Double.init))])
+        } else {
+            let given = [(healData != nil, "--heal-data"), (healLr != nil, "--heal-lr"), (healRank != nil, "--heal-rank"), (healAlpha != nil, "--heal-alpha"),
+                         (healBatch != nil, "--heal-batch"), (healSeqLen != nil, "--heal-seq-len"), (healTargets != nil, "--heal-targets")]
+            if let flag = given.first(where: \.0)?.1 { throw usage("only stage 3 heals: give --heal-steps N", flag) }
         }
     }
 
@@ -68,6 +73,7 @@ struct Compress: ParsableCommand {
     func recipeText(model url: URL) -> String {
         func list(_ s: String) -> String { "[" + s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ") + "]" }
         func quoted(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+        let search = self.search.moei2(seed: seed)
         var text = """
         model: \(quoted(url.path))
         seed: \(seed)
@@ -75,12 +81,12 @@ struct Compress: ParsableCommand {
         keep_intermediate: false
         stages:
           - prune: {method: moei2, ratio: \(pruneRatio), population: \(search.population), generations: \(search.generations), candidates: \(search.candidates), block_size: \(search.blockSize), \(search.fitnessTokens.map { "fitness_tokens: \($0), " } ?? "")field_sequences: \(search.fieldSequences)\(search.uniformCounts ? ", uniform_counts: true" : "")}
-          - decompose: {method: \(method.rawValue), ratio: \(keepParams), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), targets: \(list(targets))}
+          - decompose: {method: \(method.rawValue), ratio: \(keepParams), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha ?? LowRank.Options().alpha), targets: \(list(targets))}
 
         """
         if healSteps > 0 {
             let data = URL(fileURLWithPath: healData ?? calibDir).standardizedFileURL.path
-            text += "  - heal: {data: \(quoted(data)), steps: \(healSteps), lr: \(healLr), lora_rank: \(healRank), lora_alpha: \(healAlpha), batch: \(healBatch), seq_len: \(healSeqLen), targets: \(list(healTargets))}\n"
+            text += "  - heal: {data: \(quoted(data)), steps: \(healSteps), lr: \(healLr ?? 1e-4), lora_rank: \(healRank ?? 8), lora_alpha: \(healAlpha ?? 16), batch: \(healBatch ?? 8), seq_len: \(healSeqLen ?? 256), targets: \(list(healTargets ?? LoRA.allTargets.joined(separator: ",")))}\n"
         }
         return text + "export: none\n"
     }

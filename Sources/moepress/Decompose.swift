@@ -42,19 +42,19 @@ struct Decompose: ParsableCommand {
     @Option(help: "Calibration cache of this model (Gram matrices for svdllm; importance when there is no moei2 plan.json).") var calib: String?
     @OptionGroup var text: CalibrationTextOptions
     var calibDir: String? { text.calibDir }
-    var samples: Int { text.samples }
-    var seqLen: Int { text.seqLen }
-    @Option(help: "Seed of the calibration window sampler (with --calib-dir).") var seed: UInt64 = 0
+    var samples: Int { text.windows }
+    var seqLen: Int { text.windowTokens }
+    @Option(help: "Seed of the calibration window sampler (with --calib-dir; default: 0).") var seed: UInt64?
     @Option(help: "Fraction of expert parameters KEPT, in (0, 1].") var ratio: Double?
     @Option(help: "Average rank per expert matrix (instead of --ratio).") var rank: Int?
     @Option(help: "Rank allocation over a layer's experts: uniform or importance.") var rankAlloc: LowRank.Allocation = LowRank.Options().allocation
-    @Option(help: "Importance exponent α of the rank allocation.") var alpha = LowRank.Options().alpha
-    @Option(help: "Calibration tokens per layer for computing importance.") var importanceTokens = 8192
+    @Option(help: "Importance exponent α of the rank allocation (with --rank-alloc importance; default: \(LowRank.Options().alpha)).") var alpha: Double?
+    @Option(help: "Calibration tokens per layer for computing importance (with --rank-alloc importance; default: 8192).") var importanceTokens: Int?
     @Option(help: "Projections to decompose, comma-separated (gate,up,down).") var targets: String = "gate,up,down"
     @Option(help: "SVD-LLM's parameter update: after decomposing, train a LoRA on each factor for N steps on the --calib-dir text and merge it (same rank). 0: none.") var updateSteps = 0
-    @Option(help: "Update: peak learning rate.") var updateLr = 1e-4
-    @Option(help: "Update: LoRA rank on each factor.") var updateRank = 8
-    @Option(help: "Update: sequences per step.") var updateBatch = 8
+    @Option(help: "Update: peak learning rate (default: 1e-4).") var updateLr: Double?
+    @Option(help: "Update: LoRA rank on each factor (default: 8).") var updateRank: Int?
+    @Option(help: "Update: sequences per step (default: 8).") var updateBatch: Int?
     @Option(help: "The output checkpoint folder.") var output: String
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
@@ -66,16 +66,35 @@ struct Decompose: ParsableCommand {
         let t = Set(targets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         guard !t.isEmpty, t.isSubset(of: ["gate", "up", "down"]) else { throw usage("takes gate, up and/or down, comma-separated", "--targets") }
         try checkOptions("decompose", [("--ratio", "ratio", ratio), ("--rank", "rank", rank.map(Double.init)), ("--alpha", "alpha", alpha),
-                                       ("--importance-tokens", "importance_tokens", Double(importanceTokens))])
+                                       ("--importance-tokens", "importance_tokens", importanceTokens.map(Double.init))])
         guard (ratio != nil) != (rank != nil) else { throw usage("give exactly one of them (fraction kept, or a rank)", "--ratio, --rank") }
         if calib != nil && calibDir != nil { throw usage("give one of them, not both", "--calib, --calib-dir") }
         guard updateSteps >= 0 else { throw usage("must be 0 (no update) or more", "--update-steps") }
+        if rankAlloc != .importance {
+            if alpha != nil { throw usage("only importance ranks use the exponent", "--alpha") }
+            if importanceTokens != nil { throw usage("only importance ranks are computed from calibration tokens", "--importance-tokens") }
+            if method == .svd {
+                if calib != nil { throw usage("plain SVD with uniform ranks uses no calibration", "--calib") }
+                if calibDir != nil && updateSteps == 0 { throw usage("plain SVD with uniform ranks uses no calibration", "--calib-dir") }
+            }
+        }
+        if seed != nil && calibDir == nil { throw usage("only --calib-dir's calibration windows are seeded", "--seed") }
+        if memory.maxMemory != nil && calibDir == nil && rankAlloc != .importance {
+            throw usage("no layer-major pass runs without --calib-dir or importance ranks (factors are computed one expert at a time)", "--max-memory")
+        }
         if updateSteps > 0 {
             guard calibDir != nil else { throw usage("trains on text: give --calib-dir DIR (the pipeline calibrates and trains on it)", "--update-steps") }
             try checkOptions("heal", [("--update-steps", "steps", Double(updateSteps)), ("--update-lr", "lr", updateLr),
-                                      ("--update-rank", "lora_rank", Double(updateRank)), ("--update-batch", "batch", Double(updateBatch))])
+                                      ("--update-rank", "lora_rank", updateRank.map(Double.init)), ("--update-batch", "batch", updateBatch.map(Double.init))])
+        } else {
+            let given = [(updateLr != nil, "--update-lr"), (updateRank != nil, "--update-rank"), (updateBatch != nil, "--update-batch")]
+            if let flag = given.first(where: \.0)?.1 { throw usage("only the update trains: give --update-steps N", flag) }
         }
     }
+
+    var seedValue: UInt64 { seed ?? 0 }
+    var alphaValue: Double { alpha ?? LowRank.Options().alpha }
+    var importanceTokenCount: Int { importanceTokens ?? 8192 }
 
     /// With --update-steps: decompose, then SVD-LLM's update (LoRA on each factor of the decomposed projections,
     /// merged), as a built-in recipe run by the pipeline.
@@ -88,13 +107,13 @@ struct Decompose: ParsableCommand {
         let target = ratio.map { "ratio: \($0)" } ?? "rank: \(rank!)"
         let text = """
         model: \(quoted(url.path))
-        seed: \(seed)
+        seed: \(seedValue)
         calibration: {data: \(quoted(data)), samples: \(samples), seq_len: \(seqLen)}
         keep_intermediate: false
         shard_size: \(self.out.shardBytes)
         stages:
-          - decompose: {method: \(method.rawValue), \(target), rank_alloc: \(rankAlloc.rawValue), alpha: \(alpha), importance_tokens: \(importanceTokens), targets: [\(kinds.joined(separator: ", "))]}
-          - heal: {data: \(quoted(data)), steps: \(updateSteps), lr: \(updateLr), lora_rank: \(updateRank), lora_alpha: \(2 * updateRank), lora_dropout: 0, batch: \(updateBatch), seq_len: \(seqLen), targets: [\(kinds.joined(separator: ", "))]}
+          - decompose: {method: \(method.rawValue), \(target), rank_alloc: \(rankAlloc.rawValue), alpha: \(alphaValue), importance_tokens: \(importanceTokenCount), targets: [\(kinds.joined(separator: ", "))]}
+          - heal: {data: \(quoted(data)), steps: \(updateSteps), lr: \(updateLr ?? 1e-4), lora_rank: \(updateRank ?? 8), lora_alpha: \(2 * (updateRank ?? 8)), lora_dropout: 0, batch: \(updateBatch ?? 8), seq_len: \(seqLen), targets: [\(kinds.joined(separator: ", "))]}
         export: none
 
         """
@@ -113,7 +132,7 @@ struct Decompose: ParsableCommand {
             o.method = method
             o.target = ratio.map { .keep($0) } ?? .rank(rank!)
             o.allocation = rankAlloc
-            o.alpha = alpha
+            o.alpha = alphaValue
             o.targets = Set(targets.split(separator: ",").map { String($0) })
             let url = modelURL(model)
             let dest = try newOutput(output, overwrite: overwrite)
@@ -126,6 +145,8 @@ struct Decompose: ParsableCommand {
                 open = m
                 return m
             }
+            // --check-weights scans the weights as the model is opened, which plain SVD does not otherwise do.
+            if compute.checkWeights { _ = try loadedModel() }
             // Calibration: a given cache, or one made here when SVD-LLM or importance (without a plan) needs it.
             let needsCache = method == .svdllm || (rankAlloc == .importance && importance == nil)
             let workCache = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).calibration")
@@ -137,11 +158,11 @@ struct Decompose: ParsableCommand {
                         : "--rank-alloc importance needs --calib CACHE or --calib-dir DIR, or a model pruned by moei2 (its plan.json holds the importance)")
                 }
                 cache = try ResourceMonitor.shared.stage("calibrate") { () -> CalibrationCache in
-                    if let c = try? openCache(workCache.path, for: url), c.manifest.samples == samples, c.manifest.seqLen == seqLen, c.manifest.seed == seed {
+                    if let c = try? openCache(workCache.path, for: url), c.manifest.samples == samples, c.manifest.seqLen == seqLen, c.manifest.seed == seedValue {
                         if !quiet { log("calibration: reusing \(workCache.path) from an interrupted run") }
                         return c
                     }
-                    return try calibrate(model: model, open: loadedModel(), calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seed,
+                    return try calibrate(model: model, open: loadedModel(), calibDir: calibDir, samples: samples, seqLen: seqLen, seed: seedValue,
                                          output: workCache, budget: memory.budget, overwrite: true, quiet: quiet)
                 }
             }
@@ -149,7 +170,7 @@ struct Decompose: ParsableCommand {
                 if importance != nil {
                     if !quiet { log("importance: stage-1 values from \(url.appendingPathComponent("plan.json").path)") }
                 } else if let cache {
-                    importance = try ExpertImportance.compute(model: loadedModel(), cache: cache, maxTokens: importanceTokens,
+                    importance = try ExpertImportance.compute(model: loadedModel(), cache: cache, maxTokens: importanceTokenCount,
                                                                     memory: memory.budget, quiet: quiet)
                 } else {
                     throw CLIError("--rank-alloc importance needs --calib CACHE, or a model pruned by moei2 (its plan.json holds the importance)")

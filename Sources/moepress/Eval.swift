@@ -109,7 +109,10 @@ struct EvalInstructions: ParsableCommand {
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
-    func validate() throws { try checkOptions("eval", [("--limit", "limit", limit.map(Double.init))]) }
+    func validate() throws {
+        try checkOptions("eval", [("--limit", "limit", limit.map(Double.init))])
+        if overwrite && samples == nil { throw usage("only --samples writes a file", "--overwrite") }
+    }
 
     func run() throws {
         try compute.run {
@@ -176,6 +179,7 @@ struct EvalTasks: ParsableCommand {
 
     func validate() throws {
         try checkOptions("eval", [("--limit", "limit", limit.map(Double.init)), ("--batch", "batch", batch.map(Double.init))])
+        if overwrite && samples == nil { throw usage("only --samples writes a file", "--overwrite") }
     }
 
     func run() throws {
@@ -218,11 +222,11 @@ struct Generate: ParsableCommand {
     @Option(help: "Sampling temperature; 0 is greedy.")
     var temperature: Float = 0
 
-    @Option(help: "Nucleus sampling: keep the smallest set of tokens whose probability reaches P.")
-    var topP: Float = 1
+    @Option(help: "Nucleus sampling (with --temperature above 0): keep the smallest set of tokens whose probability reaches P (default: 1, all).")
+    var topP: Float?
 
-    @Option(help: "Seed of the sampler.")
-    var seed: UInt64 = 0
+    @Option(help: "Seed of the sampler (with --temperature above 0; default: 0).")
+    var seed: UInt64?
 
     @Flag(help: "Do not add the tokenizer's special tokens (e.g. BOS) to the prompt.")
     var noSpecialTokens = false
@@ -231,7 +235,11 @@ struct Generate: ParsableCommand {
 
     func validate() throws {
         try checkOptions("eval", [("--max-tokens", "max_tokens", Double(maxTokens)), ("--temperature", "temperature", Double(temperature)),
-                                  ("--top-p", "top_p", Double(topP))])
+                                  ("--top-p", "top_p", topP.map(Double.init))])
+        if temperature == 0 {
+            if topP != nil { throw usage("greedy decoding (--temperature 0) does not sample", "--top-p") }
+            if seed != nil { throw usage("greedy decoding (--temperature 0) does not sample", "--seed") }
+        }
     }
 
     func run() throws {
@@ -239,7 +247,7 @@ struct Generate: ParsableCommand {
             let (m, tok) = try loadModelAndTokenizer(model)
             print(prompt, terminator: "")
             let r = try ResourceMonitor.shared.stage("generate") { try Generation.generate(model: m, tokenizer: tok, prompt: prompt, maxTokens: maxTokens,
-                                            sampling: Sampling(temperature: temperature, topP: topP, seed: seed),
+                                            sampling: Sampling(temperature: temperature, topP: topP ?? 1, seed: seed ?? 0),
                                             addSpecialTokens: !noSpecialTokens) { piece in
                 print(piece, terminator: "")
                 fflush(nil)

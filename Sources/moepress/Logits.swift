@@ -28,13 +28,16 @@ struct Logits: ParsableCommand {
     @Option(help: "A safetensors file with expected `logits` (e.g. HF's) to compare against; exits non-zero beyond --tolerance.")
     var reference: String?
 
-    @Option(help: "Largest max |Δlogit| accepted with --reference.")
-    var tolerance: Float = 1e-3
+    @Option(help: "Largest max |Δlogit| accepted with --reference (default: 1e-3).")
+    var tolerance: Float?
 
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
 
-    func validate() throws { try checkOptions("eval", [("--tolerance", "tolerance", Double(tolerance))]) }
+    func validate() throws {
+        try checkOptions("eval", [("--tolerance", "tolerance", tolerance.map(Double.init))])
+        if tolerance != nil && reference == nil { throw usage("only --reference is compared against a tolerance", "--tolerance") }
+    }
 
     func run() throws {
         try compute.run {
@@ -87,7 +90,7 @@ struct Logits: ParsableCommand {
                 }
                 let ours = try SafeTensorsFile(path: output)
                 let a = try ours.tensor("logits"), b = try file.tensor("logits")
-                let diff = a.maxAbsDifference(b)
+                let diff = a.maxAbsDifference(b), tolerance = tolerance ?? 1e-3
                 let ok = diff <= tolerance
                 print(String(format: "max |Δlogit| vs %@: %.3g (tolerance %.1g) %@", file.path, diff, tolerance, ok ? "OK" : "FAILED"))
                 if !ok { throw ExitCode.failure }

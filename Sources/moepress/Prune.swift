@@ -55,11 +55,18 @@ struct Calibrate: ParsableCommand {
 /// Calibrating on the fly from a folder of text, instead of a cache made by `moepress calibrate` (prune, decompose).
 struct CalibrationTextOptions: ParsableArguments {
     @Option(help: "Calibration text folder: calibrates this model here (instead of --calib).") var calibDir: String?
-    @Option(help: "Calibration windows (with --calib-dir).") var samples = 128
-    @Option(help: "Tokens per calibration window (with --calib-dir).") var seqLen = 256
+    @Option(help: "Calibration windows (with --calib-dir; default: 128).") var samples: Int?
+    @Option(help: "Tokens per calibration window (with --calib-dir; default: 256).") var seqLen: Int?
+
+    var windows: Int { samples ?? 128 }
+    var windowTokens: Int { seqLen ?? 256 }
 
     func validate() throws {
-        try checkOptions("calibration", [("--samples", "samples", Double(samples)), ("--seq-len", "seq_len", Double(seqLen))])
+        try checkOptions("calibration", [("--samples", "samples", samples.map(Double.init)), ("--seq-len", "seq_len", seqLen.map(Double.init))])
+        if calibDir == nil {
+            if samples != nil { throw usage("only --calib-dir calibrates here", "--samples") }
+            if seqLen != nil { throw usage("only --calib-dir calibrates here", "--seq-len") }
+        }
     }
 }
 
@@ -98,7 +105,7 @@ struct Prune: ParsableCommand {
     @Option(help: "MoEITS threshold factor τ (θ = mean + τ·IQR of the NMI matrix).") var tau: Double?
     @Option(help: "MoEITS bin rule: numpy>=2.3 (default) or numpy<2.3.") var binRule: String = "numpy>=2.3"
     @Option(help: "MoEITS NMI weights of gate,up,down (default: 0.2,0.4,0.4 with a shared expert, else 1/3 each).") var nmiWeights: String?
-    @Option(help: "Seed of MoE-I²'s genetic search (and of on-the-fly calibration).") var seed: UInt64 = 0
+    @Option(help: "Seed of MoE-I²'s genetic search and of --calib-dir's calibration windows (default: 0).") var seed: UInt64?
     @OptionGroup var search: SearchOptions
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @Flag(help: "No progress on stderr.") var quiet = false
@@ -125,6 +132,11 @@ struct Prune: ParsableCommand {
             if binRule != MoEITS.BinRule.numpy23.rawValue { throw usage("only moeits bins weights", "--bin-rule") }
         }
         _ = try Self.weights(nmiWeights)
+        if method != .moei2, let flag = search.searchOnly.first { throw usage("only moei2 runs the genetic search", flag) }
+        if search.fitnessTokens != nil && method != .moei2 && method != .naee && calib == nil && calibDir == nil {
+            throw usage("scores calibration tokens: give --calib or --calib-dir", "--fitness-tokens")
+        }
+        if seed != nil && method != .moei2 && calibDir == nil { throw usage("only moei2's search and --calib-dir's calibration are seeded", "--seed") }
     }
 
     /// `--nmi-weights gate,up,down`: three finite non-negative numbers, anything else refused.
@@ -139,6 +151,7 @@ struct Prune: ParsableCommand {
     }
 
     func run() throws {
+        let seed = self.seed ?? 0
         try compute.run {
             let url = modelURL(model)
             let dest = try newOutput(output, overwrite: overwrite)
@@ -160,7 +173,7 @@ struct Prune: ParsableCommand {
                 cache = try openCache(calib, for: url)
                 key += "\ncalibration \(cache!.manifest.modelHash) \(cache!.manifest.dataHash) \(cache!.manifest.seed) \(cache!.manifest.samples)x\(cache!.manifest.seqLen)"
             } else if let calibDir {
-                key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) \(text.samples)x\(text.seqLen)"
+                key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) \(text.windows)x\(text.windowTokens)"
             }
             let target = try AtomicDirectory(dest, overwrite: overwrite, resumeKey: key)
             if target.resuming && !quiet { Console.note("prune: resuming \(target.staging.path)") }
@@ -169,7 +182,7 @@ struct Prune: ParsableCommand {
                     let t = dir.appendingPathComponent("calibration")
                     cache = try ResourceMonitor.shared.stage("calibrate") {
                         if FileManager.default.fileExists(atPath: t.path) { return try openCache(t.path, for: url) }
-                        return try calibrate(model: model, open: m, calibDir: calibDir, samples: text.samples, seqLen: text.seqLen, seed: seed, output: t,
+                        return try calibrate(model: model, open: m, calibDir: calibDir, samples: text.windows, seqLen: text.windowTokens, seed: seed, output: t,
                                              budget: memory.budget, overwrite: true, quiet: quiet)
                     }
                 }
@@ -196,26 +209,36 @@ struct Prune: ParsableCommand {
 
 /// MoE-I² search settings (and NAEE's token budget), shared by `prune` and `compress`.
 struct SearchOptions: ParsableArguments {
-    @Option(help: "MoE-I²: genetic-search population.") var population = 100
-    @Option(help: "MoE-I²: generations.") var generations = 50
-    @Option(help: "MoE-I²: candidate prune sets kept per layer (K).") var candidates = 3
-    @Option(help: "MoE-I²: MoE layers per reception-field block (T).") var blockSize = 3
-    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates (default: NAEE 8192; MoE-I² every search token whose cache fits a quarter of --max-memory).") var fitnessTokens: Int?
-    @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field.") var fieldSequences = 16
+    @Option(help: "MoE-I²: genetic-search population (default: \(MoEI2.Options().population)).") var population: Int?
+    @Option(help: "MoE-I²: generations (default: \(MoEI2.Options().generations)).") var generations: Int?
+    @Option(help: "MoE-I²: candidate prune sets kept per layer (K; default: \(MoEI2.Options().candidates)).") var candidates: Int?
+    @Option(help: "MoE-I²: MoE layers per reception-field block (T; default: \(MoEI2.Options().blockSize)).") var blockSize: Int?
+    @Option(help: "NAEE/MoE-I²: calibration tokens per layer used to score candidates, and the reconstruction errors of any plan made with calibration (default: NAEE 8192; MoE-I² every search token whose cache fits a quarter of --max-memory).") var fitnessTokens: Int?
+    @Option(help: "MoE-I²: calibration sequences run through the decoder layers for the reception field (default: \(MoEI2.Options().fieldSequences)).") var fieldSequences: Int?
     @Flag(help: "MoE-I² ablation: remove the same number of experts in every layer instead of counts set by layer importance.") var uniformCounts = false
 
     func validate() throws {
-        try checkOptions("prune", [("--population", "population", Double(population)), ("--generations", "generations", Double(generations)),
-                                   ("--candidates", "candidates", Double(candidates)), ("--block-size", "block_size", Double(blockSize)),
+        try checkOptions("prune", [("--population", "population", population.map(Double.init)), ("--generations", "generations", generations.map(Double.init)),
+                                   ("--candidates", "candidates", candidates.map(Double.init)), ("--block-size", "block_size", blockSize.map(Double.init)),
                                    ("--fitness-tokens", "fitness_tokens", fitnessTokens.map(Double.init)),
-                                   ("--field-sequences", "field_sequences", Double(fieldSequences))])
+                                   ("--field-sequences", "field_sequences", fieldSequences.map(Double.init))])
         do { try moei2(seed: 0).validate() } catch { throw ValidationError("\(error)") }
+    }
+
+    /// The options given that only MoE-I²'s genetic search uses.
+    var searchOnly: [String] {
+        [(population != nil, "--population"), (generations != nil, "--generations"), (candidates != nil, "--candidates"),
+         (blockSize != nil, "--block-size"), (fieldSequences != nil, "--field-sequences"), (uniformCounts, "--uniform-counts")].filter(\.0).map(\.1)
     }
 
     func moei2(seed: UInt64) -> MoEI2.Options {
         var o = MoEI2.Options()
-        o.population = population; o.generations = generations; o.candidates = candidates; o.blockSize = blockSize
-        o.fitnessTokens = fitnessTokens; o.fieldSequences = fieldSequences; o.seed = seed; o.uniformCounts = uniformCounts
+        if let population { o.population = population }
+        if let generations { o.generations = generations }
+        if let candidates { o.candidates = candidates }
+        if let blockSize { o.blockSize = blockSize }
+        if let fieldSequences { o.fieldSequences = fieldSequences }
+        o.fitnessTokens = fitnessTokens; o.seed = seed; o.uniformCounts = uniformCounts
         return o
     }
 }

@@ -36,5 +36,10 @@ struct MemoryOptions: ParsableArguments {
                                valueName: "size"))
     var maxMemory: ByteSize?
 
-    var budget: MemoryBudget { maxMemory.map { MemoryBudget(bytes: $0.bytes) } ?? .default }
+    /// The budget the command's work runs under (kept for the --report JSON).
+    var budget: MemoryBudget {
+        let b = maxMemory.map { MemoryBudget(bytes: $0.bytes) } ?? .default
+        ResourceMonitor.shared.noteMemoryBudget(bytes: b.bytes)
+        return b
+    }
 }

@@ -32,6 +32,7 @@ struct Synth: ParsableCommand {
 
     func validate() throws {
         guard Self.dtype(dtype) != nil else { throw usage("takes bf16, f16 or f32", "--dtype") }
+        if compute.checkWeights { throw usage("synth reads no weights (it writes random ones)", "--check-weights") }
     }
 
     func run() throws {
@@ -39,9 +40,11 @@ struct Synth: ParsableCommand {
             let dt = Self.dtype(dtype)!
             let dest = try newOutput(output, overwrite: overwrite)
             let start = Date()
-            let s = try RandomCheckpoint.write(config: URL(fileURLWithPath: config), output: dest, layers: layers, seed: seed, dtype: dt, mxfp4: mxfp4,
-                                               shardSize: out.shardBytes, tokenizerFrom: tokenizerFrom.map(modelURL), overwrite: overwrite,
-                                               quiet: quiet)
+            let s = try ResourceMonitor.shared.stage("write") {
+                try RandomCheckpoint.write(config: URL(fileURLWithPath: config), output: dest, layers: layers, seed: seed, dtype: dt, mxfp4: mxfp4,
+                                           shardSize: out.shardBytes, tokenizerFrom: tokenizerFrom.map(modelURL), overwrite: overwrite,
+                                           quiet: quiet)
+            }
             let t = Date().timeIntervalSince(start)
             log(String(format: "synth: %d tensors, %@ in %d file(s), %.1f s (%.0f MB/s) → %@", s.tensors, formatBytes(s.bytes),
                        s.files.filter { $0.hasSuffix(".safetensors") }.count, t, Double(s.bytes) / max(t, 1e-9) / 1e6, dest.path))

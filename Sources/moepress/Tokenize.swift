@@ -35,6 +35,8 @@ struct Tokenize: ParsableCommand {
     func validate() throws {
         guard (model == nil) != (tokenizer == nil) else { throw usage("give exactly one of them", "--model, --tokenizer") }
         guard (text == nil) != (textFile == nil) else { throw usage("give exactly one of them", "--text, --text-file") }
+        if decode && special { throw usage("only encoding adds special tokens; --decode keeps the ids given", "--special") }
+        if skipSpecialTokens && !decode { throw usage("only --decode leaves special tokens out", "--skip-special-tokens") }
     }
 
     func run() throws {

@@ -95,7 +95,7 @@ struct Heal: ParsableCommand {
     @Option(help: "Dropout on the adapter input during training.") var loraDropout: Float = 0.1
     @Option(help: "Adapted projections, comma-separated: \(LoRA.allTargets.joined(separator: ",")).") var targets = LoRA.allTargets.joined(separator: ",")
     @Flag(help: "Also write the merged model (weights + adapters) to OUTPUT/merged.") var merge = false
-    @Option(help: "dtype of the merged weights: source (as the model's files), f32, bf16 or f16.") var mergeDtype = "source"
+    @Option(help: "dtype of the merged weights (with --merge): source (as the model's files; default), f32, bf16 or f16.") var mergeDtype: String?
     @Flag(help: "Replace an existing output folder.") var overwrite = false
     @OptionGroup var training: TrainingOptions
     @OptionGroup var out: OutputOptions
@@ -104,7 +104,11 @@ struct Heal: ParsableCommand {
     func validate() throws {
         try checkOptions("heal", [("--lora-rank", "lora_rank", Double(loraRank)), ("--lora-alpha", "lora_alpha", Double(loraAlpha)),
                                   ("--lora-dropout", "lora_dropout", Double(loraDropout))])
-        guard Self.mergeDTypes.keys.contains(mergeDtype) else { throw usage("takes source, f32, bf16 or f16", "--merge-dtype") }
+        if let mergeDtype {
+            guard Self.mergeDTypes.keys.contains(mergeDtype) else { throw usage("takes source, f32, bf16 or f16", "--merge-dtype") }
+            guard merge else { throw usage("only --merge writes merged weights", "--merge-dtype") }
+        }
+        if out.shardSize != nil && !merge { throw usage("only --merge writes weights; the adapter is one file", "--shard-size") }
     }
 
     /// `--merge-dtype` values: nil keeps each weight's stored dtype.
@@ -114,7 +118,7 @@ struct Heal: ParsableCommand {
         try compute.run {
             let url = modelURL(model)
             let out = try newOutput(output, overwrite: overwrite)
-            let mergeDType = Self.mergeDTypes[mergeDtype]!
+            let mergeDType = Self.mergeDTypes[mergeDtype ?? "source"]!
             var lora = LoRA.Settings()
             lora.rank = loraRank; lora.alpha = loraAlpha; lora.dropout = loraDropout; lora.seed = training.seed
             lora.targets = targets.split(separator: ",").map(String.init)
@@ -161,6 +165,10 @@ struct CompressExperts: ParsableCommand {
 
     func validate() throws {
         try checkOptions("compress_experts", [("--main-experts", "main_experts", Double(mainExperts)), ("--ce-lr", "ce_lr", ceLr.map(Double.init))])
+        if noCe {
+            if ceLr != nil { throw usage("--no-ce trains no compressed-expert vectors", "--ce-lr") }
+            if train == .ceOnly { throw usage("--no-ce trains no compressed-expert vectors", "--train ce-only") }
+        }
     }
 
     func run() throws {

@@ -34,7 +34,9 @@ for keep in 0.8 0.6 0.4; do
   for method in svd svdllm; do
     for alloc in uniform importance; do
       out="$work/$method-$alloc-$keep"
-      /usr/bin/time -f "%e" -o "$work/time" $bin decompose --model "$model" --method $method --calib "$work/cal" --ratio $keep \
+      # Plain SVD with uniform ranks uses no calibration (and refuses --calib).
+      calib="--calib $work/cal"; [ "$method-$alloc" = svd-uniform ] && calib=""
+      /usr/bin/time -f "%e" -o "$work/time" $bin decompose --model "$model" --method $method $calib --ratio $keep \
         --rank-alloc $alloc --output "$out" --quiet
       row "$(python3 -c "print(round(100*(1-$keep)))")% · $method · $alloc" "$out" "$(cat "$work/time")"
       rm -rf "$out"
