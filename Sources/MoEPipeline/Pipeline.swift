@@ -31,10 +31,15 @@ public struct StageManifest: Codable, Sendable, Equatable {
     }
 }
 
-/// Quality, size and speed of one model, as run.json and the report show them.
+/// Quality, size and speed of one model, as run.json and the report show them: the original, then every
+/// stage's output model in order (branch by branch in a compare run).
 public struct ModelSummary: Codable, Sendable {
     public var label: String
     public var path: String
+    /// The stage that made this model, its branch and run folder (nil for the original).
+    public var stage: String?
+    public var branch: String?
+    public var folder: String?
     public var parameters: Int
     public var activeParameters: Int
     public var bytesOnDisk: Int
@@ -45,6 +50,8 @@ public struct ModelSummary: Codable, Sendable {
     public var taskAccuracyNorm: Double?
     public var prefillTokensPerSecond: Double?
     public var decodeTokensPerSecond: Double?
+    /// Change against the original in percent, per column (`Pipeline.deltaColumns`); nil for the original.
+    public var deltaPercent: [String: Double]?
 }
 
 public struct StageRecord: Codable, Sendable {
@@ -60,6 +67,8 @@ public struct RunSummary: Codable, Sendable {
     public var version: String
     public var stages: [StageRecord]
     public var models: [ModelSummary]
+    /// Sentences about the results, measured at run time (why a model decodes slower than the original).
+    public var notes: [String]?
 }
 
 public final class Pipeline {
@@ -90,12 +99,23 @@ public final class Pipeline {
             try fm.createDirectory(at: runDir, withIntermediateDirectories: true)
         }
         var records: [StageRecord] = []
-        var finals: [(label: String, model: URL)] = [("original", recipe.model)]
+        // Every model the table shows: the original, then each stage's output.
+        var rows: [(label: String, branch: String?, stage: StageKind?, folder: String?, model: URL)] = [("original", nil, nil, nil, recipe.model)]
+        // Models evaluated early: their weights were deleted before the end (keep_intermediate: false).
+        var early: [URL: ModelSummary] = [:]
         let total = recipe.branches.reduce(0) { $0 + $1.stages.count }
         var done = 0
         for branch in recipe.branches {
             var current = recipe.model
             let prefix = recipe.branches.count > 1 ? "\(branch.name)-" : ""
+            let rowPrefix = recipe.branches.count > 1 ? "\(branch.name) · " : ""
+            var labels: [String] = []
+            func label(_ kind: StageKind, _ form: String? = nil) -> String {
+                let base = Pipeline.modelLabel(kind, form: form)
+                let n = labels.filter { $0 == base }.count
+                labels.append(base)
+                return rowPrefix + (n == 0 ? base : "\(base) (\(n + 1))")
+            }
             for (si, stage) in branch.stages.enumerated() {
                 done += 1
                 let folder = String(format: "%@%02d-%@", prefix, si + 1, stage.kind.rawValue)
@@ -104,8 +124,15 @@ public final class Pipeline {
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: stage.kind.rawValue, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 if skipped { say("   unchanged since the last run: skipped") }
-                if !recipe.keepIntermediate && si > 0 { try Pipeline.removeWeights(of: current) }
+                if !recipe.keepIntermediate && si > 0 {
+                    // The previous stage's model is evaluated before its weights go (when they are still there).
+                    if let i = rows.lastIndex(where: { $0.model == current }), Pipeline.hasWeights(current) {
+                        early[current] = try ResourceMonitor.shared.stage("evaluate") { try summarize(rows[i]) }
+                    }
+                    try Pipeline.removeWeights(of: current)
+                }
                 current = model
+                rows.append((label(stage.kind), branch.name, stage.kind, folder, model))
             }
             if recipe.export != "none" {
                 let folder = "\(prefix)export-\(recipe.export)"
@@ -114,26 +141,64 @@ public final class Pipeline {
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: "export", folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 current = model
+                rows.append((label(.export, recipe.export), branch.name, .export, folder, model))
             }
-            finals.append((recipe.branches.count > 1 ? branch.name : "compressed", current))
         }
         // Staging folders of stages no longer in the recipe.
         for i in try fm.contentsOfDirectory(atPath: runDir.path) where i.hasSuffix(".partial") { try? fm.removeItem(at: runDir.appendingPathComponent(i)) }
         say("== evaluation")
-        var models = try ResourceMonitor.shared.stage("evaluate") { try finals.map { try summarize(label: $0.label, model: $0.model) } }
-        if recipe.speed {
-            let loaded = try finals.map { try ModelRegistry.load(directory: $0.model) }
-            let speeds = Speed.measure(loaded, repeats: 3)
-            for i in models.indices {
-                models[i].prefillTokensPerSecond = speeds[i].prefillTokensPerSecond
-                models[i].decodeTokensPerSecond = speeds[i].decodeTokensPerSecond
+        var notes: [String] = []
+        var evaluated: [(row: Int, model: URL)] = []
+        var models: [ModelSummary] = []
+        try ResourceMonitor.shared.stage("evaluate") {
+            for r in rows {
+                if let s = early[r.model] {
+                    models.append(s)
+                } else if Pipeline.hasWeights(r.model) {
+                    models.append(try summarize(r))
+                    evaluated.append((models.count - 1, r.model))
+                } else {
+                    notes.append("\(r.label): not evaluated, its weights were deleted by an earlier run (keep_intermediate: false).")
+                }
             }
         }
-        let summary = RunSummary(recipe: recipe.path.path, version: moepressVersion, stages: records, models: models)
+        if recipe.speed {
+            let loaded = try evaluated.map { try ModelRegistry.load(directory: $0.model) }
+            let speeds = SpeedColumns.measure(loaded)
+            for (k, e) in evaluated.enumerated() {
+                models[e.row].prefillTokensPerSecond = speeds[k].prefill
+                models[e.row].decodeTokensPerSecond = speeds[k].decode
+            }
+            // Why a model decodes slower than the original: its layers timed on one token against the original's.
+            if let o = evaluated.first, o.row == 0, let base = models[0].decodeTokensPerSecond {
+                for (k, e) in evaluated.enumerated().dropFirst() {
+                    guard let d = models[e.row].decodeTokensPerSecond, d < base * (1 - DecodeProbe.slowerBy) else { continue }
+                    notes.append(DecodeProbe.explain(label: models[e.row].label, decode: d, original: base, model: loaded[k], reference: loaded[0]))
+                }
+            }
+        }
+        Pipeline.fillDeltas(&models)
+        let summary = RunSummary(recipe: recipe.path.path, version: moepressVersion, stages: records, models: models, notes: notes.isEmpty ? nil : notes)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try enc.encode(summary).write(to: runDir.appendingPathComponent("run.json"), options: .atomic)
         return summary
+    }
+
+    /// What a stage's output model is called in the table.
+    static func modelLabel(_ kind: StageKind, form: String? = nil) -> String {
+        switch kind {
+        case .prune: "pruned"
+        case .decompose: "decomposed"
+        case .heal: "healed"
+        case .compressExperts: "experts compressed"
+        case .export: "exported (\(form ?? "?"))"
+        }
+    }
+
+    /// Whether a model folder still has its weights (keep_intermediate: false deletes them).
+    static func hasWeights(_ model: URL) -> Bool {
+        !FileManager.default.fileExists(atPath: model.appendingPathComponent(weightsRemovedMarker).path)
     }
 
     func describe(_ o: [String: Recipe.OptionValue]) -> String {
@@ -371,6 +436,12 @@ public final class Pipeline {
 
     // MARK: - Evaluation
 
+    func summarize(_ row: (label: String, branch: String?, stage: StageKind?, folder: String?, model: URL)) throws -> ModelSummary {
+        var s = try summarize(label: row.label, model: row.model)
+        (s.branch, s.stage, s.folder) = (row.branch, row.stage?.rawValue, row.folder)
+        return s
+    }
+
     func summarize(label: String, model url: URL) throws -> ModelSummary {
         let m = try ModelRegistry.load(directory: url)
         let bytes = try Pipeline.files(url).filter { $0.hasSuffix(".safetensors") && !$0.contains("/") }.reduce(0) {
@@ -391,21 +462,5 @@ public final class Pipeline {
             s.taskAccuracyNorm = r.acc_norm
         }
         return s
-    }
-
-    /// The before/after table printed at the end of a run.
-    public static func table(_ s: RunSummary) -> String {
-        var lines = ["| model | parameters | active | on disk | experts/layer | dev ppl | task acc / acc_norm | prefill tok/s | decode tok/s |",
-                     "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
-        for m in s.models {
-            let ppl = m.perplexityAll.map { String(format: "%.2f", $0) } ?? "-"
-            let acc = m.taskAccuracy.map { String(format: "%.4f / %.4f", $0, m.taskAccuracyNorm ?? 0) } ?? "-"
-            let pre = m.prefillTokensPerSecond.map { String(format: "%.0f", $0) } ?? "-"
-            let dec = m.decodeTokensPerSecond.map { String(format: "%.0f", $0) } ?? "-"
-            lines.append(String(format: "| %@ | %.2fM | %.2fM | %.1f MiB | %@ | %@ | %@ | %@ | %@ |", m.label, Double(m.parameters) / 1e6,
-                                Double(m.activeParameters) / 1e6, Double(m.bytesOnDisk) / 1048576, m.expertsPerLayer.map(String.init).joined(separator: " "),
-                                ppl, acc, pre, dec))
-        }
-        return lines.joined(separator: "\n")
     }
 }

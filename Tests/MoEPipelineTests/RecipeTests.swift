@@ -99,6 +99,8 @@ enum Where {
         for f in files {
             let r = try Recipe(file: dir.appendingPathComponent(f))
             #expect(!r.branches.isEmpty && r.branches.allSatisfy { !$0.stages.isEmpty }, "\(f)")
+            // Every shipped recipe measures speed, so its table's speed columns are filled (compare.yaml's were "-").
+            #expect(r.speed, "\(f): evaluation.speed is off")
         }
         let compare = try Recipe(file: dir.appendingPathComponent("compare.yaml"))
         #expect(compare.branches.map(\.name) == ["frequency", "reap", "naee", "moeits", "moei2"])

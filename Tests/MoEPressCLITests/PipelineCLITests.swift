@@ -36,15 +36,18 @@ import Testing
         return out
     }
 
-    /// Guards against a resumed run that differs from an uninterrupted one, half-written leftovers, and a report that
-    /// does not render (without Chromium the test fails rather than skip the rendering).
+    /// Guards against a resumed run that differs from an uninterrupted one, half-written leftovers, a run table or
+    /// report missing a stage's model, Δ% columns, colour scales, a decomposed projection's rank grid or original
+    /// expert ids, and a report that does not render (without Chromium the test fails rather than skip the rendering).
     @Test func killedRunResumesToIdenticalOutputs() throws {
         let dir = TempDir()
         let r = try recipe(dir)
         // Uninterrupted reference run.
         let whole = try CLI.run(["run", r, "--output", dir.path("whole"), "--quiet"])
         #expect(whole.status == 0, "\(whole.stderr)")
-        #expect(whole.stdout.contains("| original |") && whole.stdout.contains("| compressed |"))
+        // One row per model: the original and every stage's output, each with its change against the original.
+        #expect(whole.stdout.contains("| original |") && whole.stdout.contains("| pruned |") && whole.stdout.contains("| decomposed |"), "\(whole.stdout)")
+        #expect(whole.stdout.contains("| Δ% |") && whole.stdout.contains("−"), "\(whole.stdout)")
         // A run killed (as by SIGKILL: MOEPRESS_KILL_AFTER_RECORDS exits after that many journal records) inside the
         // prune stage's genetic search, then, resumed, killed again while the decompose stage writes its factors.
         let killed = try CLI.run(["run", r, "--output", dir.path("killed"), "--quiet"], env: ["MOEPRESS_KILL_AFTER_RECORDS": "10"])
@@ -77,9 +80,42 @@ import Testing
         let html = try String(contentsOfFile: dir.path("whole/report.html"), encoding: .utf8)
         #expect(html.contains("<svg"))
         #expect(!html.contains("<script") && !html.contains("src=\"http"))
-        for section in ["routing frequency", "kept (green)", "reconstruction error", "rank per expert", "Quality before and after", "Size and speed"] {
+        for section in ["routing frequency", "kept (green)", "reconstruction error", "rank per expert", "Quality of every stage's model", "Size and speed of every stage's model"] {
             #expect(html.contains(section), "missing \(section)")
         }
+        let run = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.path("whole/run.json")))) as! [String: Any]
+        let models = run["models"] as! [[String: Any]]
+        #expect(models.map { $0["label"] as? String } == ["original", "pruned", "decomposed"])
+        for m in models.dropFirst() {
+            let d = m["deltaPercent"] as? [String: Double] ?? [:]
+            #expect((d["parameters"] ?? 0) < 0 && d["perplexity"] != nil && d["taskAccuracy"] != nil, "\(m)")
+        }
+        // Δ% beside every compared column: perplexity, accuracy, acc_norm; parameters, active, bytes, prefill, decode.
+        #expect(html.components(separatedBy: "<th>Δ%</th>").count - 1 == 8)
+        // Every heatmap has its colour scale (min, max and unit, or the key of the kept/pruned map).
+        let heatmaps = html.components(separatedBy: "<svg class='heatmap'").count - 1
+        #expect(heatmaps >= 6 && html.components(separatedBy: "<g class='legend'>").count - 1 == heatmaps)
+        #expect(html.contains("min ") && html.contains("max ") && html.contains("colour scale: rank") && html.contains("colour scale: share of tokens"))
+        // One rank grid per decomposed projection, experts under their original ids (the plan's kept ids; the pruned crossed out).
+        let ranks = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.path("whole/02-decompose/model/decompose.json")))) as! [String: Any]
+        let projections = ((ranks["layers"] as! [[String: Any]])[0]["ranks"] as! [String: Any]).keys.sorted()
+        #expect(projections == ["down", "gate", "up"])
+        for p in projections { #expect(html.contains("rank per expert (\(p) projection"), "no rank grid for \(p)") }
+        let plan = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir.path("whole/01-prune/model/plan.json")))) as! [String: Any]
+        let grid = html.components(separatedBy: "rank per expert (gate projection")[1].components(separatedBy: "<h2>")[0]
+        var prunedSeen = 0
+        for l in plan["layers"] as! [[String: Any]] {
+            let layer = l["layer"] as! Int, kept = l["kept"] as! [Int]
+            for e in 0..<(l["experts"] as! Int) {
+                if kept.contains(e) {
+                    #expect(grid.range(of: "layer \(layer), expert \(e): [0-9]+ rank", options: .regularExpression) != nil, "layer \(layer): kept expert \(e) has no rank cell")
+                } else {
+                    #expect(grid.contains("layer \(layer), expert \(e): pruned"), "layer \(layer): pruned expert \(e) is not marked")
+                    prunedSeen += 1
+                }
+            }
+        }
+        #expect(prunedSeen > 0)
         // A missing Chromium fails the test (it used to skip silently): the rendering is part of what is checked.
         let chromium = try #require(["/usr/bin/chromium", "/usr/bin/chromium-browser"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }),
                                     "chromium is not installed: run scripts/setup.sh (it installs it) to check that report.html renders")
