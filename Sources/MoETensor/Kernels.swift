@@ -34,7 +34,12 @@ public enum KernelISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
     /// Applies `MOEPRESS_ISA`; returns an error message when it names an unknown or unsupported set.
     public static func configureFromEnvironment() -> String? {
         guard let raw = getenv("MOEPRESS_ISA") else { return nil }
-        let name = String(cString: raw)
+        return configure(named: String(cString: raw))
+    }
+
+    /// Applies an instruction set named as `MOEPRESS_ISA` names it (empty: no change); returns an error message
+    /// when the name is unknown or the CPU cannot run it.
+    public static func configure(named name: String) -> String? {
         if name.isEmpty { return nil }
         guard let isa = KernelISA(name: name) else {
             return "MOEPRESS_ISA=\(name) is not one of \(allCases.map(\.description).joined(separator: ", "))"

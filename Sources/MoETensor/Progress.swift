@@ -54,7 +54,7 @@ public final class StageProgress: @unchecked Sendable {
     public var elapsed: Double { Date().timeIntervalSince(start) }
 
     private func report(final: Bool) {
-        guard !quiet else { return }
+        guard !quiet && !Console.silenced else { return }
         let t = elapsed
         let rate = t > 0 ? Double(done) / t : 0
         var line = "\(stage): \(done)/\(total) \(unit)" + (note.isEmpty ? "" : ", \(note)")
@@ -82,5 +82,15 @@ public func formatDuration(_ s: Double) -> String {
 
 /// One line of information for the user on stderr (stdout stays for results).
 public enum Console {
-    public static func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+    /// Inside the test runner (`swift test`), notes and progress lines are kept out of the output (a fixture's
+    /// unused tensors, a stage's progress: noise among the results) unless MOEPRESS_TEST_VERBOSE=1. The
+    /// `moepress` binary, and processes the tests start, are never silenced.
+    public static let silenced: Bool = {
+        let name = ProcessInfo.processInfo.processName
+        return (name.hasSuffix(".xctest") || name.hasSuffix("PackageTests")) && ProcessInfo.processInfo.environment["MOEPRESS_TEST_VERBOSE"] != "1"
+    }()
+
+    public static func note(_ s: String) {
+        if !silenced { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+    }
 }

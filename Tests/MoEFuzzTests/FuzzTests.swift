@@ -61,7 +61,10 @@ enum Fuzz {
     }
 
     static func report(_ kind: String, _ tally: Tally) {
-        print("fuzz \(kind): \(tally.accepted + tally.refused + tally.problems.count) cases, \(tally.refused) refused cleanly, \(tally.accepted) valid, \(tally.problems.count) problems")
+        // The tally is noise among test results; MOEPRESS_TEST_VERBOSE=1 shows it (problems are recorded issues either way).
+        if ProcessInfo.processInfo.environment["MOEPRESS_TEST_VERBOSE"] == "1" {
+            print("fuzz \(kind): \(tally.accepted + tally.refused + tally.problems.count) cases, \(tally.refused) refused cleanly, \(tally.accepted) valid, \(tally.problems.count) problems")
+        }
         for p in tally.problems.prefix(20) { Issue.record("\(p)") }
     }
 
