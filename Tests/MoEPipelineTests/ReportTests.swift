@@ -2,6 +2,8 @@ import Foundation
 import Testing
 @testable import MoEPipeline
 import MoECompression
+import MoEModels
+import MoETensor
 
 /// The run table and report from a run.json alone: Δ% against the original, the size–quality scatter of a
 /// compare run with its Pareto front, and original expert ids followed through two prune stages.
@@ -64,5 +66,22 @@ import MoECompression
         ids.prune(plan(5, [0, 2, 4]))     // kept ids of the pruned model: originals 1, 4, 7
         #expect(ids.spread([1, 4, 7], layer: 0) == [nil, 1, nil, nil, 4, nil, nil, 7])
         #expect(ids.pruned)
+    }
+}
+
+/// The slower-decode note is measured: both models' decode-step parts timed on one token, the part that grew named.
+@Suite struct DecodeProbeTests {
+    @Test func namesLowRankExpertsWithTheirTimes() throws {
+        let dir = Where.repo.deletingLastPathComponent().appendingPathComponent("shared/models/mixtral-ref")
+        let original = try ModelRegistry.load(directory: dir), slow = try ModelRegistry.load(directory: dir)
+        // Rank-480 f32 factors of 256 × 512 experts: more work than the dense bf16 product they replace.
+        slow.replaceLinears { name, l in
+            guard name.contains(".experts.") else { return l }
+            return LowRankLinear(a: Tensor(zeros: [l.outFeatures, 480]), b: Tensor(zeros: [480, l.inFeatures]))
+        }
+        let note = DecodeProbe.explain(label: "decomposed", decode: 600, original: 1000, model: slow, reference: original)
+        #expect(note.hasPrefix("decomposed decodes 40% slower than the original (600 vs 1000 tok/s, 667 µs more per token)"), "\(note)")
+        #expect(note.contains("low-rank (rank 480 per projection)") && note.contains("µs against"), "\(note)")
+        #expect(note.components(separatedBy: ". ").count == 1, "one sentence: \(note)")
     }
 }
