@@ -143,22 +143,25 @@ public enum Report {
         let front = Set(pts.indices.filter { i in !pts.indices.contains { beats($0, i) } })
         let w = 760, h = 380, left = 70, right = 190, top = 24, bottom = 48
         let (x0, x1) = (pts.map(\.x).min()!, pts.map(\.x).max()!), (y0, y1) = (pts.map(\.y).min()!, pts.map(\.y).max()!)
-        let xs = max(x1 - x0, 1e-9) * 1.1, ys = max(y1 - y0, 1e-9) * 1.1
+        // Perplexities spanning more than 3× are drawn on a log scale (log perplexity is the loss), so one broken model does not flatten the rest.
+        let logY = perplexity && y0 > 0 && y1 / y0 > 3
+        func fy(_ y: Double) -> Double { logY ? log(y) : y }
+        let xs = max(x1 - x0, 1e-9) * 1.1, ys = max(fy(y1) - fy(y0), 1e-9) * 1.1
         func px(_ x: Double) -> Int { left + Int(Double(w - left - right) * (x - x0 + 0.05 * xs) / xs) }
-        func py(_ y: Double) -> Int { h - bottom - Int(Double(h - top - bottom) * (y - y0 + 0.05 * ys) / ys) }
+        func py(_ y: Double) -> Int { h - bottom - Int(Double(h - top - bottom) * (fy(y) - fy(y0) + 0.05 * ys) / ys) }
         var svg = "<svg class='pareto' xmlns='http://www.w3.org/2000/svg' width='\(w)' height='\(h)'>"
         svg += "<line x1='\(left)' y1='\(h - bottom)' x2='\(w - right)' y2='\(h - bottom)' stroke='#9ca3af'/><line x1='\(left)' y1='\(top)' x2='\(left)' y2='\(h - bottom)' stroke='#9ca3af'/>"
         for x in [x0, x1] { svg += "<text x='\(px(x))' y='\(h - bottom + 16)' text-anchor='middle'>\(String(format: "%.2f", x))</text>" }
         for y in [y0, y1] { svg += "<text x='\(left - 6)' y='\(py(y) + 4)' text-anchor='end'>\(String(format: perplexity ? "%.2f" : "%.3f", y))</text>" }
         svg += "<text x='\((left + w - right) / 2)' y='\(h - 10)' text-anchor='middle'>parameters (M)</text>"
-        svg += "<text x='14' y='\((top + h - bottom) / 2)' text-anchor='middle' transform='rotate(-90 14 \((top + h - bottom) / 2))'>\(perplexity ? "dev perplexity (lower is better)" : "task accuracy (higher is better)")</text>"
+        svg += "<text x='14' y='\((top + h - bottom) / 2)' text-anchor='middle' transform='rotate(-90 14 \((top + h - bottom) / 2))'>\(perplexity ? "dev perplexity (\(logY ? "log scale, " : "")lower is better)" : "task accuracy (higher is better)")</text>"
         let line = front.sorted { pts[$0].x < pts[$1].x }.map { "\(px(pts[$0].x)),\(py(pts[$0].y))" }.joined(separator: " ")
         svg += "<polyline fill='none' stroke='#ea580c' stroke-width='2' stroke-dasharray='5 3' points='\(line)'/>"
         var placed: [(Int, Int)] = []
         for (i, p) in pts.enumerated() {
             let on = front.contains(i)
             // Labels of points drawn at the same place go one under the other.
-            var ly = py(p.y) + 4
+            var ly = py(p.y) - 8
             while placed.contains(where: { abs($0.0 - px(p.x)) < 60 && abs($0.1 - ly) < 13 }) { ly += 14 }
             placed.append((px(p.x), ly))
             svg += "<circle cx='\(px(p.x))' cy='\(py(p.y))' r='6' fill='\(on ? "#ea580c" : "#fff")' stroke='\(on ? "#ea580c" : "#6b7280")' stroke-width='2'>"
