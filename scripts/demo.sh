@@ -2,7 +2,7 @@
 # The main job on the bundled default model (`make demo` runs this): install what is needed, build, describe
 # the model, check a forward pass against HF's logits, then run the MoE-I² recipe end to end (calibrate →
 # prune 25% of the routed experts → SVD-LLM low-rank experts with importance ranks → LoRA healing →
-# evaluation and speed), print the before/after table and write the HTML report.
+# evaluation and speed of every stage's model), print the run table (Δ% against the original) and write the HTML report.
 # RECIPE=path picks another recipe; RUN=path the run folder (default runs/demo, replaced each time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
