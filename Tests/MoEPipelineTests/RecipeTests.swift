@@ -61,7 +61,7 @@ enum Where {
         try check(head + "stages:\n  - heal: {steps: 0}\n", line: 5, contains: "heal.steps must be a positive whole number")
         try check(head + "stages:\n  - heal: {steps: 4, warmup_ratio: 2}\n", line: 5, contains: "heal.warmup_ratio must be a number in [0, 1]")
         try check(head + "stages:\n  - prune: {method: moeits, tau: .nan}\n", line: 5, contains: "prune.tau must be a finite number")
-        try check(head + "stages:\n  - prune: {method: reap, ratio: .inf}\n", line: 5, contains: "prune.ratio must be a number in [0, 1)")
+        try check(head + "stages:\n  - prune: {method: reap, ratio: .inf}\n", line: 5, contains: "prune.ratio must be a number in (0, 1)")
         try check(head + "stages:\n  - prune: {method: moei2, ratio: 0.25, population: 1}\n", line: 5, contains: "prune.population must be a whole number ≥ 2")
         try check(head + "stages: []\n", line: 4, contains: "the stage list is empty")
         try check("model: ../../shared/models/mixtral-ref\ncalibration:\n  data: ../../shared/data/calib\n  samples: 0\nstages:\n  - prune: {method: moeits, tau: 1}\n",
