@@ -35,7 +35,7 @@ def best(path):   # per MoE layer: the GA's best search error (first candidate) 
     plan = json.load(open(path + "/plan.json"))
     return [(l["scores"]["candidate_errors"][0], l["experts"] - len(l["kept"])) for l in plan["layers"] if "candidate_errors" in l.get("scores", {})]
 rows = [l.split() for l in open(work + "/runs")]
-print("| ratio | seed | removed per layer | Σ best error, default GA | Σ best error, long GA | default above long | worst layer | layers where long is lower | GA s default / long |")
+print("| ratio | seed | removed per layer | Σ best error, default GA | Σ best error, long GA | default above long | worst layer | layers where long is lower | prune s default / long |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
 gaps = {}
 for ratio, seed, td, tl in rows:
