@@ -154,7 +154,7 @@ public enum Speed {
         public var line: String {
             let amx = flags.contains { $0.hasPrefix("amx") } ? "" : ", no amx"
             return "machine: \(cpu) (\(flags.joined(separator: " "))\(amx)) · MoEPress kernels \(kernels) · "
-                + String(format: "read bandwidth %.1f GB/s (%d threads)", readGBPerSecond, threads)
+                + String(format: "read bandwidth %.1f GB/s (%d %@)", readGBPerSecond, threads, threads == 1 ? "thread" : "threads")
                 + " · \(date) · commit \(commit ?? "unknown")"
         }
     }
