@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ITEMS=${ITEMS:-330}; THREADS=${THREADS:-2}; ROUNDS=${ROUNDS:-5}
-command="ITEMS=$ITEMS THREADS=$THREADS ROUNDS=$ROUNDS tools/bench/compare_eval.sh $*"
+command="ITEMS=$ITEMS THREADS=$THREADS ROUNDS=$ROUNDS tools/bench/compare_eval.sh${*:+ $*}"
 swift build -c release --product moepress >&2
 B=$PWD/.build/release/moepress
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-5}
-command="ROUNDS=$ROUNDS tools/bench/compare_moeits.sh $*"
+command="ROUNDS=$ROUNDS tools/bench/compare_moeits.sh${*:+ $*}"
 swift build -c release --product moepress >&2
 export B=$PWD/.build/release/moepress
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -80,7 +80,7 @@ commands=(--engine "eval perplexity (16 × 512 tokens)" "$(report eval perplexit
 [ $bench = 1 ] && commands+=(--engine "generate (32 tokens)" "$(report generate --model "$model" --prompt "'The history of the'" --max-tokens 32)")
 echo "### $name: MoEPress commands"
 echo
-python3 tools/bench/protocol.py rounds --command "$command" --rounds "$ROUNDS" --threads "$THREADS" --samples "$OUT/commands.json" \
+python3 tools/bench/protocol.py rounds --command "$command" --rounds "$ROUNDS" --threads "$THREADS" --samples "$OUT/commands.json" --row-header "MoEPress command" \
   --note "$name, $THREADS threads, $([ $cold = 1 ] && echo 'the page cache emptied before each command' || echo 'the weights read into the page cache before each command')." \
   --metric wall_seconds:"wall s":1 --metric peak_rss_anon_mib:"peak RssAnon MiB":0 --metric peak_rss_mib:"peak RSS MiB":0 \
   --metric read_mib:"read from disk MiB":0 "${commands[@]}"

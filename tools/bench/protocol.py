@@ -100,11 +100,11 @@ def header(command, machine, rounds, what):
     return out
 
 
-def table(command, machine, rounds, note, metrics, labels, samples, ratio):
+def table(command, machine, rounds, note, metrics, labels, samples, ratio, row_header="engine"):
     """The Markdown block: header, then one row per engine."""
     out = header(command, machine, rounds, ", each running every engine once in this order (A B A B …), each engine a fresh "
                  "process after its own warm-up." + (f" {note}" if note else ""))
-    out += ["", "| engine | " + " | ".join(h for _, h, _, _ in metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    out += ["", f"| {row_header} | " + " | ".join(h for _, h, _, _ in metrics) + " |", "|---|" + "---:|" * len(metrics)]
     stats = {}
     for label in labels:
         cells = []
@@ -149,7 +149,7 @@ def cmd_rounds(a):
         return last_json(p.stdout)
 
     samples = alternate(a.rounds, labels, run)
-    print(table(a.command, machine, a.rounds, a.note, metrics, labels, samples, a.ratio))
+    print(table(a.command, machine, a.rounds, a.note, metrics, labels, samples, a.ratio, a.row_header))
     if a.samples:
         json.dump({"command": a.command, "machine": machine, "rounds": a.rounds, "samples": samples}, open(a.samples, "w"), indent=1)
 
@@ -183,6 +183,7 @@ def main():
     r.add_argument("--engine", action="append", nargs=2, required=True, metavar=("LABEL", "SHELL_CMD"))
     r.add_argument("--ratio", action="store_true", help="add first-engine / engine ratio rows (of the medians)")
     r.add_argument("--samples", help="also write every sample to this JSON file")
+    r.add_argument("--row-header", default="engine", help="the first column's heading (what the engines are)")
     lb = sub.add_parser("llama-bench")
     lb.add_argument("gguf")
     lb.add_argument("--tokens", type=int, required=True)

@@ -26,7 +26,7 @@ k=$(python3 -c "import json; print(json.load(open('$M/config.json')).get('num_ex
 vllm() { echo "THREADS=$T $venv/bin/python tools/bench/vllm_throughput.py $1 2>/dev/null"; }
 echo "### $name: vLLM, batch of 32"
 echo
-python3 tools/bench/protocol.py rounds --command "$command" --rounds "$ROUNDS" --threads "$T" \
+python3 tools/bench/protocol.py rounds --command "$command" --rounds "$ROUNDS" --threads "$T" --row-header "model (vLLM)" \
   --note "$name and three compressions of it, vLLM with $T OMP threads: 32 prompts of 64 tokens, 64 greedy new tokens each, one batch." \
   --metric generated_tok_s:"generated tok/s":0 --metric total_tok_s:"prompt + generated tok/s":0 \
   --engine "original, top-$k" "$(vllm "$M")" --engine "frequency 25%" "$(vllm "$W/frequency")" \
