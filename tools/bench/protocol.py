@@ -113,7 +113,7 @@ def table(command, machine, rounds, note, metrics, labels, samples, ratio, row_h
             stats[label, key] = summary(vals)[0] if len(vals) == len(samples[label]) and vals else None
             cells.append(fmt(summary(vals), digits) if stats[label, key] is not None else "—")
         version = samples[label][0].get("engine")
-        name = label if not version or version.lower() == label.lower() else f"{label} ({version})"
+        name = label if not version or version.lower() == label.lower() else version if version.lower().startswith(label.lower()) else f"{label} ({version})"
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     if ratio:
         first = labels[0]
