@@ -162,12 +162,12 @@ def cmd_llama_bench(a, extra):
                            env=engine_env(), capture_output=True, text=True, check=True)
         (t,) = json.loads(p.stdout)
         (ns,) = t["samples_ns"]
-        return t, (t["n_prompt"] + t["n_gen"]) * 1e9 / ns
+        return t, (int(t["n_prompt"]) + int(t["n_gen"])) * 1e9 / int(ns)
 
     pp, prefill = one(["-p", str(a.tokens), "-n", "0", "-d", "0"])
     tg, decode = one(["-p", "0", "-n", str(a.decode), "-d", str(a.tokens)])
     print(json.dumps({"engine": f"llama.cpp {pp['build_commit']} {pp['model_type'].split()[-1]}", "threads": a.threads,
-                      "prompt_tokens": a.tokens, "decode_tokens": a.decode, "decode_depth": tg["n_depth"],
+                      "prompt_tokens": a.tokens, "decode_tokens": a.decode, "decode_depth": int(tg["n_depth"]),
                       "prefill_tokens_per_second": prefill, "decode_tokens_per_second": decode}))
 
 
