@@ -8,25 +8,31 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure prefill and decode speed and peak memory.",
         discussion: """
+        Prints the machine line first (CPU model and flags, the instruction set MoEPress's kernels dispatch to, the \
+        memory read bandwidth measured now, the date, and the commit from MOEPRESS_COMMIT), then one table row per \
+        model: median (min–max) over --rounds rounds. \
         Prefill: one forward pass over --tokens prompt tokens (all logits computed, as HF does). \
         Time to first token: prefill plus choosing the first token. Decode: --decode greedy steps through the \
-        KV cache, one token each. Best of --repeats runs after a warm-up. The prompt is seeded pseudo-random ids. \
-        With several --model, all are loaded and their runs interleaved (so machine noise hits them alike), and \
-        a table gives each one's speed relative to the first; peak RSS is then the whole process's. \
-        tools/bench/bench_hf.py measures HF transformers on PyTorch CPU the same way.
+        KV cache the prompt filled, one token each, so decode starts from a context of --tokens tokens. \
+        One warm-up, then --rounds rounds; with several --model, each round times every model once in the order \
+        given (A B A B …), so machine noise hits them alike, and the table gives each one's speed relative to the \
+        first (peak RSS is then the whole process's). The decode bound is the read bandwidth divided by the weight \
+        bytes one decoded token reads. The prompt is seeded pseudo-random ids. \
+        BENCHMARKS.md's protocol wants at least 5 rounds for a published figure. tools/bench/bench_hf.py measures \
+        HF transformers the same way; tools/bench/protocol.py runs MoEPress and its peers in alternating rounds.
         """)
 
     @Option(name: .customLong("model"), help: "A Hugging Face model folder; repeat it to compare models in one run (the first is the baseline).")
-    var models: [String]
+    var models: [String] = []
 
-    @Option(help: "Prompt tokens for the prefill measurement.")
+    @Option(help: "Prompt tokens for the prefill measurement (and the context decode starts from).")
     var tokens = 128
 
-    @Option(help: "Tokens generated for the decode measurement.")
+    @Option(help: "Tokens generated for the decode measurement, after the prompt.")
     var decode = 64
 
-    @Option(help: "Timed repetitions (the best is reported).")
-    var repeats = 3
+    @Option(help: "Timed rounds, each timing every model once; the median, min and max are reported. At least 1; published figures need at least 5.")
+    var rounds = 5
 
     @Option(help: "Seed of the prompt ids.")
     var seed: UInt64 = 0
@@ -34,8 +40,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
-    @Flag(help: "Also measure the machine's memory read bandwidth (--threads threads) and each model's decode speed against the bound it sets (active weight bytes per token).")
-    var bandwidth = false
+    @Flag(help: "Print only the machine line (the read bandwidth measured with --threads threads) and exit; with --json, as JSON.")
+    var machineOnly = false
+
+    @Flag(help: "Do not measure the read bandwidth (for scripts that print the machine line once themselves): no decode bound.")
+    var noBandwidth = false
 
     @OptionGroup var memory: MemoryOptions
     @OptionGroup var compute: ComputeOptions
@@ -46,9 +55,17 @@ struct Bench: ParsableCommand {
         var threads: Int
         var promptTokens: Int
         var decodeTokens: Int
+        var rounds: Int
+        /// Medians over the rounds, and their min and max.
         var prefillTokensPerSecond: Double
+        var prefillMin: Double
+        var prefillMax: Double
         var timeToFirstTokenMs: Double
+        var timeToFirstTokenMin: Double
+        var timeToFirstTokenMax: Double
         var decodeTokensPerSecond: Double
+        var decodeMin: Double
+        var decodeMax: Double
         var peakRSSMiB: Double
         var peakRssAnonMiB: Double
         var readMiB: Double
@@ -58,27 +75,55 @@ struct Bench: ParsableCommand {
         var decodeWeightGBPerSecond: Double
         var isa: String
         var blasCore: String
-        /// With --bandwidth: the machine's read bandwidth, and decode as a fraction of the bound it sets.
+        /// The machine line, its read bandwidth, and decode's bound and the fraction of it reached (unless --no-bandwidth).
+        var machine: String?
         var memoryReadGBPerSecond: Double?
+        var decodeBoundTokensPerSecond: Double?
         var decodeFractionOfBound: Double?
         /// Which prompt --seed made (a digest of its ids).
         var promptDigest: String?
 
         enum CodingKeys: String, CodingKey {
-            case model, engine, threads, isa, blasCore = "blas_core"
+            case model, engine, threads, isa, rounds, machine, blasCore = "blas_core"
             case promptTokens = "prompt_tokens", decodeTokens = "decode_tokens"
             case prefillTokensPerSecond = "prefill_tokens_per_second", timeToFirstTokenMs = "time_to_first_token_ms"
-            case decodeTokensPerSecond = "decode_tokens_per_second", peakRSSMiB = "peak_rss_mib", loadSeconds = "load_seconds"
+            case decodeTokensPerSecond = "decode_tokens_per_second"
+            case prefillMin = "prefill_tokens_per_second_min", prefillMax = "prefill_tokens_per_second_max"
+            case timeToFirstTokenMin = "time_to_first_token_ms_min", timeToFirstTokenMax = "time_to_first_token_ms_max"
+            case decodeMin = "decode_tokens_per_second_min", decodeMax = "decode_tokens_per_second_max"
+            case peakRSSMiB = "peak_rss_mib", loadSeconds = "load_seconds"
             case peakRssAnonMiB = "peak_rss_anon_mib", readMiB = "read_mib"
             case activeWeightGB = "active_weight_gb", decodeWeightGBPerSecond = "decode_weight_gb_per_second"
-            case memoryReadGBPerSecond = "memory_read_gb_per_second", decodeFractionOfBound = "decode_fraction_of_bandwidth_bound"
+            case memoryReadGBPerSecond = "memory_read_gb_per_second", decodeBoundTokensPerSecond = "decode_bound_tokens_per_second"
+            case decodeFractionOfBound = "decode_fraction_of_bandwidth_bound"
             case promptDigest = "prompt_digest"
         }
     }
 
+    func validate() throws {
+        guard machineOnly || !models.isEmpty else { throw usage("give at least one, or --machine-only", "--model") }
+        guard !(machineOnly && !models.isEmpty) else { throw usage("measures the machine alone: drop --model", "--machine-only") }
+        guard tokens > 0 else { throw usage("must be positive", "--tokens") }
+        guard decode > 0 else { throw usage("must be positive", "--decode") }
+        guard rounds >= 1 else { throw usage("must be at least 1 (published figures need at least 5)", "--rounds") }
+        guard !(machineOnly && noBandwidth) else { throw usage("--machine-only measures the bandwidth: drop it", "--no-bandwidth") }
+    }
+
     func run() throws {
         try compute.run {
-            guard tokens > 0, decode > 0, repeats > 0 else { throw CLIError("--tokens, --decode and --repeats must be positive") }
+            if machineOnly {
+                let machine = Speed.Machine(readGBPerSecond: Speed.readBandwidth() / 1e9)
+                if json {
+                    let enc = JSONEncoder()
+                    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    var obj = try JSONSerialization.jsonObject(with: enc.encode(machine)) as! [String: Any]
+                    obj["line"] = machine.line
+                    print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                } else {
+                    print(machine.line)
+                }
+                return
+            }
             var loaded: [(model: CausalLM, load: Double)] = []
             try ResourceMonitor.shared.stage("load") {
                 for path in models {
@@ -88,48 +133,70 @@ struct Bench: ParsableCommand {
             }
             for (m, _) in loaded { _ = try MemoryPlan(m).chunks(lengths: [tokens], budget: memory.budget) }
             let measured = ResourceMonitor.shared.stage("measure") {
-                Speed.measure(loaded.map(\.model), tokens: tokens, decode: decode, repeats: repeats, seed: seed) { r, i in
-                    log("bench: run \(r + 1)/\(repeats)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
+                Speed.measure(loaded.map(\.model), tokens: tokens, decode: decode, rounds: rounds, seed: seed) { r, i in
+                    log("bench: round \(r + 1)/\(rounds)" + (loaded.count > 1 ? ", model \(i + 1)/\(loaded.count)" : ""))
                 }
             }
             Profiler.report()
             let usage = ResourceMonitor.shared.report()
-            let bw = bandwidth ? Speed.readBandwidth() / 1e9 : nil
+            // The bandwidth is measured after the models, so its 2 GiB buffer is not in their peak memory; its line is printed first.
+            let machine = noBandwidth ? nil : Speed.Machine(readGBPerSecond: Speed.readBandwidth() / 1e9)
+            let bw = machine?.readGBPerSecond
             let results = zip(models, zip(loaded, measured)).map { path, lm in
-                let active = Double(lm.0.model.activeWeightBytes) / 1e9
-                return Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode,
-                              prefillTokensPerSecond: lm.1.prefillTokensPerSecond, timeToFirstTokenMs: lm.1.timeToFirstTokenMs,
-                              decodeTokensPerSecond: lm.1.decodeTokensPerSecond, peakRSSMiB: usage.peakRssMiB, peakRssAnonMiB: usage.peakRssAnonMiB,
+                let active = Double(lm.0.model.activeWeightBytes) / 1e9, s = lm.1
+                return Result(model: modelURL(path).path, threads: Compute.threads, promptTokens: tokens, decodeTokens: decode, rounds: rounds,
+                              prefillTokensPerSecond: s.prefill.median, prefillMin: s.prefill.min, prefillMax: s.prefill.max,
+                              timeToFirstTokenMs: s.timeToFirstToken.median, timeToFirstTokenMin: s.timeToFirstToken.min,
+                              timeToFirstTokenMax: s.timeToFirstToken.max,
+                              decodeTokensPerSecond: s.decode.median, decodeMin: s.decode.min, decodeMax: s.decode.max,
+                              peakRSSMiB: usage.peakRssMiB, peakRssAnonMiB: usage.peakRssAnonMiB,
                               readMiB: usage.readMiB, loadSeconds: lm.0.load, activeWeightGB: active,
-                              decodeWeightGBPerSecond: active * lm.1.decodeTokensPerSecond, isa: KernelISA.current.description, blasCore: BLASRuntime.coreName,
-                              memoryReadGBPerSecond: bw, decodeFractionOfBound: bw.map { active * lm.1.decodeTokensPerSecond / $0 },
-                              promptDigest: lm.1.promptDigest)
+                              decodeWeightGBPerSecond: active * s.decode.median, isa: KernelISA.current.description, blasCore: BLASRuntime.coreName,
+                              machine: machine?.line, memoryReadGBPerSecond: bw, decodeBoundTokensPerSecond: bw.map { $0 / active },
+                              decodeFractionOfBound: bw.map { active * s.decode.median / $0 }, promptDigest: s.promptDigest)
             }
             if json {
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 let data = results.count == 1 ? try enc.encode(results[0]) : try enc.encode(results)
                 print(String(decoding: data, as: UTF8.self))
-            } else if results.count == 1 {
-                let r = results[0]
-                print(String(format: "prefill  %8.1f tokens/s  (%d tokens, time to first token %.1f ms)", r.prefillTokensPerSecond, tokens, r.timeToFirstTokenMs))
-                print(String(format: "decode   %8.1f tokens/s  (%d tokens)", r.decodeTokensPerSecond, decode))
-                print(String(format: "weights  %8.2f GB read per decoded token (%.1f GB/s)", r.activeWeightGB, r.decodeWeightGBPerSecond))
-                if let bw = r.memoryReadGBPerSecond, let f = r.decodeFractionOfBound {
-                    print(String(format: "bound    %8.1f tokens/s at the measured %.1f GB/s read bandwidth: decode is %.0f%% of it", bw / r.activeWeightGB, bw, 100 * f))
-                }
-                print(String(format: "memory   %8.1f MiB peak anonymous (RssAnon), %.1f MiB peak RSS (mapped weights included)", r.peakRssAnonMiB, r.peakRSSMiB))
-                print(String(format: "         %d threads, %@ kernels, OpenBLAS %@, load %.2f s", r.threads, r.isa, r.blasCore, r.loadSeconds))
-            } else {
-                print(String(format: "%d prompt tokens, %d decode tokens, %d threads, best of %d interleaved runs", tokens, decode, Compute.threads, repeats))
-                print("| model | parameters | prefill tok/s | × first | decode tok/s | × first |")
-                print("|---|---:|---:|---:|---:|---:|")
-                for (r, (m, _)) in zip(results, loaded) {
-                    print(String(format: "| %@ | %.2fM | %.1f | %.2f | %.1f | %.2f |", r.model, Double(m.parameterCount) / 1e6,
-                                 r.prefillTokensPerSecond, r.prefillTokensPerSecond / results[0].prefillTokensPerSecond,
-                                 r.decodeTokensPerSecond, r.decodeTokensPerSecond / results[0].decodeTokensPerSecond))
-                }
+                return
             }
+            if let machine { print(machine.line) }
+            print(Self.table(results, parameters: loaded.map(\.model.parameterCount)))
+            for r in results {
+                let bound = r.decodeBoundTokensPerSecond.map { String(format: "; decode at %.0f%% of the bound", 100 * r.decodeTokensPerSecond / $0) } ?? ""
+                print(String(format: "%@: %.3f GB of weights read per decoded token (%.1f GB/s at the median)%@; load %.2f s",
+                             r.model, r.activeWeightGB, r.decodeWeightGBPerSecond, bound, r.loadSeconds))
+            }
+            let r = results[0]
+            print(String(format: "memory %.1f MiB peak anonymous (RssAnon), %.1f MiB peak RSS (mapped weights included)%@; %d threads, %@ kernels, OpenBLAS %@",
+                         r.peakRssAnonMiB, r.peakRSSMiB, results.count > 1 ? " for the whole process" : "", r.threads, r.isa, r.blasCore))
         }
+    }
+
+    /// The Markdown table: its heading line says what was measured, each cell is median (min–max).
+    static func table(_ results: [Result], parameters: [Int]) -> String {
+        guard let first = results.first else { return "" }
+        func cell(_ m: Double, _ lo: Double, _ hi: Double, _ digits: Int) -> String {
+            String(format: "%.\(digits)f (%.\(digits)f–%.\(digits)f)", m, lo, hi)
+        }
+        let digits = first.decodeTokensPerSecond < 20 ? 2 : 1
+        var lines = ["\(first.promptTokens) prompt tokens, then \(first.decodeTokens) decode tokens from that context; \(first.threads) threads; "
+                     + "median (min–max) of \(first.rounds) rounds" + (results.count > 1 ? " alternating over the models" : "") + ", after a warm-up"]
+        let ratio = results.count > 1
+        lines.append("| model | parameters | prefill tok/s | TTFT ms | decode tok/s | decode bound tok/s |" + (ratio ? " prefill × first | decode × first |" : ""))
+        lines.append("|---|---:|---:|---:|---:|---:|" + (ratio ? "---:|---:|" : ""))
+        for (r, p) in zip(results, parameters) {
+            var row = "| \(r.model) | " + String(format: "%.2fM", Double(p) / 1e6) + " | " + cell(r.prefillTokensPerSecond, r.prefillMin, r.prefillMax, 1)
+                + " | " + cell(r.timeToFirstTokenMs, r.timeToFirstTokenMin, r.timeToFirstTokenMax, 1)
+                + " | " + cell(r.decodeTokensPerSecond, r.decodeMin, r.decodeMax, digits)
+                + " | " + (r.decodeBoundTokensPerSecond.map { String(format: "%.\(digits)f", $0) } ?? "") + " |"
+            if ratio {
+                row += String(format: " %.2f | %.2f |", r.prefillTokensPerSecond / first.prefillTokensPerSecond, r.decodeTokensPerSecond / first.decodeTokensPerSecond)
+            }
+            lines.append(row)
+        }
+        return lines.joined(separator: "\n")
     }
 }

@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
 import MoETokenizer
+import MoEEval
 
 struct BenchTokenizer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-tokenizer",
         abstract: "Measure encode throughput (MB/s of UTF-8 text, one thread).",
-        discussion: "Encodes every .txt file of --text-dir whole, best of --repeats after a warm-up. tools/bench/bench_tokenizer.py measures HF `tokenizers` the same way.")
+        discussion: "Encodes every .txt file of --text-dir whole (or each line, --lines): one warm-up pass, then --rounds timed passes, reported as the median (min–max). tools/bench/bench_tokenizer.py measures HF `tokenizers` the same way; tools/bench/compare_tokenizers.sh runs both in alternating rounds.")
 
     @Option(help: "A tokenizer.json file.")
     var tokenizer: String
@@ -14,14 +15,18 @@ struct BenchTokenizer: ParsableCommand {
     @Option(help: "A folder of .txt files.")
     var textDir: String
 
-    @Option(help: "Timed repetitions (the best is reported).")
-    var repeats = 3
+    @Option(help: "Timed passes; the median, min and max are reported. At least 1; published figures need at least 5.")
+    var rounds = 5
 
     @Flag(help: "Encode each line on its own instead of each file whole.")
     var lines = false
 
     @Flag(help: "Print JSON.")
     var json = false
+
+    func validate() throws {
+        guard rounds >= 1 else { throw usage("must be at least 1 (published figures need at least 5)", "--rounds") }
+    }
 
     func run() throws {
         try reportingErrors {
@@ -37,20 +42,19 @@ struct BenchTokenizer: ParsableCommand {
             // the warm-up (HF's BPE has a word cache too).
             var tokens = 0
             for t in texts { tokens += try tok.encode(t).count }
-            var best = Double.infinity, passes = 0
-            for _ in 0..<repeats {
-                passes += 1
+            var seconds: [Double] = []
+            for _ in 0..<rounds {
                 let s = Date()
                 var n = 0
                 for t in texts { n += try tok.encode(t).count }
-                best = min(best, Date().timeIntervalSince(s))
+                seconds.append(Date().timeIntervalSince(s))
                 precondition(n == tokens)
             }
-            let mbps = Double(bytes) / 1e6 / best
+            let rate = Speed.Summary(seconds)!.reciprocal(Double(bytes) / 1e6), mbps = rate.median
             if json {
-                print(#"{"engine": "moepress", "mode": "\#(lines ? "lines" : "whole")", "tokenizer": "\#(tokenizer)", "bytes": \#(bytes), "tokens": \#(tokens), "seconds": \#(best), "mb_per_second": \#(mbps), "load_seconds": \#(load), "timed_passes": \#(passes)}"#)
+                print(#"{"engine": "moepress", "mode": "\#(lines ? "lines" : "whole")", "tokenizer": "\#(tokenizer)", "bytes": \#(bytes), "tokens": \#(tokens), "rounds": \#(rounds), "mb_per_second": \#(mbps), "mb_per_second_min": \#(rate.min), "mb_per_second_max": \#(rate.max), "load_seconds": \#(load)}"#)
             } else {
-                print(String(format: "%.2f MB/s (%d bytes → %d tokens in %.3f s; load %.2f s)", mbps, bytes, tokens, best, load))
+                print(String(format: "%.2f MB/s (%.2f–%.2f; median of %d passes; %d bytes → %d tokens; load %.2f s)", mbps, rate.min, rate.max, rounds, bytes, tokens, load))
             }
         }
     }

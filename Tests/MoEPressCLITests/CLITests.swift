@@ -371,7 +371,7 @@ final class TempDir {
     @Test func unknownInstructionSetIsRefused() throws {
         let p = Process()
         p.executableURL = CLI.binary
-        p.arguments = ["bench", "--model", CLI.fixture("mixtral"), "--tokens", "4", "--decode", "1", "--repeats", "1"]
+        p.arguments = ["bench", "--model", CLI.fixture("mixtral"), "--tokens", "4", "--decode", "1", "--rounds", "1"]
         p.environment = ["MOEPRESS_ISA": "avx9000"]
         let err = Pipe()
         p.standardError = err
@@ -383,12 +383,27 @@ final class TempDir {
     }
 
     @Test func benchJSON() throws {
-        let r = try CLI.run(["bench", "--model", CLI.fixture("deepseek_v2"), "--tokens", "16", "--decode", "4", "--repeats", "1", "--json"])
+        let r = try CLI.run(["bench", "--model", CLI.fixture("deepseek_v2"), "--tokens", "16", "--decode", "4", "--rounds", "2", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
-        for k in ["prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms", "peak_rss_mib", "peak_rss_anon_mib", "active_weight_gb"] {
+        for k in ["prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms", "peak_rss_mib", "peak_rss_anon_mib", "active_weight_gb",
+                  "memory_read_gb_per_second", "decode_bound_tokens_per_second"] {
             #expect((obj[k] as? Double ?? 0) > 0, "\(k) in \(r.stdout)")
         }
+        // Median, min and max of each figure over the rounds.
+        for k in ["prefill_tokens_per_second", "decode_tokens_per_second", "time_to_first_token_ms"] {
+            let lo = obj[k + "_min"] as? Double ?? .nan, m = obj[k] as? Double ?? .nan, hi = obj[k + "_max"] as? Double ?? .nan
+            #expect(lo <= m && m <= hi, "\(k) in \(r.stdout)")
+        }
+        #expect(obj["rounds"] as? Int == 2)
+        #expect((obj["machine"] as? String ?? "").hasPrefix("machine: "), "\(r.stdout)")
+    }
+
+    @Test func benchRefusesZeroRounds() throws {
+        let r = try CLI.run(["bench", "--model", CLI.fixture("mixtral"), "--rounds", "0"])
+        #expect(r.status != 0 && r.stderr.contains("must be at least 1") && r.stderr.contains("(--rounds)"), "\(r.stderr)")
+        let m = try CLI.run(["bench", "--machine-only", "--threads", "1"])
+        #expect(m.status == 0 && m.stdout.hasPrefix("machine: ") && m.stdout.contains("read bandwidth"), "\(m.stdout)\(m.stderr)")
     }
 }
 

@@ -49,6 +49,6 @@ for step in range(a.steps):
     times.append(time.perf_counter() - t0)
 steady = times[1:] or times
 tps = a.batch * a.seq_len / (sum(steady) / len(steady))
-print(json.dumps({"engine": "pytorch", "torch": torch.__version__, "threads": a.threads, "mode": "full" if a.full else f"lora r{a.rank}",
+print(json.dumps({"engine": f"torch {torch.__version__} + peft {__import__('peft').__version__}", "torch": torch.__version__, "threads": a.threads, "mode": "full" if a.full else f"lora r{a.rank}",
                   "trainable_parameters": sum(p.numel() for p in params), "batch": a.batch, "seq_len": a.seq_len,
                   "steps": a.steps, "tokens_per_second": tps, "loss_last": loss.item()}))

@@ -51,6 +51,6 @@ echo "| top-$k (original, not fine-tuned) | $p0 | $t0 | - |"
 echo "| top-$half + fine-tuning | $(ppl "$work/topk") | $(tasks "$work/topk") | $(secs "$work/topk/training_log.json") |"
 echo "| top-$half + compressed experts + fine-tuning | $(ppl "$work/ce") | $(tasks "$work/ce") | $(secs "$work/ce/training_log.json") |"
 echo
-echo "Decode and prefill speed, one interleaved run (original top-$k, CE, top-$half):"
+echo "Decode and prefill speed (original top-$k, CE, top-$half; median (min–max) of \`moepress bench\`'s alternating rounds):"
 echo
-$bin bench --model "$model" --model "$work/ce" --model "$work/topk" --tokens 128 --decode 64 --repeats 5 2>/dev/null
+MOEPRESS_COMMIT=$(python3 tools/bench/protocol.py commit) $bin bench --model "$model" --model "$work/ce" --model "$work/topk" --tokens 128 --decode 64 --rounds "${ROUNDS:-5}" 2>/dev/null

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every compression stage on a random-weight checkpoint with a real model's shapes (memory, time and I/O only:
-# the weights are random, so quality numbers mean nothing). Each command runs alone with --report; the table
-# gives its wall time, peak RssAnon and bytes read/written (from the report's stages).
+# the weights are random, so quality numbers mean nothing). Each command runs alone with --report; under the
+# benchmark protocol (tools/bench/protocol.py) the steps run ROUNDS times over, in order (round 1: every step, round
+# 2: every step, …), and the table gives each stage's wall time, peak RssAnon and bytes read/written (from the
+# report's stages) as the median (min–max) over the rounds, headed by the command and the machine line.
 #   tools/bench/outofcore.sh CONFIG.json [STEP ...]
 # Steps (default: all, in this order):
 #   calibrate  32 × 512 tokens of ../shared/data/calib
@@ -14,17 +16,18 @@
 #              tokens); keep_intermediate: false (the pruned weights are deleted once decomposed, so the copies fit the disk)
 #   ce         compressed-experts training (ce-only, 4 steps of 1 × 512 tokens)
 #   hf         a 2-layer cut of the same shapes pruned uniformly: stock HF transformers loads its shards with
-#              the logits of `moepress logits` (needs scripts/setup.sh --oracle)
-# Env: SCRATCH (/work/scratch), THREADS (2), MAX_MEMORY (unset: the default 3/4 of MemAvailable), FIELD (4: MoE-I²'s
+#              the logits of `moepress logits` (needs scripts/setup.sh --oracle; after the rounds, not timed)
+# Env: SCRATCH (/work/scratch), THREADS (2), ROUNDS (5; one round of every step on the OLMoE shape takes hours), MAX_MEMORY (unset: the default 3/4 of MemAvailable), FIELD (4: MoE-I²'s
 # reception-field sequences of 512 tokens; the default 16 costs 4× the field's time, 27 combinations per block),
 # RECIPE_TARGETS ("gate, up, down": the projections the recipe's decompose stage factorises; "down" does a third of
 # the SVDs, ~1 s each at Qwen1.5-MoE's 1408 × 2048 on one core), RECIPE_PRUNE (frequency; moei2 adds MoE-I²'s search).
 # Needs free disk for the model, its pruned copy and one cache (Qwen1.5-MoE shape: ~70 GB at the peak).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+command="ROUNDS=${ROUNDS:-5} THREADS=${THREADS:-2}${MAX_MEMORY:+ MAX_MEMORY=$MAX_MEMORY}${FIELD:+ FIELD=$FIELD}${RECIPE_TARGETS:+ RECIPE_TARGETS=\"$RECIPE_TARGETS\"}${RECIPE_PRUNE:+ RECIPE_PRUNE=$RECIPE_PRUNE} tools/bench/outofcore.sh${*:+ $*}"
 config=$1; shift
 steps=${*:-calibrate frequency reap moei2 moeits decompose recipe ce hf}
-SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}; FIELD=${FIELD:-4}; RECIPE_TARGETS=${RECIPE_TARGETS:-gate, up, down}; RECIPE_PRUNE=${RECIPE_PRUNE:-frequency}
+SCRATCH=${SCRATCH:-/work/scratch}; THREADS=${THREADS:-2}; ROUNDS=${ROUNDS:-5}; FIELD=${FIELD:-4}; RECIPE_TARGETS=${RECIPE_TARGETS:-gate, up, down}; RECIPE_PRUNE=${RECIPE_PRUNE:-frequency}
 name=$(basename "$config" .json)
 model=$SCRATCH/models/$name; W=$SCRATCH/outofcore/$name; OUT=${OUT:-$SCRATCH/bench/outofcore-$name}
 mkdir -p "$W" "$OUT" "$SCRATCH/models"
@@ -33,9 +36,12 @@ B=$PWD/.build/release/moepress
 mem=(); [ -n "${MAX_MEMORY:-}" ] && mem=(--max-memory "$MAX_MEMORY")
 [ -d "$model" ] || $B synth --config "$config" --output "$model" --tokenizer-from ../shared/models/qwen-moe-ref --quiet
 has() { [[ " $steps " == *" $1 "* ]]; }
-# run STAGE moepress-args...: progress to STAGE.log, report to STAGE.json
-run() { local s=$1; shift; echo "== $s: moepress $*" >&2; $B "$@" --threads "$THREADS" --report "$OUT/$s.json" 2> "$OUT/$s.log"; }
+# run STAGE moepress-args...: progress to rROUND/STAGE.log, report to rROUND/STAGE.json
+run() { local s=$1; shift; echo "== round $round, $s: moepress $*" >&2; $B "$@" --threads "$THREADS" --report "$OUT/r$round/$s.json" 2> "$OUT/r$round/$s.log"; }
 calib=$W/calib
+rm -rf "$OUT"/r[0-9]*
+for round in $(seq "$ROUNDS"); do
+mkdir -p "$OUT/r$round"
 
 if has calibrate; then
   run calibrate calibrate --model "$model" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --output "$calib" --overwrite "${mem[@]}"
@@ -53,7 +59,7 @@ if has moeits; then
 fi
 if has decompose; then
   rm -rf "$calib"
-  [ -d "$W/calib-pruned" ] || run calibrate-pruned calibrate --model "$W/p-moei2" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --cache-dtype f16 \
+  run calibrate-pruned calibrate --model "$W/p-moei2" --calib-dir ../shared/data/calib --samples 32 --seq-len 512 --cache-dtype f16 \
     --output "$W/calib-pruned" --overwrite "${mem[@]}"
   run decompose decompose --model "$W/p-moei2" --method svdllm --ratio 0.6 --rank-alloc importance --calib "$W/calib-pruned" \
     --output "$W/decomposed" --overwrite "${mem[@]}"
@@ -87,6 +93,8 @@ if has ce; then
     --output "$W/ce" --overwrite
   rm -rf "$W/ce"
 fi
+done
+
 if has hf; then
   cut=$SCRATCH/models/$name-2l
   [ -d "$cut" ] || $B synth --config "$config" --layers 2 --output "$cut" --tokenizer-from ../shared/models/qwen-moe-ref --quiet
@@ -97,16 +105,23 @@ if has hf; then
   rm -rf "$W/cut-calib" "$W/cut-pruned"
 fi
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$ROUNDS" "$THREADS" "$command" "$name" <<'PY'
 import json, os, sys
-out = sys.argv[1]
-print("| command | stage | wall s | peak RssAnon MiB | read MiB | written MiB |")
+sys.path.insert(0, "tools/bench")
+from protocol import fmt, header, machine_line, summary
+out, rounds, threads, command, name = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+print("\n".join(header(command, machine_line(threads), rounds, f" of every step in order, each command alone; {name}, {threads} threads.")))
+print("\n| command | stage | wall s | peak RssAnon MiB | read MiB | written MiB |")
 print("|---|---|---:|---:|---:|---:|")
+keys = [("wall_seconds", 1), ("peak_rss_anon_mib", 0), ("read_mib", 0), ("written_mib", 0)]
+def cells(rs, bold=""):
+    return " | ".join(bold + fmt(summary([x[k] for x in rs]), d) + bold for k, d in keys)
 for s in ["calibrate", "frequency", "reap", "moei2", "moeits", "calibrate-pruned", "decompose", "recipe", "ce"]:
-    p = os.path.join(out, s + ".json")
-    if not os.path.exists(p): continue
-    r = json.load(open(p))
-    for st in r["stages"]:
-        print(f"| {s} | {st['name']} | {st['wall_seconds']:.1f} | {st['peak_rss_anon_mib']:.0f} | {st['read_mib']:.0f} | {st['written_mib']:.0f} |")
-    print(f"| **{s}** | all | **{r['wall_seconds']:.1f}** | **{r['peak_rss_anon_mib']:.0f}** | {r['read_mib']:.0f} | {r['written_mib']:.0f} |")
+    paths = [os.path.join(out, f"r{r}", s + ".json") for r in range(1, rounds + 1)]
+    reports = [json.load(open(p)) for p in paths if os.path.exists(p)]
+    if not reports:
+        continue
+    for i, st in enumerate(reports[0]["stages"]):
+        print(f"| {s} | {st['name']} | {cells([r['stages'][i] for r in reports])} |")
+    print(f"| **{s}** | all | {cells(reports, '**')} |")
 PY

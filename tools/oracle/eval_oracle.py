@@ -58,7 +58,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-items", type=int, default=0, help="with --time: time only the first N task items (0: all)")
     ap.add_argument("--no-fixture", action="store_true", help="do not write the fixture")
+    ap.add_argument("--model", choices=["mixtral-ref", "qwen-moe-ref"], help="only this model (with --no-fixture)")
     a = ap.parse_args()
+    if a.model and not a.no_fixture:
+        ap.error("--model writes no fixture: add --no-fixture")
     torch.set_num_threads(a.threads)
     items = [json.loads(l) for l in open(os.path.join(SHARED, "data", "tasks", "dev.jsonl"))]
     seen, subset = {}, []
@@ -67,7 +70,7 @@ def main():
             subset.append(it)
             seen[it["task"]] = seen.get(it["task"], 0) + 1
     fixture = {"per_task": a.per_task, "models": {}}
-    for name in ["mixtral-ref", "qwen-moe-ref"]:
+    for name in [a.model] if a.model else ["mixtral-ref", "qwen-moe-ref"]:
         model, tok = load(name)
         entry = {"items": [{"id": it["id"], "scores": choice_scores(model, tok, it)} for it in subset], "perplexity": {}}
         for f in a.ppl_files.split(","):
