@@ -35,8 +35,8 @@ def best(path):   # per MoE layer: the GA's best search error (first candidate) 
     plan = json.load(open(path + "/plan.json"))
     return [(l["scores"]["candidate_errors"][0], l["experts"] - len(l["kept"])) for l in plan["layers"] if "candidate_errors" in l.get("scores", {})]
 rows = [l.split() for l in open(work + "/runs")]
-print("| ratio | seed | removed per layer | Σ best error, default GA | Σ best error, long GA | default above long | worst layer | layers where long is lower | prune s default / long |")
-print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+print("| ratio | seed | removed per layer | Σ best error, default GA | Σ best error, long GA | default above long | worst layer | layers where long is lower |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
 gaps = {}
 for ratio, seed, td, tl in rows:
     d, l = best(f"{work}/default-{ratio}-{seed}"), best(f"{work}/long-{ratio}-{seed}")
@@ -44,7 +44,7 @@ for ratio, seed, td, tl in rows:
     per = [(a[0] - b[0]) / b[0] for a, b in zip(d, l)]
     gaps.setdefault(ratio, []).append((sd - sl) / sl)
     print(f"| {ratio} | {seed} | {' '.join(str(n) for _, n in d)} | {sd:.2f} | {sl:.2f} | {100 * (sd - sl) / sl:+.2f}% | {100 * max(per):+.2f}% | "
-          f"{sum(1 for p in per if p > 1e-12)}/{len(per)} | {float(td):.0f} / {float(tl):.0f} |")
+          f"{sum(1 for p in per if p > 1e-12)}/{len(per)} |")
 for ratio, g in gaps.items():
     print(f"\nratio {ratio}: default GA above the long GA by {100 * statistics.mean(g):+.2f}% on average "
           f"(min {100 * min(g):+.2f}%, max {100 * max(g):+.2f}%, {len(g)} seeds)")
