@@ -145,7 +145,6 @@ import Testing
         "export/gguf": ["--model", "$T/tiny", "--gguf", "--output", "$D/o.gguf"],
         "bench": ["--model", "$F/mixtral", "--tokens", "4", "--decode", "2", "--rounds", "1", "--no-bandwidth", "--json"],
         "bench/table": ["--model", "$F/mixtral", "--tokens", "4", "--decode", "2", "--rounds", "1", "--no-bandwidth"],
-        "bench/machine": ["--json"],
         "bench/bandwidth": ["--model", "$F/mixtral", "--tokens", "4", "--decode", "2", "--rounds", "1", "--json"],
         "bench-tokenizer": ["--tokenizer", "$T/tiny/tokenizer.json", "--text-dir", "$T/text", "--rounds", "1", "--json"],
         "bench-tokenizer/table": ["--tokenizer", "$T/tiny/tokenizer.json", "--text-dir", "$T/text", "--rounds", "1"],
@@ -354,7 +353,7 @@ import Testing
             p("bench", ["--seed", "1"], .differs(stdoutJSON("prompt_digest"))),
             p("bench", ["--json"], .records(isJSON, "yes"), variant: "table"),
             p("bench", ["--no-bandwidth"], .records({ stdoutJSON("memory_read_gb_per_second")($0) == "missing" ? "no" : "yes" }, "no"), variant: "bandwidth"),
-            p("bench", ["--machine-only"], .enables, variant: "machine"),
+            p("bench", ["--machine-only"], .refused("drop --model")),
 
             p("bench-tokenizer", ["--tokenizer", "$Q/tokenizer.json"], .differs(stdoutJSON("tokens"))),
             p("bench-tokenizer", ["--text-dir", "$T/text2"], .differs(stdoutJSON("tokens"))),
