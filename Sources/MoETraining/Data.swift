@@ -87,7 +87,10 @@ public struct TrainingData: Sendable {
 
     /// Batch `micro` of optimiser step `step`: `size` sequences.
     public func batch(step: Int, micro: Int, size: Int) -> TrainingBatch {
-        var rng = SeededGenerator(seed: seed ^ (UInt64(step) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(micro) &* 0xC2B2_AE3D_27D4_EB4F))
+        // The generator's state is a hash of (seed, step, micro). Seeding it with seed ^ step·γ directly (γ being
+        // SplitMix64's own increment) made step k's i-th draw step k + 1's (i − 1)-th at seed 0: consecutive
+        // steps shared all but one window.
+        var rng = SeededGenerator(seed: mixSeed(mixSeed(seed, UInt64(step)), UInt64(micro) ^ 0xC2B2_AE3D_27D4_EB4F))
         switch kind {
         case .stream(let s):
             let span = UInt64(s.count - seqLen)

@@ -267,3 +267,22 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         #expect(log.validationLossBefore == before && log.validationLossAfter == after)
     }
 }
+
+@Suite struct TrainingDataSamplingTests {
+    /// Batches of different steps (and micro-batches) are independent draws: at seed 0 consecutive steps used
+    /// to share all windows but one (the step seed was SplitMix64's own increment times the step).
+    @Test func consecutiveStepsDrawFreshWindows() throws {
+        let d = TrainingData(stream: Array(0..<100_000), seqLen: 16, seed: 0)
+        var seen = Set<Int>()
+        var total = 0
+        for step in 0..<50 {
+            for micro in 0..<2 {
+                let starts = d.batch(step: step, micro: micro, size: 8).ids.map { $0[0] }
+                seen.formUnion(starts)
+                total += starts.count
+            }
+        }
+        #expect(seen.count > total * 9 / 10, "\(total) windows drawn, \(seen.count) distinct")
+        #expect(d.batch(step: 3, micro: 0, size: 8).ids == d.batch(step: 3, micro: 0, size: 8).ids)
+    }
+}
