@@ -75,7 +75,10 @@ struct Heal: ParsableCommand {
         by --targets (q,k,v,o: attention, with q_a,q_b,kv_a,kv_b for DeepSeek's latent attention; gate,up,down: routed \
         experts, shared experts and dense MLPs; router; a kind the model lacks adapts nothing) \
         with AdamW, warm-up + cosine, gradient clipping and accumulation; everything else stays frozen. \
-        Defaults follow MoEITS (methods.md §2.6): r 64, α 16, dropout 0.1, lr 2e-4, warm-up 5%, weight decay 0.05. \
+        Defaults: r \(LoRA.Settings().rank), α \(g(LoRA.Settings().alpha)), dropout \(g(LoRA.Settings().dropout)), warm-up \
+        \(g(TrainerSettings.healing.warmupRatio * 100))%, weight decay \(g(TrainerSettings.healing.weightDecay)), \(TrainerSettings.healing.steps) \
+        steps as MoEITS (methods.md §2.6); lr \(g(TrainerSettings.healing.learningRate)), chosen on the validation slice after MoE-I² \
+        50% pruning of mixtral-ref (MoEITS's 2e-4 recovered less than half as much of the perplexity gap). \
         Data: plain text is one token stream sampled in windows of --seq-len; JSONL lines \
         {"instruction", "response"[, "input"]} use the template "Instruction:\\n{instruction}\\n\\nResponse:\\n" and only \
         the response (and EOS) is in the loss. Training reads the first ~90% of each data file; before and after \
