@@ -88,17 +88,17 @@ public enum Calibration {
         return names.map { dir.appendingPathComponent($0) }
     }
 
-    /// `samples` windows of `seqLen` tokens from the files' concatenated token stream (each file tokenized
-    /// whole, no special tokens), at start offsets drawn uniformly with the seed. Returns the windows and
-    /// the data hash (over file names and contents).
+    /// `samples` windows of `seqLen` tokens from the files' concatenated token stream (the training part of
+    /// each file, `TextSplit`: its last ~10% is the validation slice, never read here; tokenized whole, no
+    /// special tokens), at start offsets drawn uniformly with the seed. Returns the windows and the data hash
+    /// (over file names and the parts read).
     public static func sample(files: [URL], tokenizer: Tokenizer, samples: Int, seqLen: Int, seed: UInt64) throws -> ([[Int]], String) {
         guard samples > 0, seqLen >= 2 else { throw CalibrationError.invalid("--samples must be positive and --seq-len ≥ 2") }
         var stream: [Int] = []
         var h: UInt64 = FNV.offsetBasis
         for f in files {
-            guard let data = FileManager.default.contents(atPath: f.path), let text = String(data: data, encoding: .utf8) else {
-                throw CalibrationError.invalid("\(f.path): cannot read as UTF-8 text")
-            }
+            let data: Data, text: String
+            do { (data, text) = try TextSplit.read(f, .training) } catch let e as DataFileError { throw CalibrationError.invalid(e.description) }
             h = Fingerprint.fnv(Array(f.lastPathComponent.utf8), h)
             h = Fingerprint.fnv(data, h)
             stream += try tokenizer.encode(text)

@@ -63,15 +63,28 @@ public enum Perplexity {
 
     public static func evaluate(model: CausalLM, tokenizer: Tokenizer, files: [URL], seqLen: Int = 256, budget: MemoryBudget = .default,
                                 quiet: Bool = false) throws -> PerplexityReport {
+        try evaluate(model: model, tokenizer: tokenizer, texts: files.map { ($0.lastPathComponent, try readText($0)) }, seqLen: seqLen, budget: budget, quiet: quiet)
+    }
+
+    /// The validation slices (`TextSplit`, the last ~10% of each file, which calibration and training never
+    /// read) of the `.txt` files of `folder`: what tuning is scored on.
+    public static func validationTexts(of folder: URL) throws -> [(name: String, text: String)] {
+        do {
+            return try TextSplit.textFiles(in: folder).map { ($0.lastPathComponent, try TextSplit.read($0, .validation).text) }
+        } catch let e as DataFileError { throw EvalError.invalid(e.description) }
+    }
+
+    /// Named texts, each scored as a file would be.
+    public static func evaluate(model: CausalLM, tokenizer: Tokenizer, texts: [(name: String, text: String)], seqLen: Int = 256,
+                                budget: MemoryBudget = .default, quiet: Bool = false) throws -> PerplexityReport {
         guard seqLen >= 2 else { throw EvalError.invalid("--seq-len must be at least 2") }
         var perFile: [String: PerplexityReport.FileStats] = [:]
         var allNLL = 0.0, allTokens = 0
         var prepared: [(String, [[Int]])] = []
-        for f in files {
-            let text = try readText(f)
+        for (name, text) in texts {
             let ids = try tokenizer.encode(text)
             try model.validate(tokens: [ids])
-            prepared.append((f.lastPathComponent, windows(ids, seqLen: seqLen)))
+            prepared.append((name, windows(ids, seqLen: seqLen)))
         }
         let progress = StageProgress("perplexity", total: prepared.reduce(0) { $0 + $1.1.count }, unit: "windows", quiet: quiet)
         for (name, ws) in prepared {

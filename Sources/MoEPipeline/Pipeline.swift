@@ -25,6 +25,10 @@ public struct StageManifest: Codable, Sendable, Equatable {
     public var model: String
     /// FNV-1a of every output file (timing logs excluded).
     public var outputs: [String: String] = [:]
+    /// A heal stage's validation loss before and after training (`ValidationLoss`: fixed windows of the
+    /// validation slice of its data, which training never reads).
+    public var validationLossBefore: Double?
+    public var validationLossAfter: Double?
 
     func sameWork(as o: StageManifest) -> Bool {
         stage == o.stage && options == o.options && inputHash == o.inputHash && seed == o.seed && calibration == o.calibration && version == o.version
@@ -302,9 +306,12 @@ public final class Pipeline {
             lora.seed = recipe.seed
             let settings = trainerSettings(o, defaults: .healing)
             let files = try trainingFiles(string("data"))
-            _ = try TrainingRuns.heal(model: input, files: files, lora: lora, settings: settings, output: staging.appendingPathComponent("adapter"),
-                                      merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
-                                      shardSize: recipe.shardSize)
+            let record = try TrainingRuns.heal(model: input, files: files, lora: lora, settings: settings, output: staging.appendingPathComponent("adapter"),
+                                               merge: true, stateDir: runDir.appendingPathComponent(".\(folder).state"), resume: resume, quiet: quiet,
+                                               shardSize: recipe.shardSize)
+            manifest.validationLossBefore = record.validationLossBefore
+            manifest.validationLossAfter = record.validationLossAfter
+            if let b = record.validationLossBefore, let a = record.validationLossAfter { say(String(format: "   validation loss %.4f → %.4f", b, a)) }
             try fm.moveItem(at: staging.appendingPathComponent("adapter/merged"), to: out)
         case .compressExperts:
             let k = int("main_experts")!
@@ -340,7 +347,7 @@ public final class Pipeline {
     func trainerSettings(_ o: [String: Recipe.OptionValue], defaults: TrainerSettings) -> TrainerSettings {
         var s = defaults
         let (int, double) = (o.int, o.double)
-        s.steps = int("steps") ?? 100
+        s.steps = int("steps") ?? defaults.steps
         if let lr = double("lr") { s.learningRate = Float(lr) }
         s.batchSize = int("batch") ?? 8
         s.seqLen = int("seq_len") ?? 256

@@ -26,6 +26,11 @@ public struct InstructionExample: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: url.path), let text = String(data: data, encoding: .utf8) else {
             throw DataFileError("\(url.path): cannot read as UTF-8 text")
         }
+        return try parse(text, path: url.path, limit: limit)
+    }
+
+    /// The examples of a JSONL text read from `path` (for messages; a part of a file from `TextSplit` starts at its line 1).
+    public static func parse(_ text: String, path: String, limit: Int? = nil) throws -> [InstructionExample] {
         var out: [InstructionExample] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             if let limit, out.count >= limit { break }
@@ -33,10 +38,10 @@ public struct InstructionExample: Sendable, Equatable {
             if trimmed.isEmpty { continue }
             guard let obj = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any],
                   let instruction = obj["instruction"] as? String, let response = (obj["response"] ?? obj["output"]) as? String else {
-                throw DataFileError("\(url.path):\(n + 1): expected a JSON object with string fields \"instruction\" and \"response\"")
+                throw DataFileError("\(path):\(n + 1): expected a JSON object with string fields \"instruction\" and \"response\"")
             }
             let input = (obj["input"] as? String).flatMap { $0.isEmpty ? nil : $0 }
-            out.append(InstructionExample(instruction: instruction, input: input, response: response, source: "\(url.path):\(n + 1)"))
+            out.append(InstructionExample(instruction: instruction, input: input, response: response, source: "\(path):\(n + 1)"))
         }
         return out
     }

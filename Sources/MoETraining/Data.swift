@@ -2,8 +2,9 @@ import Foundation
 import MoETensor
 import MoETokenizer
 
-/// Training text. Plain `.txt` files form one token stream (each file tokenized whole, files joined by the
-/// EOS token) from which windows are drawn at seeded offsets. `.jsonl` files hold one
+/// Training text: the training part of each file (`TextSplit`; the validation slice at its end is read only
+/// with `part: .validation`, for the validation loss). Plain `.txt` files form one token stream (each file
+/// tokenized whole, files joined by the EOS token) from which windows are drawn at seeded offsets. `.jsonl` files hold one
 /// `{"instruction": …, "response": …}` object per line (optional `"input"` appended to the instruction after
 /// a blank line), formatted with MoEITS's template `"Instruction:\n{instruction}\n\nResponse:\n{response}"` +
 /// EOS; only response tokens (and the EOS) are in the loss, and each example is truncated or padded (EOS,
@@ -20,7 +21,8 @@ public struct TrainingData: Sendable {
     public let hash: String
     public let eos: Int
 
-    public init(files: [URL], tokenizer: Tokenizer, seqLen: Int, seed: UInt64) throws {
+    /// `part` of the files (`TextSplit`): training reads the first ~90% of each, the validation loss the rest.
+    public init(files: [URL], tokenizer: Tokenizer, seqLen: Int, seed: UInt64, part: TextSplit.Part = .training) throws {
         guard seqLen >= 2 else { throw TrainingError.invalid("--seq-len must be at least 2") }
         guard !files.isEmpty else { throw TrainingError.invalid("no training files given") }
         let eosToken = TrainingData.eosToken(near: files, tokenizer: tokenizer)
@@ -32,22 +34,23 @@ public struct TrainingData: Sendable {
         if jsonl.isEmpty {
             var stream: [Int] = []
             for f in files {
-                guard let data = FileManager.default.contents(atPath: f.path), let text = String(data: data, encoding: .utf8) else {
-                    throw TrainingError.invalid("\(f.path): cannot read as UTF-8 text")
-                }
+                let data: Data, text: String
+                do { (data, text) = try TextSplit.read(f, part) } catch let e as DataFileError { throw TrainingError.invalid(e.description) }
                 fnv(f.lastPathComponent.utf8); fnv(data)
                 if !stream.isEmpty { stream.append(eosToken) }
                 stream += try tokenizer.encode(text)
             }
-            guard stream.count > seqLen else { throw TrainingError.invalid("the training text has \(stream.count) tokens, not one window of \(seqLen) + 1") }
+            guard stream.count > seqLen else { throw TrainingError.invalid("the \(part.rawValue) text has \(stream.count) tokens, not one window of \(seqLen) + 1") }
             kind = .stream(stream)
         } else {
             var examples: [(ids: [Int], targets: [Int])] = []
             for f in files {
-                guard let data = FileManager.default.contents(atPath: f.path) else { throw TrainingError.invalid("\(f.path): cannot read") }
-                fnv(f.lastPathComponent.utf8); fnv(data)
                 let items: [InstructionExample]
-                do { items = try InstructionExample.load(f) } catch let e as DataFileError { throw TrainingError.invalid(e.description) }
+                do {
+                    let (data, text) = try TextSplit.read(f, part)
+                    fnv(f.lastPathComponent.utf8); fnv(data)
+                    items = try InstructionExample.parse(text, path: f.path)
+                } catch let e as DataFileError { throw TrainingError.invalid(e.description) }
                 for item in items {
                     let p = try tokenizer.encode(item.prompt), r = try tokenizer.encode(item.response) + [eosToken]
                     var ids = Array((p + r).prefix(seqLen + 1))
@@ -56,7 +59,7 @@ public struct TrainingData: Sendable {
                     examples.append((Array(ids.prefix(seqLen)), Array(labels.dropFirst())))
                 }
             }
-            guard !examples.isEmpty else { throw TrainingError.invalid("the JSONL files hold no examples") }
+            guard !examples.isEmpty else { throw TrainingError.invalid("the \(part.rawValue) part of the JSONL files holds no examples") }
             kind = .examples(examples)
         }
         self.seqLen = seqLen
@@ -84,7 +87,10 @@ public struct TrainingData: Sendable {
 
     /// Batch `micro` of optimiser step `step`: `size` sequences.
     public func batch(step: Int, micro: Int, size: Int) -> TrainingBatch {
-        var rng = SeededGenerator(seed: seed ^ (UInt64(step) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(micro) &* 0xC2B2_AE3D_27D4_EB4F))
+        // The generator's state is a hash of (seed, step, micro). Seeding it with seed ^ step·γ directly (γ being
+        // SplitMix64's own increment) made step k's i-th draw step k + 1's (i − 1)-th at seed 0: consecutive
+        // steps shared all but one window.
+        var rng = SeededGenerator(seed: mixSeed(mixSeed(seed, UInt64(step)), UInt64(micro) ^ 0xC2B2_AE3D_27D4_EB4F))
         switch kind {
         case .stream(let s):
             let span = UInt64(s.count - seqLen)

@@ -17,6 +17,48 @@ public struct TrainingRecord: Codable, Sendable {
     public var trainableParameters: Int
     public var seconds: Double
     public var steps: [StepLog]
+    /// Healing's validation loss (mean NLL per predicted token on `ValidationLoss`'s fixed windows of the
+    /// validation slice of `data`) before and after training; nil where the slice is shorter than a window.
+    public var validationLossBefore: Double?
+    public var validationLossAfter: Double?
+    public var validationTokens: Int?
+}
+
+/// The validation loss a training run reports: `windows` windows of the training sequence length drawn with
+/// a fixed seed (0, whatever the run's seed, so runs with other seeds are scored on the same tokens) from
+/// the validation slice (`TextSplit`) of the training files, which training never reads. Small enough to be
+/// cheap: 32 × 256 tokens are one forward pass over 8K tokens.
+public struct ValidationLoss {
+    public static let defaultWindows = 32
+    public static let seed: UInt64 = 0
+    public let batches: [TrainingBatch]
+
+    public init(batches: [TrainingBatch]) { self.batches = batches }
+
+    /// Nil (with the reason) when the validation slice of `files` holds less than one window.
+    public static func make(files: [URL], tokenizer: Tokenizer, seqLen: Int, windows: Int = defaultWindows) throws -> (ValidationLoss?, String?) {
+        let data: TrainingData
+        do {
+            data = try TrainingData(files: files, tokenizer: tokenizer, seqLen: seqLen, seed: seed, part: .validation)
+        } catch let e as TrainingError {
+            return (nil, e.description)
+        }
+        let perBatch = 4
+        let batches = stride(from: 0, to: windows, by: perBatch).enumerated().map { i, w in data.batch(step: i, micro: 0, size: min(perBatch, windows - w)) }
+        return (ValidationLoss(batches: batches), nil)
+    }
+
+    public var tokens: Int { batches.reduce(0) { $0 + $1.predicted } }
+
+    /// Mean NLL per predicted token of the model as it is (adapters applied, no dropout).
+    public func loss(_ model: CausalLM) -> Double {
+        var r = LossResult(sum: 0, tokens: 0)
+        for b in batches {
+            let l = CausalLMTraining.loss(model, batch: b)
+            r.sum += l.sum; r.tokens += l.tokens
+        }
+        return r.mean
+    }
 }
 
 /// Whole training runs (what `moepress heal` / `compress-experts` and recipe stages do): load, train with
@@ -70,16 +112,33 @@ public enum TrainingRuns {
         if factorAdapted > 0 && !merge {
             throw TrainingError.invalid("\(url.path): \(factorAdapted) targeted projections are low-rank factors, whose adapters (SVD-LLM's update, one per factor) PEFT cannot represent; pass --merge (the merged model keeps its size) or leave gate/up/down out of --targets")
         }
-        let data = try TrainingData(files: files, tokenizer: try Tokenizer(modelDirectory: url), seqLen: settings.seqLen, seed: settings.seed)
+        let tokenizer = try Tokenizer(modelDirectory: url)
+        let data = try TrainingData(files: files, tokenizer: tokenizer, seqLen: settings.seqLen, seed: settings.seed)
         let trainable = TrainableParameters.tensors(m) { $0.contains(".lora_") }
         let trainer = try Trainer(model: m, trainable: trainable, settings: settings, data: data)
         if !quiet {
             FileHandle.standardError.write(Data("heal: \(trainable.reduce(0) { $0 + $1.tensor.count }) LoRA parameters on \(Set(lora.targets).sorted().joined(separator: ",")), \(data.tokens) training tokens\n".utf8))
         }
+        // The validation loss before (the adapters start at zero: the model as given) and after training.
+        let (validation, why) = try ValidationLoss.make(files: files, tokenizer: tokenizer, seqLen: settings.seqLen)
+        if let validation {
+            for b in validation.batches { try m.validate(tokens: b.ids) }
+        } else if !quiet {
+            Console.note("heal: no validation loss (\(why ?? "no validation slice"))")
+        }
+        let before = validation?.loss(m)
+        if !quiet, let before, let validation {
+            Console.note(String(format: "heal: validation loss before %.4f (%d tokens of the validation slice)", before, validation.tokens))
+        }
         try train(trainer, stateDir: stateDir, resume: resume, quiet: quiet)
+        let after = validation?.loss(m)
+        if !quiet, let before, let after {
+            Console.note(String(format: "heal: validation loss %.4f → %.4f (%+.4f)", before, after, after - before))
+        }
         let record = TrainingRecord(command: "heal", model: url.path, data: files.map(\.path), dataHash: data.hash, settings: settings, lora: lora,
                                     mainExperts: nil, trainable: "lora", trainableParameters: trainable.reduce(0) { $0 + $1.tensor.count },
-                                    seconds: Date().timeIntervalSince(start), steps: trainer.log)
+                                    seconds: Date().timeIntervalSince(start), steps: trainer.log,
+                                    validationLossBefore: before, validationLossAfter: after, validationTokens: validation?.tokens)
         let staging = output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).partial-\(getpid())")
         try? FileManager.default.removeItem(at: staging)
         do {

@@ -42,7 +42,10 @@ struct EvalPerplexity: ParsableCommand {
         discussion: """
         Each file is tokenized whole (no special tokens) and cut into consecutive windows of --seq-len tokens; \
         a last window shorter than 2 tokens is dropped. Every window is scored on its own (no BOS, no carried \
-        context) and the NLL is averaged over every predicted token. The overall numbers pool all files' tokens.
+        context) and the NLL is averaged over every predicted token. The overall numbers pool all files' tokens. \
+        --validation-of FOLDER scores the validation slice of each .txt file of FOLDER instead: its last ~10%, cut \
+        at a line start, which calibration, pruning and training (prune, calibrate, heal, compress-experts, recipes) \
+        never read. Tune on it (e.g. --validation-of ../shared/data/calib); keep dev text for the final evaluation.
         """)
 
     @Option(help: "A Hugging Face model folder (with tokenizer.json).")
@@ -50,6 +53,9 @@ struct EvalPerplexity: ParsableCommand {
 
     @Option(name: .customLong("text-file"), help: "A UTF-8 text file (repeat for several).")
     var textFiles: [String] = []
+
+    @Option(help: "Score the validation slice (last ~10%, never trained or calibrated on) of every .txt file of this folder.")
+    var validationOf: String?
 
     @Option(help: "Window length in tokens.")
     var seqLen = 256
@@ -65,17 +71,18 @@ struct EvalPerplexity: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard !textFiles.isEmpty else { throw usage("give at least one", "--text-file") }
+        guard textFiles.isEmpty != (validationOf == nil) else { throw usage("give one or more --text-file, or --validation-of FOLDER, not both", "--text-file, --validation-of") }
         try checkOptions("eval", [("--seq-len", "seq_len", Double(seqLen))])
     }
 
     func run() throws {
         try compute.run {
-            let files = textFiles.map { URL(fileURLWithPath: $0) }
-            for f in files { _ = try readText(f) }   // fail on a bad file before loading the model
+            // Read every text before loading the model (a bad file fails first).
+            let texts = try validationOf.map { try Perplexity.validationTexts(of: URL(fileURLWithPath: $0)) }
+                ?? textFiles.map { (URL(fileURLWithPath: $0).lastPathComponent, try readText(URL(fileURLWithPath: $0))) }
             let (m, tok) = try loadModelAndTokenizer(model)
             let r = try ResourceMonitor.shared.stage("perplexity") {
-                try Perplexity.evaluate(model: m, tokenizer: tok, files: files, seqLen: seqLen, budget: memory.budget, quiet: quiet)
+                try Perplexity.evaluate(model: m, tokenizer: tok, texts: texts, seqLen: seqLen, budget: memory.budget, quiet: quiet)
             }
             if json { try printJSON(r); return }
             print("file".padding(toLength: 24, withPad: " ", startingAt: 0) + "  perplexity       nll   tokens")

@@ -11,7 +11,8 @@ struct Calibrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run calibration text through a model layer by layer and cache what pruning methods need.",
         discussion: """
-        Samples --samples windows of --seq-len tokens (seeded) from the .txt files of --calib-dir, then stores per \
+        Samples --samples windows of --seq-len tokens (seeded) from the .txt files of --calib-dir (the training part \
+        of each: its last ~10%, the validation slice, is never read; see eval perplexity --validation-of), then stores per \
         decoder layer the layer input and, for MoE layers, the true MoE-block input (post-attention norm), the \
         full block output, router logits and decisions, and per-expert statistics (routing frequency, gate mass, \
         REAP saliency, token counts), all from one layer-major pass within --max-memory: the weights stream \

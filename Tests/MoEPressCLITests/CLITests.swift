@@ -170,6 +170,7 @@ final class TempDir {
         let h = try CLI.run(["heal", "--model", model, "--data", CLI.shared.appendingPathComponent("data/calib").path, "--steps", "2", "--batch", "1", "--seq-len", "16",
                              "--output", t.path("heal")])
         #expect(h.status == 0 && h.stderr.contains("train: 2 steps of 16 tokens; time ≈"), "\(h.stderr)")
+        #expect(h.stderr.contains("heal: validation loss before") && h.stderr.contains("heal: validation loss ") && h.stderr.contains(" → "), "\(h.stderr)")
     }
 
     /// DeepSeek-V3 trains (latent attention, sigmoid routing with correction bias, shared experts, a dense first
@@ -439,6 +440,26 @@ final class TempDir {
         let files = obj["files"] as! [String: [String: Any]]
         #expect(files["handbook.txt"]?["tokens"] as? Int == obj["tokens"] as? Int)
         #expect((obj["perplexity"] as! Double) > 1)
+    }
+
+    /// --validation-of scores exactly the validation slice of each .txt file (the lines after the cut) and
+    /// refuses to be combined with --text-file.
+    @Test func perplexityOnTheValidationSlice() throws {
+        let t = TempDir()
+        let model = CLI.shared.appendingPathComponent("models/mixtral-ref").path
+        try FileManager.default.createDirectory(atPath: t.path("text"), withIntermediateDirectories: true)
+        let text = (0..<100).map { "Line \($0) of a small text, to be split in two.\n" }.joined()
+        try text.write(toFile: t.path("text/a.txt"), atomically: true, encoding: .utf8)
+        let tail = text.split(separator: "\n").suffix(10).map { $0 + "\n" }.joined()   // equal lines: the cut is after line 90
+        try tail.write(toFile: t.path("tail.txt"), atomically: true, encoding: .utf8)
+        let v = try CLI.run(["eval", "perplexity", "--model", model, "--validation-of", t.path("text"), "--json", "--quiet"])
+        let f = try CLI.run(["eval", "perplexity", "--model", model, "--text-file", t.path("tail.txt"), "--json", "--quiet"])
+        #expect(v.status == 0 && f.status == 0, "\(v.stderr) \(f.stderr)")
+        let a = try JSONSerialization.jsonObject(with: Data(v.stdout.utf8)) as! [String: Any]
+        let b = try JSONSerialization.jsonObject(with: Data(f.stdout.utf8)) as! [String: Any]
+        #expect(a["tokens"] as? Int == b["tokens"] as? Int && a["perplexity"] as? Double == b["perplexity"] as? Double)
+        let both = try CLI.run(["eval", "perplexity", "--model", model, "--validation-of", t.path("text"), "--text-file", t.path("tail.txt")])
+        #expect(both.status != 0 && both.stderr.contains("not both"), "\(both.stderr)")
     }
 
     @Test func badInputsExitNonZero() throws {

@@ -201,3 +201,88 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         }
     }
 }
+
+/// Training reads the training part of each file (`TextSplit`), the validation loss exactly the rest, and
+/// `heal` records the validation loss before and after training (issue 26 §2).
+@Suite(.serialized) struct ValidationSplitTrainingTests {
+    static let model = Where.shared.appendingPathComponent("models/mixtral-ref")
+
+    /// Two small real-text files.
+    static func folder() throws -> URL {
+        let dir = Where.temp("split")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for name in ["austen.txt", "perldoc.txt"] {
+            let text = try String(contentsOf: Where.shared.appendingPathComponent("data/calib/\(name)"), encoding: .utf8)
+            try (text.split(separator: "\n", omittingEmptySubsequences: false).prefix(250).joined(separator: "\n") + "\n")
+                .write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        return dir
+    }
+
+    @Test func trainingAndValidationStreamsAreTheTwoParts() throws {
+        let dir = try Self.folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tok = try Tokenizer(modelDirectory: Self.model)
+        let files = try TextSplit.textFiles(in: dir)
+        let train = try TrainingData(files: files, tokenizer: tok, seqLen: 32, seed: 0)
+        let val = try TrainingData(files: files, tokenizer: tok, seqLen: 32, seed: 0, part: .validation)
+        func stream(_ d: TrainingData) -> [Int] { if case .stream(let s) = d.kind { return s }; return [] }
+        func expected(_ part: TextSplit.Part) throws -> [Int] {
+            var out: [Int] = []
+            for f in files {
+                if !out.isEmpty { out.append(train.eos) }
+                out += try tok.encode(TextSplit.read(f, part).text)
+            }
+            return out
+        }
+        #expect(stream(train) == (try expected(.training)))
+        #expect(stream(val) == (try expected(.validation)))
+        // Together the parts are the files: nothing is dropped, nothing read twice.
+        for f in files {
+            #expect((try TextSplit.read(f, .training).data) + (try TextSplit.read(f, .validation).data) == (try Data(contentsOf: f)))
+        }
+        #expect(train.hash != val.hash)
+    }
+
+    /// `heal` scores the same fixed validation windows before and after training and records both numbers.
+    @Test func healRecordsValidationLoss() throws {
+        let dir = try Self.folder()
+        let out = Where.temp("heal-out")
+        defer { try? FileManager.default.removeItem(at: dir); try? FileManager.default.removeItem(at: out) }
+        var lora = LoRA.Settings()
+        lora.rank = 4; lora.alpha = 8; lora.targets = ["q", "v", "o"]
+        var s = TrainerSettings.healing
+        s.steps = 3; s.batchSize = 2; s.seqLen = 32; s.learningRate = 1e-3
+        let files = try TextSplit.textFiles(in: dir)
+        let r = try TrainingRuns.heal(model: Self.model, files: files, lora: lora, settings: s, output: out, merge: false,
+                                      stateDir: Where.temp("heal-state"), quiet: true)
+        let before = try #require(r.validationLossBefore), after = try #require(r.validationLossAfter)
+        #expect(r.validationTokens == ValidationLoss.defaultWindows * 32)
+        #expect(before.isFinite && after.isFinite && before != after)
+        // Before training the adapters are zero: the loss is the model's own on the validation windows.
+        let m = try ModelRegistry.load(directory: Self.model)
+        let (v, _) = try ValidationLoss.make(files: files, tokenizer: try Tokenizer(modelDirectory: Self.model), seqLen: 32)
+        #expect(abs(try #require(v).loss(m) - before) < 1e-4)
+        let log = try JSONDecoder().decode(TrainingRecord.self, from: Data(contentsOf: out.appendingPathComponent("training_log.json")))
+        #expect(log.validationLossBefore == before && log.validationLossAfter == after)
+    }
+}
+
+@Suite struct TrainingDataSamplingTests {
+    /// Batches of different steps (and micro-batches) are independent draws: at seed 0 consecutive steps used
+    /// to share all windows but one (the step seed was SplitMix64's own increment times the step).
+    @Test func consecutiveStepsDrawFreshWindows() throws {
+        let d = TrainingData(stream: Array(0..<100_000), seqLen: 16, seed: 0)
+        var seen = Set<Int>()
+        var total = 0
+        for step in 0..<50 {
+            for micro in 0..<2 {
+                let starts = d.batch(step: step, micro: micro, size: 8).ids.map { $0[0] }
+                seen.formUnion(starts)
+                total += starts.count
+            }
+        }
+        #expect(seen.count > total * 9 / 10, "\(total) windows drawn, \(seen.count) distinct")
+        #expect(d.batch(step: 3, micro: 0, size: 8).ids == d.batch(step: 3, micro: 0, size: 8).ids)
+    }
+}
