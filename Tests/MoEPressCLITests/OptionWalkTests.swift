@@ -187,6 +187,7 @@ import Testing
             p("eval perplexity", ["--model", "$T/tiny2"], .differs(stdout)),
             p("eval perplexity", ["--text-file", "$T/text2/b.txt"], .differs(stdout)),
             p("eval perplexity", ["--seq-len", "8"], .differs(stdout)),
+            p("eval perplexity", ["--validation-of", "$T/text"], .differs(stdout), drop: ["--text-file"]),
             p("eval perplexity", ["--json"], .records(isJSON, "yes")),
 
             p("eval tasks", ["--model", "$T/tiny2"], .differs(file("s.jsonl"))),
