@@ -206,31 +206,38 @@ public enum Report {
             + "<line x1='\(x)' y1='\(y + size)' x2='\(x + size)' y2='\(y)' stroke='#d1d5db'/></g>"
     }
 
-    /// A grid of cells, one row per layer and one column per original expert id, shaded from the lowest value
-    /// (light) to the highest (`color`), with its colour scale; nil cells are experts an earlier stage pruned.
-    static func heatmap(_ rows: [[Double?]], rowLabels: [String], color: (Int, Int, Int), unit: String, integer: Bool = false) -> String {
+    /// The frame both expert grids share: an SVG with one column per original expert id (labelled above) and one row per
+    /// layer (labelled left), `legendHeight` below the grid for a key; `cellSVG(x, y, cell, rowLabel, column, value)`
+    /// draws each cell. Returns the open SVG, the grid's bottom and its left edge.
+    static func expertGrid(_ rows: [[Double?]], rowLabels: [String], legendHeight: Int,
+                           cellSVG: (Int, Int, Int, String, Int, Double?) -> String) -> (svg: String, gridBottom: Int, left: Int) {
         let cols = rows.map(\.count).max() ?? 0
         let cell = max(14, min(36, 760 / max(cols, 1))), left = 70, top = 18
-        let present = rows.flatMap { $0.compactMap { $0 } }
-        let lo = present.min() ?? 0, hi = present.max() ?? 0
-        let absent = rows.contains { $0.contains { $0 == nil } }
         let gridBottom = top + rows.count * cell
-        var svg = "<svg class='heatmap' xmlns='http://www.w3.org/2000/svg' width='\(max(left + cols * cell + 10, 780))' height='\(gridBottom + 44)'>"
+        var svg = "<svg class='heatmap' xmlns='http://www.w3.org/2000/svg' width='\(max(left + cols * cell + 10, 780))' height='\(gridBottom + legendHeight)'>"
         for c in 0..<cols where cols <= 64 || c % 4 == 0 { svg += "<text x='\(left + c * cell + cell / 2)' y='12' text-anchor='middle'>\(c)</text>" }
         for (r, row) in rows.enumerated() {
             svg += "<text x='\(left - 6)' y='\(top + r * cell + cell / 2 + 4)' text-anchor='end'>\(esc(rowLabels[r]))</text>"
-            for (c, value) in row.enumerated() {
-                guard let v = value else {
-                    svg += absentCell(x: left + c * cell, y: top + r * cell, size: cell - 1, title: "\(rowLabels[r]), expert \(c): pruned")
-                    continue
-                }
-                let t = hi > lo ? (v - lo) / (hi - lo) : 1
-                let (cr, cg, cb) = shade(t, color)
-                svg += "<rect x='\(left + c * cell)' y='\(top + r * cell)' width='\(cell - 1)' height='\(cell - 1)' fill='rgb(\(cr),\(cg),\(cb))'><title>\(esc(rowLabels[r])), expert \(c): \(integer ? String(Int(v)) : String(format: "%.4f", v)) \(esc(unit))</title></rect>"
-                if integer && cell >= 22 {
-                    svg += "<text x='\(left + c * cell + cell / 2)' y='\(top + r * cell + cell / 2 + 4)' text-anchor='middle' style='font-size:9px;fill:\(t > 0.6 ? "#fff" : "#111")'>\(Int(v))</text>"
-                }
+            for (c, value) in row.enumerated() { svg += cellSVG(left + c * cell, top + r * cell, cell, rowLabels[r], c, value) }
+        }
+        return (svg, gridBottom, left)
+    }
+
+    /// A grid of cells, one row per layer and one column per original expert id, shaded from the lowest value
+    /// (light) to the highest (`color`), with its colour scale; nil cells are experts an earlier stage pruned.
+    static func heatmap(_ rows: [[Double?]], rowLabels: [String], color: (Int, Int, Int), unit: String, integer: Bool = false) -> String {
+        let present = rows.flatMap { $0.compactMap { $0 } }
+        let lo = present.min() ?? 0, hi = present.max() ?? 0
+        let absent = rows.contains { $0.contains { $0 == nil } }
+        var (svg, gridBottom, left) = expertGrid(rows, rowLabels: rowLabels, legendHeight: 44) { x, y, cell, label, c, value in
+            guard let v = value else { return absentCell(x: x, y: y, size: cell - 1, title: "\(label), expert \(c): pruned") }
+            let t = hi > lo ? (v - lo) / (hi - lo) : 1
+            let (cr, cg, cb) = shade(t, color)
+            var out = "<rect x='\(x)' y='\(y)' width='\(cell - 1)' height='\(cell - 1)' fill='rgb(\(cr),\(cg),\(cb))'><title>\(esc(label)), expert \(c): \(integer ? String(Int(v)) : String(format: "%.4f", v)) \(esc(unit))</title></rect>"
+            if integer && cell >= 22 {
+                out += "<text x='\(x + cell / 2)' y='\(y + cell / 2 + 4)' text-anchor='middle' style='font-size:9px;fill:\(t > 0.6 ? "#fff" : "#111")'>\(Int(v))</text>"
             }
+            return out
         }
         svg += legend(y: gridBottom + 8, left: left, lo: lo, hi: hi, unit: unit, color: color, integer: integer, absent: absent)
         return svg + "</svg>"
@@ -238,18 +245,9 @@ public enum Report {
 
     /// The kept/pruned map of a prune stage: 1 kept (green), 0 pruned here (grey), nil pruned earlier; with its key.
     static func keptMap(_ rows: [[Double?]], rowLabels: [String], earlier: Bool) -> String {
-        let cols = rows.map(\.count).max() ?? 0
-        let cell = max(14, min(36, 760 / max(cols, 1))), left = 70, top = 18
-        let gridBottom = top + rows.count * cell
-        var svg = "<svg class='heatmap' xmlns='http://www.w3.org/2000/svg' width='\(max(left + cols * cell + 10, 780))' height='\(gridBottom + 32)'>"
-        for c in 0..<cols where cols <= 64 || c % 4 == 0 { svg += "<text x='\(left + c * cell + cell / 2)' y='12' text-anchor='middle'>\(c)</text>" }
-        for (r, row) in rows.enumerated() {
-            svg += "<text x='\(left - 6)' y='\(top + r * cell + cell / 2 + 4)' text-anchor='end'>\(esc(rowLabels[r]))</text>"
-            for (c, v) in row.enumerated() {
-                let (x, y) = (left + c * cell, top + r * cell)
-                guard let v else { svg += absentCell(x: x, y: y, size: cell - 1, title: "\(rowLabels[r]), expert \(c): pruned earlier"); continue }
-                svg += "<rect x='\(x)' y='\(y)' width='\(cell - 1)' height='\(cell - 1)' fill='\(v > 0 ? "#16a34a" : "#e5e7eb")'><title>\(esc(rowLabels[r])), expert \(c): \(v > 0 ? "kept" : "pruned")</title></rect>"
-            }
+        var (svg, gridBottom, left) = expertGrid(rows, rowLabels: rowLabels, legendHeight: 32) { x, y, cell, label, c, value in
+            guard let v = value else { return absentCell(x: x, y: y, size: cell - 1, title: "\(label), expert \(c): pruned earlier") }
+            return "<rect x='\(x)' y='\(y)' width='\(cell - 1)' height='\(cell - 1)' fill='\(v > 0 ? "#16a34a" : "#e5e7eb")'><title>\(esc(label)), expert \(c): \(v > 0 ? "kept" : "pruned")</title></rect>"
         }
         let y = gridBottom + 8
         svg += "<g class='legend'><text x='\(left)' y='\(y + 10)'>colour key (expert state):</text>"
