@@ -28,6 +28,16 @@ enum Where {
 
     let head = "model: ../../shared/models/mixtral-ref\ncalibration:\n  data: ../../shared/data/calib\n"
 
+    /// `shard_size` is read as a size and reaches the recipe (every stage's writer takes it); a non-size is refused
+    /// with its line.
+    @Test func shardSize() throws {
+        try check(head + "shard_size: lots\nstages:\n  - prune: {method: reap, ratio: 0.25}\n", line: 4, contains: "shard_size must be a size")
+        let f = Where.repo.appendingPathComponent("recipes/.test-\(getpid())-shard.yaml")
+        try (head + "shard_size: 10MB\nstages:\n  - prune: {method: reap, ratio: 0.25}\n").write(to: f, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: f) }
+        #expect(try Recipe(file: f).shardSize == 10_000_000)
+    }
+
     @Test func unknownStage() throws {
         try check(head + "stages:\n  - prune: {method: moei2, ratio: 0.25}\n  - prun: {method: reap}\n", line: 6, contains: "unknown stage \"prun\"")
     }
