@@ -38,10 +38,13 @@ let package = Package(
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-fno-fast-math", "-ffp-contract=off"])]),
         // Tensors, weights in their stored dtype, BLAS/LAPACK wrappers, transformer ops, parallel loops.
         .target(name: "MoETensor", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimised),
+        // The one JSON reader of every input file (config.json, tokenizer.json, safetensors headers): text kept
+        // exactly, members in order, a key given twice refused.
+        .target(name: "MoEJSON", swiftSettings: optimised),
         // safetensors (mmap, shards, validation, atomic writes) and HF config decoding.
-        .target(name: "MoECheckpoint", dependencies: ["MoETensor"], swiftSettings: cpuFlags + strict),
+        .target(name: "MoECheckpoint", dependencies: ["MoETensor", "MoEJSON"], swiftSettings: cpuFlags + strict),
         // HF tokenizer.json: normalizers, pre-tokenizers (own regex engine), BPE, post-processors, decoders.
-        .target(name: "MoETokenizer", swiftSettings: optimised),
+        .target(name: "MoETokenizer", dependencies: ["MoEJSON"], swiftSettings: optimised),
         // The MoE block abstraction, attention variants, KV cache, one file per family.
         .target(name: "MoEModels", dependencies: ["MoETensor", "MoECheckpoint"], swiftSettings: optimised),
         // Calibration: sampled windows, layer-by-layer activations and expert statistics, cache with manifest.
@@ -54,7 +57,7 @@ let package = Package(
         .target(name: "MoEPipeline", dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoECalibration", "MoECompression",
                                                     "MoETraining", "MoEEval", .product(name: "Yams", package: "Yams")], swiftSettings: cpuFlags + strict),
         // Perplexity, multiple-choice tasks (lm-eval protocol), generation.
-        .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer"], swiftSettings: optimised),
+        .target(name: "MoEEval", dependencies: ["MoETensor", "MoEModels", "MoETokenizer", "MoEJSON"], swiftSettings: optimised),
         // The command-line tool.
         .executableTarget(
             name: "moepress",

@@ -21,11 +21,11 @@ public final class Checkpoint: @unchecked Sendable {
         var shardNames: [String]
         let indexURL = directory.appendingPathComponent("model.safetensors.index.json")
         if fm.fileExists(atPath: indexURL.path) {
-            guard let data = fm.contents(atPath: indexURL.path),
-                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = obj["weight_map"] as? [String: String]
+            guard let data = fm.contents(atPath: indexURL.path) else { throw CheckpointError(file: indexURL.path, "cannot read") }
+            guard let map = try JSONValue.parse(data, file: indexURL.path).object?["weight_map"]?.object,
+                  case let shards = map.values.compactMap(\.string), shards.count == map.count
             else { throw CheckpointError(file: indexURL.path, "not a valid index (needs a \"weight_map\" object of strings)") }
-            shardNames = Array(Set(map.values)).sorted()
+            shardNames = Array(Set(shards)).sorted()
             for s in shardNames where s.contains("/") || s.hasPrefix(".") {
                 throw CheckpointError(file: indexURL.path, "shard name \"\(s)\" points outside the model folder")
             }

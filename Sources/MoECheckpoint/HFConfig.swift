@@ -19,16 +19,10 @@ public struct HFConfig: Sendable {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw CheckpointError(file: url.path, "cannot read the model's config.json")
         }
-        do {
-            guard case .object(let o) = try JSONDecoder().decode(JSONValue.self, from: data) else {
-                throw CheckpointError(file: url.path, "is not a JSON object")
-            }
-            raw = o
-        } catch let e as CheckpointError {
-            throw e
-        } catch {
-            throw CheckpointError(file: url.path, "is not valid JSON")
+        guard case .object(let o) = try JSONValue.parse(data, file: url.path) else {
+            throw CheckpointError(file: url.path, "is not a JSON object")
         }
+        raw = o
     }
 
     /// This config with `defaults` for the keys it leaves out (keys present, even as null, keep their value), as
@@ -48,6 +42,15 @@ public struct HFConfig: Sendable {
     }
 
     public func has(_ key: String) -> Bool { raw[key].map { !$0.isNull } ?? false }
+
+    /// The key is present with the value null.
+    public func isNull(_ key: String) -> Bool { raw[key]?.isNull ?? false }
+
+    /// Refuses a null where transformers has no meaning for one (a norm's epsilon, a scaling factor): leaving the key
+    /// out gives the default, null would reach the arithmetic as None.
+    func refuseNull(_ key: String) throws {
+        if isNull(key) { throw fail(key, "is null; give a number, or leave the key out for the default") }
+    }
 
     public func int(_ key: String) throws -> Int {
         guard let v = raw[key], !v.isNull else { throw fail(key, "is missing") }
@@ -75,6 +78,7 @@ public struct HFConfig: Sendable {
 
     /// A finite number, positive unless `allowZero`.
     public func positive(_ key: String, default d: Double, allowZero: Bool = false) throws -> Double {
+        try refuseNull(key)
         let v = try double(key, default: d)
         guard v.isFinite, v > 0 || (allowZero && v == 0) else { throw fail(key, "is \(v); it should be a finite number \(allowZero ? "≥" : ">") 0") }
         return v
@@ -86,7 +90,11 @@ public struct HFConfig: Sendable {
         return d
     }
 
-    public func double(_ key: String, default d: Double) throws -> Double { has(key) ? try double(key) : d }
+    /// A number, or `d` when the key is absent (a null is refused: see `refuseNull`).
+    public func double(_ key: String, default d: Double) throws -> Double {
+        try refuseNull(key)
+        return has(key) ? try double(key) : d
+    }
     public func optionalDouble(_ key: String) throws -> Double? { has(key) ? try double(key) : nil }
 
     public func bool(_ key: String, default d: Bool) throws -> Bool {
@@ -142,6 +150,9 @@ public struct HFConfig: Sendable {
     public func ropeParameters() throws -> RoPE.Parameters {
         var p = RoPE.Parameters()
         var dict: [String: JSONValue] = [:]
+        for key in ["rope_parameters", "rope_scaling"] where has(key) && raw[key]!.object == nil {
+            throw fail(key, "should be an object (or null)")
+        }
         if let o = raw["rope_parameters"]?.object {
             // v5 may nest per layer type ({"full_attention": {...}}); MoE families here use one global dict.
             if o["rope_type"] == nil && o["rope_theta"] == nil, let first = o["full_attention"]?.object {
@@ -155,6 +166,14 @@ public struct HFConfig: Sendable {
             guard let v = dict[k], !v.isNull else { return nil }
             guard let d = v.double else { throw fail("rope_parameters.\(k)", "should be a number") }
             return d
+        }
+        // A number transformers requires may be left out (its default applies) but not given as null.
+        for k in ["rope_theta", "partial_rotary_factor"] {
+            if dict[k]?.isNull == true { throw fail("rope_parameters.\(k)", "is null; give a number, or leave the key out for the default") }
+            try refuseNull(k)
+        }
+        for k in ["rope_type", "type"] {
+            if let v = dict[k], v.string == nil { throw fail("rope_parameters.\(k)", "should be a string naming the RoPE variant") }
         }
         p.type = dict["rope_type"]?.string ?? dict["type"]?.string ?? "default"
         p.theta = try num("rope_theta") ?? optionalDouble("rope_theta") ?? 10000
@@ -183,9 +202,12 @@ public struct HFConfig: Sendable {
         p.shortMScale = try num("short_mscale")
         p.longMScale = try num("long_mscale")
         p.partialRotaryFactor = try num("partial_rotary_factor") ?? optionalDouble("partial_rotary_factor") ?? 1
-        guard p.theta.isFinite, p.theta > 0 else { throw fail("rope_theta", "is \(p.theta); it should be a finite number > 0") }
-        guard p.partialRotaryFactor > 0, p.partialRotaryFactor <= 1 else {
-            throw fail("partial_rotary_factor", "is \(p.partialRotaryFactor); it should be in (0, 1]")
+        // Both spellings are checked wherever they are present, whichever one this family reads.
+        for (k, v) in [("rope_theta", try num("rope_theta")), ("rope_theta", try optionalDouble("rope_theta"))] {
+            if let v, !(v.isFinite && v > 0) { throw fail(k, "is \(v); it should be a finite number > 0") }
+        }
+        for (k, v) in [("rope_parameters.partial_rotary_factor", try num("partial_rotary_factor")), ("partial_rotary_factor", try optionalDouble("partial_rotary_factor"))] {
+            if let v, !(v > 0 && v <= 1) { throw fail(k, "is \(v); it should be in (0, 1]") }
         }
         for (k, v) in [("factor", p.factor), ("attention_factor", p.attentionFactor), ("beta_fast", p.betaFast), ("beta_slow", p.betaSlow),
                        ("low_freq_factor", p.lowFreqFactor), ("high_freq_factor", p.highFreqFactor),
@@ -196,7 +218,24 @@ public struct HFConfig: Sendable {
             if let v, !(v.isFinite && v >= 0) { throw fail("rope_parameters.\(k)", "is \(v); it should be a finite number ≥ 0") }
         }
         if let m = p.originalMaxPositions, m < 1 || m > 1 << 24 { throw fail("original_max_position_embeddings", "is \(m); it should be in 1...\(1 << 24)") }
+        if p.type == "yarn" || p.type == "linear" || p.type == "dynamic" || p.type == "llama3", p.factor == nil {
+            throw fail("rope_parameters.factor", "is missing; rope_type \(p.type) needs it (transformers refuses it too)")
+        }
         return p
+    }
+
+    /// `sliding_window`: null, or an integer ≥ 1 where the family applies it (`applied`); where it does not
+    /// (Qwen's `use_sliding_window` false) transformers drops the value, so 0 is accepted there as well. Other values
+    /// (negative, fractional, a string) are refused either way.
+    public func slidingWindow(applied: Bool) throws -> Int? {
+        guard has("sliding_window") else { return nil }
+        guard let w = raw["sliding_window"]!.int else { throw fail("sliding_window", "should be an integer, or null for no window") }
+        guard applied else {
+            guard w >= 0 else { throw fail("sliding_window", "is \(w); it should be an integer ≥ 1, or null for no window") }
+            return nil
+        }
+        guard w >= 1, w <= 1 << 30 else { throw fail("sliding_window", "is \(w); it should be an integer ≥ 1, or null for no window") }
+        return w
     }
 
     /// config.json text without the entry `"key": {…}` (an object holding no objects, such as `auto_map` or an MXFP4

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// Any JSON value, for configs whose keys vary across transformers versions.
 public enum JSONValue: Codable, Sendable, Equatable {
@@ -40,4 +41,25 @@ public enum JSONValue: Codable, Sendable, Equatable {
     public var string: String? { if case .string(let s) = self { return s } else { return nil } }
     public var array: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
     public var object: [String: JSONValue]? { if case .object(let o) = self { return o } else { return nil } }
+}
+
+extension JSONValue {
+    /// A value read by the one JSON reader (`MoEJSON`), which refuses a key given twice in an object.
+    public init(_ json: JSON) {
+        switch json {
+        case .null: self = .null
+        case .bool(let b): self = .bool(b)
+        case .number(let d, _): self = .number(d)
+        case .string(let s): self = .string(s)
+        case .array(let a): self = .array(a.map(JSONValue.init))
+        case .object(let m): self = .object(Dictionary(m.map { ($0.key, JSONValue($0.value)) }, uniquingKeysWith: { _, last in last }))
+        }
+    }
+
+    /// Parses a file's bytes, refusing invalid JSON and duplicate keys with the file named.
+    public static func parse(_ data: Data, file: String) throws -> JSONValue {
+        do { return JSONValue(try JSON.parse(Array(data))) } catch let e as JSON.ParseError {
+            throw CheckpointError(file: file, "is not valid JSON (\(e))")
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 import MoETensor
 #if canImport(Glibc)
 import Glibc
@@ -19,11 +20,18 @@ public struct TensorInfo: Sendable, Equatable {
 /// A read-only memory mapping of a file, unmapped when the last reference goes. Pages are read from disk
 /// only when touched; `advise` tells the kernel which ranges are needed next and which are done, so a
 /// model larger than RAM streams through the page cache instead of thrashing it.
-public final class MappedFile: @unchecked Sendable {
+///
+/// The mapping is `PROT_READ`: a read-only private mapping is not charged against the commit limit, so a file
+/// larger than RAM + swap opens. Training that updates f32 weights in place (they are zero-copy views of these
+/// pages) first calls `makeWritable()`, which turns the mapping copy-on-write: written pages become this process's
+/// own copies and the file never changes.
+public final class MappedFile: WritableMapping, @unchecked Sendable {
     public let path: String
     public let base: UnsafeRawPointer
     public let size: Int
     private let fd: Int32
+    private let lock = NSLock()
+    private var writable = false
 
     public enum Advice: Sendable {
         /// Read ahead: the range is used soon.
@@ -45,14 +53,26 @@ public final class MappedFile: @unchecked Sendable {
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             return
         }
-        // Private and writable: f32 tensors are zero-copy views of these pages, and training updates weights in
-        // place. A write copies that page for this process only (copy-on-write); the file never changes.
-        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+        // Private and read-only until `makeWritable()`: not charged against commit, whatever the file's size.
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
             close(fd)
             throw CheckpointError(file: path, "mmap failed (\(String(cString: strerror(errno))))")
         }
         base = UnsafeRawPointer(p)
     }
+
+    /// Makes the pages writable, copy-on-write (for training that updates f32 weights in place). The kernel then
+    /// charges the whole mapping against the commit limit; a file too large for that is refused with its name.
+    public func makeWritable() throws {
+        lock.lock(); defer { lock.unlock() }
+        guard !writable, size > 0 else { return }
+        guard mprotect(UnsafeMutableRawPointer(mutating: base), size, PROT_READ | PROT_WRITE) == 0 else {
+            throw CheckpointError(file: path, "cannot make its \(size)-byte mapping writable for training in place (\(String(cString: strerror(errno))))")
+        }
+        writable = true
+    }
+
+    private var isWritable: Bool { lock.lock(); defer { lock.unlock() }; return writable }
 
     deinit {
         if size == 0 { UnsafeMutableRawPointer(mutating: base).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: base), size) }
@@ -71,8 +91,9 @@ public final class MappedFile: @unchecked Sendable {
         case .willNeed:
             _ = madvise(p, hi - lo, MADV_WILLNEED)
         case .evict:
-            // Pages written through this private mapping (trained f32 weights) are this process's own copies:
-            // dropping them would lose the update, so only read-only uses evict (see `Checkpoint.evictable`).
+            // Pages written through a writable private mapping (trained f32 weights) are this process's own copies:
+            // dropping them would lose the update, so a mapping made writable is never evicted.
+            guard !isWritable else { return }
             _ = madvise(p, hi - lo, MADV_DONTNEED)
             _ = posix_fadvise(fd, off_t(lo), off_t(hi - lo), POSIX_FADV_DONTNEED)
         }
@@ -108,35 +129,35 @@ public final class SafeTensorsFile: @unchecked Sendable {
         dataOffset = 8 + n
         let dataSize = size - dataOffset
         let headerData = Data(bytes: mapping.base + 8, count: n)
-        let json: Any
+        let root: [String: JSONValue]
         do {
-            json = try JSONSerialization.jsonObject(with: headerData, options: [])
-        } catch {
-            throw fail(nil, "header is not valid JSON")
+            guard case .object(let o) = JSONValue(try JSON.parse(Array(headerData))) else { throw fail(nil, "header is not a JSON object") }
+            root = o
+        } catch let e as JSON.ParseError {
+            throw fail(nil, "header is not valid JSON (\(e))")
         }
-        guard let root = json as? [String: Any] else { throw fail(nil, "header is not a JSON object") }
         var infos: [TensorInfo] = []
         var meta: [String: String] = [:]
         for (name, value) in root {
             if name == "__metadata__" {
-                guard let m = value as? [String: Any] else { throw fail(nil, "__metadata__ is not an object") }
+                guard let m = value.object else { throw fail(nil, "__metadata__ is not an object") }
                 for (k, v) in m {
-                    guard let s = v as? String else { throw fail(nil, "__metadata__ value for \"\(k)\" is not a string") }
+                    guard let s = v.string else { throw fail(nil, "__metadata__ value for \"\(k)\" is not a string") }
                     meta[k] = s
                 }
                 continue
             }
-            guard let entry = value as? [String: Any] else { throw fail(name, "entry is not an object") }
-            guard let dtypeName = entry["dtype"] as? String else { throw fail(name, "missing dtype") }
+            guard let entry = value.object else { throw fail(name, "entry is not an object") }
+            guard let dtypeName = entry["dtype"]?.string else { throw fail(name, "missing dtype") }
             guard let dtype = DType(rawValue: dtypeName) else { throw fail(name, "unknown dtype \"\(dtypeName)\"") }
-            guard let shapeAny = entry["shape"] as? [Any] else { throw fail(name, "missing or malformed shape") }
+            guard let shapeValues = entry["shape"]?.array else { throw fail(name, "missing or malformed shape") }
             var shape: [Int] = []
-            for d in shapeAny {
-                guard let v = jsonInt(d), v >= 0 else { throw fail(name, "shape \(shapeAny) has an invalid dimension") }
+            for d in shapeValues {
+                guard let v = d.int, v >= 0 else { throw fail(name, "shape \(shapeValues.map { $0.double.map { "\($0)" } ?? "?" }) has an invalid dimension") }
                 shape.append(v)
             }
-            guard let offs = entry["data_offsets"] as? [Any], offs.count == 2,
-                  let begin = jsonInt(offs[0]), let end = jsonInt(offs[1]), begin >= 0, end >= 0
+            guard let offs = entry["data_offsets"]?.array, offs.count == 2,
+                  let begin = offs[0].int, let end = offs[1].int, begin >= 0, end >= 0
             else { throw fail(name, "missing or malformed data_offsets") }
             guard begin <= end else { throw fail(name, "data_offsets [\(begin), \(end)] are reversed") }
             guard end <= dataSize else {
@@ -218,12 +239,4 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         return Tensor(converting: p, dtype: info.dtype, shape: info.shape)
     }
-}
-
-/// An integral JSON number (JSONSerialization hands numbers over as NSNumber; 1.5 or true are not integers).
-func jsonInt(_ v: Any) -> Int? {
-    if String(describing: type(of: v)).contains("Boolean") { return nil }  // NSNumber(0) `is Bool` on Linux
-    if let i = v as? Int { return i }
-    if let d = v as? Double, d.rounded() == d, abs(d) < 9.0e15 { return Int(d) }
-    return nil
 }

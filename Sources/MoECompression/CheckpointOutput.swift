@@ -27,12 +27,15 @@ public enum CheckpointOutput {
     public static func settingMoEPressEntry(_ text: String, key: String, json: String) -> String {
         var text = text
         let entry = "\"\(key)\": \(json)"
-        // Drop an earlier value of the same key: MoEPress writes a flat list, a flat object or null.
-        if let re = try? NSRegularExpression(pattern: "\"\(key)\": (\\[[^\\]]*\\]|\\{[^{}]*\\}|null)(, )?"),
-           let open = text.range(of: "\"moepress\": {") {
-            let ns = text as NSString
-            let from = NSRange(open.upperBound..<text.endIndex, in: text)
-            if let m = re.firstMatch(in: text, range: from) { text = ns.replacingCharacters(in: m.range, with: "") }
+        // Drop an earlier value of the same key: MoEPress writes a flat list, a flat object or null. Its separator
+        // goes with it: the ", " after it, or before it when it is the section's last entry (no trailing comma).
+        let value = "\"\(key)\": (\\[[^\\]]*\\]|\\{[^{}]*\\}|null)"
+        if let open = text.range(of: "\"moepress\": {") {
+            for pattern in [value + ", ", ", " + value + "(?=\\s*\\})", value] {
+                guard let re = try? NSRegularExpression(pattern: pattern) else { continue }
+                let from = NSRange(open.upperBound..<text.endIndex, in: text)
+                if let m = re.firstMatch(in: text, range: from) { text = (text as NSString).replacingCharacters(in: m.range, with: ""); break }
+            }
         }
         if let open = text.range(of: "\"moepress\": {") {
             let rest = text[open.upperBound...]

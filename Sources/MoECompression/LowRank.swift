@@ -188,8 +188,8 @@ public enum LowRank {
         guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw PruningError.invalid("targets must be gate, up and/or down") }
         guard o.method == .svd || cache != nil else { throw PruningError.invalid("svdllm needs a calibration cache with Gram matrices") }
         let config = try HFConfig(modelDirectory: dir)
-        let (family, filled) = try ModelRegistry.resolve(config)
-        let d = try family.describe(filled)
+        let described = try ModelRegistry.describe(config)
+        let (family, filled, d) = (described.family, described.config, described.description)
         let ckpt = try Checkpoint(directory: dir)
         let names = try family.checkpointNames(filled, description: d, has: ckpt.contains)
         let perExpert = try ModelRegistry.checkpointNames(directory: dir, checkpoint: ckpt, modules: true)
@@ -333,8 +333,8 @@ public enum LowRank {
         var merged = 0
         // A family whose HF class holds experts only fused (gpt-oss) gets them fused back: MoEPress's per-expert
         // modules are multiplied out and gathered into the fused tensors, an expert at a time as the writer reaches it.
-        let (family, filled) = try ModelRegistry.resolve(config)
-        let d = try family.describe(filled)
+        let described = try ModelRegistry.describe(config)
+        let (family, filled, d) = (described.family, described.config, described.description)
         let hfLayout = try family.checkpointNames(filled, description: d, has: { _ in false })
         let stored = try family.checkpointNames(filled, description: d, has: ckpt.contains)
         if let l = d.moeLayerIndices.first, hfLayout.location("layers.\(l).moe.experts.0.gate")?.isFused == true,

@@ -92,8 +92,8 @@ public enum PlanApplier {
     public static func apply(_ plan: PruningPlan, model dir: URL, into out: AtomicDirectory,
                              shardSize: Int = CheckpointWriter.defaultShardSize) throws {
         let config = try HFConfig(modelDirectory: dir)
-        let (family, filled) = try ModelRegistry.resolve(config)
-        let d = try family.describe(filled)
+        let described = try ModelRegistry.describe(config)
+        let (family, filled, d) = (described.family, described.config, described.description)
         let ckpt = try Checkpoint(directory: dir)
         var keptByLayer: [Int: [Int]] = [:]
         for l in plan.layers {

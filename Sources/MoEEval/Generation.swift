@@ -71,7 +71,7 @@ public enum Generation {
         var ttft = 0.0
         let decodeStart = Date()
         for step in 0..<maxTokens {
-            guard (0..<logits.cols).allSatisfy({ logits.data[$0].isFinite }) else { throw EvalError.nonFinite }
+            guard (0..<logits.cols).allSatisfy({ logits.data[$0].isFinite }) else { throw model.nonFiniteError("logits") }
             let next = pick(logits.data, count: logits.cols, sampling: sampling, rng: &rng)
             if step == 0 { ttft = Date().timeIntervalSince(start) }
             if eos.contains(next) { break }

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 import MoETensor
 import MoEModels
 import MoETokenizer
@@ -48,27 +49,27 @@ public enum MultipleChoice {
     public static func load(_ url: URL, limit: Int? = nil) throws -> [TaskItem] {
         let text = try readText(url)
         var items: [TaskItem] = []
-        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            if let limit, items.count >= limit { break }
-            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty { continue }
-            let where_ = "\(url.path):\(i + 1)"
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
-                throw EvalError.invalid("\(where_): not a JSON object")
-            }
-            guard let context = obj["context"] as? String else { throw EvalError.invalid("\(where_): \"context\" is missing or not a string") }
-            guard let choices = obj["choices"] as? [String], !choices.isEmpty else {
+        for (n, obj) in try JSON.lines(text, limit: limit, problem: { EvalError.invalid("\(url.path):\($0): \($1)") }) {
+            let where_ = "\(url.path):\(n)"
+            guard let context = obj["context"]?.string else { throw EvalError.invalid("\(where_): \"context\" is missing or not a string") }
+            guard let choices = obj["choices"]?.stringList, !choices.isEmpty else {
                 throw EvalError.invalid("\(where_): \"choices\" is missing or not a non-empty list of strings")
             }
             guard choices.allSatisfy({ !$0.isEmpty }) else { throw EvalError.invalid("\(where_): a choice is empty") }
-            guard let label = obj["label"] as? Int, !(String(describing: type(of: obj["label"]!)).contains("Boolean")) else {
-                throw EvalError.invalid("\(where_): \"label\" is missing or not an integer")
-            }
+            guard let label = obj["label"]?.int else { throw EvalError.invalid("\(where_): \"label\" is missing or not an integer") }
             guard label >= 0 && label < choices.count else {
                 throw EvalError.invalid("\(where_): label \(label) is out of range for \(choices.count) choices")
             }
-            let id = (obj["id"] as? String) ?? (obj["id"] as? Int).map(String.init) ?? "\(i + 1)"
-            let task = (obj["task"] as? String) ?? url.deletingPathExtension().lastPathComponent
+            // Optional fields of the wrong type are refused, not replaced by a default.
+            var id = "\(n)", task = url.deletingPathExtension().lastPathComponent
+            if let v = obj["id"], !v.isNull {
+                guard let s = v.string ?? v.int.map(String.init) else { throw EvalError.invalid("\(where_): \"id\" should be a string or an integer, not \(v.kindName)") }
+                id = s
+            }
+            if let v = obj["task"], !v.isNull {
+                guard let s = v.string else { throw EvalError.invalid("\(where_): \"task\" should be a string, not \(v.kindName)") }
+                task = s
+            }
             items.append(TaskItem(id: id, task: task, context: context, choices: choices, label: label))
         }
         guard !items.isEmpty else { throw EvalError.invalid("\(url.path): no items") }
@@ -140,7 +141,7 @@ public enum MultipleChoice {
                 }
                 row += c.ids.count
             }
-            guard scores.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw EvalError.nonFinite }
+            guard scores.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { throw model.nonFiniteError("choice scores") }
             for i in range {
                 let item = items[i]
                 out.append(ItemScore(id: item.id, task: item.task, label: item.label, scores: scores[i - range.lowerBound],

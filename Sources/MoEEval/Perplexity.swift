@@ -54,7 +54,7 @@ public enum Perplexity {
                 }
                 count += w.count - 1
                 row += w.count
-                guard total.isFinite else { throw EvalError.nonFinite }
+                guard total.isFinite else { throw model.nonFiniteError("log-probabilities") }
             }
             progress?.advance(by: chunk.count)
         }
@@ -90,6 +90,8 @@ public enum Perplexity {
         for (name, ws) in prepared {
             let (nll, n) = try score(model: model, windows: ws, budget: budget, progress: progress)
             guard n > 0 else { throw EvalError.invalid("\(name): fewer than 2 tokens, nothing to score") }
+            // exp overflows past a mean NLL of ~709: a score that is not a number is an error, never printed.
+            guard exp(nll / Double(n)).isFinite else { throw model.nonFiniteError("a perplexity for \(name) (mean NLL \(nll / Double(n)) per token)") }
             perFile[name] = .init(perplexity: exp(nll / Double(n)), nll: nll / Double(n), tokens: n)
             allNLL += nll
             allTokens += n
@@ -100,12 +102,9 @@ public enum Perplexity {
 
 public enum EvalError: Error, CustomStringConvertible, Equatable {
     case invalid(String)
-    /// The model produced NaN or infinite logits: no score is given for them.
-    case nonFinite
     public var description: String {
         switch self {
         case .invalid(let s): return s
-        case .nonFinite: return "the model produced NaN or infinite logits; its weights may hold NaN/Inf (moepress inspect --verify names the tensor)"
         }
     }
 }

@@ -195,6 +195,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case unsupportedArchitecture(String, supported: [String], file: String = "")
     case invalidConfig(String)
     case invalidInput(String)
+    /// A result (logits, a score) came out NaN or infinite.
+    case nonFinite(String)
 
     public var description: String {
         switch self {
@@ -202,6 +204,18 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "\(file.isEmpty ? "" : "\(file): ")unsupported architecture: model_type \"\(t)\" (supported: \(s.joined(separator: ", ")))"
         case .invalidConfig(let s): return "invalid config: \(s)"
         case .invalidInput(let s): return "invalid input: \(s)"
+        case .nonFinite(let s): return s
         }
+    }
+}
+
+extension CausalLM {
+    /// The error for a NaN or infinite result (`what`, e.g. "logits"): every weight is scanned, and the first one
+    /// holding NaN/Inf is named with its file; when all are finite, the result overflowed in the arithmetic itself.
+    public func nonFiniteError(_ what: String) -> any Error {
+        if let ckpt = pager?.checkpoint {
+            do { try ckpt.requireFinite(evict: true) } catch { return error }
+        }
+        return ModelError.nonFinite("the model produced NaN or infinite \(what), though every weight is finite (the arithmetic overflowed)")
     }
 }

@@ -11,6 +11,9 @@ public protocol ModelFamily: SendableMetatype {
     /// The family's checkpoint-name table for this config, in the layout `has` reveals (a checkpoint's
     /// tensor names; with none, the layout `save_pretrained` writes).
     static func checkpointNames(_ config: HFConfig, description: ModelDescription, has: @escaping (String) -> Bool) throws -> CheckpointNames
+    /// What attention reads from config.json besides the description (RoPE, sliding windows, q/k/v clipping):
+    /// checked by `ModelRegistry.describe` for every command, used by `build`.
+    static func attention(_ config: HFConfig, description: ModelDescription) throws -> AttentionConfig
     /// Builds the model, reading every weight through `names`.
     static func build(_ config: HFConfig, description: ModelDescription, weights: WeightReader) throws -> CausalLM
     /// transformers' defaults for keys a config.json may leave out; `ModelRegistry.resolve` fills them in
@@ -35,7 +38,7 @@ public enum ModelRegistry {
 
     /// The config's family and the config with that family's transformers defaults for the keys it leaves out:
     /// what every caller of `describe`, `checkpointNames` and `build` passes them.
-    public static func resolve(_ config: HFConfig) throws -> (family: any ModelFamily.Type, config: HFConfig) {
+    static func resolve(_ config: HFConfig) throws -> (family: any ModelFamily.Type, config: HFConfig) {
         let f = try family(for: config)
         return (f, config.filling(f.hfDefaults))
     }
@@ -44,19 +47,38 @@ public enum ModelRegistry {
         try family(for: HFConfig(modelDirectory: directory))
     }
 
-    public static func describe(directory: URL) throws -> ModelDescription {
-        let config = try HFConfig(modelDirectory: directory)
+    /// A config read and checked as a whole: its family, the config with that family's defaults, and its
+    /// description.
+    public struct Described {
+        public let family: any ModelFamily.Type
+        public let config: HFConfig
+        public let description: ModelDescription
+    }
+
+    /// The one validation of a config.json that every command runs, whatever it then reads: the family's
+    /// description, its attention settings (RoPE, sliding windows), its name table, and the "moepress" section. `inspect`
+    /// refuses what `logits` refuses.
+    public static func describe(_ config: HFConfig) throws -> Described {
         let (fam, filled) = try resolve(config)
-        return try fam.describe(filled)
+        let d = try fam.describe(filled)
+        _ = try fam.attention(filled, description: d)
+        // The name table reads the keys that only shape tensors (DeepSeek's latent ranks, OLMoE's attention_bias).
+        _ = try fam.checkpointNames(filled, description: d, has: { _ in false })
+        try MoEPressSection.validate(config, description: d)
+        return Described(family: fam, config: filled, description: d)
+    }
+
+    public static func describe(directory: URL) throws -> ModelDescription {
+        try describe(HFConfig(modelDirectory: directory)).description
     }
 
     /// Opens a model folder (config.json + safetensors): weights stay in the files, mapped, in their stored
     /// dtype (norms, biases and compressed-expert vectors, a few vectors per layer, are widened to f32).
     public static func load(directory: URL) throws -> CausalLM {
         let config = try HFConfig(modelDirectory: directory)
-        let (fam, filled) = try resolve(config)
+        let described = try describe(config)
+        let (fam, filled, d) = (described.family, described.config, described.description)
         let weights = try Checkpoint(directory: directory)
-        let d = try fam.describe(filled)
         let names = try fam.checkpointNames(filled, description: d, has: weights.contains)
         // `--check-weights` (any command): scan every weight for NaN/Inf before computing with them.
         if ProcessInfo.processInfo.environment["MOEPRESS_CHECK_WEIGHTS"] == "1" {
@@ -65,8 +87,15 @@ public enum ModelRegistry {
         }
         let model = try fam.build(filled, description: d, weights: WeightReader(ckpt: weights, description: d, names: names))
         try attachCompressedExperts(model, config: config, names: names, weights: weights)
-        // Tensors no part of the model reads are reported, never silently ignored (HF warns of them too).
+        // Tensors no part of the model reads are reported, never silently ignored (HF warns of them too). Inside a
+        // decoder layer the model runs, one is refused: weights the config does not describe (a shared expert whose
+        // size is 0 or left out) would change what the model computes if they were meant to be there.
         let unused = weights.names.filter { names.logicalNames(ofTensor: $0).isEmpty }
+        if let stray = unused.first(where: { Self.insideRunLayer($0, layers: d.numLayers) }) {
+            throw CheckpointError(file: directory.path, tensor: stray,
+                                  "is in the files but config.json describes no such part of layer \(Self.layerIndex(stray) ?? 0) " +
+                                  "(a shared expert of size 0 or missing from the config?); \(unused.count) tensor(s) would go unused")
+        }
         if !unused.isEmpty {
             Console.note("note: \(directory.path): \(unused.count) tensor(s) in the files are not used by \(try config.modelType): " +
                          unused.prefix(3).joined(separator: ", ") + (unused.count > 3 ? ", …" : ""))
@@ -81,25 +110,23 @@ public enum ModelRegistry {
     /// module per expert in every family (MoEPress's own layout for gpt-oss, which low-rank factors and
     /// compressed-expert vectors need and `modeling_moepress.py` loads).
     public static func checkpointNames(directory: URL, checkpoint: Checkpoint, perExpert: Bool = false, modules: Bool = false) throws -> CheckpointNames {
-        let config = try HFConfig(modelDirectory: directory)
-        let (fam, filled) = try resolve(config)
+        let described = try describe(HFConfig(modelDirectory: directory))
+        let (fam, filled) = (described.family, described.config)
         let perExpert = perExpert || modules
         let has: (String) -> Bool = { name in
             if modules && name == CheckpointNames.perExpertModulesProbe { return true }
             if perExpert && (name.hasSuffix(".gate_up_proj") || name.hasSuffix("_blocks")) { return false }
             return checkpoint.contains(name)
         }
-        return try fam.checkpointNames(filled, description: fam.describe(filled), has: has)
+        return try fam.checkpointNames(filled, description: described.description, has: has)
     }
 
     /// `"moepress": {"compressed_experts": {"main_experts": K}}`: every MoE block gets its experts'
     /// `<prefix>.experts.<e>.ce_gate` [H], `.ce_up` [H] and `.ce_mid` [I] vectors and runs K main experts.
     static func attachCompressedExperts(_ model: CausalLM, config: HFConfig, names: CheckpointNames, weights: Checkpoint) throws {
-        guard let ce = config.raw["moepress"]?.object?["compressed_experts"]?.object else { return }
-        guard let k = ce["main_experts"]?.int, k >= 1 else { throw ModelError.invalidConfig("\(config.path): moepress.compressed_experts.main_experts must be a positive integer") }
+        guard let k = try MoEPressSection.mainExperts(config) else { return }
         for l in model.description.moeLayerIndices {
             guard var b = model.layers[l].feedForward.moe else { continue }
-            guard k <= b.topK else { throw ModelError.invalidConfig("\(config.path): compressed_experts.main_experts \(k) exceeds top-k \(b.topK)") }
             let h = b.hiddenSize
             func vectors(_ kind: String, _ n: (Int) -> Int) throws -> [Tensor] {
                 try (0..<b.numExperts).map { e in
@@ -112,6 +139,17 @@ public enum ModelRegistry {
                                                     mid: try vectors("ce_mid") { b.experts[$0].intermediateSize })
             model.layers[l].feedForward = .moe(b)
         }
+    }
+
+    /// `model.layers.<l>.…` with l below `layers` (rotary `inv_freq` buffers, which old checkpoints carry, aside).
+    static func insideRunLayer(_ name: String, layers: Int) -> Bool {
+        guard !name.hasSuffix("inv_freq"), let l = layerIndex(name) else { return false }
+        return l < layers
+    }
+
+    static func layerIndex(_ name: String) -> Int? {
+        guard let r = name.range(of: "layers.") else { return nil }
+        return Int(name[r.upperBound...].prefix { $0.isNumber })
     }
 
     /// The config key that holds the routed expert count in this config.
@@ -292,17 +330,11 @@ extension HFConfig {
     }
 
     /// Per-layer routed expert counts written by MoEPress for non-uniform pruning
-    /// (`"moepress": {"experts_per_layer": [...]}`, null for dense layers), applied over the family's plan.
+    /// (`"moepress": {"experts_per_layer": [...]}`, null for dense layers), applied over the family's plan
+    /// (`MoEPressSection.validate` has checked each entry).
     func applyExpertCounts(_ d: inout ModelDescription) throws {
-        guard let counts = raw["moepress"]?.object?["experts_per_layer"]?.array else { return }
-        guard counts.count == d.numLayers else {
-            throw ModelError.invalidConfig("\(path): moepress.experts_per_layer has \(counts.count) entries for \(d.numLayers) layers")
-        }
-        for (i, c) in counts.enumerated() {
-            guard let n = c.int else { continue }
-            guard d.layers[i].isMoE else { throw ModelError.invalidConfig("\(path): moepress.experts_per_layer[\(i)] set for a dense layer") }
-            d.layers[i].experts = n
-        }
+        guard let counts = try MoEPressSection.expertsPerLayer(self, layers: d.layers.map(\.isMoE)) else { return }
+        for (i, c) in counts.enumerated() { if let n = c { d.layers[i].experts = n } }
     }
 
     /// Routed expert count in any spelling.

@@ -42,8 +42,8 @@ public enum RandomCheckpoint {
         defer { try? FileManager.default.removeItem(at: tmpConfig) }
         var config = try HFConfig(contentsOf: tmpConfig)
         config = HFConfig(path: url.path, raw: config.raw)
-        let (family, filled) = try ModelRegistry.resolve(config)
-        let d = try family.describe(filled)
+        let described = try ModelRegistry.describe(config)
+        let (family, filled, d) = (described.family, described.config, described.description)
         let names = try family.checkpointNames(filled, description: d, has: { mxfp4 && $0.hasSuffix(".experts.gate_up_proj_blocks") })
         var packed = Set<String>()
         for (_, loc) in names.entries { if let scales = loc.mxfp4Scales { packed.insert(loc.name); packed.insert(scales) } }

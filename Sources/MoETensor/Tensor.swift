@@ -133,3 +133,19 @@ extension Tensor: CustomStringConvertible {
         return "Tensor(\(shape)) [\(head)\(count > 6 ? ", …" : "")]"
     }
 }
+
+/// Memory a tensor may view that is read-only until asked (a checkpoint file mapped `PROT_READ`).
+public protocol WritableMapping: AnyObject {
+    /// Makes the memory writable for this process only (copy-on-write); the file is never changed.
+    func makeWritable() throws
+}
+
+extension Tensor {
+    /// Prepares this tensor to be updated in place (training's optimiser step): a view of a read-only mapping makes
+    /// that mapping copy-on-write writable. Owned memory, and views of owned memory, are writable already.
+    public func prepareForWritesInPlace() throws {
+        var o: AnyObject? = owner
+        while let t = o as? Tensor { o = t.owner }
+        if let m = o as? any WritableMapping { try m.makeWritable() }
+    }
+}

@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// The BPE model of tokenizer.json, following HF `tokenizers` (models/bpe): characters → ids (with byte
@@ -78,7 +79,11 @@ final class BPE: @unchecked Sendable {
         ignoreMerges = try node["ignore_merges"].bool(default: false)
         continuingSubwordPrefix = subwordPrefix
         endOfWordSuffix = try node["end_of_word_suffix"].optionalString()
-        if let d = node["dropout"].double(), d > 0 { throw node["dropout"].fail("BPE dropout is not supported (inference is deterministic)") }
+        // HF: a dropout outside [0, 1] is refused; inside (0, 1] it samples merges, which MoEPress does not (refused).
+        if !node["dropout"].isNull {
+            guard let d = node["dropout"].double(), d >= 0, d <= 1 else { throw node["dropout"].fail("should be a number from 0 to 1 (or null)") }
+            if d > 0 { throw node["dropout"].fail("BPE dropout is not supported (inference is deterministic)") }
+        }
 
         var table = [Int32](repeating: -1, count: 0x10000)
         for (t, i) in vocab where t.count == 1 && t[0] < 0x10000 { table[Int(t[0])] = i }

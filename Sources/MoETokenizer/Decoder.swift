@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// tokenizer.json "decoder" stages: each maps the list of token strings to a new list (HF `decode_chain`);

@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// One instruction-following example, as the JSONL files of healing data and of the instruction evaluation hold
@@ -32,16 +33,21 @@ public struct InstructionExample: Sendable, Equatable {
     /// The examples of a JSONL text read from `path` (for messages; a part of a file from `TextSplit` starts at its line 1).
     public static func parse(_ text: String, path: String, limit: Int? = nil) throws -> [InstructionExample] {
         var out: [InstructionExample] = []
-        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            if let limit, out.count >= limit { break }
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.isEmpty { continue }
-            guard let obj = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any],
-                  let instruction = obj["instruction"] as? String, let response = (obj["response"] ?? obj["output"]) as? String else {
-                throw DataFileError("\(path):\(n + 1): expected a JSON object with string fields \"instruction\" and \"response\"")
+        // Every field is checked before any work: a wrong type is refused with its file, line and key, never ignored.
+        for (n, obj) in try JSON.lines(text, limit: limit, problem: { DataFileError("\(path):\($0): \($1)") }) {
+            func text(_ key: String, optional: Bool = false) throws -> String? {
+                guard let v = obj[key], !(optional && v.isNull) else { return nil }
+                guard let s = v.string else { throw DataFileError("\(path):\(n): \"\(key)\" should be a string, not \(v.kindName)") }
+                return s
             }
-            let input = (obj["input"] as? String).flatMap { $0.isEmpty ? nil : $0 }
-            out.append(InstructionExample(instruction: instruction, input: input, response: response, source: "\(path):\(n + 1)"))
+            guard let instruction = try text("instruction") else {
+                throw DataFileError("\(path):\(n): expected a JSON object with string fields \"instruction\" and \"response\"")
+            }
+            guard let response = try obj["response"] != nil ? text("response") : text("output") else {
+                throw DataFileError("\(path):\(n): expected a JSON object with string fields \"instruction\" and \"response\"")
+            }
+            let input = try text("input", optional: true).flatMap { $0.isEmpty ? nil : $0 }
+            out.append(InstructionExample(instruction: instruction, input: input, response: response, source: "\(path):\(n)"))
         }
         return out
     }

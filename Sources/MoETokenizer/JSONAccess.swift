@@ -1,3 +1,4 @@
+import MoEJSON
 /// Typed reads from tokenizer.json, each failure naming the file and the JSON path.
 struct JSONNode {
     let value: JSON?
@@ -51,4 +52,27 @@ struct JSONNode {
 
     /// The component type ("type" key).
     func type() throws -> String { try self["type"].string() }
+}
+
+extension JSONNode {
+    /// An unsigned integer (serde's usize/u32): a negative, fractional or non-number value is refused, as HF refuses it.
+    func unsigned(max: Int = Int(UInt32.max)) throws -> Int {
+        let v = try int()
+        guard v >= 0, v <= max else { throw fail("should be an integer in 0…\(max), got \(v)") }
+        return v
+    }
+
+    /// One of `choices` (a serde enum spelled as a string).
+    func oneOf(_ choices: [String]) throws -> String {
+        let s = try string()
+        guard choices.contains(s) else { throw fail("is \"\(s)\"; it should be one of \(choices.joined(separator: ", "))") }
+        return s
+    }
+
+    /// An object whose keys are all in `allowed` (serde refuses unknown fields of these structs too).
+    func object(allowing allowed: [String]) throws -> [(key: String, value: JSON)] {
+        guard let m = members else { throw fail("should be an object or null") }
+        for (k, _) in m where !allowed.contains(k) { throw self[k].fail("is not a field (\(allowed.joined(separator: ", ")))") }
+        return m
+    }
 }

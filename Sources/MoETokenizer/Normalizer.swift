@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// tokenizer.json "normalizer" stages.

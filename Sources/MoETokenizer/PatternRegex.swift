@@ -379,23 +379,34 @@ extension PatternRegex {
             return node
         }
 
-        /// `{n}`, `{n,}`, `{n,m}`; a `{` that starts none of these is a literal (as in onig).
+        /// `{n}`, `{n,}`, `{n,m}` and `{,m}` (= `{0,m}`, onig's Ruby syntax, which tokenizers compiles with); a `{` that
+        /// starts none of these is a literal (as in onig). A count above onig's limit of 100,000 is refused, as onig does.
         mutating func parseBraces() throws -> (Int, Int?)? {
             let save = index
             index += 1
-            func number() -> Int? {
+            func number() throws -> Int? {
                 var v: Int? = nil
-                while let c = peek(), c >= 0x30, c <= 0x39 { v = (v ?? 0) * 10 + Int(c - 0x30); index += 1 }
+                while let c = peek(), c >= 0x30, c <= 0x39 {
+                    v = (v ?? 0) * 10 + Int(c - 0x30); index += 1
+                    if v! > Self.maxRepeat { throw error("repeat count above \(Self.maxRepeat) (onig: too big number for repeat range)") }
+                }
                 return v
             }
-            guard let a = number() else { index = save; return nil }
-            if eat("}") { return (a, a) }
+            let a = try number()
+            if a == nil {
+                // `{,m}`: onig reads it as {0,m}.
+                guard eat(","), let b = try number(), eat("}") else { index = save; return nil }
+                return (0, b)
+            }
+            if eat("}") { return (a!, a!) }
             guard eat(",") else { index = save; return nil }
-            let b = number()
+            let b = try number()
             guard eat("}") else { index = save; return nil }
-            if let b, b < a { throw error("{\(a),\(b)} has max < min") }
-            return (a, b)
+            if let b, b < a! { throw error("{\(a!),\(b)} has max < min") }
+            return (a!, b)
         }
+
+        static let maxRepeat = 100_000
 
         mutating func literal(_ v: UInt32) -> Node {
             var s = CharSet()
@@ -533,6 +544,8 @@ extension PatternRegex {
                             // A negated escape inside a class (e.g. [\S]) is kept exact through a nested set.
                             throw error("negated escapes inside [...] are not supported")
                         }
+                        // onig: "char-class value at start of range" ([\p{L}-\p{N}], [\d-z]); a '-' before ']' is literal.
+                        if peek() == 0x2D, let after = peek(1), after != 0x5D { throw error("a class escape cannot start a range in [...]") }
                         s.categories |= inner.categories
                         s.ranges += inner.ranges
                         continue
@@ -546,7 +559,13 @@ extension PatternRegex {
                 var hi = lo
                 if peek() == 0x2D, let after = peek(1), after != 0x5D {  // a-b
                     index += 1
-                    if after == 0x5C { index += 1; hi = try parseEscapeLiteral() } else { hi = next() }
+                    if after == 0x5C {
+                        index += 1
+                        let save = index
+                        if try parseEscapeSet() != nil { throw error("a class escape cannot end a range in [...] (onig: char-class value at end of range)") }
+                        index = save
+                        hi = try parseEscapeLiteral()
+                    } else { hi = next() }
                     if hi < lo { throw error("reversed range in class") }
                 }
                 s.ranges.append(lo...hi)

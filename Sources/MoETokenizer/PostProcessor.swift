@@ -1,3 +1,4 @@
+import MoEJSON
 /// tokenizer.json "post_processor": what `add_special_tokens` adds around a single sequence.
 protocol PostProcessor: Sendable {
     func process(_ ids: [Int]) -> [Int]
@@ -40,7 +41,13 @@ func makePostProcessor(_ node: JSONNode, tokenID: (String) -> Int?) throws -> an
             }
         }
         let items = try node["single"].array().map { el -> TemplatePostProcessor.Item in
-            if !el["Sequence"].isNull { return .sequence }
+            if !el["Sequence"].isNull {
+                // tokenizers' Sequence is A or B, its type id a u32: anything else is refused there.
+                _ = try el["Sequence"]["id"].oneOf(["A", "B"])
+                _ = try el["Sequence"]["type_id"].unsigned()
+                return .sequence
+            }
+            _ = try el["SpecialToken"]["type_id"].unsigned()
             let name = try el["SpecialToken"]["id"].string()
             guard let ids = specials[name] ?? tokenID(name).map({ [$0] }) else {
                 throw el.fail("special token \(name.debugDescription) is neither in special_tokens nor in the vocabulary")

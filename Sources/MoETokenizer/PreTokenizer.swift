@@ -1,3 +1,4 @@
+import MoEJSON
 /// A piece of text between pre-tokenizer splits, as Unicode scalar values. `atOrigin` is true for the
 /// piece that starts at offset 0 of the original input (Metaspace's "first" prepend scheme asks).
 struct Piece {

@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// A Hugging Face `tokenizer.json`: added tokens, normalizer, pre-tokenizer, BPE model, post-processor,
@@ -43,6 +44,7 @@ public final class Tokenizer: @unchecked Sendable {
             throw m.fail("unsupported model \"\(modelType)\" (supported: BPE)")
         }
         model = try BPE(m)
+        try Self.checkTruncationAndPadding(root)
         normalizer = try makeNormalizer(root["normalizer"])
         preTokenizer = try makePreTokenizer(root["pre_tokenizer"])
         decoder = try makeDecoder(root["decoder"])
@@ -73,6 +75,35 @@ public final class Tokenizer: @unchecked Sendable {
         normalizedMatcher = AddedTokenMatcher(tokens: norm, patterns: try norm.map { try normalizer?.normalize($0.content) ?? $0.content })
         let bpe = model, byContent = addedByContent
         postProcessor = try makePostProcessor(root["post_processor"], tokenID: { byContent[$0] ?? bpe.id(forToken: $0).map(Int.init) })
+    }
+
+    /// `truncation` and `padding` are checked as HF tokenizers reads them (a negative length or an unknown strategy is
+    /// refused there, so here too). Valid settings are not applied: transformers sets both on every call (off unless
+    /// the caller asks), and MoEPress's commands cut text into windows themselves, so whole files are never truncated.
+    static func checkTruncationAndPadding(_ root: JSONNode) throws {
+        let t = root["truncation"]
+        if !t.isNull {
+            _ = try t.object(allowing: ["direction", "max_length", "strategy", "stride"])
+            _ = try t["max_length"].unsigned(max: Int.max)
+            if !t["stride"].isNull { _ = try t["stride"].unsigned(max: Int.max) }
+            if !t["strategy"].isNull { _ = try t["strategy"].oneOf(["LongestFirst", "OnlyFirst", "OnlySecond"]) }
+            if !t["direction"].isNull { _ = try t["direction"].oneOf(["Left", "Right"]) }
+        }
+        let p = root["padding"]
+        if !p.isNull {
+            _ = try p.object(allowing: ["strategy", "direction", "pad_to_multiple_of", "pad_id", "pad_type_id", "pad_token"])
+            let strategy = p["strategy"]
+            if strategy.stringValue != nil {
+                _ = try strategy.oneOf(["BatchLongest"])
+            } else if !strategy.isNull {
+                _ = try strategy.object(allowing: ["Fixed"])
+                _ = try strategy["Fixed"].unsigned(max: Int.max)
+            }
+            if !p["direction"].isNull { _ = try p["direction"].oneOf(["Left", "Right"]) }
+            if !p["pad_to_multiple_of"].isNull { _ = try p["pad_to_multiple_of"].unsigned(max: Int.max) }
+            for k in ["pad_id", "pad_type_id"] where !p[k].isNull { _ = try p[k].unsigned() }
+            if !p["pad_token"].isNull { _ = try p["pad_token"].string() }
+        }
     }
 
     /// Largest id + 1 over the model vocabulary and the added tokens.

@@ -1,3 +1,4 @@
+import MoEJSON
 /// A tokenizer.json that cannot be used, named by file and JSON path.
 public struct TokenizerError: Error, CustomStringConvertible, Equatable {
     public let file: String

@@ -71,6 +71,8 @@ public final class Trainer {
             throw TrainingError.invalid("--steps, --batch and --grad-accum must be positive")
         }
         guard !trainable.isEmpty else { throw TrainingError.invalid("nothing to train") }
+        // Weights read in place from a checkpoint file are views of a read-only mapping: the optimiser writes them.
+        for p in trainable { try p.tensor.prepareForWritesInPlace() }
         // Every id the tokenizer produced must name a row of this model's embedding.
         switch data.kind {
         case .stream(let ids): try model.validate(tokens: [ids])

@@ -7,7 +7,7 @@ import MoEModels
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe a model folder: family, layers, experts, routing, parameters and bytes on disk.",
-        discussion: "Reads config.json and the safetensors headers only; no weights are loaded.")
+        discussion: "Runs the validation every command runs (config.json as a whole, every tensor name and shape from the safetensors headers); no weight matrix is read.")
 
     @Argument(help: "A Hugging Face model folder (config.json + *.safetensors).")
     var model: String
@@ -47,7 +47,9 @@ struct Inspect: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let url = modelURL(model)
-            let d = try ModelRegistry.describe(directory: url)
+            // The validation every command runs: the config as a whole and every weight's name and shape (read from
+            // the headers; the weights stay mapped, unread).
+            let d = try ModelRegistry.load(directory: url).description
             let ckpt = try Checkpoint(directory: url)
             let names = try ModelRegistry.checkpointNames(directory: url, checkpoint: ckpt)
             let r = Self.report(d, ckpt, names: names, path: url.path)

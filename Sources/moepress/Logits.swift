@@ -81,7 +81,7 @@ struct Logits: ParsableCommand {
             try ResourceMonitor.shared.stage("write") { try SafeTensorsWriter.write([entry], to: outURL) }
             if seen.nonFinite {
                 try? FileManager.default.removeItem(at: outURL)
-                throw CLIError("the model produced NaN or infinite logits (nothing written); its weights may hold NaN/Inf: moepress inspect --verify names the tensor")
+                throw m.nonFiniteError("logits (nothing written)")
             }
             log("wrote \(output): logits [\(ids.count), \(v)]")
             if let (file, info) = want {

@@ -210,3 +210,47 @@ final class Scratch {
         #expect(throws: CheckpointError.self) { try c.int(anyOf: ["num_experts", "num_local_experts"]) }
     }
 }
+
+/// Inputs are mapped read-only, which the kernel does not charge against the commit limit: a one-file checkpoint
+/// larger than RAM + swap opens. The file is sparse (no disk used). The test is enabled where the kernel's
+/// overcommit policy is heuristic or strict (vm.overcommit_memory 0 or 2), the policies under which a private
+/// writable mapping of that size is refused, as the old mapping was; that refusal is checked too, so the test
+/// shows the file really is beyond the limit.
+@Suite struct LargerThanCommitTests {
+    static var overcommitPolicy: Int? {
+        (try? String(contentsOfFile: "/proc/sys/vm/overcommit_memory", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+    /// RAM + swap in bytes, from /proc/meminfo.
+    static var commitCeiling: Int {
+        let text = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        var kib = 0
+        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") || line.hasPrefix("SwapTotal:") {
+            kib += Int(line.split(separator: " ")[1]) ?? 0
+        }
+        return kib * 1024
+    }
+
+    @Test(.enabled(if: [0, 2].contains(overcommitPolicy ?? 1), "vm.overcommit_memory is 1 (always): no size is refused, nothing to show"))
+    func opensAFileLargerThanRAMPlusSwap() throws {
+        let s = Scratch()
+        let n = (2 * Self.commitCeiling / 4 + 4095) / 4096 * 4096      // f32 elements: twice RAM + swap
+        let header = #"{"big":{"dtype":"F32","shape":[\#(n)],"data_offsets":[0,\#(4 * n)]}}"#
+        let p = s.path("model.safetensors")
+        var bytes = [UInt8]()
+        var len = UInt64(header.utf8.count).littleEndian
+        withUnsafeBytes(of: &len) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: header.utf8)
+        _ = FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        let fd = open(p, O_WRONLY)
+        #expect(fd >= 0)
+        #expect(ftruncate(fd, off_t(bytes.count + 4 * n)) == 0)   // sparse: the data section is a hole
+        close(fd)
+
+        let f = try SafeTensorsFile(path: p)
+        #expect(f.mapping.size == bytes.count + 4 * n)
+        let t = try f.tensor("big")
+        #expect(t.count == n && t[n - 1] == 0 && t[0] == 0)
+        // The same file as a private writable mapping (what training in place asks for) is beyond the limit.
+        #expect(throws: CheckpointError.self) { try f.mapping.makeWritable() }
+    }
+}

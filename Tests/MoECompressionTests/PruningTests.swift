@@ -171,3 +171,28 @@ enum Where {
         #expect(HFRemoteCode.removingAutoMap("{\"a\": 1,\n  \"auto_map\": {\"AutoModelForCausalLM\": \"m.C\"}\n}") == "{\"a\": 1\n}")
     }
 }
+
+/// config.json's "moepress" section is edited as text (every other value keeps its spelling); each edit must leave JSON
+/// the strict reader accepts: no trailing comma, no key twice, whatever order the entries were set and removed in.
+@Suite struct MoEPressSectionTextTests {
+    @Test func everySequenceOfEditsStaysValidJSON() throws {
+        let base = "{\n  \"model_type\": \"mixtral\",\n  \"num_local_experts\": 8\n}\n"
+        let values = ["experts_per_layer": "[4, 3]", "low_rank": "{\"keep\": 0.5}", "compressed_experts": "{\"main_experts\": 1}"]
+        let keys = values.keys.sorted()
+        // Every order of setting the three keys, then removing them in every order, re-setting one on the way.
+        func permutations(_ a: [String]) -> [[String]] { a.count <= 1 ? [a] : a.indices.flatMap { i in permutations(a.enumerated().filter { $0.offset != i }.map(\.element)).map { [a[i]] + $0 } } }
+        for setOrder in permutations(keys) {
+            for removeOrder in permutations(keys) {
+                var text = base
+                for k in setOrder { text = CheckpointOutput.settingMoEPressEntry(text, key: k, json: values[k]!) }
+                text = CheckpointOutput.settingMoEPressEntry(text, key: setOrder[0], json: "null")
+                for k in removeOrder {
+                    text = CheckpointOutput.removingMoEPressEntry(text, key: k)
+                    let parsed = try JSONValue.parse(Data(text.utf8), file: "config.json")
+                    #expect(parsed.object?["moepress"]?.object?[k] == nil, "\(setOrder) \(removeOrder): \(text)")
+                }
+                #expect(try JSONValue.parse(Data(text.utf8), file: "config.json").object?["moepress"] == nil, "\(text)")
+            }
+        }
+    }
+}

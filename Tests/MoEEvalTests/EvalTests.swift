@@ -126,7 +126,16 @@ struct EvalOracle: Decodable {
     @Test func errorsNameFileAndLine() throws {
         let good = #"{"id": "a", "task": "t", "context": "x", "choices": [" a", " b"], "label": 1}"#
         let cases: [(String, String)] = [
-            (good + "\n{not json\n", ":2: not a JSON object"),
+            (good + "\n{not json\n", ":2: not valid JSON"),
+            // Fields of the wrong type, refused before any work (issue: reliability II).
+            (#"{"id": ["a"], "task": "t", "context": "x", "choices": [" a"], "label": 0}"#, ":1: \"id\" should be a string or an integer, not a list"),
+            (#"{"id": 1.5, "task": "t", "context": "x", "choices": [" a"], "label": 0}"#, ":1: \"id\" should be"),
+            (#"{"id": "a", "task": ["t"], "context": "x", "choices": [" a"], "label": 0}"#, ":1: \"task\" should be a string, not a list"),
+            (#"{"id": "a", "task": "t", "context": ["x"], "choices": [" a"], "label": 0}"#, ":1: \"context\" is missing or not a string"),
+            (#"{"id": "a", "task": "t", "context": "x", "choices": [" a", 2], "label": 0}"#, ":1: \"choices\" is missing or not a non-empty list"),
+            (#"{"id": "a", "task": "t", "context": "x", "choices": [" a"], "label": true}"#, ":1: \"label\" is missing or not an integer"),
+            (#"{"id": "a", "context": "x", "context": "y", "choices": [" a"], "label": 0}"#, "appears twice"),
+            (#"[1, 2]"#, ":1: not a JSON object"),
             (good + "\n" + #"{"id": "b", "task": "t", "context": "x", "choices": [" a"], "label": 3}"#, ":2: label 3 is out of range for 1 choices"),
             (#"{"id": "b", "task": "t", "context": "x", "label": 0}"#, ":1: \"choices\" is missing"),
             (#"{"id": "b", "task": "t", "choices": [" a"], "label": 0}"#, ":1: \"context\" is missing"),

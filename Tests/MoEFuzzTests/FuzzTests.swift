@@ -39,7 +39,7 @@ enum Fuzz {
         do { try body(); tally.accepted += 1 } catch let e as FuzzFailure { tally.problems.append("\(label), seed \(seed): \(e.what)") } catch {
             if !isRefusal(error) {
                 tally.problems.append("\(label), seed \(seed): not a validation error: \(String(reflecting: type(of: error))): \(error)")
-            } else if !"\(error)".contains(names), error as? EvalError != .nonFinite {
+            } else if !"\(error)".contains(names) {
                 tally.problems.append("\(label), seed \(seed): the refusal does not name \(names): \(error)")
             } else {
                 tally.refused += 1
@@ -89,6 +89,30 @@ enum Fuzz {
 }
 
 struct FuzzFailure: Error { let what: String }
+
+extension Fuzz {
+    /// The config validation every command runs first (`ModelRegistry.describe`, what `inspect` and the data-free
+    /// commands rely on) refuses whatever the full load refuses for a config reason: a load that fails on the
+    /// config (an error that names no tensor) after describe accepted is `inspect` validating less than `logits`.
+    static func sameVerdict(_ dir: URL) throws {
+        var describeError: (any Error)?
+        do { _ = try ModelRegistry.describe(directory: dir) } catch { describeError = error }
+        do { _ = try ModelRegistry.load(directory: dir) } catch {
+            let namesTensor = (error as? CheckpointError)?.tensor != nil
+            if describeError == nil, !namesTensor { throw FuzzFailure(what: "describe accepted what load refuses: \(error)") }
+            throw error
+        }
+        if let describeError { throw FuzzFailure(what: "load accepted what describe refuses: \(describeError)") }
+    }
+
+    /// Runs a case that is garbage by construction: accepted is a problem, refused must name `names`.
+    static func mustRefuse(_ tally: Tally, _ label: String, names: String, _ body: () throws -> Void) {
+        run(tally, label, names: names) {
+            do { try body() } catch { throw error }
+            throw FuzzFailure(what: "garbage accepted without a word")
+        }
+    }
+}
 
 extension SeededGenerator {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
@@ -154,6 +178,7 @@ extension SeededGenerator {
                     try data.write(to: dir.appendingPathComponent("config.json"))
                     try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
                                                                withDestinationURL: src.appendingPathComponent("model.safetensors"))
+                    try Fuzz.sameVerdict(dir)
                     try Fuzz.loadAndScore(dir)
                 }
             }
@@ -199,6 +224,142 @@ extension SeededGenerator {
             }
         }
         Fuzz.report("tokenizer", tally)
+    }
+
+    /// Seeded generators for the classes of garbage an independent fuzzer found accepted (issue: reliability II): RoPE
+    /// parameters, sliding windows, keys given twice, the "moepress" section, null epsilons, JSONL fields of the wrong
+    /// type, tokenizer.json options and patterns HF refuses. Every case is garbage by construction, so each must be
+    /// refused, by the config validation every command runs and by the load, naming the file.
+    @Test func garbageClasses() throws {
+        var rng = SeededGenerator(seed: Fuzz.seed &+ 4)
+        let tally = Fuzz.Tally()
+        let families = ["mixtral", "qwen2_moe", "olmoe", "deepseek_v2", "qwen3_moe", "deepseek_v3", "phimoe", "gpt_oss"]
+        for c in 0..<Fuzz.cases {
+            let family = rng.pick(families)
+            let src = Fuzz.fixture(family)
+            let configText = try String(contentsOf: src.appendingPathComponent("config.json"), encoding: .utf8)
+            var obj = try JSONSerialization.jsonObject(with: Data(configText.utf8)) as! [String: Any]
+            let layers = obj["num_hidden_layers"] as! Int
+            let experts = (obj["num_local_experts"] ?? obj["num_experts"] ?? obj["n_routed_experts"]) as! Int
+            let topK = obj["num_experts_per_tok"] as! Int
+            let negative: [Any] = [-1, -0.5, -1e300, Int(Int32.min)]
+            let klass = rng.below(9)
+            var label = ""
+            var text: String? = nil
+            var slidingSource: URL? = nil
+            switch klass {
+            case 0:  // RoPE
+                let theta: [Any] = [0, NSNull(), "x", [1]] + negative
+                switch rng.below(6) {
+                case 0: obj["rope_theta"] = rng.pick(theta); obj.removeValue(forKey: "rope_parameters"); label = "rope_theta"
+                case 1: obj["rope_parameters"] = ["rope_type": "default", "rope_theta": rng.pick(theta)]; obj.removeValue(forKey: "rope_scaling"); label = "rope_parameters.rope_theta"
+                case 2: obj["rope_parameters"] = ["rope_type": rng.pick(["warp", "ntk", "", "YARN"] as [Any] + [3, true]), "rope_theta": 10000, "factor": 2]; obj.removeValue(forKey: "rope_scaling"); label = "rope_type"
+                case 3: obj["rope_parameters"] = ["rope_type": rng.pick(["yarn", "linear", "dynamic", "llama3"]), "rope_theta": 10000, "original_max_position_embeddings": 64]; obj.removeValue(forKey: "rope_scaling"); label = "factor missing"
+                case 4: obj["rope_parameters"] = ["rope_type": "linear", "rope_theta": 10000, "factor": rng.pick([0, "2"] + negative)]; obj.removeValue(forKey: "rope_scaling"); label = "linear factor"
+                default:
+                    if rng.below(2) == 0 { obj["partial_rotary_factor"] = rng.pick([1.01, 2, 1e9, 0, NSNull()] + negative) } else { obj["rope_parameters"] = rng.pick(["x", 3, [1, 2]] as [Any]) }
+                    label = "partial_rotary_factor / rope_parameters"
+                }
+            case 1:  // sliding window, in the families that read it (the others ignore the key, as transformers does)
+                let v = rng.pick(["x", 2.5, [4], -3, Int(Int32.min)] as [Any])
+                obj.removeValue(forKey: "model_type")
+                let src2 = Fuzz.fixture(rng.pick(["mixtral", "qwen2_moe", "qwen3_moe", "phimoe", "gpt_oss"]))
+                obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src2.appendingPathComponent("config.json"))) as! [String: Any]
+                slidingSource = src2
+                obj["sliding_window"] = v
+                if obj["model_type"] as? String == "qwen2_moe" || obj["model_type"] as? String == "qwen3_moe" { obj["use_sliding_window"] = true }
+                label = "\(obj["model_type"] ?? "?") sliding_window = \(v)"
+            case 2:  // a key given twice, at the top or inside an object
+                let key = rng.pick(obj.keys.sorted())
+                let brace = configText.firstIndex(of: "{")!
+                var t = configText
+                t.insert(contentsOf: "\"\(key)\": \(rng.pick(["1", "null", "\"x\"", "2.5"])), ", at: t.index(after: brace))
+                text = t
+                label = "\(key) twice"
+            case 3:  // the moepress section
+                switch rng.below(6) {
+                case 0: obj["moepress"] = ["experts_per_layer": (0..<layers).map { _ in rng.pick(["4", 1.5, true, [1]] as [Any]) }]
+                case 1: obj["moepress"] = ["experts_per_layer": (0..<layers).map { _ in experts + 1 + rng.below(100) }]
+                case 2: obj["moepress"] = ["experts_per_layer": (0..<(layers + 1 + rng.below(3))).map { _ in 1 }]
+                case 3: obj["moepress"] = ["compressed_experts": ["main_experts": rng.pick([0, -1, topK + 1 + rng.below(5), "1", NSNull()] as [Any])]]
+                case 4: obj["moepress"] = [rng.pick(["speed", "experts", "lowrank", ""]): 1]
+                default: obj["moepress"] = rng.pick(["x", 3, [1]] as [Any])
+                }
+                label = "moepress section"
+            case 4:  // null where transformers needs a number
+                let key = rng.pick(["rms_norm_eps", "rope_theta", "partial_rotary_factor"] + (family.hasPrefix("deepseek") ? ["routed_scaling_factor"] : []))
+                obj[key] = NSNull()
+                label = "\(key) null"
+            default: break
+            }
+            if klass <= 4 {
+                let data = try text.map { Data($0.utf8) } ?? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .fragmentsAllowed])
+                let src = slidingSource ?? src
+                Fuzz.mustRefuse(tally, "garbage config case \(c) (\(family): \(label))", names: "config.json") {
+                    try Fuzz.withTemp { dir in
+                        try data.write(to: dir.appendingPathComponent("config.json"))
+                        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
+                                                                   withDestinationURL: src.appendingPathComponent("model.safetensors"))
+                        do { _ = try ModelRegistry.describe(directory: dir) } catch {
+                            do { _ = try ModelRegistry.load(directory: dir) } catch { throw error }
+                            throw FuzzFailure(what: "load accepted what describe refused: \(error)")
+                        }
+                        throw FuzzFailure(what: "describe (every command's validation) accepted it")
+                    }
+                }
+                continue
+            }
+            switch klass {
+            case 5, 6:  // JSONL: instruction data and task files with one field of the wrong type
+                let wrong = rng.pick(["[\"x\"]", "{\"t\": 1}", "3", "true", "2.5"])
+                let line: String
+                if klass == 5 {
+                    let key = rng.pick(["instruction", "response", "input", "output"])
+                    var fields = ["\"instruction\": \"i\"", "\"response\": \"r\""]
+                    if key == "output" { fields[1] = "\"output\": \(wrong)" } else if key == "input" { fields.append("\"input\": \(wrong)") } else {
+                        fields[key == "instruction" ? 0 : 1] = "\"\(key)\": \(wrong)"
+                    }
+                    line = "{" + fields.joined(separator: ", ") + "}"
+                } else {
+                    let key = rng.pick(["context", "choices", "label", "id", "task"])
+                    var fields = ["context": "\"c\"", "choices": "[\" a\", \" b\"]", "label": "0", "id": "\"x\"", "task": "\"t\""]
+                    fields[key] = switch key {
+                    case "label": rng.pick(["\"0\"", "true", "0.5", "[0]"])
+                    case "id": rng.pick(["[\"x\"]", "1.5", "{}", "true"])
+                    case "choices": rng.pick(["3", "{\"t\": 1}", "[1, 2]", "[]", "\"x\"", "[\" a\", null]"])
+                    default: wrong
+                    }
+                    line = "{" + fields.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}"
+                }
+                let good = klass == 5 ? #"{"instruction": "i", "response": "r"}"# : #"{"choices": [" a", " b"], "context": "c", "id": "y", "label": 1, "task": "t"}"#
+                let lines = (0..<rng.below(3)).map { _ in good } + [line]
+                Fuzz.mustRefuse(tally, "garbage jsonl case \(c) (\(line))", names: "data.jsonl:\(lines.count)") {
+                    try Fuzz.withTemp { dir in
+                        let f = dir.appendingPathComponent("data.jsonl")
+                        try lines.joined(separator: "\n").write(to: f, atomically: true, encoding: .utf8)
+                        if klass == 5 { _ = try InstructionExample.load(f) } else { _ = try MultipleChoice.load(f) }
+                    }
+                }
+            default:  // tokenizer.json options and patterns HF refuses
+                var tok: [String: Any] = ["model": ["type": "BPE", "vocab": ["a": 0, "b": 1], "merges": [String]()] as [String: Any]]
+                switch rng.below(5) {
+                case 0: tok["model"] = ["type": "BPE", "vocab": ["a": 0], "merges": [String](), "dropout": rng.pick([-1, 1.5, "x", -1e-9] as [Any])]
+                case 1: tok["truncation"] = rng.pick(["x", 3, ["max_length": rng.pick([-1, 1.5, "8"] as [Any])], ["max_length": 8, "strategy": "Middle"], ["max_length": 8, "direction": "Up"]] as [Any])
+                case 2: tok["padding"] = rng.pick(["x", 3, ["strategy": "Widest"], ["strategy": ["Fixed": -1]], ["pad_id": -2], ["direction": 1]] as [Any])
+                case 3:
+                    let seq: [String: Any] = rng.below(2) == 0 ? ["id": rng.pick(["C", "a", "", 1] as [Any]), "type_id": 0] : ["id": "A", "type_id": rng.pick([-1, 0.5, "0"] as [Any])]
+                    tok["post_processor"] = ["type": "TemplateProcessing", "single": [["Sequence": seq]], "special_tokens": [String: Any]()]
+                default:
+                    let pattern = rng.pick(["[\\p{L}-\\p{N}]", "[a-\\d]", "[\\w-z]+", "a{1000000000}", "(ab){,200000}", "b{7,99999999999}", "[\\s-\\S]"])
+                    tok["pre_tokenizer"] = ["type": "Split", "pattern": ["Regex": pattern], "behavior": "Isolated", "invert": false]
+                }
+                let data = try JSONSerialization.data(withJSONObject: tok, options: [.sortedKeys])
+                Fuzz.mustRefuse(tally, "garbage tokenizer case \(c) (\(String(decoding: data, as: UTF8.self)))", names: "tokenizer.json") {
+                    _ = try Tokenizer(data: data, source: "tokenizer.json")
+                }
+            }
+        }
+        Fuzz.report("garbage classes", tally)
     }
 
     /// Recipes with values replaced, lines dropped or repeated: refused at parse time, or every numeric option

@@ -98,3 +98,126 @@ import MoECheckpoint
         #expect(filled.raw["num_key_value_heads"] == .number(8) && c.raw["num_key_value_heads"] == nil)
     }
 }
+
+/// The classes of garbage an independent fuzzer found accepted (issue: reliability II), several inputs each. Every case
+/// is refused by `ModelRegistry.describe`, the config validation every command runs before anything else (so `inspect`
+/// refuses what `logits` refuses), with the file named; the weight-level ones (`weights: true`) by the load every
+/// command (inspect included) then runs.
+@Suite struct ConfigClassTests {
+    /// (class, family, keys set on the fixture's config.json as a JSON object, refused already by describe).
+    static let cases: [(String, String, String, Bool)] = [
+        ("rope", "mixtral", #"{"rope_theta": -1}"#, true),
+        ("rope", "mixtral", #"{"rope_theta": null}"#, true),
+        ("rope", "mixtral", #"{"rope_theta": "x"}"#, true),
+        ("rope", "olmoe", #"{"rope_parameters": {"rope_type": "default", "rope_theta": null}}"#, true),
+        ("rope", "olmoe", #"{"rope_parameters": {"rope_type": "default", "rope_theta": 0}}"#, true),
+        ("rope", "mixtral", #"{"rope_scaling": {"type": "warp", "factor": 2}}"#, true),
+        ("rope", "olmoe", #"{"rope_parameters": {"rope_type": 3, "rope_theta": 10000}}"#, true),
+        ("rope", "qwen3_moe", #"{"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000, "original_max_position_embeddings": 64}}"#, true),
+        ("rope", "mixtral", #"{"rope_scaling": {"type": "linear", "factor": -2}}"#, true),
+        ("rope", "mixtral", #"{"rope_scaling": {"type": "linear"}}"#, true),
+        ("rope", "qwen2_moe", #"{"partial_rotary_factor": 1.5}"#, true),
+        ("rope", "olmoe", #"{"rope_parameters": {"rope_type": "default", "rope_theta": 10000, "partial_rotary_factor": 2}}"#, true),
+        ("rope", "deepseek_v2", #"{"partial_rotary_factor": 3}"#, true),
+        ("rope", "mixtral", #"{"partial_rotary_factor": null}"#, true),
+        ("rope", "olmoe", #"{"rope_parameters": "default"}"#, true),
+        ("rope", "mixtral", #"{"rope_scaling": [1, 2]}"#, true),
+        ("sliding window", "mixtral", #"{"sliding_window": "x"}"#, true),
+        ("sliding window", "mixtral", #"{"sliding_window": 2.5}"#, true),
+        ("sliding window", "gpt_oss", #"{"sliding_window": 0}"#, true),
+        ("sliding window", "gpt_oss", #"{"sliding_window": -3}"#, true),
+        ("sliding window", "qwen2_moe", #"{"use_sliding_window": true, "sliding_window": 0}"#, true),
+        ("sliding window", "qwen2_moe", #"{"sliding_window": -1}"#, true),
+        ("sliding window", "qwen3_moe", #"{"sliding_window": "wide"}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"experts_per_layer": ["4", "4"]}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"experts_per_layer": [4, 99]}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"experts_per_layer": [4]}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"experts_per_layer": [4, null]}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"experts_per_layer": 4}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"compressed_experts": {"main_experts": 0}}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"compressed_experts": {"main_experts": 5}}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"compressed_experts": {"main_experts": "1"}}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": {"speed": 2}}"#, true),
+        ("moepress section", "mixtral", #"{"moepress": [1]}"#, true),
+        ("norm epsilon", "mixtral", #"{"rms_norm_eps": null}"#, true),
+        ("norm epsilon", "olmoe", #"{"rms_norm_eps": null}"#, true),
+        ("norm epsilon", "phimoe", #"{"rms_norm_eps": null}"#, true),
+        ("norm epsilon", "deepseek_v2", #"{"routed_scaling_factor": null}"#, true),
+        ("shared expert", "qwen2_moe", #"{"shared_expert_intermediate_size": 0}"#, false),
+        ("shared expert", "deepseek_v2", #"{"n_shared_experts": null}"#, false),
+        ("shared expert", "deepseek_v3", #"{"n_shared_experts": 0}"#, false),
+    ]
+
+    static func folder(_ family: String, patch: String) throws -> (URL, () -> Void) {
+        let src = Paths.fixture(family)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-class-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
+                                                   withDestinationURL: src.appendingPathComponent("model.safetensors"))
+        var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
+        let set = try JSONSerialization.jsonObject(with: Data(patch.utf8)) as! [String: Any]
+        for (k, v) in set { obj[k] = v }
+        if set["rope_parameters"] != nil { obj.removeValue(forKey: "rope_scaling") }
+        try JSONSerialization.data(withJSONObject: obj).write(to: dir.appendingPathComponent("config.json"))
+        return (dir, { try? FileManager.default.removeItem(at: dir) })
+    }
+
+    /// Guards against a class of garbage that a command accepts, or that `inspect` accepts while `logits` refuses it.
+    @Test(arguments: cases.indices)
+    func refused(_ i: Int) throws {
+        let (kind, family, patch, byDescribe) = Self.cases[i]
+        let (dir, clean) = try Self.folder(family, patch: patch)
+        defer { clean() }
+        do {
+            _ = try ModelRegistry.describe(directory: dir)
+            if byDescribe { Issue.record("\(kind): \(family) \(patch): describe accepted it") }
+        } catch {
+            #expect(byDescribe && "\(error)".contains("config.json"), "\(kind): \(family) \(patch): \(error)")
+        }
+        do {
+            _ = try ModelRegistry.load(directory: dir)
+            Issue.record("\(kind): \(family) \(patch): load accepted it")
+        } catch {
+            #expect("\(error)".contains(dir.path), "\(kind): \(family) \(patch): the refusal does not name the folder: \(error)")
+        }
+    }
+
+    /// The fixtures themselves (and the values transformers accepts beside the refused ones) still load.
+    @Test func validNeighboursLoad() throws {
+        for (family, patch) in [("qwen2_moe", #"{"sliding_window": 0}"#), ("qwen2_moe", #"{"sliding_window": null}"#),
+                                ("mixtral", #"{"sliding_window": null, "rope_scaling": null}"#), ("mixtral", #"{"sliding_window": 4096}"#),
+                                ("olmoe", #"{"clip_qkv": null}"#), ("mixtral", #"{"moepress": {"experts_per_layer": [4, 4]}}"#),
+                                ("mixtral", #"{"moepress": null}"#)] {
+            let (dir, clean) = try Self.folder(family, patch: patch)
+            defer { clean() }
+            do { _ = try ModelRegistry.load(directory: dir) } catch { Issue.record("\(family) \(patch): \(error)") }
+        }
+    }
+
+    /// A key given twice is ambiguous (Python keeps the last value): refused, with the key and the file named, in
+    /// config.json, in a safetensors header and in an index.
+    @Test func duplicateKeysAreRefused() throws {
+        let src = Paths.fixture("mixtral")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-dup-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
+                                                   withDestinationURL: src.appendingPathComponent("model.safetensors"))
+        let text = try String(contentsOf: src.appendingPathComponent("config.json"), encoding: .utf8)
+        for (key, value) in [("hidden_size", "64"), ("model_type", "\"mixtral\""), ("rope_theta", "10000.0")] {
+            let brace = text.firstIndex(of: "{")!
+            var dup = text
+            dup.insert(contentsOf: "\"\(key)\": \(value), ", at: dup.index(after: brace))
+            try dup.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+            #expect(throws: CheckpointError.self) { try ModelRegistry.describe(directory: dir) }
+            do { _ = try ModelRegistry.describe(directory: dir) } catch {
+                #expect("\(error)".contains("config.json") && "\(error)".contains("\"\(key)\" appears twice"), "\(error)")
+            }
+        }
+        // Nested: twice inside one rope object.
+        try #"{"model_type": "mixtral", "rope_scaling": {"type": "linear", "factor": 2, "factor": 4}}"#.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        #expect(throws: CheckpointError.self) { try ModelRegistry.describe(directory: dir) }
+        // The same key in two different objects is not a duplicate.
+        #expect(try JSONValue.parse(Data(#"{"a": {"x": 1}, "b": {"x": 2}}"#.utf8), file: "t.json").object?.count == 2)
+    }
+}

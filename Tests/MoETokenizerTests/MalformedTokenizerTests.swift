@@ -41,6 +41,64 @@ import Testing
         }
     }
 
+    /// tokenizer.json options HF tokenizers refuses (serde types, onig's pattern errors) are refused here too, each
+    /// class with several inputs (issue: reliability II).
+    static let optionCases: [(String, String, String)] = {
+        let m = #""model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}"#
+        func split(_ re: String) -> String { #"{\#(m), "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\#(re)"}, "behavior": "Isolated"}}"# }
+        func template(_ seq: String) -> String {
+            #"{\#(m), "post_processor": {"type": "TemplateProcessing", "single": [\#(seq)], "special_tokens": {}}}"#
+        }
+        return [
+            ("dropout", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "dropout": -1}}"#, "dropout: should be a number from 0 to 1"),
+            ("dropout", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "dropout": 1.5}}"#, "dropout: should be a number from 0 to 1"),
+            ("dropout", #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "dropout": "x"}}"#, "dropout: should be a number from 0 to 1"),
+            ("truncation", #"{\#(m), "truncation": {"max_length": -1, "stride": 0, "strategy": "LongestFirst", "direction": "Right"}}"#, "truncation.max_length"),
+            ("truncation", #"{\#(m), "truncation": {"max_length": 8, "strategy": "Middle"}}"#, "truncation.strategy"),
+            ("truncation", #"{\#(m), "truncation": {"max_length": 8, "stride": 1.5}}"#, "truncation.stride"),
+            ("truncation", #"{\#(m), "truncation": "x"}"#, "truncation: should be an object"),
+            ("padding", #"{\#(m), "padding": "x"}"#, "padding: should be an object"),
+            ("padding", #"{\#(m), "padding": {"strategy": "Widest"}}"#, "padding.strategy"),
+            ("padding", #"{\#(m), "padding": {"strategy": {"Fixed": -4}}}"#, "padding.strategy.Fixed"),
+            ("padding", #"{\#(m), "padding": {"strategy": "BatchLongest", "pad_id": -1}}"#, "padding.pad_id"),
+            ("template sequence", template(#"{"Sequence": {"id": "C", "type_id": 0}}"#), "Sequence.id"),
+            ("template sequence", template(#"{"Sequence": {"id": 1, "type_id": 0}}"#), "Sequence.id"),
+            ("template sequence", template(#"{"Sequence": {"id": "A", "type_id": -1}}"#), "Sequence.type_id"),
+            ("regex class range", split(#"[\\p{L}-\\p{N}]+"#), "class escape cannot start a range"),
+            ("regex class range", split(#"[a-\\d]"#), "class escape cannot end a range"),
+            ("regex class range", split(#"[\\s-z]"#), "class escape cannot start a range"),
+            ("regex count", split("a{1000000000}"), "repeat count above 100000"),
+            ("regex count", split("a{2,999999999999999999999}"), "repeat count above 100000"),
+            ("regex count", split("a{,100001}"), "repeat count above 100000"),
+        ]
+    }()
+
+    @Test(arguments: optionCases.indices)
+    func optionRejected(_ i: Int) {
+        let (label, json, problem) = Self.optionCases[i]
+        do {
+            _ = try Tokenizer(data: Data(json.utf8), source: "tok.json")
+            Issue.record("\(label): accepted \(json)")
+        } catch let e as TokenizerError {
+            #expect(e.file == "tok.json" && e.description.contains(problem), "\(label): \(e)")
+        } catch {
+            Issue.record("\(label): unexpected \(error)")
+        }
+    }
+
+    /// What HF accepts beside those: valid truncation/padding settings, a dropout of 0, and onig's `{,n}` (= `{0,n}`).
+    @Test func acceptedNeighbours() throws {
+        let m = #""model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [], "dropout": 0}"#
+        for extra in [#""truncation": {"max_length": 512, "stride": 0, "strategy": "LongestFirst", "direction": "Right"}"#,
+                      #""padding": {"strategy": {"Fixed": 8}, "direction": "Left", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "a"}"#,
+                      #""padding": {"strategy": "BatchLongest"}"#, #""truncation": null, "padding": null"#] {
+            _ = try Tokenizer(data: Data("{\(m), \(extra)}".utf8), source: "tok.json")
+        }
+        // Truncation is not applied (transformers switches it off per call): a long text keeps every token.
+        let t = try Tokenizer(data: Data(#"{\#(m), "truncation": {"max_length": 2, "stride": 0, "strategy": "LongestFirst", "direction": "Right"}}"#.utf8), source: "tok.json")
+        #expect(try t.encode("ababab").count == 6)
+    }
+
     @Test func minimalTokenizerWorks() throws {
         let t = try Tokenizer(data: Data(Self.base.utf8), source: "tok.json")
         #expect(try t.encode("ab") == [2])
@@ -54,6 +112,14 @@ import Testing
         let re = try PatternRegex(pattern)
         let scalars = Array(text.unicodeScalars)
         return try re.matches(in: PatternRegex.Text(scalars.map(\.value))).map { String(String.UnicodeScalarView(scalars[$0])) }
+    }
+
+    /// onig (Ruby syntax, as tokenizers compiles patterns) reads `{,n}` as `{0,n}`; `{,}` and `{x}` stay literal.
+    @Test func lowerBoundAbbreviation() throws {
+        #expect(try find("a{,2}b", "aaab ab b") == ["aab", "ab", "b"])
+        #expect(try find("a{,}", "a{,}") == ["a{,}"])
+        #expect(try find("x{y}", "x{y}") == ["x{y}"])
+        #expect(try find("[\\w-]+", "a-b c") == ["a-b", "c"])
     }
 
     @Test func gpt2Pattern() throws {

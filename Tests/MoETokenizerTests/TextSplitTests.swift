@@ -58,3 +58,29 @@ import Testing
         #expect(throws: DataFileError.self) { try TextSplit.read(dir.appendingPathComponent("b.txt"), .training) }
     }
 }
+
+/// Instruction JSONL: a field of the wrong type is refused with its file, line and key before any training starts.
+@Suite struct InstructionFileTests {
+    @Test func wrongTypesAreRefusedWithTheLine() throws {
+        let good = #"{"instruction": "i", "input": "", "response": "r"}"#
+        let cases: [(String, String)] = [
+            (good + "\n" + #"{"instruction": ["i"], "response": "r"}"#, "data.jsonl:2: \"instruction\" should be a string, not a list"),
+            (#"{"instruction": "i", "response": {"text": "r"}}"#, "data.jsonl:1: \"response\" should be a string, not an object"),
+            (#"{"instruction": "i", "output": 3}"#, "data.jsonl:1: \"output\" should be a string, not a number"),
+            (#"{"instruction": "i", "input": ["x"], "response": "r"}"#, "data.jsonl:1: \"input\" should be a string, not a list"),
+            (#"{"instruction": "i", "response": "r", "response": "s"}"#, "appears twice"),
+            (#"{"instruction": "i"}"#, "data.jsonl:1: expected a JSON object with string fields"),
+            ("[1]", "data.jsonl:1: not a JSON object"),
+        ]
+        for (text, problem) in cases {
+            do {
+                _ = try InstructionExample.parse(text, path: "data.jsonl")
+                Issue.record("accepted: \(text)")
+            } catch let e as DataFileError {
+                #expect(e.description.contains(problem), "\(e)")
+            }
+        }
+        let ok = try InstructionExample.parse(good + "\n\n" + #"{"instruction": "i", "input": null, "output": "o"}"#, path: "data.jsonl")
+        #expect(ok.count == 2 && ok[0].input == nil && ok[1].response == "o")
+    }
+}

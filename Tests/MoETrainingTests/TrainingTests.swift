@@ -196,7 +196,7 @@ func fixtureData(seqLen: Int, seed: UInt64) -> TrainingData {
         #expect(Array(b.ids[0].prefix(prompt.count)) == prompt)
         #expect(b.targets[0].prefix(prompt.count - 1).allSatisfy { $0 == TrainingBatch.ignoreIndex })
         try "{\"instruction\": 3}\n".write(to: f, atomically: true, encoding: .utf8)
-        #expect(throws: TrainingError.invalid("\(f.path):1: expected a JSON object with string fields \"instruction\" and \"response\"")) {
+        #expect(throws: TrainingError.invalid("\(f.path):1: \"instruction\" should be a string, not a number")) {
             _ = try TrainingData(files: [f], tokenizer: tok, seqLen: 32, seed: 0)
         }
     }

@@ -60,8 +60,13 @@ public enum DeepseekV2: ModelFamily {
         return try deepseekNames(c, d, has: has, correctionBias: nil)
     }
 
+    /// RoPE on the qk_rope_head_dim slice, rotating adjacent pairs; no sliding window.
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        try c.attentionConfig(d, interleaved: true, windows: Array(repeating: nil, count: d.numLayers))
+    }
+
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        return try buildDeepseek(c, weights: w, description: d, ropeInterleaved: true)
+        return try buildDeepseek(c, weights: w, description: d, attention: attention(c, description: d))
     }
 }
 
@@ -117,9 +122,8 @@ func deepseekNames(_ c: HFConfig, _ d: ModelDescription, has: @escaping (String)
     return b.table
 }
 
-func buildDeepseek(_ c: HFConfig, weights w: WeightReader, description d: ModelDescription, ropeInterleaved: Bool) throws -> CausalLM {
-    let rp = try c.ropeParameters()
-    let rope = try RoPE(rp, headDim: d.headDim, maxPositions: d.maxPositions, interleaved: ropeInterleaved)
+func buildDeepseek(_ c: HFConfig, weights w: WeightReader, description d: ModelDescription, attention a: AttentionConfig) throws -> CausalLM {
+    let rp = a.ropeParameters, rope = a.rope
     let nope = try c.size("qk_nope_head_dim"), ropeDim = try c.size("qk_rope_head_dim"), vDim = try c.size("v_head_dim")
     let kvRank = try c.size("kv_lora_rank")
     let nh = d.heads, qk = nope + ropeDim

@@ -55,7 +55,12 @@ public enum DeepseekV3: ModelFamily {
         return try deepseekNames(c, d, has: has, correctionBias: true)
     }
 
+    /// RoPE on the qk_rope_head_dim slice, adjacent pairs when `rope_interleave` (the default); no sliding window.
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        try c.attentionConfig(d, interleaved: c.bool("rope_interleave", default: true), windows: Array(repeating: nil, count: d.numLayers))
+    }
+
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        return try buildDeepseek(c, weights: w, description: d, ropeInterleaved: try c.bool("rope_interleave", default: true))
+        return try buildDeepseek(c, weights: w, description: d, attention: attention(c, description: d))
     }
 }

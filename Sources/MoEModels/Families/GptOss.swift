@@ -108,20 +108,25 @@ public enum GptOss: ModelFamily {
         }
     }
 
-    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        var p = try c.ropeParameters()
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        var p: RoPE.Parameters
         if !c.has("rope_parameters") && !c.has("rope_scaling") {
+            p = try c.ropeParameters()
             // transformers' GptOssConfig default when a config gives no rope parameters.
             p.type = "yarn"; p.factor = 32; p.betaFast = 32; p.betaSlow = 1; p.truncate = false; p.originalMaxPositions = 4096
+        } else {
+            p = try c.ropeParameters()
         }
-        let rope = try RoPE(p, headDim: d.headDim, maxPositions: d.maxPositions)
-        let window = try c.optionalSize("sliding_window")
+        let window = try c.slidingWindow(applied: true)
         let types = try c.stringList("layer_types") ?? (0..<d.numLayers).map { ($0 + 1) % 2 == 1 ? "sliding_attention" : "full_attention" }
         guard types.count == d.numLayers, types.allSatisfy({ $0 == "sliding_attention" || $0 == "full_attention" }) else {
             throw ModelError.invalidConfig("\(c.path): layer_types should list \"sliding_attention\" or \"full_attention\" for each of \(d.numLayers) layers")
         }
-        return try buildModel(d, w) { l in
-            try standardAttention(d, w, layer: l, rope: rope, slidingWindow: types[l] == "sliding_attention" ? window : nil)
-        }
+        return try c.attentionConfig(d, parameters: p, windows: types.map { $0 == "sliding_attention" ? window : nil })
+    }
+
+    public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
+        let a = try attention(c, description: d)
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: a.rope, slidingWindow: a.windows[l]) }
     }
 }

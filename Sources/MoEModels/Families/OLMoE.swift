@@ -48,9 +48,15 @@ public enum OLMoE: ModelFamily {
         return b.table
     }
 
+    /// No sliding window; `clip_qkv` null means no clipping, a number must be finite and > 0.
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        let clip = try c.optionalDouble("clip_qkv")
+        if let v = clip, !(v.isFinite && v > 0) { throw ModelError.invalidConfig("\(c.path): clip_qkv is \(v); it should be a finite number > 0, or null") }
+        return try c.attentionConfig(d, windows: Array(repeating: nil, count: d.numLayers), clip: clip.map { Float($0) })
+    }
+
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
-        let clip = try c.optionalDouble("clip_qkv").map { Float($0) }
-        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .full, clip: clip) }
+        let a = try attention(c, description: d)
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: a.rope, normKind: .full, clip: a.clip) }
     }
 }

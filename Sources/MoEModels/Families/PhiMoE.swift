@@ -59,9 +59,12 @@ public enum PhiMoE: ModelFamily {
         return b.table
     }
 
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        try c.attentionConfig(d, windows: c.uniformWindows(d))
+    }
+
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
-        let window = try c.optionalSize("sliding_window")
-        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: window) }
+        let a = try attention(c, description: d)
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: a.rope, slidingWindow: a.windows[l]) }
     }
 }

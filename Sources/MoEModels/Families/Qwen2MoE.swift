@@ -27,7 +27,7 @@ public enum Qwen2MoE: ModelFamily {
         "rms_norm_eps": .number(1e-06),
         "rope_theta": .number(10000.0),
         "shared_expert_intermediate_size": .number(5632),
-        "sliding_window": .number(0),
+        "sliding_window": .number(4096),
         "tie_word_embeddings": .bool(false),
         "use_sliding_window": .bool(false),
         "vocab_size": .number(151936),
@@ -66,16 +66,19 @@ public enum Qwen2MoE: ModelFamily {
         return b.table
     }
 
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        try c.attentionConfig(d, windows: slidingWindows(c, layers: d.numLayers))
+    }
+
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
-        let windows = try slidingWindows(c, layers: d.numLayers)
-        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, slidingWindow: windows[l]) }
+        let a = try attention(c, description: d)
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: a.rope, slidingWindow: a.windows[l]) }
     }
 
     /// Qwen's sliding window applies only with `use_sliding_window`, to the layers `layer_types` marks
     /// "sliding_attention" (v5) or, without that list, to layers below `max_window_layers` (v4).
     static func slidingWindows(_ c: HFConfig, layers n: Int) throws -> [Int?] {
-        guard try c.bool("use_sliding_window", default: false), let w = try c.optionalSize("sliding_window"), w > 0 else {
+        guard let w = try c.slidingWindow(applied: c.bool("use_sliding_window", default: false)) else {
             return Array(repeating: nil, count: n)
         }
         if let types = try c.stringList("layer_types") {

@@ -55,9 +55,12 @@ public enum Qwen3MoE: ModelFamily {
         return b.table
     }
 
+    public static func attention(_ c: HFConfig, description d: ModelDescription) throws -> AttentionConfig {
+        try c.attentionConfig(d, windows: c.uniformWindows(d, applied: c.bool("use_sliding_window", default: false)))
+    }
+
     public static func build(_ c: HFConfig, description d: ModelDescription, weights w: WeightReader) throws -> CausalLM {
-        let rope = try RoPE(c.ropeParameters(), headDim: d.headDim, maxPositions: d.maxPositions)
-        let window: Int? = try c.bool("use_sliding_window", default: false) ? try c.optionalSize("sliding_window") : nil
-        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: rope, normKind: .perHead, slidingWindow: window) }
+        let a = try attention(c, description: d)
+        return try buildModel(d, w) { l in try standardAttention(d, w, layer: l, rope: a.rope, normKind: .perHead, slidingWindow: a.windows[l]) }
     }
 }

@@ -1,7 +1,9 @@
 /// A JSON parser that keeps text exactly. Foundation's JSONSerialization drops a U+FEFF at the start of a
 /// string (a real Mixtral vocabulary entry), and Swift dictionaries keyed by String merge canonically
 /// equivalent keys (U+212B and U+00C5); tokenizer files need every scalar kept, and object members in order.
-indirect enum JSON: Sendable {
+/// An object that gives one key twice (byte for byte) is refused: Python's json and serde keep the last value,
+/// so such a file means two things, and no input of MoEPress may be ambiguous.
+public indirect enum JSON: Sendable {
     case null
     case bool(Bool)
     case number(Double, isInteger: Bool)
@@ -9,13 +11,13 @@ indirect enum JSON: Sendable {
     case array([JSON])
     case object([(key: String, value: JSON)])
 
-    struct ParseError: Error, CustomStringConvertible {
-        let offset: Int
-        let problem: String
-        var description: String { "invalid JSON at byte \(offset): \(problem)" }
+    public struct ParseError: Error, CustomStringConvertible {
+        public let offset: Int
+        public let problem: String
+        public var description: String { "invalid JSON at byte \(offset): \(problem)" }
     }
 
-    static func parse(_ bytes: [UInt8]) throws -> JSON {
+    public static func parse(_ bytes: [UInt8]) throws -> JSON {
         var p = Parser(bytes: bytes)
         p.skipSpace()
         let v = try p.value(depth: 0)
@@ -48,12 +50,18 @@ indirect enum JSON: Sendable {
             case UInt8(ascii: "{"):
                 i += 1
                 var members: [(key: String, value: JSON)] = []
+                var seen = Set<[UInt8]>()
                 skipSpace()
                 if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
                 while true {
                     skipSpace()
                     guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
+                    let keyStart = i
                     let k = try string()
+                    guard seen.insert(Array(k.utf8)).inserted else {
+                        i = keyStart
+                        throw fail("the key \"\(k)\" appears twice in one object")
+                    }
                     skipSpace()
                     guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                     i += 1
@@ -158,5 +166,52 @@ indirect enum JSON: Sendable {
             i += 4
             return v
         }
+    }
+}
+
+extension JSON {
+    /// An object's members by key (the parser has refused a key given twice).
+    public var members: [String: JSON]? {
+        guard case .object(let m) = self else { return nil }
+        return Dictionary(m.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+    }
+    public var string: String? { if case .string(let s) = self { return s } else { return nil } }
+    /// An integral number that fits an Int exactly; 1.5, true or "1" are not.
+    public var int: Int? { if case .number(let d, _) = self, d.rounded() == d, abs(d) < 9.0e15 { return Int(d) } else { return nil } }
+    public var isNull: Bool { if case .null = self { return true } else { return false } }
+    public var stringList: [String]? {
+        guard case .array(let a) = self else { return nil }
+        let s = a.compactMap(\.string)
+        return s.count == a.count ? s : nil
+    }
+
+    /// What the value is, for messages ("a list", "a number").
+    public var kindName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "true/false"
+        case .number: return "a number"
+        case .string: return "a string"
+        case .array: return "a list"
+        case .object: return "an object"
+        }
+    }
+
+    /// The objects of a JSONL text, one a non-blank line, with their 1-based line numbers. A line that is not a JSON
+    /// object (or gives a key twice) throws `problem(line, message)`'s error, so every reader names the file and line.
+    public static func lines(_ text: String, limit: Int? = nil, problem: (Int, String) -> any Error) throws -> [(line: Int, fields: [String: JSON])] {
+        var out: [(line: Int, fields: [String: JSON])] = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let limit, out.count >= limit { break }
+            var bytes = Array(line.utf8)[...]
+            while let b = bytes.first, b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A { bytes = bytes.dropFirst() }
+            while let b = bytes.last, b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A { bytes = bytes.dropLast() }
+            if bytes.isEmpty { continue }
+            let value: JSON
+            do { value = try JSON.parse(Array(bytes)) } catch { throw problem(n + 1, "not valid JSON (\(error))") }
+            guard let fields = value.members else { throw problem(n + 1, "not a JSON object") }
+            out.append((n + 1, fields))
+        }
+        return out
     }
 }
