@@ -19,7 +19,9 @@ public final class AtomicDirectory {
     public let journal: Journal
     /// Whether work of an earlier, interrupted run with the same key was found.
     public let resuming: Bool
-    private var lockFD: Int32 = -1
+    private var lock: OutputLock?
+    /// Input folders that must not have changed when the output is committed (see `FolderFingerprint`).
+    public var inputs: [FolderFingerprint] = []
 
     public init(_ final: URL, overwrite: Bool = false, resumeKey: String? = nil) throws {
         self.final = final.standardizedFileURL
@@ -29,6 +31,8 @@ public final class AtomicDirectory {
         }
         let parent = self.final.deletingLastPathComponent()
         try fm.createDirectory(at: parent, withIntermediateDirectories: true)
+        // One writer per output, resumable or not: a second process refuses, naming the first.
+        lock = try OutputLock(for: self.final)
         guard let resumeKey else {
             staging = parent.appendingPathComponent(".\(self.final.lastPathComponent).partial-\(getpid())")
             try? fm.removeItem(at: staging)
@@ -38,14 +42,6 @@ public final class AtomicDirectory {
             return
         }
         staging = parent.appendingPathComponent(".\(self.final.lastPathComponent).partial")
-        let lockURL = parent.appendingPathComponent(".\(self.final.lastPathComponent).lock")
-        lockFD = open(lockURL.path, O_RDWR | O_CREAT, 0o644)
-        guard lockFD >= 0 else { throw CheckpointError(file: lockURL.path, "cannot create (\(String(cString: strerror(errno))))") }
-        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
-            close(lockFD)
-            lockFD = -1
-            throw CheckpointError(file: self.final.path, "another process is writing this output (\(lockURL.lastPathComponent) is locked)")
-        }
         let jdir = staging.appendingPathComponent(".journal")
         let keyURL = jdir.appendingPathComponent("job")
         if let old = fm.contents(atPath: keyURL.path), old == Data(resumeKey.utf8) {
@@ -62,16 +58,15 @@ public final class AtomicDirectory {
     deinit { unlock() }
 
     private func unlock() {
-        guard lockFD >= 0 else { return }
-        unlink(final.deletingLastPathComponent().appendingPathComponent(".\(final.lastPathComponent).lock").path)
-        close(lockFD)
-        lockFD = -1
+        lock?.release()
+        lock = nil
     }
 
     public func url(_ name: String) -> URL { staging.appendingPathComponent(name) }
 
     /// Moves the staging folder, without its journal, to its final name (replacing an older one when allowed).
     public func commit() throws {
+        for i in inputs { try i.verifyUnchanged("before writing \(final.lastPathComponent)") }
         let fm = FileManager.default
         if let dir = journal.directory { try? fm.removeItem(at: dir) }
         if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
@@ -162,5 +157,55 @@ public final class Journal: @unchecked Sendable {
         let v = try compute()
         try save(name, v)
         return v
+    }
+}
+
+/// An exclusive claim on an output path while a process builds it: `flock` on `.<name>.lock` beside the output, held
+/// until released or the process ends (a kill releases it too). The file holds its owner (pid, command line, start
+/// time), so a second writer names it. After locking, the path is checked to still be the locked file: a release
+/// unlinks it, and a process that opened it just before must not believe it holds the new one.
+public final class OutputLock: @unchecked Sendable {
+    public let url: URL
+    private var fd: Int32 = -1
+
+    public init(for output: URL) throws {
+        let out = output.standardizedFileURL
+        url = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).lock")
+        while true {
+            let f = open(url.path, O_RDWR | O_CREAT, 0o644)
+            guard f >= 0 else { throw CheckpointError(file: url.path, "cannot create (\(String(cString: strerror(errno))))") }
+            guard flock(f, LOCK_EX | LOCK_NB) == 0 else {
+                let owner = Self.owner(f)
+                close(f)
+                throw CheckpointError(file: out.path, "another process is writing this output: \(owner) (it holds \(url.lastPathComponent))")
+            }
+            var a = stat(), b = stat()
+            if fstat(f, &a) == 0, stat(url.path, &b) == 0, a.st_ino == b.st_ino, a.st_dev == b.st_dev {
+                fd = f
+                break
+            }
+            close(f)   // released and unlinked meanwhile: lock the file now at the path
+        }
+        let args = CommandLine.arguments.map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
+        let since = ISO8601DateFormatter().string(from: Date())
+        let text = Array("pid \(getpid()), \(args.prefix(300)), since \(since)".utf8)
+        _ = ftruncate(fd, 0)
+        _ = text.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    deinit { release() }
+
+    /// The owner line a locked file holds ("pid N, command, since T"), or a note that it holds none yet.
+    static func owner(_ f: Int32) -> String {
+        var buf = [UInt8](repeating: 0, count: 512)
+        let n = pread(f, &buf, buf.count, 0)
+        return n > 0 ? String(decoding: buf.prefix(n), as: UTF8.self) : "a process that has not yet written its name"
+    }
+
+    public func release() {
+        guard fd >= 0 else { return }
+        unlink(url.path)
+        close(fd)
+        fd = -1
     }
 }

@@ -33,6 +33,7 @@ public final class MappedSafeTensorsOutput: @unchecked Sendable {
         tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         fd = open(tmp.path, O_RDWR | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw CheckpointError(file: tmp.path, "cannot create (\(String(cString: strerror(errno))))") }
+        do { try reserveBlocks(fd, bytes: size, path: url.path) } catch { close(fd); unlink(tmp.path); throw error }
         guard ftruncate(fd, off_t(size)) == 0, let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
             let why = String(cString: strerror(errno))
             close(fd)

@@ -103,7 +103,7 @@ public enum SafeTensorsWriter {
         guard fd >= 0 else { throw CheckpointError(file: tmp.path, "cannot create (\(String(cString: strerror(errno))))") }
         var closed = false
         do {
-            let out = FileOutput(fd: fd, path: url.path)
+            let out = FileOutput(fd: fd, path: url.path, total: 8 + json.count + sorted.reduce(0) { $0 + $1.byteCount })
             if durable > 0 {
                 guard ftruncate(fd, off_t(8 + json.count + durable)) == 0, lseek(fd, 0, SEEK_END) >= 0 else {
                     throw CheckpointError(file: tmp.path, "cannot resume (\(String(cString: strerror(errno))))")
@@ -272,7 +272,9 @@ public enum SafeTensorsWriter {
 final class FileOutput {
     let fd: Int32
     let path: String
-    init(fd: Int32, path: String) { self.fd = fd; self.path = path }
+    /// The file's full size, for the message when the disk fills.
+    let total: Int
+    init(fd: Int32, path: String, total: Int = 0) { self.fd = fd; self.path = path; self.total = total }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         var p = bytes.baseAddress, left = bytes.count
@@ -280,11 +282,29 @@ final class FileOutput {
             let n = Glibc.write(fd, q, min(left, 1 << 30))
             if n < 0 {
                 if errno == EINTR { continue }
+                if errno == ENOSPC || errno == EDQUOT {
+                    let at = Int(lseek(fd, 0, SEEK_CUR))
+                    let free = DiskSpace.available(at: URL(fileURLWithPath: path).deletingLastPathComponent()) ?? 0
+                    throw CheckpointError(file: path, "the disk is full: \(formatBytes(max(total - at, left))) of this file still to write, " +
+                                          "\(formatBytes(free)) free (free space and run the command again: it resumes where it can)")
+                }
                 throw CheckpointError(file: path, "cannot write (\(String(cString: strerror(errno))))")
             }
             left -= n
             p = q + n
         }
+    }
+}
+
+/// Reserves a file's blocks before it is written through a shared mapping: a write to a mapped page the disk has no
+/// room for is a SIGBUS, so a full disk must show here, as an error naming the file and the bytes it needs.
+public func reserveBlocks(_ fd: Int32, bytes: Int, path: String) throws {
+    let r = posix_fallocate(fd, 0, off_t(bytes))
+    guard r == 0 || r == EOPNOTSUPP || r == EINVAL else {
+        let free = DiskSpace.available(at: URL(fileURLWithPath: path).deletingLastPathComponent()) ?? 0
+        throw CheckpointError(file: path, r == ENOSPC || r == EDQUOT
+            ? "the disk is full: this file needs \(formatBytes(bytes)), \(formatBytes(free)) free"
+            : "cannot reserve \(formatBytes(bytes)) (\(String(cString: strerror(r))))")
     }
 }
 

@@ -82,6 +82,8 @@ public final class Pipeline {
     public let quiet: Bool
     /// What a stage's layer-major passes and fitness caches may use.
     public let memory: MemoryBudget
+    /// The recipe's input folders as they were when the run started.
+    var inputs: [FolderFingerprint] = []
 
     public init(recipe: Recipe, runDir: URL, resume: Bool, quiet: Bool, memory: MemoryBudget = .default) {
         self.recipe = recipe
@@ -102,6 +104,11 @@ public final class Pipeline {
         } else {
             try fm.createDirectory(at: runDir, withIntermediateDirectories: true)
         }
+        // One run per folder at a time; the second names the first.
+        let lock = try OutputLock(for: runDir)
+        defer { lock.release() }
+        // The inputs are checked at every stage boundary: a model or data file replaced mid-run stops the run.
+        inputs = try [FolderFingerprint(recipe.model)] + (recipe.calibration.map { [try FolderFingerprint($0.data)] } ?? [])
         var records: [StageRecord] = []
         // Every model the table shows: the original, then each stage's output.
         var rows: [(label: String, branch: String?, stage: StageKind?, folder: String?, model: URL)] = [("original", nil, nil, nil, recipe.model)]
@@ -125,6 +132,7 @@ public final class Pipeline {
                 let folder = String(format: "%@%02d-%@", prefix, si + 1, stage.kind.rawValue)
                 say("== stage \(done)/\(total): \(recipe.branches.count > 1 ? "[\(branch.name)] " : "")\(stage.kind) \(describe(stage.options))")
                 let t0 = Date()
+                for i in inputs { try i.verifyUnchanged("before stage \(folder)") }
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: stage.kind.rawValue, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 if skipped { say("   unchanged since the last run: skipped") }
@@ -142,6 +150,7 @@ public final class Pipeline {
                 let folder = "\(prefix)export-\(recipe.export)"
                 let stage = Recipe.Stage(kind: .export, options: ["form": .string(recipe.export)], line: 0)
                 let t0 = Date()
+                for i in inputs { try i.verifyUnchanged("before stage \(folder)") }
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
                 records.append(StageRecord(branch: branch.name, stage: "export", folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 current = model
@@ -279,6 +288,7 @@ public final class Pipeline {
             let cache = method.needsCalibration ? try calibrate(model: m) : nil
             request.memory = memory
             let target = try AtomicDirectory(out, overwrite: true, resumeKey: jobKey)
+            target.inputs = inputs
             try target.finish { target in
                 var plan = try Pruning.plan(request, model: m, modelName: input.path, cache: cache, quiet: quiet, journal: target.journal)
                 plan.parameters["seed"] = "\(recipe.seed)"

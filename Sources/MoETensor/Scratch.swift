@@ -20,6 +20,11 @@ public final class ScratchFile: @unchecked Sendable {
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         defer { close(fd) }
         self.bytes = max(bytes, 1)
+        // Blocks reserved first: a write to a mapped page the disk has no room for would be a SIGBUS.
+        let r = posix_fallocate(fd, 0, off_t(self.bytes))
+        if r == ENOSPC || r == EDQUOT {
+            throw ScratchError("\(dir): the disk is full: scratch space needs \(formatBytes(self.bytes)) (set TMPDIR to a folder with room)")
+        }
         guard ftruncate(fd, off_t(self.bytes)) == 0, let p = mmap(nil, self.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
             throw ScratchError("cannot map \(formatBytes(bytes)) of scratch space in \(dir) (\(String(cString: strerror(errno))))")
         }

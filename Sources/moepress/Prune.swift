@@ -177,6 +177,7 @@ struct Prune: ParsableCommand {
                 key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) \(text.windows)x\(text.windowTokens)"
             }
             let target = try AtomicDirectory(dest, overwrite: overwrite, resumeKey: key)
+            target.inputs = [try FolderFingerprint(url)]
             if target.resuming && !quiet { Console.note("prune: resuming \(target.staging.path)") }
             try target.finish { target in
                 if cache == nil, let calibDir, request.method.needsCalibration, let dir = target.journal.directory {
