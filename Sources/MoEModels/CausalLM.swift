@@ -213,9 +213,9 @@ extension CausalLM {
     /// The error for a NaN or infinite result (`what`, e.g. "logits"): every weight is scanned, and the first one
     /// holding NaN/Inf is named with its file; when all are finite, the result overflowed in the arithmetic itself.
     public func nonFiniteError(_ what: String) -> any Error {
-        if let ckpt = pager?.checkpoint {
-            do { try ckpt.requireFinite(evict: true) } catch { return error }
-        }
-        return ModelError.nonFinite("the model produced NaN or infinite \(what), though every weight is finite (the arithmetic overflowed)")
+        guard let ckpt = pager?.checkpoint else { return ModelError.nonFinite("the model produced NaN or infinite \(what)") }
+        do { try ckpt.requireFinite(evict: true) } catch { return error }
+        return ModelError.nonFinite("\(ckpt.directory.path): the model produced NaN or infinite \(what), though every weight is finite " +
+                                    "(the arithmetic overflowed: a weight or config value may be extreme)")
     }
 }

@@ -116,6 +116,10 @@ public struct RoPE: Sendable {
         default:
             throw TensorError.unsupported("rope_type \"\(p.type)\" (supported: default, linear, dynamic, yarn, llama3, longrope)")
         }
+        // A theta or factor that is finite but extreme (rope_theta 1e-300) gives infinite frequencies: every angle NaN.
+        guard inv.allSatisfy({ $0.isFinite }), Float(scaling).isFinite, Float(scaling) > 0 else {
+            throw TensorError.unsupported("rope_theta \(p.theta) with rope_type \(p.type) gives non-finite rotary frequencies")
+        }
         self.init(invFreq: inv, attentionScaling: Float(scaling), interleaved: interleaved, longScaling: long)
     }
 
