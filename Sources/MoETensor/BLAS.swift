@@ -68,12 +68,13 @@ public func linear(
 ) {
     let flops = m * n * k
     let beta: Float = accumulate ? 1 : 0
-    if flops < 1 << 18 || Compute.threads <= 1 || n < 32 {
+    // Split (or not) by the product's size alone, in fixed blocks: the same calls on any number of threads.
+    if flops < 1 << 18 || n < 32 {
         BLAS.gemm(transB: true, m: m, n: n, k: k, a: x, lda: k, b: w, ldb: k, beta: beta, c: y, ldc: ldy)
         return
     }
     let ys = SendablePointer(y)
-    parallelChunks(n, align: 16) { r in
+    parallelBlocks(n, block: blasColumnBlock) { r in
         BLAS.gemm(transB: true, m: m, n: r.count, k: k, a: x, lda: k, b: w + r.lowerBound * k, ldb: k,
                   beta: beta, c: ys + r.lowerBound, ldc: ldy)
     }

@@ -87,6 +87,18 @@ public func parallelChunks(_ total: Int, align: Int = 1, minChunk: Int = 1, _ bo
     }
 }
 
+/// Splits 0..<total into blocks of `block` (the last one shorter) and runs them on up to `Compute.threads` threads.
+/// The blocks do not depend on the thread count: a BLAS call's rounding can depend on its extent (OpenBLAS picks
+/// other kernels for small products), so work split this way gives the same bits on 1, 2 or 64 threads.
+public func parallelBlocks(_ total: Int, block: Int, _ body: (Range<Int>) -> Void) {
+    let b = max(1, block)
+    let n = (total + b - 1) / b
+    parallelFor(n) { i in body((i * b)..<min(total, (i + 1) * b)) }
+}
+
+/// Columns per BLAS call when a product is split: fixed, so results do not depend on the thread count.
+public let blasColumnBlock = 256
+
 struct UncheckedBox<T>: @unchecked Sendable {
     let value: T
     init(_ v: T) { value = v }

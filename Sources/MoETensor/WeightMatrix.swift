@@ -229,7 +229,7 @@ public struct WeightMatrix: @unchecked Sendable {
                 BLAS.gemm(m: m, n: r.count, k: n, alpha: alpha, a: dy, lda: n, b: w + r.lowerBound, ldb: self.rowStride,
                           beta: accumulate ? 1 : 0, c: c + r.lowerBound, ldc: ldx)
             }
-            if big { parallelChunks(k, align: 16, body) } else { body(0..<k) }
+            if big { parallelBlocks(k, block: blasColumnBlock, body) } else { body(0..<k) }
             return
         }
         // Σ over blocks of weight rows: dx (+)= dy[:, block] · widen(W[block, :]); blocks of up to 8 MiB of f32, so a
@@ -248,6 +248,6 @@ public struct WeightMatrix: @unchecked Sendable {
                 r0 += rb
             }
         }
-        if parallel && m * n * k >= 1 << 18 && k >= 64 { parallelChunks(k, align: 16, body) } else { body(0..<k) }
+        if parallel && m * n * k >= 1 << 18 && k >= 64 { parallelBlocks(k, block: blasColumnBlock, body) } else { body(0..<k) }
     }
 }

@@ -22,7 +22,7 @@ func accumulateWeightGradient(_ gw: Tensor, dy: UnsafePointer<Float>, x: UnsafeP
     let body: (Range<Int>) -> Void = { r in
         BLAS.gemm(transA: true, m: out, n: r.count, k: rows, a: dy, lda: out, b: x + r.lowerBound, ldb: n, beta: 1, c: c + r.lowerBound, ldc: n)
     }
-    if big { parallelChunks(n, align: 16, body) } else { body(0..<n) }
+    if big { parallelBlocks(n, block: blasColumnBlock, body) } else { body(0..<n) }
 }
 
 // MARK: - Linear layers (dense, low-rank, LoRA)
