@@ -314,3 +314,25 @@ import Glibc
         }
     }
 }
+
+/// Inputs on a read-only file system: every command that reads a model folder works, and writes only its output.
+@Suite(.serialized) struct ReadOnlyInputTests {
+    @Test(.enabled(if: FaultTests.canMount, "cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)"))
+    func commandsRunOnAReadOnlyModelFolder() throws {
+        let t = TempDir()
+        let (disk, unmount) = try FaultTests.smallDisk(kib: 8 * 1024)
+        defer { unmount() }
+        let model = disk.appendingPathComponent("m")
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: CLI.fixture("mixtral")), to: model)
+        #expect(mount("tmpfs", disk.path, "tmpfs", UInt(MS_REMOUNT | MS_RDONLY), nil) == 0, "remount read-only: \(String(cString: strerror(errno)))")
+        #expect(FileManager.default.createFile(atPath: model.appendingPathComponent("probe").path, contents: Data()) == false, "the folder is not read-only")
+        try "[1, 2, 3]".write(toFile: t.path("ids.json"), atomically: true, encoding: .utf8)
+        for args in [["inspect", model.path, "--verify"],
+                     ["logits", "--model", model.path, "--ids-file", t.path("ids.json"), "--output", t.path("l.safetensors")],
+                     ["prune", "--model", model.path, "--method", "moeits", "--ratio", "0.25", "--output", t.path("p"), "--quiet"]] {
+            let r = try CLI.run(args)
+            #expect(r.status == 0, "\(args[0]) on a read-only model folder: \(r.stderr)")
+        }
+        #expect(FileManager.default.fileExists(atPath: t.path("p/model.safetensors")))
+    }
+}
