@@ -209,7 +209,7 @@ public enum Calibration {
             for name in (try? fm.contentsOfDirectory(atPath: staging.path)) ?? [] where name.hasPrefix(".") { try? fm.removeItem(at: staging.appendingPathComponent(name)) }
             if !quiet && first > 0 { Console.note("calibrate: resuming \(staging.path) after layer \(first - 1)") }
         } else {
-            try? fm.removeItem(at: staging)
+            removeAtomically(staging)
             try fm.createDirectory(at: staging, withIntermediateDirectories: true)
             try manifestData.write(to: staging.appendingPathComponent("manifest.json"))
         }
@@ -299,7 +299,7 @@ public enum Calibration {
             if let stopAfter, li >= stopAfter { throw CalibrationError.interrupted(li) }
         }
         try? fm.removeItem(at: residualURL)
-        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        removeAtomically(final)
         guard rename(staging.path, final.path) == 0 else { throw CalibrationError.invalid("\(final.path): cannot move the finished cache into place") }
     }
 

@@ -20,19 +20,26 @@ public final class AtomicDirectory {
     /// Whether work of an earlier, interrupted run with the same key was found.
     public let resuming: Bool
     private var lock: OutputLock?
+    private let overwrite: Bool
     /// Input folders that must not have changed when the output is committed (see `FolderFingerprint`).
     public var inputs: [FolderFingerprint] = []
 
     public init(_ final: URL, overwrite: Bool = false, resumeKey: String? = nil) throws {
         self.final = final.standardizedFileURL
+        self.overwrite = overwrite
         let fm = FileManager.default
         if fm.fileExists(atPath: self.final.path) && !overwrite {
             throw CheckpointError(file: self.final.path, "already exists (pass --overwrite to replace it)")
         }
         let parent = self.final.deletingLastPathComponent()
         try fm.createDirectory(at: parent, withIntermediateDirectories: true)
-        // One writer per output, resumable or not: a second process refuses, naming the first.
+        // One writer per output, resumable or not: a second process refuses, naming the first. Checked again under the
+        // lock: another writer may have committed between the check above and the lock.
         lock = try OutputLock(for: self.final)
+        if fm.fileExists(atPath: self.final.path) && !overwrite {
+            lock?.release()
+            throw CheckpointError(file: self.final.path, "already exists (pass --overwrite to replace it)")
+        }
         guard let resumeKey else {
             staging = parent.appendingPathComponent(".\(self.final.lastPathComponent).partial-\(getpid())")
             try? fm.removeItem(at: staging)
@@ -47,7 +54,7 @@ public final class AtomicDirectory {
         if let old = fm.contents(atPath: keyURL.path), old == Data(resumeKey.utf8) {
             resuming = true
         } else {
-            try? fm.removeItem(at: staging)
+            removeAtomically(staging)
             try fm.createDirectory(at: jdir, withIntermediateDirectories: true)
             try Journal.atomicWrite(Data(resumeKey.utf8), to: keyURL)
             resuming = false
@@ -69,7 +76,10 @@ public final class AtomicDirectory {
         for i in inputs { try i.verifyUnchanged("before writing \(final.lastPathComponent)") }
         let fm = FileManager.default
         if let dir = journal.directory { try? fm.removeItem(at: dir) }
-        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        if fm.fileExists(atPath: final.path) {
+            guard overwrite else { throw CheckpointError(file: final.path, "already exists (pass --overwrite to replace it)") }
+            removeAtomically(final)
+        }
         guard rename(staging.path, final.path) == 0 else {
             throw CheckpointError(file: final.path, "cannot move the finished output into place")
         }
@@ -77,7 +87,7 @@ public final class AtomicDirectory {
     }
 
     public func abandon() {
-        try? FileManager.default.removeItem(at: staging)
+        removeAtomically(staging)
         unlock()
     }
 
@@ -93,7 +103,12 @@ public final class AtomicDirectory {
             try body(self)
             try commit()
         } catch {
-            abandon()
+            // A full disk keeps a resumable output's finished work (journal, finished shards) for the next run.
+            if let e = error as? CheckpointError, e.diskFull, journal.directory != nil {
+                unlock()
+            } else {
+                abandon()
+            }
             throw error
         }
     }
@@ -167,6 +182,7 @@ public final class Journal: @unchecked Sendable {
 public final class OutputLock: @unchecked Sendable {
     public let url: URL
     private var fd: Int32 = -1
+    private let guardFD = NSLock()
 
     public init(for output: URL) throws {
         let out = output.standardizedFileURL
@@ -203,6 +219,7 @@ public final class OutputLock: @unchecked Sendable {
     }
 
     public func release() {
+        guardFD.lock(); defer { guardFD.unlock() }
         guard fd >= 0 else { return }
         unlink(url.path)
         close(fd)

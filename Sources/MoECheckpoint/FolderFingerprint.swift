@@ -39,3 +39,25 @@ public struct FolderFingerprint: Sendable, Equatable {
         }
     }
 }
+
+/// Deletes a folder so that a kill never leaves it half-deleted under its name: it is first renamed to a hidden
+/// `.<name>.trash-<pid>-<n>` beside it (one atomic step), then removed. A kill in between leaves only that hidden
+/// folder, which `sweepTrash` removes on a later run.
+public func removeAtomically(_ url: URL) {
+    let fm = FileManager.default
+    guard fm.fileExists(atPath: url.path) else { return }
+    let trash = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).trash-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    if rename(url.path, trash.path) == 0 {
+        try? fm.removeItem(at: trash)
+    } else {
+        try? fm.removeItem(at: url)
+    }
+}
+
+/// Removes what `removeAtomically` left behind in `folder` when a kill interrupted it.
+public func sweepTrash(in folder: URL) {
+    let fm = FileManager.default
+    for name in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".") && name.contains(".trash-") {
+        try? fm.removeItem(at: folder.appendingPathComponent(name))
+    }
+}

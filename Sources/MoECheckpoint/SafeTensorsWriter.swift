@@ -286,7 +286,7 @@ final class FileOutput {
                     let at = Int(lseek(fd, 0, SEEK_CUR))
                     let free = DiskSpace.available(at: URL(fileURLWithPath: path).deletingLastPathComponent()) ?? 0
                     throw CheckpointError(file: path, "the disk is full: \(formatBytes(max(total - at, left))) of this file still to write, " +
-                                          "\(formatBytes(free)) free (free space and run the command again: it resumes where it can)")
+                                          "\(formatBytes(free)) free (free space and run the command again: it resumes where it can)", diskFull: true)
                 }
                 throw CheckpointError(file: path, "cannot write (\(String(cString: strerror(errno))))")
             }
@@ -304,7 +304,7 @@ public func reserveBlocks(_ fd: Int32, bytes: Int, path: String) throws {
         let free = DiskSpace.available(at: URL(fileURLWithPath: path).deletingLastPathComponent()) ?? 0
         throw CheckpointError(file: path, r == ENOSPC || r == EDQUOT
             ? "the disk is full: this file needs \(formatBytes(bytes)), \(formatBytes(free)) free"
-            : "cannot reserve \(formatBytes(bytes)) (\(String(cString: strerror(r))))")
+            : "cannot reserve \(formatBytes(bytes)) (\(String(cString: strerror(r))))", diskFull: r == ENOSPC || r == EDQUOT)
     }
 }
 

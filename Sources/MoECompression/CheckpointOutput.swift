@@ -27,20 +27,23 @@ public enum CheckpointOutput {
     public static func settingMoEPressEntry(_ text: String, key: String, json: String) -> String {
         var text = text
         let entry = "\"\(key)\": \(json)"
+        let open = try! NSRegularExpression(pattern: "\"moepress\"\\s*:\\s*\\{")
+        func section() -> NSRange? { open.firstMatch(in: text, range: NSRange(text.startIndex..., in: text))?.range }
         // Drop an earlier value of the same key: MoEPress writes a flat list, a flat object or null. Its separator
-        // goes with it: the ", " after it, or before it when it is the section's last entry (no trailing comma).
-        let value = "\"\(key)\": (\\[[^\\]]*\\]|\\{[^{}]*\\}|null)"
-        if let open = text.range(of: "\"moepress\": {") {
-            for pattern in [value + ", ", ", " + value + "(?=\\s*\\})", value] {
+        // goes with it: the comma after it, or before it when it is the section's last entry (no trailing comma),
+        // whatever the whitespace (a section pretty-printed by another tool).
+        let value = "\"\(key)\"\\s*:\\s*(\\[[^\\]]*\\]|\\{[^{}]*\\}|null)"
+        if let s = section() {
+            for pattern in [value + "\\s*,\\s*", "\\s*,\\s*" + value + "(?=\\s*\\})", value] {
                 guard let re = try? NSRegularExpression(pattern: pattern) else { continue }
-                let from = NSRange(open.upperBound..<text.endIndex, in: text)
+                let from = NSRange(location: s.location + s.length, length: (text as NSString).length - s.location - s.length)
                 if let m = re.firstMatch(in: text, range: from) { text = (text as NSString).replacingCharacters(in: m.range, with: ""); break }
             }
         }
-        if let open = text.range(of: "\"moepress\": {") {
-            let rest = text[open.upperBound...]
-            let empty = rest.first == "}"
-            text.replaceSubrange(open, with: "\"moepress\": {" + entry + (empty ? "" : ", "))
+        if let s = section() {
+            let after = (text as NSString).substring(from: s.location + s.length)
+            let empty = after.first { !$0.isWhitespace } == "}"
+            text = (text as NSString).replacingCharacters(in: s, with: "\"moepress\": {" + entry + (empty ? "" : ", "))
         } else if let close = text.lastIndex(of: "}") {
             var head = String(text[..<close])
             while head.last?.isWhitespace == true { head.removeLast() }
@@ -53,7 +56,7 @@ public enum CheckpointOutput {
     public static func removingMoEPressEntry(_ text: String, key: String) -> String {
         var text = settingMoEPressEntry(text, key: key, json: "null")
         text = text.replacingOccurrences(of: "\"\(key)\": null, ", with: "").replacingOccurrences(of: "\"\(key)\": null", with: "")
-        if let re = try? NSRegularExpression(pattern: ",\\s*\"moepress\": \\{\\s*\\}") {
+        if let re = try? NSRegularExpression(pattern: ",\\s*\"moepress\"\\s*:\\s*\\{\\s*\\}") {
             text = re.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
         }
         return text

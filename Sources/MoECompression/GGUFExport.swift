@@ -44,7 +44,8 @@ public enum GGUFExport {
         }
         let rope = try config.ropeParameters()
         guard rope.type == "default" else { throw PruningError.invalid("\(dir.path): rope_type \(rope.type) is not written to GGUF here (default RoPE only)") }
-        if config.raw["use_sliding_window"]?.bool != false, let w = config.raw["sliding_window"]?.int, w > 0, w < d.maxPositions {
+        let windows = try ModelRegistry.describe(config).attentionWindows()
+        if let w = windows.compactMap({ $0 }).min(), w < d.maxPositions {
             throw PruningError.invalid("\(dir.path): sliding_window \(w): llama.cpp's \(arch) attends to the whole context")
         }
         var counts = Set<Int>()

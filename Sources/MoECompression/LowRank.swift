@@ -187,6 +187,7 @@ public enum LowRank {
         if case .rank(let r) = o.target, r < 1 { throw PruningError.invalid("--rank must be at least 1") }
         guard !o.targets.isEmpty, o.targets.isSubset(of: ["gate", "up", "down"]) else { throw PruningError.invalid("targets must be gate, up and/or down") }
         guard o.method == .svd || cache != nil else { throw PruningError.invalid("svdllm needs a calibration cache with Gram matrices") }
+        let input = try FolderFingerprint(dir)
         let config = try HFConfig(modelDirectory: dir)
         let described = try ModelRegistry.describe(config)
         let (family, filled, d) = (described.family, described.config, described.description)
@@ -274,6 +275,7 @@ public enum LowRank {
             key = k
         }
         let out = try AtomicDirectory(output, overwrite: overwrite, resumeKey: key)
+        out.inputs = [input]
         if out.resuming {
             if let done: [FactorWork.Done] = out.journal.load("factors") { work.restore(done) }
             if !quiet { Console.note("decompose: resuming \(out.staging.path)") }

@@ -201,9 +201,10 @@ extension JSON {
     /// object (or gives a key twice) throws `problem(line, message)`'s error, so every reader names the file and line.
     public static func lines(_ text: String, limit: Int? = nil, problem: (Int, String) -> any Error) throws -> [(line: Int, fields: [String: JSON])] {
         var out: [(line: Int, fields: [String: JSON])] = []
-        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Lines are cut at each LF byte (a CRLF file's CR is trimmed below; Swift's split on "\n" would not cut "\r\n").
+        for (n, line) in Array(text.utf8).split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
             if let limit, out.count >= limit { break }
-            var bytes = Array(line.utf8)[...]
+            var bytes = line[...]
             while let b = bytes.first, b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A { bytes = bytes.dropFirst() }
             while let b = bytes.last, b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0A { bytes = bytes.dropLast() }
             if bytes.isEmpty { continue }

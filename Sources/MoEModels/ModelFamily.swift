@@ -53,6 +53,9 @@ public enum ModelRegistry {
         public let family: any ModelFamily.Type
         public let config: HFConfig
         public let description: ModelDescription
+
+        /// Each layer's sliding window (nil: full attention), as the family reads it.
+        public func attentionWindows() throws -> [Int?] { try family.attention(config, description: description).windows }
     }
 
     /// The one validation of a config.json that every command runs, whatever it then reads: the family's

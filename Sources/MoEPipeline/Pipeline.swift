@@ -107,6 +107,7 @@ public final class Pipeline {
         // One run per folder at a time; the second names the first.
         let lock = try OutputLock(for: runDir)
         defer { lock.release() }
+        sweepTrash(in: runDir)
         // The inputs are checked at every stage boundary: a model or data file replaced mid-run stops the run.
         inputs = try [FolderFingerprint(recipe.model)] + (recipe.calibration.map { [try FolderFingerprint($0.data)] } ?? [])
         var records: [StageRecord] = []
@@ -134,6 +135,11 @@ public final class Pipeline {
                 let t0 = Date()
                 for i in inputs { try i.verifyUnchanged("before stage \(folder)") }
                 let (model, skipped) = try ResourceMonitor.shared.stage(folder) { try runStage(stage, folder: folder, input: current) }
+                // A stage's output made while an input changed mixes two inputs: it goes, and the run stops.
+                do { for i in inputs { try i.verifyUnchanged("after stage \(folder)") } } catch {
+                    if !skipped { try? fm.removeItem(at: runDir.appendingPathComponent(folder)) }
+                    throw error
+                }
                 records.append(StageRecord(branch: branch.name, stage: stage.kind.rawValue, folder: folder, skipped: skipped, seconds: Date().timeIntervalSince(t0)))
                 if skipped { say("   unchanged since the last run: skipped") }
                 if !recipe.keepIntermediate && si > 0 {
@@ -243,7 +249,7 @@ public final class Pipeline {
         if fm.fileExists(atPath: input.appendingPathComponent(Pipeline.weightsRemovedMarker).path) {
             throw RecipeError(recipe.path.path, stage.line, "\(stage.kind) needs \(input.path), whose weights were deleted after the next stage used them (keep_intermediate: false); run the recipe again into a new --output (or without keep_intermediate: false)")
         }
-        try? fm.removeItem(at: dir)
+        removeAtomically(dir)
         let staging = runDir.appendingPathComponent(folder + ".partial")
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -252,7 +258,7 @@ public final class Pipeline {
         if resume, fm.contents(atPath: jobURL.path) == job {
             say("   resuming the interrupted stage in \(staging.path)")
         } else {
-            try? fm.removeItem(at: staging)
+            removeAtomically(staging)
             try fm.createDirectory(at: staging, withIntermediateDirectories: true)
             try job.write(to: jobURL)
         }

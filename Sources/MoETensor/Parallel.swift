@@ -91,9 +91,15 @@ public func parallelChunks(_ total: Int, align: Int = 1, minChunk: Int = 1, _ bo
 /// The blocks do not depend on the thread count: a BLAS call's rounding can depend on its extent (OpenBLAS picks
 /// other kernels for small products), so work split this way gives the same bits on 1, 2 or 64 threads.
 public func parallelBlocks(_ total: Int, block: Int, _ body: (Range<Int>) -> Void) {
+    Compute.ensure()
     let b = max(1, block)
     let n = (total + b - 1) / b
-    parallelFor(n) { i in body((i * b)..<min(total, (i + 1) * b)) }
+    // At most `Compute.threads` workers (--threads caps the cores used); worker w takes blocks w, w + t, …
+    let t = min(Compute.threads, n)
+    parallelFor(t) { w in
+        var i = w
+        while i < n { body((i * b)..<min(total, (i + 1) * b)); i += t }
+    }
 }
 
 /// Columns per BLAS call when a product is split: fixed, so results do not depend on the thread count.

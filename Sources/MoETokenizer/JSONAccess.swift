@@ -68,11 +68,4 @@ extension JSONNode {
         guard choices.contains(s) else { throw fail("is \"\(s)\"; it should be one of \(choices.joined(separator: ", "))") }
         return s
     }
-
-    /// An object whose keys are all in `allowed` (serde refuses unknown fields of these structs too).
-    func object(allowing allowed: [String]) throws -> [(key: String, value: JSON)] {
-        guard let m = members else { throw fail("should be an object or null") }
-        for (k, _) in m where !allowed.contains(k) { throw self[k].fail("is not a field (\(allowed.joined(separator: ", ")))") }
-        return m
-    }
 }

@@ -78,12 +78,12 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     /// `truncation` and `padding` are checked as HF tokenizers reads them (a negative length or an unknown strategy is
-    /// refused there, so here too). Valid settings are not applied: transformers sets both on every call (off unless
+    /// refused there, so here too; fields it does not know are ignored there, so here too). Valid settings are not applied: transformers sets both on every call (off unless
     /// the caller asks), and MoEPress's commands cut text into windows themselves, so whole files are never truncated.
     static func checkTruncationAndPadding(_ root: JSONNode) throws {
         let t = root["truncation"]
         if !t.isNull {
-            _ = try t.object(allowing: ["direction", "max_length", "strategy", "stride"])
+            guard t.members != nil else { throw t.fail("should be an object or null") }
             _ = try t["max_length"].unsigned(max: Int.max)
             if !t["stride"].isNull { _ = try t["stride"].unsigned(max: Int.max) }
             if !t["strategy"].isNull { _ = try t["strategy"].oneOf(["LongestFirst", "OnlyFirst", "OnlySecond"]) }
@@ -91,12 +91,12 @@ public final class Tokenizer: @unchecked Sendable {
         }
         let p = root["padding"]
         if !p.isNull {
-            _ = try p.object(allowing: ["strategy", "direction", "pad_to_multiple_of", "pad_id", "pad_type_id", "pad_token"])
+            guard p.members != nil else { throw p.fail("should be an object or null") }
             let strategy = p["strategy"]
             if strategy.stringValue != nil {
                 _ = try strategy.oneOf(["BatchLongest"])
             } else if !strategy.isNull {
-                _ = try strategy.object(allowing: ["Fixed"])
+                guard strategy.members != nil else { throw strategy.fail("should be \"BatchLongest\" or {\"Fixed\": N}") }
                 _ = try strategy["Fixed"].unsigned(max: Int.max)
             }
             if !p["direction"].isNull { _ = try p["direction"].oneOf(["Left", "Right"]) }

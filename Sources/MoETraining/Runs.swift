@@ -104,6 +104,12 @@ public enum TrainingRuns {
                             mergeDType: DType? = nil, stateDir: URL, resume: Bool = false, quiet: Bool = false,
                             shardSize: Int = CheckpointWriter.defaultShardSize) throws -> TrainingRecord {
         let start = Date()
+        // One training per output (`.<output>.training.lock`, apart from the locks of the state folder and output it
+        // writes): a second refuses, naming the first. The input is checked
+        // unchanged before the result is put in place.
+        let runLock = try OutputLock(for: output.deletingLastPathComponent().appendingPathComponent("\(output.lastPathComponent).training"))
+        defer { runLock.release() }
+        let input = try FolderFingerprint(url)
         let m = try ModelRegistry.load(directory: url)
         try CausalLMTraining.check(m)
         try LoRA.attach(to: m, lora)
@@ -148,6 +154,7 @@ public enum TrainingRuns {
                 LoRA.merge(m)
                 try TrainedCheckpoint.write(m, source: url, output: staging.appendingPathComponent("merged"), dtype: mergeDType, shardSize: shardSize)
             }
+            try input.verifyUnchanged("before writing \(output.lastPathComponent)")
             try? FileManager.default.removeItem(at: output)
             try FileManager.default.moveItem(at: staging, to: output)
         } catch {
@@ -167,6 +174,9 @@ public enum TrainingRuns {
                                        configEdit: (String) -> String, extraFiles: [String: Data] = [:],
                                        shardSize: Int = CheckpointWriter.defaultShardSize) throws -> TrainingRecord {
         let start = Date()
+        let runLock = try OutputLock(for: output.deletingLastPathComponent().appendingPathComponent("\(output.lastPathComponent).training"))
+        defer { runLock.release() }
+        let input = try FolderFingerprint(url)
         let m = try ModelRegistry.load(directory: url)
         guard let k = m.description.routing?.topK else { throw TrainingError.invalid("\(url.path) has no MoE layers") }
         // The plain baseline may keep all k (the full top-k model fine-tuned with the same training).
@@ -203,6 +213,7 @@ public enum TrainingRuns {
         var extra = extraFiles
         extra["training_log.json"] = try encoded(record)
         // The vectors sit in each expert's module (MoEPress's own layout where the family fuses experts).
+        try input.verifyUnchanged("before writing \(output.lastPathComponent)")
         try TrainedCheckpoint.write(m, source: url, output: output, overwrite: true, modules: !plainTopK, config: configEdit, extraFiles: extra,
                                     shardSize: shardSize)
         try? FileManager.default.removeItem(at: stateDir)

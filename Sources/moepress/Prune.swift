@@ -157,6 +157,8 @@ struct Prune: ParsableCommand {
             let url = modelURL(model)
             let dest = try newOutput(output, overwrite: overwrite)
             let start = Date()
+            // The inputs as they are now, before anything is read from them (checked again before the output is committed).
+            let inputs = try [FolderFingerprint(url)] + [calib, calibDir].compactMap { $0 }.map { try FolderFingerprint(URL(fileURLWithPath: $0)) }
             let m = try ResourceMonitor.shared.stage("load") { try ModelRegistry.load(directory: url) }
             var request = PruningRequest(method: PruningMethod(rawValue: method.rawValue)!, budget: ratio.map { .ratio($0) } ?? keep.map { .keep($0) })
             request.tau = tau
@@ -177,7 +179,7 @@ struct Prune: ParsableCommand {
                 key += "\ncalibrate \(URL(fileURLWithPath: calibDir).standardizedFileURL.path) \(text.windows)x\(text.windowTokens)"
             }
             let target = try AtomicDirectory(dest, overwrite: overwrite, resumeKey: key)
-            target.inputs = [try FolderFingerprint(url)]
+            target.inputs = inputs
             if target.resuming && !quiet { Console.note("prune: resuming \(target.staging.path)") }
             try target.finish { target in
                 if cache == nil, let calibDir, request.method.needsCalibration, let dir = target.journal.directory {

@@ -194,5 +194,17 @@ enum Where {
                 #expect(try JSONValue.parse(Data(text.utf8), file: "config.json").object?["moepress"] == nil, "\(text)")
             }
         }
+        // Sections spelled by other tools: pretty-printed over several lines, or compact without spaces.
+        for spelled in ["{\n  \"model_type\": \"mixtral\",\n  \"moepress\": {\n    \"experts_per_layer\": [\n      4,\n      3\n    ],\n    \"low_rank\": {\"keep\": 0.5}\n  }\n}\n",
+                        "{\"model_type\":\"mixtral\",\"moepress\":{\"experts_per_layer\":[4,3]}}"] {
+            for k in keys {
+                var text = CheckpointOutput.settingMoEPressEntry(spelled, key: k, json: values[k]!)
+                var parsed = try JSONValue.parse(Data(text.utf8), file: "config.json")
+                #expect(parsed.object?["moepress"]?.object?[k] != nil, "\(text)")
+                text = CheckpointOutput.removingMoEPressEntry(text, key: k)
+                parsed = try JSONValue.parse(Data(text.utf8), file: "config.json")
+                #expect(parsed.object?["moepress"]?.object?[k] == nil, "\(text)")
+            }
+        }
     }
 }

@@ -91,7 +91,9 @@ import Testing
         let m = #""model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [], "dropout": 0}"#
         for extra in [#""truncation": {"max_length": 512, "stride": 0, "strategy": "LongestFirst", "direction": "Right"}"#,
                       #""padding": {"strategy": {"Fixed": 8}, "direction": "Left", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "a"}"#,
-                      #""padding": {"strategy": "BatchLongest"}"#, #""truncation": null, "padding": null"#] {
+                      #""padding": {"strategy": "BatchLongest"}"#, #""truncation": null, "padding": null"#,
+                      // Fields HF does not know are ignored there (no deny_unknown_fields), so here too.
+                      #""truncation": {"max_length": 8, "future_option": 1}, "padding": {"strategy": "BatchLongest", "future": true}"#] {
             _ = try Tokenizer(data: Data("{\(m), \(extra)}".utf8), source: "tok.json")
         }
         // Truncation is not applied (transformers switches it off per call): a long text keeps every token.

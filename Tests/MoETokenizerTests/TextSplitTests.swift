@@ -82,5 +82,8 @@ import Testing
         }
         let ok = try InstructionExample.parse(good + "\n\n" + #"{"instruction": "i", "input": null, "output": "o"}"#, path: "data.jsonl")
         #expect(ok.count == 2 && ok[0].input == nil && ok[1].response == "o")
+        // CRLF line ends (Swift's split on "\n" does not cut "\r\n").
+        let crlf = try InstructionExample.parse(good + "\r\n" + good + "\r\n", path: "data.jsonl")
+        #expect(crlf.count == 2 && crlf[1].source == "data.jsonl:2")
     }
 }
