@@ -62,15 +62,7 @@ import MoECheckpoint
 /// Keys a config.json leaves out take transformers' defaults for that family, as HF's config classes do.
 @Suite struct ConfigDefaultsTests {
     func withoutKey(_ family: String, _ key: String) throws -> (URL, () -> Void) {
-        let src = Paths.fixture(family)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-defaults-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
-                                                   withDestinationURL: src.appendingPathComponent("model.safetensors"))
-        var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
-        obj.removeValue(forKey: key)
-        try JSONSerialization.data(withJSONObject: obj).write(to: dir.appendingPathComponent("config.json"))
-        return (dir, { try? FileManager.default.removeItem(at: dir) })
+        try configVariant(family) { $0.removeValue(forKey: key) }
     }
 
     @Test func missingNormEpsIsTheFamilysDefault() throws {
@@ -149,17 +141,11 @@ import MoECheckpoint
     ]
 
     static func folder(_ family: String, patch: String) throws -> (URL, () -> Void) {
-        let src = Paths.fixture(family)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-class-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
-                                                   withDestinationURL: src.appendingPathComponent("model.safetensors"))
-        var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
         let set = try JSONSerialization.jsonObject(with: Data(patch.utf8)) as! [String: Any]
-        for (k, v) in set { obj[k] = v }
-        if set["rope_parameters"] != nil { obj.removeValue(forKey: "rope_scaling") }
-        try JSONSerialization.data(withJSONObject: obj).write(to: dir.appendingPathComponent("config.json"))
-        return (dir, { try? FileManager.default.removeItem(at: dir) })
+        return try configVariant(family) { obj in
+            for (k, v) in set { obj[k] = v }
+            if set["rope_parameters"] != nil { obj.removeValue(forKey: "rope_scaling") }
+        }
     }
 
     /// Guards against a class of garbage that a command accepts, or that `inspect` accepts while `logits` refuses it.
@@ -220,4 +206,17 @@ import MoECheckpoint
         // The same key in two different objects is not a duplicate.
         #expect(try JSONValue.parse(Data(#"{"a": {"x": 1}, "b": {"x": 2}}"#.utf8), file: "t.json").object?.count == 2)
     }
+}
+
+/// A temporary model folder: a fixture's weights (linked) and its config.json changed by `edit`; the closure removes it.
+func configVariant(_ family: String, _ edit: (inout [String: Any]) -> Void) throws -> (URL, () -> Void) {
+    let src = Paths.fixture(family)
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("moepress-config-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    try FileManager.default.createSymbolicLink(at: dir.appendingPathComponent("model.safetensors"),
+                                               withDestinationURL: src.appendingPathComponent("model.safetensors"))
+    var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
+    edit(&obj)
+    try JSONSerialization.data(withJSONObject: obj).write(to: dir.appendingPathComponent("config.json"))
+    return (dir, { try? FileManager.default.removeItem(at: dir) })
 }
